@@ -1,0 +1,82 @@
+"""Stage 5: per-unfolding vectors -> network measures (SPEC §5).
+
+Five aggregations × eight transforms of each measure vector, and the paper's four
+headline network measures. Entries equal to 0 are *missing*; NaN entries (a layer with
+non-finite weights measured with ``nonfinite="nan"``) make the aggregate NaN.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+AGGREGATIONS = ("mean", "L2", "p", "wmean", "wp")
+TRANSFORMS = tuple(f"t{i}" for i in range(8))
+MEASURES = ("SQ", "ER", "spec", "fro")
+VARIANTS = ("BE", "AE")
+
+HEADLINE = {
+    # API name: (measure, aggregation, transform)
+    "E_L2": ("ER", "L2", "t6"),
+    "SQ_p": ("SQ", "p", "t0"),
+    "S_p": ("spec", "p", "t7"),
+    "F_p": ("fro", "p", "t7"),
+}
+"""The paper's four network measures; the API names add ``_BE`` or ``_AE``."""
+
+HEADLINE_NAMES = tuple(f"{name}_{variant}" for variant in VARIANTS for name in HEADLINE)
+
+
+def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
+    """Aggregate one measure vector ``values`` (channel ``weights``) by ``how``.
+
+    Returns NaN if every entry is missing or any entry is NaN.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if np.isnan(x).any():
+        return math.nan
+    present = x != 0.0
+    x, w = x[present], w[present]
+    count = x.size
+    if count == 0:
+        return math.nan
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if how == "mean":
+            return float(np.abs(x).sum() / count)
+        if how == "L2":
+            return float(math.sqrt((x * x).sum()) / math.sqrt(count))
+        if how == "p":
+            return float(np.exp(np.log(x).sum() / count))
+        if how == "wmean":
+            return float((w * np.abs(x)).sum() / w.sum())
+        if how == "wp":
+            return float(np.exp((w * np.log(x)).sum() / w.sum()))
+    raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+
+
+def transform(value: float, how: str, count: int) -> float:
+    """Apply transform ``t0``..``t7`` to an aggregate, ``count`` = full entry count ``N``."""
+    if how not in TRANSFORMS:
+        raise ValueError(f"unknown transform {how!r}; choose one of {TRANSFORMS}")
+    index = int(how[1])
+    a = value * count if index % 2 else value
+    if math.isnan(a) or (index >= 2 and a < 0):
+        return math.nan
+    if index in (2, 3, 6, 7):
+        a = math.sqrt(a)
+    if index >= 4:
+        a = math.log(a) if a > 0 else math.nan
+    return a
+
+
+def grid(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The 5 × 8 table: rows ``AGGREGATIONS``, columns ``TRANSFORMS``."""
+    count = len(values)
+    table = np.empty((len(AGGREGATIONS), len(TRANSFORMS)))
+    for i, how in enumerate(AGGREGATIONS):
+        a = aggregate(values, weights, how)
+        for j, t in enumerate(TRANSFORMS):
+            table[i, j] = transform(a, t, count)
+    return table

@@ -1,0 +1,59 @@
+"""The ``probe`` command. Subcommands register themselves in ``_SUBCOMMANDS``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _add_measure(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "measure",
+        help="print the per-layer table and network measures of a checkpoint or state dict",
+        description="Measure one checkpoint (GenProb .pth.tar, Lightning .ckpt, .pt/.pth state dict, .safetensors).",
+    )
+    p.add_argument("path", help="checkpoint or state-dict file")
+    p.add_argument("--layers", default=None, choices=["auto", "genprob"],
+                   help="layer preset (default: genprob for GenProb files, auto otherwise)")
+    p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route")
+    p.add_argument("--unsafe-load", action="store_true",
+                   help="allow arbitrary unpickling (only for files you trust)")
+    p.set_defaults(func=_run_measure)
+
+
+def _run_measure(args: argparse.Namespace) -> int:
+    import torch
+
+    import probe
+
+    path = args.path
+    obj = torch.load(path, map_location="cpu", weights_only=not args.unsafe_load)
+    state = obj.get("state_dict_network", obj.get("state_dict", obj)) if isinstance(obj, dict) else obj
+    layers = args.layers or ("genprob" if "state_dict_network" in obj else "auto")
+    report = probe.measure(state, layers=layers, method=args.method)
+    print(report.format())
+    return 0
+
+
+_SUBCOMMANDS = [_add_measure]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="probe", description="Layer-wise generalization measures from network weights.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in _SUBCOMMANDS:
+        add(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        print(f"probe: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""Stage 6: the ``Report`` — per-layer results, network measures, and their tables."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, grid
+from probe.quantities import QUANTITIES
+from probe.unfold import UNFOLDINGS
+
+
+@dataclass(frozen=True)
+class Unfolding:
+    """One oriented ``rows × cols`` matrix of a layer (rows ≤ cols) and its quantities.
+
+    ``s`` are its singular values (BE), ``d`` the EVBMF-kept, shrunk values (AE), both
+    descending; ``sigma2`` the EVBMF noise variance. ``BE``/``AE`` map each of
+    ``S, C, ER, spec, fro, SQ`` to a float.
+    """
+
+    rows: int
+    cols: int
+    s: np.ndarray
+    d: np.ndarray
+    sigma2: float
+    BE: dict[str, float]
+    AE: dict[str, float]
+
+    @property
+    def weight(self) -> int:
+        """Channel weight ``n = L`` used by the weighted aggregations."""
+        return self.rows
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """A probed tensor: its name (state-dict key), shape, and ``in``/``out`` unfoldings."""
+
+    name: str
+    shape: tuple[int, ...]
+    unfoldings: dict[str, Unfolding]
+
+
+@dataclass(frozen=True)
+class Report:
+    """What ``probe.measure`` returns.
+
+    ``layers`` in probing order; ``network`` the eight headline measures
+    (``E_L2_BE, SQ_p_BE, S_p_BE, F_p_BE`` and the ``_AE`` ones; NaN where undefined).
+    """
+
+    layers: list[LayerResult]
+    network: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        network = {}
+        for variant in VARIANTS:
+            for name, (measure, how, t) in HEADLINE.items():
+                network[f"{name}_{variant}"] = self.aggregate(measure, variant, how, t)
+        object.__setattr__(self, "network", network)
+
+    def vector(self, measure: str, variant: str) -> tuple[np.ndarray, np.ndarray]:
+        """The SPEC §5 vector of ``measure`` (all ``in`` values, then all ``out``) and its weights."""
+        if measure not in MEASURES:
+            raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES}")
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+        entries = [layer.unfoldings[u] for u in UNFOLDINGS for layer in self.layers]
+        values = np.array([getattr(e, variant)[measure] for e in entries], dtype=np.float64)
+        weights = np.array([e.weight for e in entries], dtype=np.float64)
+        return values, weights
+
+    def grid(self, measure: str, variant: str) -> np.ndarray:
+        """5 × 8 table of aggregates: rows ``mean, L2, p, wmean, wp``; columns ``t0..t7``."""
+        return grid(*self.vector(measure, variant))
+
+    def aggregate(self, measure: str, variant: str, how: str, t: str = "t0") -> float:
+        """One aggregate, e.g. ``aggregate("ER", "BE", "L2", "t6")`` = ``network["E_L2_BE"]``."""
+        if how not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+        if t not in TRANSFORMS:
+            raise ValueError(f"unknown transform {t!r}; choose one of {TRANSFORMS}")
+        return float(self.grid(measure, variant)[AGGREGATIONS.index(how), TRANSFORMS.index(t)])
+
+    def aggregates(self) -> dict[str, float]:
+        """Every aggregate, named ``{measure}_{aggregation}_{transform}_{variant}`` (320 values)."""
+        out = {}
+        for variant in VARIANTS:
+            for measure in MEASURES:
+                table = self.grid(measure, variant)
+                for i, how in enumerate(AGGREGATIONS):
+                    for j, t in enumerate(TRANSFORMS):
+                        out[f"{measure}_{how}_{t}_{variant}"] = float(table[i, j])
+        return out
+
+    def value(self, name: str) -> float:
+        """A network measure by name: a headline name (``E_L2_BE``) or an aggregate name."""
+        if name in self.network:
+            return self.network[name]
+        parts = name.split("_")
+        if len(parts) == 4:
+            measure, how, t, variant = parts
+            return self.aggregate(measure, variant, how, t)
+        raise KeyError(
+            f"unknown network measure {name!r}: use one of {sorted(self.network)} "
+            "or '{measure}_{aggregation}_{transform}_{variant}', e.g. 'ER_L2_t6_BE'"
+        )
+
+    def genprob_rows(self) -> list[dict[str, object]]:
+        """One dict per probed layer: ``layer``, the 20 metric columns and 4 weights (SPEC §6)."""
+        rows = []
+        for layer in self.layers:
+            row: dict[str, object] = {"layer": layer.name}
+            for variant in VARIANTS:
+                for u in UNFOLDINGS:
+                    values = getattr(layer.unfoldings[u], variant)
+                    for q in QUANTITIES:
+                        row[f"{u}_{q}_{variant}"] = values[q]
+            for variant in VARIANTS:
+                for u in UNFOLDINGS:
+                    row[f"{u}_weight_{variant}"] = layer.unfoldings[u].weight
+            row["type"] = len(layer.shape)
+            rows.append(row)
+        return rows
+
+    def records(self) -> list[dict[str, object]]:
+        """Tidy rows: one per layer × unfolding × variant, with every quantity and the rank kept."""
+        rows = []
+        for layer in self.layers:
+            for u in UNFOLDINGS:
+                unfolding = layer.unfoldings[u]
+                for variant in VARIANTS:
+                    values = getattr(unfolding, variant)
+                    kept = len(unfolding.s) if variant == "BE" else len(unfolding.d)
+                    rows.append(
+                        {"layer": layer.name, "unfolding": u, "variant": variant, "rows": unfolding.rows,
+                         "cols": unfolding.cols, "weight": unfolding.weight, "kept": kept, **values}
+                    )
+        return rows
+
+    def format(self) -> str:
+        """A plain-text per-layer table (BE and AE) followed by the network measures."""
+        columns = ("S", "C", "ER", "spec", "fro", "SQ")
+        width = max([len(layer.name) for layer in self.layers] + [5])
+        header = f"{'layer':<{width}}  unf var  kept " + " ".join(f"{c:>10}" for c in columns)
+        lines = [header, "-" * len(header)]
+        for row in self.records():
+            cells = " ".join(_cell(row[c]) for c in columns)
+            lines.append(f"{row['layer']:<{width}}  {row['unfolding']:<3} {row['variant']}  {row['kept']:>4} {cells}")
+        lines.append("")
+        lines.extend(f"{name:<8} {value: .6g}" for name, value in self.network.items())
+        return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    v = float(value)  # type: ignore[arg-type]
+    return f"{v:>10.4g}" if math.isfinite(v) else f"{v!s:>10}"
