@@ -5,7 +5,8 @@ The family varies what GenProb varied (SPEC §6): optimizer, learning rate, weig
 channel code, here with several seeds and the architecture scaled to fit a CPU
 (``GenProbNet(code, base=16, step=8)``: 16 + 8·digit channels per cell). Every model is
 measured after every epoch (and at initialisation, epoch 0) through the project's plain-loop
-hook. Rows are appended to the CSV as each model finishes, so an interrupted run resumes
+hook (``integrations.loop.ProbeHook``, ``genprob`` layer preset; its TensorBoard logs are
+discarded unless ``--log-dir`` is given). Rows are appended to the CSV as each model finishes, so an interrupted run resumes
 where it stopped; when every model is done the file is rewritten in a fixed order.
 
 Run (the committed table)::
@@ -30,6 +31,7 @@ import torch
 from torch import nn
 
 import probe
+from integrations.loop import ProbeHook
 from probe.zoo import GenProbNet, digits_datasets
 
 DEFAULT_OUT = Path(__file__).parent / "data" / "family.csv"
@@ -88,8 +90,20 @@ def _evaluate(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tens
     return out
 
 
-def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: int) -> list[dict]:
-    """Train one model; return one row per epoch ``0..epochs`` (0 = at initialisation)."""
+def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: int,
+              log_dir: Path | None = None, checkpoints: Path | None = None) -> list[dict]:
+    """Train one model; return one row per epoch ``0..epochs`` (0 = at initialisation).
+
+    Parameters
+    ----------
+    config, epochs, batch_size, base, step:
+        The run and its training/architecture settings.
+    log_dir:
+        TensorBoard directory of the plain-loop hook (the run's subfolder); default: a
+        temporary one, removed afterwards.
+    checkpoints:
+        If given, a GenProb-format checkpoint per epoch is written there.
+    """
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)
     train, val, test = digits_datasets(seed=0)
@@ -100,21 +114,34 @@ def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: 
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
     generator = torch.Generator().manual_seed(config.seed)
-    rows = []
-    for epoch in range(epochs + 1):
-        if epoch:
-            model.train()
-            for batch in torch.randperm(len(y_train), generator=generator).split(batch_size):
-                loss = nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-        row = {"run_id": config.run_id, **asdict(config), "epoch": epoch, **_evaluate(model, splits)}
-        report = probe.measure(model, layers="genprob", nonfinite="nan")
-        row.update(report.network)
-        rows.append(row)
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as scratch, ProbeHook(
+        model, log_dir=(log_dir or Path(scratch)) / config.run_id, layers="genprob"
+    ) as hook:
+        for epoch in range(epochs + 1):
+            if epoch:
+                model.train()
+                for batch in torch.randperm(len(y_train), generator=generator).split(batch_size):
+                    loss = nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+            performance = _evaluate(model, splits)
+            report = hook.epoch_end(epoch)
+            rows.append({"run_id": config.run_id, **asdict(config), "epoch": epoch, **performance, **report.network})
+            if checkpoints is not None:
+                _save_checkpoint(checkpoints, config, epoch, model, rows)
     return rows
+
+
+def _save_checkpoint(folder: Path, config: Config, epoch: int, model: nn.Module, rows: list[dict]) -> None:
+    from probe.replay.genprob import genprob_filename, save_genprob_checkpoint
+
+    name = genprob_filename(optimizer=config.optimizer, channel_code=config.channel_code, dataset="DIGITS", epoch=epoch,
+                            hparams=(f"lr{config.lr:g}", f"wd{config.weight_decay:g}", f"seed{config.seed}"))
+    history = {row["epoch"]: row for row in rows}
+    save_genprob_checkpoint(folder / name, model.state_dict(), history.pop(epoch), epoch=epoch, history=history)
 
 
 def _run(args: tuple[Config, dict]) -> tuple[Config, list[dict], float]:
@@ -152,6 +179,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", type=int, default=16, help="channels of a cell with digit 0 (default: %(default)s)")
     parser.add_argument("--step", type=int, default=8, help="channels added per digit (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes, one thread each (default: %(default)s)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="keep the hook's TensorBoard logs here, one subfolder per run (default: discarded)")
+    parser.add_argument("--save-checkpoints", type=Path, default=None, metavar="DIR",
+                        help="also write GenProb-format checkpoints (one file per model and epoch) to DIR")
     parser.add_argument("--quick", action="store_true", help="smoke test: 4 models, 3 epochs, temporary output")
     args = parser.parse_args(argv)
 
@@ -164,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     # seed-major order: an interrupted run leaves whole seeds of the grid
     todo = sorted((config for config in configs if config.run_id not in done), key=lambda config: config.seed)
     print(f"{len(configs)} models, {len(done)} already in {args.out}, {len(todo)} to train", flush=True)
-    options = {"epochs": args.epochs, "batch_size": args.batch_size, "base": args.base, "step": args.step}
+    options = {"epochs": args.epochs, "batch_size": args.batch_size, "base": args.base, "step": args.step,
+               "log_dir": args.log_dir, "checkpoints": args.save_checkpoints}
     fields = ["run_id", *asdict(configs[0]), "epoch", *PERFORMANCE, *probe.HEADLINE_NAMES]
     if args.workers > 1:
         import multiprocessing
