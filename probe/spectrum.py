@@ -18,12 +18,15 @@ Half-precision weights are upcast per matrix, never summed in 16 bits.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 Method = Literal["auto", "gram64", "svd"]
 METHODS = ("auto", "gram64", "svd")
@@ -68,6 +71,7 @@ def _group_values(batch: list[torch.Tensor], method: Method) -> list[np.ndarray]
     for dtype in tiers:
         if not pending:
             break
+        before = len(pending)
         eig = _gram_eigenvalues([batch[i] for i in pending], dtype)
         top = eig[:, -1:]
         ratio = np.divide(eig[:, 0], top[:, 0], out=np.ones(len(eig)), where=top[:, 0] > 0)
@@ -76,6 +80,9 @@ def _group_values(batch: list[torch.Tensor], method: Method) -> list[np.ndarray]
             if accept[row]:
                 values[i] = np.sqrt(np.maximum(eig[row, ::-1], 0.0))
         pending = [i for row, i in enumerate(pending) if not accept[row]]
+        log.debug("%s: %d of %d by %s Gram", tuple(batch[0].shape), before - len(pending), before, dtype)
+    if pending:
+        log.debug("%s: %d by float64 svdvals", tuple(batch[0].shape), len(pending))
     for i in pending:
         s = torch.linalg.svdvals(batch[i].to(torch.float64))
         values[i] = s.cpu().numpy()

@@ -33,8 +33,13 @@ def test_public_tensors_match_reference(reference_tensors, reference_measures):
         assert row["type"] == expected["type"]
 
 
-def test_genprob_layers_match_reference(genprob_checkpoint, genprob_reference):
-    report = probe.measure(genprob_checkpoint["state_dict_network"], layers="genprob")
+@pytest.fixture(scope="module")
+def genprob_report(genprob_checkpoint) -> probe.Report:
+    return probe.measure(genprob_checkpoint["state_dict_network"], layers="genprob")
+
+
+def test_genprob_layers_match_reference(genprob_report, genprob_reference):
+    report = genprob_report
     rows = report.genprob_rows()
     assert [r["layer"] for r in rows] == [layer["key"] for layer in genprob_reference["layers"]]
     assert len(rows) == 21
@@ -46,9 +51,9 @@ def test_genprob_layers_match_reference(genprob_checkpoint, genprob_reference):
             assert (row[f"{unfolding}_S_AE"] == 0) == (layer["metrics"][offset] == 0), layer["key"]
 
 
-def test_true_frobenius_norm_after_evbmf(genprob_checkpoint):
+def test_true_frobenius_norm_after_evbmf(genprob_report):
     """The project's fro_AE is the norm of the denoised matrix, sqrt(Σ d²) (SPEC §4)."""
-    report = probe.measure(genprob_checkpoint["state_dict_network"], layers="genprob")
+    report = genprob_report
     for layer in report.layers:
         for unfolding in layer.unfoldings.values():
             assert unfolding.AE["fro"] == pytest.approx(math.sqrt(float((unfolding.d**2).sum())), rel=1e-12)
@@ -57,8 +62,8 @@ def test_true_frobenius_norm_after_evbmf(genprob_checkpoint):
 
 @pytest.mark.parametrize("variant", ["BE", "AE"])
 @pytest.mark.parametrize("measure", ["ER", "SQ", "spec", "fro"])
-def test_genprob_aggregate_grids(genprob_checkpoint, genprob_reference, measure, variant):
-    report = probe.measure(genprob_checkpoint["state_dict_network"], layers="genprob")
+def test_genprob_aggregate_grids(genprob_report, genprob_reference, measure, variant):
+    report = genprob_report
     key = {"SQ": "QS"}.get(measure, measure)
     expected = np.array(genprob_reference["aggregates"][f"grid_{key}_{variant}"], dtype=float)
     got = report.grid(measure, variant)
@@ -69,8 +74,8 @@ def test_genprob_aggregate_grids(genprob_checkpoint, genprob_reference, measure,
     np.testing.assert_allclose(got, expected, rtol=tol, equal_nan=True)
 
 
-def test_genprob_headline_measures(genprob_checkpoint, genprob_reference):
-    report = probe.measure(genprob_checkpoint["state_dict_network"], layers="genprob")
+def test_genprob_headline_measures(genprob_report, genprob_reference):
+    report = genprob_report
     assert set(report.network) == set(probe.HEADLINE_NAMES)
     for name, value in report.network.items():
         if name == "F_p_AE":

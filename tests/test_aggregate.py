@@ -1,0 +1,40 @@
+import math
+
+import numpy as np
+import pytest
+
+from probe.aggregate import AGGREGATIONS, aggregate, grid, transform
+
+
+def test_aggregations_skip_missing_entries():
+    x = np.array([1.0, 0.0, 4.0, 2.0])  # one missing entry
+    w = np.array([1.0, 100.0, 2.0, 1.0])
+    assert aggregate(x, w, "mean") == pytest.approx(7 / 3)
+    assert aggregate(x, w, "L2") == pytest.approx(math.sqrt(21) / math.sqrt(3))
+    assert aggregate(x, w, "p") == pytest.approx(8 ** (1 / 3))
+    assert aggregate(x, w, "wmean") == pytest.approx((1 + 8 + 2) / 4)
+    assert aggregate(x, w, "wp") == pytest.approx(1 ** 0.25 * 4 ** 0.5 * 2 ** 0.25)
+
+
+def test_transforms_use_full_count():
+    a, n = 2.0, 6
+    expected = [a, a * n, math.sqrt(a), math.sqrt(a * n), math.log(a), math.log(a * n),
+                math.log(math.sqrt(a)), math.log(math.sqrt(a * n))]
+    assert [transform(a, f"t{i}", n) for i in range(8)] == pytest.approx(expected)
+
+
+def test_all_missing_is_nan_not_an_error():
+    table = grid(np.zeros(4), np.ones(4))
+    assert table.shape == (len(AGGREGATIONS), 8)
+    assert np.isnan(table).all()
+
+
+def test_nan_entry_propagates():
+    assert math.isnan(aggregate(np.array([1.0, math.nan]), np.ones(2), "mean"))
+
+
+def test_unknown_names_are_errors():
+    with pytest.raises(ValueError, match="aggregation"):
+        aggregate(np.ones(2), np.ones(2), "median")
+    with pytest.raises(ValueError, match="transform"):
+        transform(1.0, "t9", 2)

@@ -1,0 +1,221 @@
+"""MeasurePruner on synthetic studies: a predictive, an anti-predictive and a noise measure."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from integrations.optuna import MeasurePruner, RecordedRun, is_poor, rank_correlation, replay_study, report_measures
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+N_RUNS, N_STEPS = 40, 6
+
+
+def _runs(kind: str, *, seed: int = 0, measure: str = "E_L2_BE") -> tuple[list[RecordedRun], np.ndarray]:
+    """Runs whose final objective is their quality q; the measure is q, -q or noise at every step."""
+    rng = np.random.default_rng(seed)
+    quality = rng.uniform(0.0, 1.0, N_RUNS)
+    runs = []
+    for q in quality:
+        values = {"predicts": q, "anti": -q}
+        per_step = {
+            step: {measure: values[kind] + 0.01 * step if kind in values else float(rng.normal())}
+            for step in range(N_STEPS)
+        }
+        runs.append(RecordedRun(measures=per_step, value=float(q)))
+    return runs, quality
+
+
+def _kept_quality(pruned: list[int | None], quality: np.ndarray, skip: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Quality of the kept and of the pruned runs, after the first ``skip`` (never judged) runs."""
+    kept = np.array([p is None for p in pruned])[skip:]
+    return quality[skip:][kept], quality[skip:][~kept]
+
+
+def test_percentile_mode_prunes_trials_the_measure_ranks_low():
+    runs, quality = _runs("predicts")
+    pruner = MeasurePruner(mode="percentile", n_startup_trials=5, n_warmup_steps=1)
+    pruned = replay_study(runs, pruner=pruner)
+    kept, dropped = _kept_quality(pruned, quality)
+    assert pruned[:5] == [None] * 5  # startup trials run to the end
+    assert len(dropped) >= 10
+    assert set(p for p in pruned if p is not None) == {1}  # first judged step after warmup
+    # every pruned run was worse than the median of the runs completed before it
+    for i, p in enumerate(pruned):
+        if p is not None:
+            before = [quality[j] for j in range(i) if pruned[j] is None]
+            assert quality[i] < np.median(before)
+    assert quality.argmax() not in np.flatnonzero([p is not None for p in pruned])
+    assert kept.mean() > dropped.mean() + 0.3
+
+
+def test_percentile_mode_with_wrong_direction_prunes_the_good_ones():
+    runs, quality = _runs("anti")
+    pruned = replay_study(runs, pruner=MeasurePruner(mode="percentile", direction="maximize"))
+    kept, dropped = _kept_quality(pruned, quality)
+    assert dropped.mean() > kept.mean()
+    minimize = replay_study(runs, pruner=MeasurePruner(mode="percentile", direction="minimize"))
+    kept, dropped = _kept_quality(minimize, quality)
+    assert kept.mean() > dropped.mean() + 0.3
+
+
+def test_learned_mode_learns_a_positive_sign():
+    runs, quality = _runs("predicts")
+    pruned = replay_study(runs, pruner=MeasurePruner(mode="learned", n_trust_trials=10))
+    kept, dropped = _kept_quality(pruned, quality)
+    assert pruned[:10] == [None] * 10  # not trusted before 10 completed trials
+    assert len(dropped) >= 10
+    assert kept.mean() > dropped.mean() + 0.3
+
+
+def test_learned_mode_learns_a_negative_sign():
+    runs, quality = _runs("anti")
+    pruned = replay_study(runs, pruner=MeasurePruner(mode="learned", n_trust_trials=10))
+    kept, dropped = _kept_quality(pruned, quality)
+    assert len(dropped) >= 10
+    assert kept.mean() > dropped.mean() + 0.3
+    assert quality.argmax() not in np.flatnonzero([p is not None for p in pruned])
+
+
+def test_learned_mode_learns_sign_relative_to_a_minimized_objective():
+    """Objective = loss = 1 - q; a measure rising with q must be read as higher-is-better."""
+    runs, quality = _runs("predicts")
+    losses = [run._replace(value=1.0 - run.value) for run in runs]
+    pruned = replay_study(losses, pruner=MeasurePruner(mode="learned"), direction="minimize")
+    kept, dropped = _kept_quality(pruned, quality)
+    assert len(dropped) >= 10
+    assert kept.mean() > dropped.mean() + 0.3
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_learned_mode_does_not_prune_on_noise(seed):
+    runs, _ = _runs("noise", seed=seed)
+    assert replay_study(runs, pruner=MeasurePruner(mode="learned")) == [None] * N_RUNS
+    # the same noise does prune in percentile mode: learned mode's restraint is the trust test
+    assert any(p is not None for p in replay_study(runs, pruner=MeasurePruner(mode="percentile")))
+
+
+def test_learned_mode_defers_to_the_wrapped_objective_pruner_on_noise():
+    runs, quality = _runs("noise")
+    objective = [run._replace(intermediate_values={s: run.value for s in range(N_STEPS)}) for run in runs]
+    median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    pruned = replay_study(objective, pruner=MeasurePruner(mode="learned", wrapped_pruner=median))
+    kept, dropped = _kept_quality(pruned, quality)
+    assert {p for p in pruned if p is not None} == {2}  # the median pruner's first step
+    assert kept.mean() > dropped.mean() + 0.3
+
+
+def test_hybrid_prunes_when_either_signal_says_so():
+    """The measure is good for every run, the objective is poor for some: the objective prunes them."""
+    runs = [
+        RecordedRun(measures={s: {"E_L2_BE": 1.0} for s in range(3)}, value=q,
+                    intermediate_values={s: q for s in range(3)})
+        for q in [0.9, 0.8, 0.7, 0.6, 0.5, 0.1]
+    ]
+    median = optuna.pruners.MedianPruner(n_startup_trials=5)
+    assert replay_study(runs, pruner=MeasurePruner(wrapped_pruner=median)) == [None] * 5 + [0]
+    assert replay_study(runs, pruner=MeasurePruner()) == [None] * 6
+
+
+def test_warmup_interval_and_min_trials():
+    runs, _ = _runs("predicts")
+    pruner = MeasurePruner(n_startup_trials=1, n_warmup_steps=2, interval_steps=3)
+    pruned = replay_study(runs, pruner=pruner)
+    assert {p for p in pruned if p is not None} == {2, 5}
+    strict = MeasurePruner(n_startup_trials=1, n_min_trials=N_RUNS)
+    assert replay_study(runs, pruner=strict) == [None] * N_RUNS
+
+
+def test_nan_measure_is_pruned_or_ignored_as_configured():
+    good = [RecordedRun(measures={0: {"E_L2_BE": 1.0}}, value=1.0)] * 2
+    diverged = RecordedRun(measures={0: {"E_L2_BE": math.nan}}, value=0.0)
+    assert replay_study(good + [diverged], pruner=MeasurePruner(n_startup_trials=2)) == [None, None, 0]
+    ignore = MeasurePruner(n_startup_trials=2, nan_policy="ignore")
+    assert replay_study(good + [diverged], pruner=ignore) == [None, None, None]
+    # other trials' NaNs are left out of the percentile: the best finite one still decides
+    runs = [diverged._replace(value=1.0)] * 3 + [RecordedRun(measures={0: {"E_L2_BE": 2.0}}, value=1.0),
+                                                 RecordedRun(measures={0: {"E_L2_BE": 1.0}}, value=1.0)]
+    assert replay_study(runs, pruner=MeasurePruner(n_startup_trials=4, nan_policy="ignore")) == [None] * 4 + [0]
+
+
+def test_trial_without_measures_is_left_to_the_wrapped_pruner():
+    runs = [RecordedRun(measures={}, value=1.0, intermediate_values={0: 1.0})] * 3
+    assert replay_study(runs, pruner=MeasurePruner(n_startup_trials=0)) == [None] * 3
+
+
+def test_aggregate_measure_must_be_stored_for_the_judged_trial():
+    pruner = MeasurePruner(measure="ER_L2_t6_BE", n_startup_trials=0)
+    study = optuna.create_study(pruner=pruner)
+    study.enqueue_trial({})
+    done = study.ask()
+    report_measures(done, {"ER_L2_t6_BE": 1.0}, 0)
+    study.tell(done, 1.0)
+    trial = study.ask()
+    report_measures(trial, {"E_L2_BE": 1.0}, 0)
+    with pytest.raises(ValueError, match=r"'ER_L2_t6_BE' was not stored at step 0 of trial 1.*names="):
+        trial.should_prune()
+
+
+def test_multi_objective_study_is_refused():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    with pytest.raises(ValueError, match="multi-objective"):
+        MeasurePruner().prune(study, study.trials[trial.number])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"measure": "E_L3_BE"}, r"measure='E_L3_BE'"),
+        ({"measure": "ER_L2_t8_BE"}, r"measure='ER_L2_t8_BE'"),
+        ({"measure": "QS_p_t0_BE"}, r"measure='QS_p_t0_BE'"),
+        ({"mode": "trust"}, r"mode='trust'"),
+        ({"percentile": 101.0}, r"percentile=101.0"),
+        ({"percentile": -1}, r"percentile=-1"),
+        ({"direction": "up"}, r"direction='up'"),
+        ({"mode": "learned", "direction": "maximize"}, r"learned.*direction='maximize'"),
+        ({"trust_threshold": 1.5}, r"trust_threshold=1.5"),
+        ({"n_trust_trials": 2}, r"n_trust_trials=2"),
+        ({"n_startup_trials": -1}, r"n_startup_trials=-1"),
+        ({"n_warmup_steps": -1}, r"n_warmup_steps=-1"),
+        ({"interval_steps": 0}, r"interval_steps=0"),
+        ({"n_min_trials": 0}, r"n_min_trials=0"),
+        ({"nan_policy": "drop"}, r"nan_policy='drop'"),
+        ({"wrapped_pruner": "median"}, r"wrapped_pruner"),
+    ],
+)
+def test_bad_arguments_raise_value_errors_naming_them(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        MeasurePruner(**kwargs)
+
+
+def test_valid_measure_names():
+    for name in ("E_L2_BE", "SQ_p_AE", "F_p_BE", "ER_L2_t6_BE", "spec_wp_t7_AE", "fro_wmean_t0_BE"):
+        assert MeasurePruner(measure=name).measure == name
+
+
+def test_pure_helpers():
+    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
+    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert rank_correlation([1, 2, math.nan, 4, 5], [1, 2, 99, 3, 5]) == pytest.approx(1.0)
+    assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3]))
+    assert is_poor(1.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=True)
+    assert not is_poor(2.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=True)
+    assert is_poor(3.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=False)
+    assert not is_poor(2.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=False)
+    assert is_poor(2.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=True)
+    with pytest.raises(ValueError, match="equal length"):
+        rank_correlation([1, 2], [1])
+
+
+def test_replay_tells_completed_values_and_marks_pruned_trials():
+    runs, quality = _runs("predicts")
+    pruner = MeasurePruner(n_startup_trials=5)
+    pruned = replay_study(runs[:12], pruner=pruner)
+    assert pruned[:5] == [None] * 5 and any(p is not None for p in pruned)
+    # a second replay of the same runs is independent (fresh study each call)
+    assert replay_study(runs[:12], pruner=pruner) == pruned
