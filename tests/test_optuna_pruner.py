@@ -8,7 +8,7 @@ import numpy as np
 import optuna
 import pytest
 
-from integrations.optuna import MeasurePruner, RecordedRun, is_poor, rank_correlation, replay_study, report_measures
+from integrations.optuna import MeasurePruner, RecordedRun, correlation_lower_bound, is_poor, rank_correlation, replay_study, report_measures
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -104,8 +104,9 @@ def test_learned_mode_defers_to_the_wrapped_objective_pruner_on_noise():
     objective = [run._replace(intermediate_values={s: run.value for s in range(N_STEPS)}) for run in runs]
     median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
     pruned = replay_study(objective, pruner=MeasurePruner(mode="learned", wrapped_pruner=median))
+    assert pruned == replay_study(objective, pruner=median)  # exactly the objective pruner's decisions
     kept, dropped = _kept_quality(pruned, quality)
-    assert {p for p in pruned if p is not None} == {2}  # the median pruner's first step
+    assert min(p for p in pruned if p is not None) == 2  # the median pruner's first step
     assert kept.mean() > dropped.mean() + 0.3
 
 
@@ -121,11 +122,20 @@ def test_hybrid_prunes_when_either_signal_says_so():
     assert replay_study(runs, pruner=MeasurePruner()) == [None] * 6
 
 
+def _dip(at: set[int]) -> RecordedRun:
+    """A run whose measure is 1 except 0 at the steps ``at``."""
+    return RecordedRun(measures={s: {"E_L2_BE": 0.0 if s in at else 1.0} for s in range(6)}, value=1.0)
+
+
 def test_warmup_interval_and_min_trials():
+    runs = [_dip(set()), _dip(set()), _dip({5}), _dip({3, 4}), _dip({1}), _dip({2}), _dip({0, 1, 3, 4})]
+    pruner = MeasurePruner(n_startup_trials=2, n_warmup_steps=2, interval_steps=3)
+    # judged at steps 2 and 5 only
+    assert replay_study(runs, pruner=pruner) == [None, None, 5, None, None, 2, None]
+    skipped = [_dip(set()), _dip(set()), RecordedRun(measures={0: {"E_L2_BE": 1.0}, 3: {"E_L2_BE": 0.0}}, value=1.0)]
+    # no measure at steps 2: the first step of the interval that has one (3) is judged
+    assert replay_study(skipped, pruner=pruner) == [None, None, 3]
     runs, _ = _runs("predicts")
-    pruner = MeasurePruner(n_startup_trials=1, n_warmup_steps=2, interval_steps=3)
-    pruned = replay_study(runs, pruner=pruner)
-    assert {p for p in pruned if p is not None} == {2, 5}
     strict = MeasurePruner(n_startup_trials=1, n_min_trials=N_RUNS)
     assert replay_study(runs, pruner=strict) == [None] * N_RUNS
 
@@ -179,7 +189,8 @@ def test_multi_objective_study_is_refused():
         ({"direction": "up"}, r"direction='up'"),
         ({"mode": "learned", "direction": "maximize"}, r"learned.*direction='maximize'"),
         ({"trust_threshold": 1.5}, r"trust_threshold=1.5"),
-        ({"n_trust_trials": 2}, r"n_trust_trials=2"),
+        ({"confidence": 1.0}, r"confidence=1.0"),
+        ({"n_trust_trials": 3}, r"n_trust_trials=3"),
         ({"n_startup_trials": -1}, r"n_startup_trials=-1"),
         ({"n_warmup_steps": -1}, r"n_warmup_steps=-1"),
         ({"interval_steps": 0}, r"interval_steps=0"),
@@ -206,8 +217,15 @@ def test_pure_helpers():
     assert is_poor(1.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=True)
     assert not is_poor(2.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=True)
     assert is_poor(3.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=False)
-    assert not is_poor(2.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=False)
-    assert is_poor(2.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=True)
+    assert is_poor(2.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=False)  # keeps < 1.75
+    assert not is_poor(1.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=False)
+    assert is_poor(3.0, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=True)  # keeps > 3.25
+    assert correlation_lower_bound(1.0, 10) > 0.99
+    assert correlation_lower_bound(0.9, 10) == pytest.approx(0.626, abs=0.01)
+    assert correlation_lower_bound(0.6, 10) < 0.05  # not trusted at n=10...
+    assert correlation_lower_bound(0.6, 100) > 0.45  # ...but almost 0.5 at n=100
+    assert correlation_lower_bound(-0.9, 10) == correlation_lower_bound(0.9, 10)
+    assert math.isnan(correlation_lower_bound(0.9, 3))
     with pytest.raises(ValueError, match="equal length"):
         rank_correlation([1, 2], [1])
 

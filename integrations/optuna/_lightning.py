@@ -1,0 +1,162 @@
+"""Lightning callback: each epoch, store the network measures with the trial and ask its pruner."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+
+import probe
+from integrations.optuna._measures import check_measure_name, report_measures
+from probe.layers import LayerSelector
+from probe.report import Report
+
+try:
+    from lightning.pytorch import Callback
+except ImportError:  # only the standalone package is installed
+    from pytorch_lightning import Callback
+
+log = logging.getLogger(__name__)
+
+PRUNED_KEY = "probe:pruned_epoch"
+"""Trial system attribute where rank zero records the epoch it pruned at (DDP)."""
+
+
+class MeasurePruningCallback(Callback):
+    """Lightning callback that prunes an Optuna trial from the network measures, every epoch.
+
+    At the end of each training epoch, on rank zero: take the network measures (reusing
+    the report of a live ``ProbeCallback`` — any callback with ``last_report`` and
+    ``last_epoch`` that measured this epoch, listed before this one — or calling
+    ``probe.measure``), store them with :func:`report_measures`, report ``monitor`` with
+    ``trial.report`` if given, and ask ``trial.should_prune()``.
+
+    Single process: a pruned trial raises ``optuna.TrialPruned`` out of ``trainer.fit``.
+    DDP: rank zero decides, the decision is broadcast, every rank sets
+    ``trainer.should_stop`` and fit ends together; rank zero records the epoch in the
+    trial's storage, and :meth:`check_pruned`, called after ``fit`` in the objective,
+    raises ``optuna.TrialPruned``. DDP needs a storage shared between processes
+    (``RDBStorage`` or ``JournalStorage``), not the in-memory one. An error on rank zero
+    is broadcast too, so all ranks raise together instead of deadlocking.
+
+    Works with ``lightning.pytorch`` and ``pytorch_lightning`` trainers.
+
+    Example:
+
+        .. code-block:: python
+
+            def objective(trial):
+                model = MyModule(lr=trial.suggest_float("lr", 1e-4, 1e-1, log=True))
+                pruning = MeasurePruningCallback(trial, monitor="val_acc")
+                trainer = lightning.pytorch.Trainer(max_epochs=20, callbacks=[pruning])
+                trainer.fit(model, datamodule=data)
+                pruning.check_pruned()  # needed under DDP, harmless otherwise
+                return trainer.callback_metrics["val_acc"].item()
+
+    Parameters
+    ----------
+    trial:
+        The running ``optuna.trial.Trial``; its study's pruner decides (normally a
+        :class:`MeasurePruner`).
+    monitor:
+        Optional name of a logged metric (``trainer.callback_metrics``) reported with
+        ``trial.report`` each epoch, for an objective pruner wrapped by the MeasurePruner.
+        Default ``None``: the objective is not reported.
+    layers:
+        Layer selection for ``probe.measure`` when no live report is reused; default ``"auto"``.
+    names:
+        Measures to store (default: see :func:`report_measures`).
+    """
+
+    def __init__(
+        self,
+        trial: optuna.trial.Trial,
+        *,
+        monitor: str | None = None,
+        layers: LayerSelector = "auto",
+        names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if names is not None:
+            names = [check_measure_name(name, argument="names") for name in names]
+        self._trial = trial
+        self._monitor = monitor
+        self._layers = layers
+        self._names = names
+        self._distributed = False
+        self.last_report: Report | None = None
+        """The report stored at the last epoch (on rank zero)."""
+        self.last_epoch: int | None = None
+        """The epoch of ``last_report``."""
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        directions = self._trial.study.directions
+        if len(directions) > 1:
+            raise ValueError(
+                f"MeasurePruningCallback cannot prune a multi-objective study ({len(directions)} directions): "
+                "Optuna's pruning supports single-objective studies only"
+            )
+        self._distributed = trainer.world_size > 1
+        if self._distributed and isinstance(self._trial.storage, optuna.storages.InMemoryStorage):
+            raise ValueError(
+                "MeasurePruningCallback under DDP needs a storage shared between processes: create the "
+                "study with storage='sqlite:///study.db' (RDBStorage) or a JournalStorage, not in memory"
+            )
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        epoch = trainer.current_epoch
+        prune, error = False, None
+        if trainer.is_global_zero:
+            try:
+                prune = self._report_and_decide(trainer, pl_module, epoch)
+            except Exception as exc:
+                if not self._distributed:
+                    raise
+                error = exc
+        if self._distributed:
+            prune, message = trainer.strategy.broadcast((prune, None if error is None else repr(error)), src=0)
+            if message is not None:
+                raise RuntimeError(f"measure pruning failed on rank zero at epoch {epoch}: {message}") from error
+        if not prune:
+            return
+        log.info("trial %d pruned at epoch %d", self._trial.number, epoch)
+        if not self._distributed:
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+        trainer.should_stop = True
+        if trainer.is_global_zero:
+            self._trial.storage.set_trial_system_attr(self._trial._trial_id, PRUNED_KEY, epoch)
+
+    def check_pruned(self) -> None:
+        """Raise ``optuna.TrialPruned`` if rank zero pruned the trial; call it after ``trainer.fit``.
+
+        Needed under DDP (the decision lives in the storage); harmless otherwise.
+        """
+        epoch = self._trial.storage.get_trial_system_attrs(self._trial._trial_id).get(PRUNED_KEY)
+        if epoch is not None:
+            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+
+    def _report_and_decide(self, trainer: Any, pl_module: Any, epoch: int) -> bool:
+        report = self._live_report(trainer, epoch)
+        if report is None:
+            report = probe.measure(pl_module, layers=self._layers, nonfinite="nan")
+        report_measures(self._trial, report, epoch, names=self._names)
+        self.last_report, self.last_epoch = report, epoch
+        if self._monitor is not None:
+            value = trainer.callback_metrics.get(self._monitor)
+            if value is None:
+                raise ValueError(
+                    f"monitor={self._monitor!r} is not among the logged metrics "
+                    f"{sorted(trainer.callback_metrics)}; log it or pass monitor=None"
+                )
+            self._trial.report(float(value), epoch)
+        return self._trial.should_prune()
+
+    def _live_report(self, trainer: Any, epoch: int) -> Report | None:
+        for callback in trainer.callbacks:
+            if callback is self:
+                return None
+            report = getattr(callback, "last_report", None)
+            if isinstance(report, Report) and getattr(callback, "last_epoch", None) == epoch:
+                return report
+        return None

@@ -1,0 +1,66 @@
+"""Replay recorded runs through a pruner, as trials of an in-memory study."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import NamedTuple
+
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import TrialState
+
+from integrations.optuna._measures import report_measures
+
+
+class RecordedRun(NamedTuple):
+    """One finished training run: its measures per step, final objective, and objective per step."""
+
+    measures: Mapping[int, Mapping[str, float]]
+    """``{step: {name: value}}``, e.g. ``{epoch: report.network}``."""
+    value: float
+    """The final objective (e.g. test accuracy)."""
+    intermediate_values: Mapping[int, float] = {}
+    """The objective's own per-step values for ``trial.report`` (only a wrapped pruner reads them)."""
+
+
+def replay_study(
+    runs: Iterable[RecordedRun], *, pruner: BasePruner, direction: str = "maximize"
+) -> list[int | None]:
+    """Replay ``runs`` in order, each as one trial of a fresh in-memory study using ``pruner``.
+
+    Each step does what an objective does: ``report_measures``, then ``trial.report`` when
+    the run has an objective value at that step, then ``trial.should_prune()``.
+
+    Parameters
+    ----------
+    runs:
+        Recorded runs, in the order the study would have run them.
+    pruner:
+        The pruner to evaluate (e.g. a :class:`MeasurePruner`).
+    direction:
+        The study's direction, ``"maximize"`` (default) or ``"minimize"``.
+
+    Returns
+    -------
+    list
+        For each run, the step at which it was pruned, or ``None`` if it ran to the end
+        (its ``value`` is then told to the study, so later runs are judged against it).
+    """
+    study = optuna.create_study(direction=direction, pruner=pruner)
+    pruned_at: list[int | None] = []
+    for run in runs:
+        trial = study.ask()
+        pruned_at.append(None)
+        for step in sorted(set(run.measures) | set(run.intermediate_values)):
+            if step in run.measures:
+                report_measures(trial, run.measures[step], step)
+            if step in run.intermediate_values:
+                trial.report(run.intermediate_values[step], step)
+            if trial.should_prune():
+                pruned_at[-1] = step
+                break
+        if pruned_at[-1] is None:
+            study.tell(trial, run.value)
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    return pruned_at
