@@ -1,0 +1,367 @@
+"""Lightning callback: measure the model every few epochs, log it, expose it to monitors.
+
+Example::
+
+    from lightning.pytorch import Trainer                  # or: from pytorch_lightning import Trainer
+    from lightning.pytorch.callbacks import EarlyStopping
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from integrations.lightning import ProbeCallback
+
+    trainer = Trainer(
+        max_epochs=20,
+        logger=TensorBoardLogger("runs"),
+        callbacks=[ProbeCallback(), EarlyStopping("probe/E_L2_BE", mode="max", patience=3)],
+    )
+    trainer.fit(model, train_loader)
+
+Where the measures go, at the end of every ``every_n_epochs``-th training epoch:
+
+- TensorBoard loggers get the full output of :func:`integrations.tensorboard.write_report`
+  (``probe/<name>`` scalars, per-layer charts, spectra histograms, optional heatmap);
+  every other logger gets the ``probe/<name>`` scalars through ``log_metrics``;
+- ``trainer.callback_metrics`` gets ``probe/<name>`` (logged with ``logger=False``) before
+  ``on_validation_end`` (measured in ``on_validation_start`` of the end-of-epoch
+  validation) or, without validation that epoch, in ``on_train_epoch_end`` before the
+  monitoring callbacks run; so ``EarlyStopping``, ``ModelCheckpoint`` and pruning
+  callbacks can monitor them;
+- ``last_report`` / ``last_epoch`` keep the latest report for other callbacks.
+
+Both Lightning distributions are supported: ``ProbeCallback`` inherits from the
+``Callback`` class of each installed one (``pytorch_lightning`` and ``lightning.pytorch``),
+so the same class passes either ``Trainer``'s type check, and it only uses trainer
+attributes the two share.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import warnings
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any, Literal, NamedTuple
+
+import torch
+
+import probe
+from integrations.tensorboard import LogOptions, add_layout, check_measure_names, network_metrics, write_report
+from probe.aggregate import HEADLINE_NAMES
+from probe.layers import LayerSelector, select_layers
+from probe.spectrum import Method
+
+log = logging.getLogger(__name__)
+
+_PACKAGES = ("pytorch_lightning", "lightning.pytorch")
+_MAX_IN_FLIGHT = 2
+"""Background mode: at most this many measurements queued or running; the next epoch waits."""
+
+
+def _callback_bases() -> tuple[type, ...]:
+    bases = []
+    for package in _PACKAGES:
+        try:
+            bases.append(importlib.import_module(package).Callback)
+        except ImportError:
+            continue
+    if not bases:
+        raise ImportError("integrations.lightning needs Lightning: pip install pytorch-lightning (or lightning)")
+    return tuple(bases)
+
+
+@dataclass
+class EpochTiming:
+    """Seconds spent for one measured epoch (rank zero only).
+
+    ``blocking_s``: time the training thread spent in the callback's hooks at that epoch's
+    end (measuring and logging when synchronous; copying weights, submitting, and logging
+    finished reports in background mode). ``measure_s``: time to compute the report
+    (on the worker thread in background mode); NaN until it is done.
+    """
+
+    epoch: int
+    blocking_s: float = 0.0
+    measure_s: float = float("nan")
+
+
+class _Job(NamedTuple):
+    epoch: int
+    step: int
+    future: Future
+
+
+class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
+    """Measure the model with :func:`probe.measure` during ``fit`` and log the report.
+
+    Parameters
+    ----------
+    every_n_epochs:
+        Measure after epochs with ``(epoch + 1) % every_n_epochs == 0`` (default 1).
+    measures:
+        Network measures logged as ``probe/<name>`` and put in ``trainer.callback_metrics``
+        (default the eight headline ones); validated here against the probe names.
+    options:
+        What TensorBoard loggers also get (:class:`~integrations.tensorboard.LogOptions`).
+    layers, method, device:
+        Passed to :func:`probe.measure` (default ``"auto"``, ``"auto"``, ``None``: on the
+        weights' device). ``layers`` is checked against the model at ``setup``.
+    nonfinite:
+        ``"nan"`` (default): diverged weights give NaN measures (``EarlyStopping``'s
+        ``check_finite`` then stops the run); ``"raise"``: the fit fails with a
+        ``ValueError`` naming the layer.
+    background:
+        ``False`` (default): measure in the hook, so the monitored values are those of the
+        epoch that just ended. ``True``: the hook only copies the probed weights and a worker
+        thread measures them while training goes on; each report is logged at its own
+        epoch's step as soon as it is done (checked at each epoch end, and all pending work
+        is flushed at fit end). ``callback_metrics``, ``last_report`` and ``last_epoch``
+        then hold the latest *finished* report, typically the previous epoch's.
+    copy_to:
+        Background mode: where the weight copies live: ``"cpu"`` (default) or ``"model"``
+        (the weights' device; faster on a GPU, costs its memory).
+    log:
+        ``True`` (default): log through ``trainer.loggers``; ``setup`` fails when the
+        Trainer has none. ``False``: only monitor (``callback_metrics`` and ``last_report``).
+    step:
+        Logging x axis: ``"global_step"`` (default, like Lightning's own epoch metrics, so
+        the measures line up with the loss) or ``"epoch"``.
+
+    Attributes
+    ----------
+    last_report:
+        The latest finished :class:`probe.Report`, or ``None`` (also right after a resume).
+    last_epoch:
+        The epoch ``last_report`` was measured at (restored on resume), or ``None``.
+    timings:
+        One :class:`EpochTiming` per measured epoch (rank zero only).
+
+    Under DDP only rank zero measures and logs; the values are then broadcast so every
+    rank's ``callback_metrics`` and ``last_report`` agree. ``state_dict`` keeps
+    ``last_epoch`` and the last measured epoch, so a resumed run does not measure or log an
+    epoch twice.
+    """
+
+    def __init__(
+        self,
+        *,
+        every_n_epochs: int = 1,
+        measures: Iterable[str] = HEADLINE_NAMES,
+        options: LogOptions = LogOptions(),
+        layers: LayerSelector = "auto",
+        method: Method = "auto",
+        device: torch.device | str | None = None,
+        nonfinite: Literal["raise", "nan"] = "nan",
+        background: bool = False,
+        copy_to: Literal["cpu", "model"] = "cpu",
+        log: bool = True,
+        step: Literal["global_step", "epoch"] = "global_step",
+    ) -> None:
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be a positive int, got {every_n_epochs!r}")
+        if copy_to not in ("cpu", "model"):
+            raise ValueError(f"copy_to must be 'cpu' or 'model', got {copy_to!r}")
+        if step not in ("global_step", "epoch"):
+            raise ValueError(f"step must be 'global_step' or 'epoch', got {step!r}")
+        if nonfinite not in ("raise", "nan"):
+            raise ValueError(f"nonfinite must be 'raise' or 'nan', got {nonfinite!r}")
+        if not isinstance(options, LogOptions):
+            raise TypeError(f"options must be an integrations.tensorboard.LogOptions, got {type(options).__name__}")
+        self.every_n_epochs = every_n_epochs
+        self.measures = check_measure_names(measures)
+        self.options = options
+        self.layers = layers
+        self.background = bool(background)
+        self.copy_to = copy_to
+        self.log = bool(log)
+        self.step = step
+        self._measure_kwargs: dict[str, Any] = {"method": method, "device": device, "nonfinite": nonfinite}
+        self.last_report: probe.Report | None = None
+        self.last_epoch: int | None = None
+        self.timings: list[EpochTiming] = []
+        self._measured_epoch: int | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: deque[_Job] = deque()
+        self._layout_written: set[int] = set()
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(every_n_epochs=self.every_n_epochs, measures=self.measures)
+
+    # ----------------------------------------------------------------- hooks
+
+    def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage != "fit":
+            return
+        if self.log and not trainer.loggers:
+            raise ValueError(
+                "ProbeCallback: the Trainer has no logger, so the measures would not be logged. Pass "
+                "logger=TensorBoardLogger(save_dir) (or leave the default logger=True) to the Trainer, or build "
+                "ProbeCallback(log=False) to only put probe/* into trainer.callback_metrics for monitoring."
+            )
+        try:
+            select_layers(pl_module, self.layers)
+        except ValueError as error:
+            raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
+        if self.background and trainer.is_global_zero and self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-measure")
+
+    def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:  # the end-of-epoch validation
+            self._epoch_end(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._epoch_end(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        self._flush(trainer)
+
+    def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
+        if stage == "fit":
+            self._flush(trainer)
+            self._shutdown()
+
+    def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        try:
+            self._flush(trainer)
+        except Exception as error:  # the original exception is the one to report
+            log.warning("ProbeCallback: pending measurements lost after %r: %s", exception, error)
+        finally:
+            self._shutdown()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"last_epoch": self.last_epoch, "measured_epoch": self._measured_epoch}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.last_epoch = state_dict.get("last_epoch")
+        self._measured_epoch = state_dict.get("measured_epoch")
+
+    # ------------------------------------------------------------- internals
+
+    def _due(self, epoch: int) -> bool:
+        fresh = self._measured_epoch is None or epoch > self._measured_epoch
+        return fresh and (epoch + 1) % self.every_n_epochs == 0
+
+    def _epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        """Measure (or submit) if due, publish any new report; same collectives on every rank."""
+        epoch = trainer.current_epoch
+        due = self._due(epoch)
+        if due:
+            self._measured_epoch = epoch
+        if not (due or self.background):  # the same on every rank: no rank skips a broadcast
+            return
+        payload: tuple[str, Any, Any] | None = None
+        error: Exception | None = None
+        if trainer.is_global_zero:
+            start = perf_counter()
+            try:
+                payload = self._rank_zero_epoch_end(trainer, pl_module, epoch, due)
+            except Exception as caught:  # tell the other ranks before raising, or they wait forever
+                error, payload = caught, ("error", f"{type(caught).__name__}: {caught}", None)
+            if due or payload is not None:
+                self._timing(epoch).blocking_s += perf_counter() - start
+        if trainer.world_size > 1:
+            payload = trainer.strategy.broadcast(payload, src=0)
+        if error is not None:
+            raise error
+        if payload is None:
+            return
+        kind, first, report = payload
+        if kind == "error":
+            raise RuntimeError(f"ProbeCallback: measuring on rank 0 failed: {first}")
+        self.last_report, self.last_epoch = report, first
+        with warnings.catch_warnings():  # values are equal on every rank: no sync_dist needed
+            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
+            for name, value in network_metrics(report, self.measures).items():
+                pl_module.log(name, value, logger=False, on_step=False, on_epoch=True, batch_size=1)
+
+    def _rank_zero_epoch_end(self, trainer: Any, pl_module: Any, epoch: int, due: bool) -> tuple[str, int, probe.Report] | None:
+        step = trainer.global_step if self.step == "global_step" else epoch
+        tensors = dict(select_layers(pl_module, self.layers))
+        if due and not self.background:
+            start = perf_counter()
+            report = self._measure(tensors)
+            self._timing(epoch).measure_s = perf_counter() - start
+            self._write(trainer, report, step)
+            return ("report", epoch, report)
+        latest = None
+        if due:
+            while len(self._pending) >= _MAX_IN_FLIGHT:
+                latest = self._complete(trainer, self._pending.popleft())
+            copies = {name: self._copy(t) for name, t in tensors.items()}
+            assert self._executor is not None, "setup() starts the worker"
+            self._pending.append(_Job(epoch, step, self._executor.submit(self._timed_measure, copies)))
+        while self._pending and self._pending[0].future.done():
+            latest = self._complete(trainer, self._pending.popleft())
+        return latest
+
+    def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
+
+    def _measure(self, tensors: dict[str, torch.Tensor]) -> probe.Report:
+        return probe.measure(tensors, layers=_every_tensor, **self._measure_kwargs)
+
+    def _timed_measure(self, tensors: dict[str, torch.Tensor]) -> tuple[probe.Report, float]:
+        start = perf_counter()
+        report = self._measure(tensors)
+        return report, perf_counter() - start
+
+    def _complete(self, trainer: Any, job: _Job) -> tuple[str, int, probe.Report]:
+        """Wait for a background job (rank zero), log it at its own step, return the payload."""
+        report, seconds = job.future.result()
+        self._timing(job.epoch).measure_s = seconds
+        self._write(trainer, report, job.step)
+        return ("report", job.epoch, report)
+
+    def _flush(self, trainer: Any) -> None:
+        """Finish and log every pending background measurement (rank zero; no collectives)."""
+        while self._pending:
+            _, epoch, report = self._complete(trainer, self._pending.popleft())
+            self.last_report, self.last_epoch = report, epoch
+
+    def _shutdown(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+
+    def _write(self, trainer: Any, report: probe.Report, step: int) -> None:
+        if not self.log:
+            return
+        for logger in trainer.loggers:
+            writer = _tensorboard_writer(logger)
+            if writer is None:
+                logger.log_metrics(network_metrics(report, self.measures), step=step)
+                continue
+            if id(writer) not in self._layout_written:
+                add_layout(writer, self.measures, self.options)
+                self._layout_written.add(id(writer))
+            write_report(writer, report, step, measures=self.measures, options=self.options)
+
+    def _timing(self, epoch: int) -> EpochTiming:
+        for timing in reversed(self.timings):
+            if timing.epoch == epoch:
+                return timing
+        self.timings.append(EpochTiming(epoch))
+        return self.timings[-1]
+
+
+def _every_tensor(name: str, tensor: torch.Tensor) -> bool:
+    """Layer filter for the already-selected tensors the callback passes to ``probe.measure``."""
+    return True
+
+
+def _tensorboard_writer(logger: Any) -> Any:
+    """The ``SummaryWriter`` of a Lightning ``TensorBoardLogger`` (either package), else ``None``."""
+    for package in _PACKAGES:
+        loggers = sys.modules.get(f"{package}.loggers")
+        cls = getattr(loggers, "TensorBoardLogger", None)
+        if cls is not None and isinstance(logger, cls):
+            return logger.experiment
+    return None
+
+
+__all__ = ["EpochTiming", "ProbeCallback"]

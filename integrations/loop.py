@@ -1,0 +1,141 @@
+"""Hook for a plain PyTorch training loop: one object, one call per epoch.
+
+Example::
+
+    from integrations.loop import ProbeHook
+
+    with ProbeHook(model, log_dir="runs/probe") as hook:
+        for epoch in range(epochs):
+            train_one_epoch(model)
+            report = hook.epoch_end(epoch)  # measures, writes probe/* at step=epoch
+            print(report.network["E_L2_BE"])
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+import probe
+from integrations.tensorboard import LogOptions, add_layout, check_measure_names, write_report
+from probe.aggregate import HEADLINE_NAMES
+from probe.layers import LayerSelector, select_layers
+from probe.spectrum import Method
+
+log = logging.getLogger(__name__)
+
+
+class ProbeHook:
+    """Measure a model at the end of each epoch and write the report to TensorBoard.
+
+    Parameters
+    ----------
+    model:
+        The ``nn.Module`` being trained (measured in place; its weights are not copied).
+    log_dir:
+        Directory for a new ``torch.utils.tensorboard.SummaryWriter`` (closed by
+        :meth:`close`). Give exactly one of ``log_dir`` and ``writer``.
+    writer:
+        An existing ``SummaryWriter`` (yours to close), e.g. the one the loss goes to.
+    every_n_epochs:
+        Measure when ``(epoch + 1) % every_n_epochs == 0`` (default 1: every epoch).
+    measures:
+        Network measures written as ``probe/<name>`` (default the eight headline ones).
+    options:
+        Per-layer scalars, histograms and heatmap (:class:`~integrations.tensorboard.LogOptions`).
+    layers, method, device:
+        Passed to :func:`probe.measure` (default ``"auto"``, ``"auto"``, ``None``).
+    nonfinite:
+        ``"nan"`` (default): diverged weights give NaN measures instead of an exception;
+        ``"raise"``: raise ``ValueError`` naming the layer.
+
+    Raises
+    ------
+    ValueError
+        At construction, when ``layers`` selects no tensor of ``model``, an argument is out
+        of range, or a measure name is unknown.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        log_dir: str | os.PathLike[str] | None = None,
+        writer: Any = None,
+        every_n_epochs: int = 1,
+        measures: Iterable[str] = HEADLINE_NAMES,
+        options: LogOptions = LogOptions(),
+        layers: LayerSelector = "auto",
+        method: Method = "auto",
+        device: torch.device | str | None = None,
+        nonfinite: Literal["raise", "nan"] = "nan",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        if (log_dir is None) == (writer is None):
+            raise ValueError("give exactly one of log_dir (a directory for a new SummaryWriter) and writer")
+        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be a positive int, got {every_n_epochs!r}")
+        self.measures = check_measure_names(measures)
+        self.options = options
+        self.every_n_epochs = every_n_epochs
+        self._measure_kwargs = {"method": method, "device": device, "nonfinite": nonfinite}
+        self._layers = layers
+        select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
+        self._model = model
+        if writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            writer = SummaryWriter(log_dir=os.fspath(log_dir))  # type: ignore[arg-type]
+            self._owns_writer = True
+        else:
+            self._owns_writer = False
+        self.writer = writer
+        self._layout_written = False
+        self.last_report: probe.Report | None = None
+        self.last_epoch: int | None = None
+
+    def epoch_end(self, epoch: int, *, step: int | None = None) -> probe.Report | None:
+        """Measure the model now, write the report at ``step``, and return it.
+
+        Parameters
+        ----------
+        epoch:
+            The epoch that just ended (0-based).
+        step:
+            TensorBoard step (x axis); default ``epoch``.
+
+        Returns
+        -------
+        Report or None
+            The report, or ``None`` when this epoch is skipped by ``every_n_epochs``.
+        """
+        if (epoch + 1) % self.every_n_epochs:
+            return None
+        report = probe.measure(self._model, layers=self._layers, **self._measure_kwargs)  # type: ignore[arg-type]
+        if not self._layout_written:
+            add_layout(self.writer, self.measures, self.options)
+            self._layout_written = True
+        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.options)
+        self.writer.flush()
+        log.debug("probe: epoch %d measured (%d layers)", epoch, len(report.layers))
+        self.last_report, self.last_epoch = report, epoch
+        return report
+
+    def close(self) -> None:
+        """Flush the writer; close it if this hook created it."""
+        if self._owns_writer:
+            self.writer.close()
+        else:
+            self.writer.flush()
+
+    def __enter__(self) -> ProbeHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
