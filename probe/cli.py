@@ -24,20 +24,27 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_measure(args: argparse.Namespace) -> int:
-    import torch
-
     import probe
+    from probe.replay.readers import load_checkpoint
 
-    path = args.path
-    obj = torch.load(path, map_location="cpu", weights_only=not args.unsafe_load)
-    state = obj.get("state_dict_network", obj.get("state_dict", obj)) if isinstance(obj, dict) else obj
-    layers = args.layers or ("genprob" if "state_dict_network" in obj else "auto")
-    report = probe.measure(state, layers=layers, method=args.method)
+    checkpoint = load_checkpoint(args.path, unsafe=args.unsafe_load)
+    layers = args.layers or checkpoint.layers
+    report = probe.measure(checkpoint.state_dict, layers=layers, method=args.method)
+    known = {k: v for k, v in checkpoint.performance.items() if v == v}  # drop NaN (unknown)
+    print(f"{checkpoint.path} ({checkpoint.format}, epoch {checkpoint.epoch}, layers={layers})")
+    if known:
+        print("  ".join(f"{k}={v:.4g}" for k, v in known.items()))
     print(report.format())
     return 0
 
 
-_SUBCOMMANDS = [_add_measure]
+def _replay_subcommands() -> list:
+    from probe.replay.commands import SUBCOMMANDS
+
+    return SUBCOMMANDS
+
+
+_SUBCOMMANDS = [_add_measure, *_replay_subcommands()]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,289 @@
+"""The paper's analysis: per epoch, correlate each network measure with test accuracy and
+with the generalisation gap across models (Pearson, Spearman, Kendall, with counts).
+
+Works on the tables ``probe replay`` writes. Measures are the headline names
+(``E_L2_BE`` …) or any aggregate ``{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}``,
+recomputed from ``layers.csv`` when not a column of ``checkpoints.csv``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from probe.aggregate import AGGREGATIONS, HEADLINE, HEADLINE_NAMES, MEASURES, TRANSFORMS, VARIANTS, aggregate, transform
+from probe.replay.runner import CHECKPOINTS_CSV, LAYERS_CSV
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("test_acc", "gap")
+METHODS = ("pearson", "spearman", "kendall")
+CORRELATIONS_CSV = "correlations.csv"
+_TEXT_COLUMNS = {"path": str, "format": str, "run": str, "model_id": str, "optimizer": str, "dataset": str, "hparams": str, "preset": str}
+
+
+def load_tables(out_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read ``checkpoints.csv`` and ``layers.csv`` of a replay directory (floats exactly as written).
+
+    Returns
+    -------
+    (checkpoints, layers)
+        ``model_id``, ``hparams`` and the other text columns stay strings (codes keep leading zeros).
+    """
+    import pandas as pd
+
+    out = Path(out_dir)
+    if not (out / CHECKPOINTS_CSV).is_file():
+        raise FileNotFoundError(f"{str(out)!r} has no {CHECKPOINTS_CSV}: run `probe replay ... --out {out}` (or `probe merge`) first")
+    read = dict(dtype=_TEXT_COLUMNS, keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip")
+    checkpoints = pd.read_csv(out / CHECKPOINTS_CSV, **read)
+    layers = pd.read_csv(out / LAYERS_CSV, **read)
+    return checkpoints, layers
+
+
+def filter_checkpoints(
+    table: pd.DataFrame,
+    *,
+    optimizers: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    hparams: Sequence[str] = (),
+) -> pd.DataFrame:
+    """Keep the checkpoints of the given optimizers and datasets that carry every hparam token.
+
+    Parameters
+    ----------
+    table:
+        ``checkpoints.csv`` as a DataFrame.
+    optimizers, datasets:
+        Accepted values (any of); empty accepts all.
+    hparams:
+        Tokens that must all be among a checkpoint's ``hparams`` (e.g. ``"lr0.08"``, or
+        ``"lr=0.1"`` for a Lightning hyperparameter); empty accepts all.
+
+    Returns
+    -------
+    DataFrame
+        The matching rows; ``ValueError`` naming the filter if none match.
+    """
+    keep = np.ones(len(table), dtype=bool)
+    for column, wanted in (("optimizer", optimizers), ("dataset", datasets)):
+        if wanted:
+            keep &= table[column].isin(list(wanted)).to_numpy()
+            _check_nonempty(keep, column, wanted, table[column])
+    if hparams:
+        tokens = table["hparams"].fillna("").map(lambda text: set(text.split("_")))
+        keep &= tokens.map(lambda have: set(hparams) <= have).to_numpy()
+        _check_nonempty(keep, "hparams", hparams, table["hparams"])
+    return table[keep]
+
+
+def _check_nonempty(keep: np.ndarray, column: str, wanted: Sequence[str], values: pd.Series) -> None:
+    if not keep.any():
+        seen = sorted(set(values.dropna().astype(str)))[:20]
+        raise ValueError(f"no checkpoint matches {column}={list(wanted)}; values present: {seen}")
+
+
+def parse_measure(name: str) -> tuple[str, str, str, str]:
+    """``name`` → ``(measure, aggregation, transform, variant)``; headline names included.
+
+    >>> parse_measure("E_L2_BE")
+    ('ER', 'L2', 't6', 'BE')
+    """
+    base, _, variant = name.rpartition("_")
+    if variant in VARIANTS and base in HEADLINE:
+        return (*HEADLINE[base], variant)
+    parts = name.split("_")
+    if len(parts) == 4 and parts[0] in MEASURES and parts[1] in AGGREGATIONS and parts[2] in TRANSFORMS and parts[3] in VARIANTS:
+        return parts[0], parts[1], parts[2], parts[3]
+    raise ValueError(
+        f"unknown measure {name!r}: use a headline name {HEADLINE_NAMES} or "
+        f"'{{measure}}_{{aggregation}}_{{transform}}_{{variant}}' with measure in {MEASURES}, "
+        f"aggregation in {AGGREGATIONS}, transform t0..t7, variant BE/AE (e.g. 'ER_mean_t0_AE')"
+    )
+
+
+def network_measure(layers: pd.DataFrame, name: str) -> pd.Series:
+    """Recompute a network measure per checkpoint from the tidy layer table (SPEC §5).
+
+    Parameters
+    ----------
+    layers:
+        ``layers.csv`` as a DataFrame.
+    name:
+        A headline or aggregate name (``parse_measure``).
+
+    Returns
+    -------
+    Series
+        Indexed by checkpoint ``path``.
+    """
+    measure, how, t, variant = parse_measure(name)
+    rows = layers[layers["variant"] == variant].sort_values(["path", "unfolding", "layer_index"])  # "in" before "out"
+
+    def one(group: pd.DataFrame) -> float:
+        values, weights = group[measure].to_numpy(np.float64), group["weight"].to_numpy(np.float64)
+        return transform(aggregate(values, weights, how), t, len(values))
+
+    return rows.groupby("path", sort=False)[[measure, "weight"]].apply(one).rename(name)
+
+
+def with_measures(checkpoints: pd.DataFrame, layers: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """``checkpoints`` with a column for each of ``names`` (computed from ``layers`` where absent)."""
+    table = checkpoints.copy()
+    for name in names:
+        if name not in table.columns:
+            table[name] = table["path"].map(network_measure(layers, name))
+    return table
+
+
+def correlations(
+    table: pd.DataFrame,
+    *,
+    measures: Sequence[str] = HEADLINE_NAMES,
+    targets: Sequence[str] = TARGETS,
+    by: Sequence[str] = ("dataset",),
+    min_count: int = 3,
+) -> pd.DataFrame:
+    """Correlation of each measure with each target, across checkpoints, per epoch and group.
+
+    Parameters
+    ----------
+    table:
+        One row per checkpoint with ``epoch``, the ``measures`` and ``targets`` columns.
+    measures:
+        Measure columns. Default: the eight headline measures.
+    targets:
+        Performance columns, default ``("test_acc", "gap")``.
+    by:
+        Extra grouping columns, default ``("dataset",)`` (e.g. add ``"optimizer"``).
+    min_count:
+        Fewer (finite) pairs than this give NaN coefficients. Default 3.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``*by, epoch, measure, target, n, pearson, pearson_p, spearman, spearman_p,
+        kendall, kendall_p``; one row per group × epoch × measure × target. Pairs where
+        either value is NaN or infinite are left out (``n`` counts the rest).
+    """
+    from scipy import stats
+    import pandas as pd
+
+    missing = [c for c in (*by, "epoch", *measures, *targets) if c not in table.columns]
+    if missing:
+        raise ValueError(f"table lacks columns {missing}; present: {list(table.columns)}")
+    if min_count < 2:
+        raise ValueError(f"min_count must be >= 2, got {min_count!r}")
+    rows = []
+    keys = [*by, "epoch"]
+    for group_key, group in table[table["epoch"].notna()].groupby(keys, dropna=False, sort=True):
+        labels = dict(zip(keys, group_key if isinstance(group_key, tuple) else (group_key,)))
+        labels["epoch"] = int(labels["epoch"])
+        for measure in measures:
+            for target in targets:
+                x, y = group[measure].to_numpy(np.float64), group[target].to_numpy(np.float64)
+                ok = np.isfinite(x) & np.isfinite(y)
+                x, y = x[ok], y[ok]
+                row = {**labels, "measure": measure, "target": target, "n": int(ok.sum())}
+                if len(x) < min_count or np.ptp(x) == 0 or np.ptp(y) == 0:
+                    row.update(dict.fromkeys([f"{m}{s}" for m in METHODS for s in ("", "_p")], math.nan))
+                else:
+                    for method, test in (("pearson", stats.pearsonr), ("spearman", stats.spearmanr), ("kendall", stats.kendalltau)):
+                        result = test(x, y)
+                        row[method], row[f"{method}_p"] = float(result[0]), float(result[1])
+                rows.append(row)
+    columns = [*keys, "measure", "target", "n", *(f"{m}{s}" for m in METHODS for s in ("", "_p"))]
+    return pd.DataFrame(rows, columns=columns)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What ``write_report`` wrote (``correlations_csv``, ``plots``) and the frames behind them:
+    ``checkpoints`` (filtered, with every measure column) and ``correlations``."""
+
+    correlations_csv: Path
+    plots: tuple[Path, ...]
+    checkpoints: pd.DataFrame
+    correlations: pd.DataFrame
+
+
+def write_report(
+    out_dir: str | os.PathLike[str],
+    *,
+    report_dir: str | os.PathLike[str] | None = None,
+    measures: Sequence[str] = HEADLINE_NAMES,
+    targets: Sequence[str] = TARGETS,
+    by: Sequence[str] = ("dataset",),
+    optimizers: Sequence[str] = (),
+    datasets: Sequence[str] = (),
+    hparams: Sequence[str] = (),
+    plot_methods: Sequence[str] = ("spearman",),
+    scatter_epochs: Sequence[int] | None = None,
+    color_by: str = "optimizer",
+    plots: bool = True,
+) -> ReportFiles:
+    """Correlations by epoch (CSV) and the paper-style plots for a replay directory.
+
+    Parameters
+    ----------
+    out_dir:
+        A ``probe replay`` output directory.
+    report_dir:
+        Where to write; default ``{out_dir}/report``.
+    measures, targets, by:
+        As in ``correlations``.
+    optimizers, datasets, hparams:
+        Filters, as in ``filter_checkpoints``.
+    plot_methods:
+        Coefficients to plot against epoch (one PNG per target and method; Fig. 5c/d).
+    scatter_epochs:
+        Epochs for measure-vs-target scatter panels (Fig. 5a/b); default the first and last epoch.
+    color_by:
+        Column that colours the scatter points (default ``optimizer``).
+    plots:
+        Draw PNGs (default ``True``); ``False`` writes only the CSV.
+
+    Returns
+    -------
+    ReportFiles
+    """
+    for method in plot_methods:
+        if method not in METHODS:
+            raise ValueError(f"unknown correlation method {method!r}; choose from {METHODS}")
+    checkpoints, layers = load_tables(out_dir)
+    for name in measures:
+        parse_measure(name)
+    table = filter_checkpoints(checkpoints, optimizers=optimizers, datasets=datasets, hparams=hparams)
+    table = with_measures(table, layers, measures)
+    result = correlations(table, measures=measures, targets=targets, by=by)
+    target_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+    target_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = target_dir / CORRELATIONS_CSV
+    result.to_csv(csv_path, index=False)
+    drawn: list[Path] = []
+    if plots:
+        from probe.replay.plots import plot_correlation_by_epoch, plot_scatter
+
+        for target in targets:
+            for method in plot_methods:
+                drawn.append(plot_correlation_by_epoch(result, target_dir / f"corr_{target}_{method}.png", target=target, method=method, by=by))
+        epochs = sorted(table["epoch"].dropna().astype(int).unique())
+        chosen = sorted(set(scatter_epochs)) if scatter_epochs is not None else sorted({epochs[0], epochs[-1]}) if epochs else []
+        for epoch in chosen:
+            if epoch not in epochs:
+                raise ValueError(f"scatter epoch {epoch} is not in the table; epochs present: {epochs}")
+            for target in targets:
+                drawn.append(plot_scatter(table, target_dir / f"scatter_{target}_epoch{epoch}.png", epoch=epoch,
+                                          measures=measures, target=target, color_by=color_by))
+    log.info("report: %s and %d plots in %s", csv_path.name, len(drawn), target_dir)
+    return ReportFiles(csv_path, tuple(drawn), table, result)

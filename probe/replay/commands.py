@@ -1,0 +1,201 @@
+"""The ``probe replay``, ``probe merge`` and ``probe report`` subcommands (the CLI prints here)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+_OUTPUTS = """\
+outputs in --out DIR:
+  checkpoints.csv  one row per checkpoint: path, format, run, model_id, optimizer, dataset,
+                   hparams, epoch, preset, n_layers, test_acc, test_loss, train_acc,
+                   train_loss, gap, and the 8 network measures (E_L2_BE ... F_p_AE)
+  layers.csv       one row per checkpoint x layer x unfolding (in/out) x variant (BE/AE):
+                   rows, cols, weight, kept, S, C, ER, spec, fro, SQ
+  errors.csv       path, error of each checkpoint that could not be read or measured
+  records/, errors/, replay.json   per-checkpoint results (what resuming relies on)
+  genprob_csv/results-DATASET-EPOCH.csv   with --genprob-csv: the reference's per-layer CSV
+"""
+
+_REPLAY_EPILOG = _OUTPUTS + """
+resuming: re-run the same command after an interruption (even kill -9): finished
+checkpoints are skipped, failed ones retried; no row is lost or duplicated.
+
+examples:
+  probe replay 'genprob/*_CIFAR10_epoch_*.pth.tar' --out runs/c10 --workers 8 --genprob-csv
+  probe replay lightning_logs/version_0/checkpoints --out runs/mine
+  # cluster array job with 16 tasks (K = 0..15), then join the shards:
+  probe replay genprob/ --out runs/shard$K --shard $K/16
+  probe merge runs/shard* --out runs/all
+"""
+
+_REPORT_EPILOG = """\
+outputs in --out (default DIR/report):
+  correlations.csv   per group (--by), epoch, measure and target: n, pearson, pearson_p,
+                     spearman, spearman_p, kendall, kendall_p (across models)
+  corr_TARGET_METHOD.png          correlation against epoch, one line per measure (Fig. 5c/d)
+  scatter_TARGET_epochE.png       measure against target at epoch E, one panel per measure (Fig. 5a/b)
+
+measures: the headline names E_L2_BE SQ_p_BE S_p_BE F_p_BE (and _AE), or any aggregate
+{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}, e.g. ER_mean_t0_AE.
+
+examples:
+  probe report runs/c10
+  probe report runs/c10 --optimizer AdaM --hparam wd0.0005 --scatter-epochs 5,10,70
+  probe report runs/c10 --by optimizer --measures E_L2_BE,SQ_p_AE,ER_mean_t4_BE --methods spearman,kendall
+"""
+
+
+def _csv_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(item) for item in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 5,10, got {text!r}") from None
+
+
+def add_replay(sub: argparse._SubParsersAction) -> None:
+    """Register ``probe replay``."""
+    p = sub.add_parser(
+        "replay",
+        help="measure every checkpoint of a family into tables (parallel, resumable, shardable)",
+        description="Measure every checkpoint matched by the paths, directories or globs: GenProb files with the "
+        "genprob layer preset, everything else (Lightning .ckpt, .pt/.pth state dicts, .safetensors) with auto.",
+        epilog=_REPLAY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB", help="checkpoint files, directories (searched recursively) or quoted globs")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; an existing one is resumed)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process)")
+    p.add_argument("--shard", default=None, metavar="K/N", help="measure only shard K of N (0 <= K < N) of the sorted file list")
+    p.add_argument("--layers", default=None, choices=["auto", "genprob"], help="force a layer preset (default: genprob for GenProb files, auto otherwise)")
+    p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route (default auto)")
+    p.add_argument("--genprob-csv", action="store_true", help="also write the reference-compatible per-layer CSVs")
+    p.add_argument("--unsafe-load", action="store_true", help="allow arbitrary unpickling (runs code from the file: only for files you trust)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_replay)
+
+
+def _run_replay(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from probe.replay.runner import Options, consolidate, find_checkpoints, iter_replay, parse_shard, select_shard
+
+    paths = find_checkpoints(args.paths)
+    shard = parse_shard(args.shard) if args.shard else None
+    if shard is not None:
+        paths = select_shard(paths, *shard)
+    if not paths:
+        raise ValueError(f"no checkpoint found in {args.paths}" + (f" for shard {args.shard}" if shard else ""))
+    options = Options(layers=args.layers, method=args.method)
+    counts = {"measured": 0, "done": 0, "failed": 0}
+    failures = []
+    outcomes = iter_replay(paths, args.out, options=options, workers=args.workers, unsafe=args.unsafe_load)
+    with tqdm(total=len(paths), unit="ckpt", disable=args.no_progress, desc="replay") as bar:
+        for outcome in outcomes:
+            counts[outcome.status] += 1
+            if outcome.error:
+                failures.append(outcome)
+                bar.write(f"skipped {outcome.path}: {outcome.error}", file=sys.stderr)
+            bar.update()
+    tables = consolidate(args.out, genprob_csv=args.genprob_csv)
+    print(f"{len(paths)} checkpoints{f' (shard {args.shard})' if shard else ''}: "
+          f"{counts['measured']} measured, {counts['done']} already done, {counts['failed']} failed")
+    _print_tables(tables)
+    return 1 if failures else 0
+
+
+def add_merge(sub: argparse._SubParsersAction) -> None:
+    """Register ``probe merge``."""
+    p = sub.add_parser(
+        "merge",
+        help="join replay output directories (e.g. shards) and rebuild the tables",
+        description="Join the per-checkpoint records of replay output directories (made with the same options) "
+        "into --out and rebuild its tables. With one directory and no --out, rebuild that directory's tables "
+        "(e.g. after shards shared it).",
+        epilog=_OUTPUTS + "\nexamples:\n  probe merge runs/shard* --out runs/all --genprob-csv\n  probe merge runs/shared\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("sources", nargs="+", metavar="DIR", help="replay output directories")
+    p.add_argument("--out", default=None, metavar="DIR", help="merged directory (default: the only source)")
+    p.add_argument("--genprob-csv", action="store_true", help="also write the reference-compatible per-layer CSVs")
+    p.set_defaults(func=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from probe.replay.runner import merge
+
+    if args.out is None and len(args.sources) != 1:
+        raise ValueError(f"--out is required when merging {len(args.sources)} directories")
+    tables = merge(args.sources, args.out or args.sources[0], genprob_csv=args.genprob_csv)
+    _print_tables(tables)
+    return 0
+
+
+def _print_tables(tables) -> None:  # noqa: ANN001 - runner.Tables
+    print(f"checkpoints: {tables.checkpoints} ({tables.n_checkpoints} rows)")
+    print(f"layers:      {tables.layers}")
+    print(f"errors:      {tables.errors} ({tables.n_errors} rows)")
+    if tables.genprob:
+        print(f"genprob csv: {len(tables.genprob)} files in {tables.genprob[0].parent}")
+
+
+def add_report(sub: argparse._SubParsersAction) -> None:
+    """Register ``probe report``."""
+    from probe.aggregate import HEADLINE_NAMES
+
+    p = sub.add_parser(
+        "report",
+        help="correlate measures with test accuracy and gap, epoch by epoch; CSV and plots",
+        description="For each epoch (and --by group), correlate each measure with test accuracy and with the "
+        "generalisation gap (test_acc - train_acc) across the checkpoints of a replay directory.",
+        epilog=_REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dir", metavar="DIR", help="a probe replay output directory")
+    p.add_argument("--out", default=None, metavar="REPORT_DIR", help="where to write (default DIR/report)")
+    p.add_argument("--measures", type=_csv_list, default=list(HEADLINE_NAMES), help="comma-separated measures (default: the 8 headline)")
+    p.add_argument("--targets", type=_csv_list, default=["test_acc", "gap"], help="comma-separated targets (default test_acc,gap)")
+    p.add_argument("--by", type=_csv_list, default=["dataset"], help="grouping columns besides epoch (default dataset), e.g. dataset,optimizer")
+    p.add_argument("--optimizer", action="append", default=[], help="keep this optimizer (repeatable)")
+    p.add_argument("--dataset", action="append", default=[], help="keep this dataset (repeatable)")
+    p.add_argument("--hparam", action="append", default=[], help="keep checkpoints with this hyperparameter token, e.g. lr0.08 (repeatable: all must match)")
+    p.add_argument("--methods", type=_csv_list, default=["spearman"], help="coefficients to plot: pearson,spearman,kendall (default spearman; the CSV has all)")
+    p.add_argument("--scatter-epochs", type=_int_list, default=None, help="epochs for scatter panels (default first and last)")
+    p.add_argument("--color-by", default="optimizer", help="column colouring scatter points (default optimizer)")
+    p.add_argument("--no-plots", action="store_true", help="write only correlations.csv")
+    p.set_defaults(func=_run_report)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from probe.replay.analysis import write_report
+
+    files = write_report(
+        args.dir, report_dir=args.out, measures=args.measures, targets=args.targets, by=args.by,
+        optimizers=args.optimizer, datasets=args.dataset, hparams=args.hparam, plot_methods=args.methods,
+        scatter_epochs=args.scatter_epochs, color_by=args.color_by, plots=not args.no_plots,
+    )
+    result = files.correlations
+    method = args.methods[0]
+    epochs = sorted(result["epoch"].unique())
+    shown = epochs if len(epochs) <= 10 else sorted({epochs[round(i * (len(epochs) - 1) / 9)] for i in range(10)})
+    for target in args.targets:
+        rows = result[(result["target"] == target) & result["epoch"].isin(shown)]
+        for key, group in rows.groupby(args.by, dropna=False, sort=True) if args.by else [((), rows)]:
+            keys = key if isinstance(key, tuple) else (key,)
+            label = ", ".join(f"{c}={v}" for c, v in zip(args.by, keys))
+            n = int(group["n"].max()) if len(group) else 0
+            print(f"\n{method} correlation with {target} ({label}; up to {n} models per epoch):")
+            print(group.pivot(index="measure", columns="epoch", values=method).reindex(args.measures).round(3).to_string())
+    if len(shown) < len(epochs):
+        print(f"\n({len(shown)} of {len(epochs)} epochs shown; all in {files.correlations_csv})")
+    print(f"\ncorrelations: {files.correlations_csv}")
+    for path in files.plots:
+        print(f"plot:         {path}")
+    return 0
+
+
+SUBCOMMANDS = [add_replay, add_merge, add_report]

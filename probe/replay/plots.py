@@ -1,0 +1,149 @@
+"""Paper-style PNG plots (Agg, no pyplot state): correlation against epoch per measure
+(Fig. 5c/d) and measure-against-target scatter panels at one epoch (Fig. 5a/b)."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+_BASE_COLOURS = {"E_L2": "tab:blue", "SQ_p": "tab:red", "S_p": "tab:green", "F_p": "tab:purple"}
+_TITLES = {"test_acc": "test accuracy", "gap": "generalisation gap", "pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ"}
+
+
+def measure_label(name: str) -> str:
+    """Short label: ``E_L2_BE`` → ``E (BE)``, aggregates unchanged."""
+    base, _, variant = name.rpartition("_")
+    return f"{base.split('_')[0]} ({variant})" if base in _BASE_COLOURS else name
+
+
+def _style(name: str, index: int) -> dict[str, object]:
+    base, _, variant = name.rpartition("_")
+    colour = _BASE_COLOURS.get(base, f"C{index % 10}")
+    return {"color": colour, "linestyle": "--" if variant == "AE" else "-", "marker": "s" if variant == "AE" else "o"}
+
+
+def _grid(count: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, count))
+    nrows = math.ceil(count / ncols)
+    figure = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for extra in axes[count:]:
+        extra.set_visible(False)
+    return figure, axes[:count]
+
+
+def plot_correlation_by_epoch(
+    correlations: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    target: str = "test_acc",
+    method: str = "spearman",
+    by: Sequence[str] = ("dataset",),
+) -> Path:
+    """One line per measure: the ``method`` coefficient with ``target`` against epoch.
+
+    Parameters
+    ----------
+    correlations:
+        The output of ``analysis.correlations``.
+    path:
+        PNG file to write.
+    target, method:
+        Which target column and coefficient to draw.
+    by:
+        Grouping columns of ``correlations``; one panel per group.
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    rows = correlations[correlations["target"] == target]
+    groups = list(rows.groupby(list(by), dropna=False, sort=True)) if by else [((), rows)]
+    figure, axes = _grid(max(len(groups), 1), ncols=3, size=(5.0, 3.6))
+    for axis, (key, group) in zip(axes, groups):
+        for index, (measure, series) in enumerate(group.groupby("measure", sort=False)):
+            series = series.sort_values("epoch")
+            axis.plot(series["epoch"], series[method], label=measure_label(measure), **_style(measure, index))
+        axis.axhline(0.0, color="0.6", linewidth=0.8)
+        axis.set_ylim(-1.05, 1.05)
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(f"{_TITLES.get(method, method)} with {_TITLES.get(target, target)}")
+        keys = key if isinstance(key, tuple) else (key,)
+        axis.set_title(", ".join(f"{c}={v}" for c, v in zip(by, keys)) or "all checkpoints", fontsize=10)
+        axis.grid(alpha=0.3)
+    if groups:
+        axes[0].legend(fontsize=8, ncols=2)
+    return _save(figure, path)
+
+
+def plot_scatter(
+    table: pd.DataFrame,
+    path: str | os.PathLike[str],
+    *,
+    epoch: int,
+    measures: Sequence[str],
+    target: str = "test_acc",
+    color_by: str = "optimizer",
+) -> Path:
+    """One panel per measure: each checkpoint of ``epoch`` as a point (measure, target).
+
+    Parameters
+    ----------
+    table:
+        One row per checkpoint with ``epoch``, the measures, the target and ``color_by``.
+    path:
+        PNG file to write.
+    epoch:
+        The epoch to show.
+    measures:
+        Measure columns, one panel each; the panel title gives Spearman's ρ.
+    target:
+        The y axis (default ``test_acc``).
+    color_by:
+        Column whose values colour the points (ignored if absent or empty).
+
+    Returns
+    -------
+    Path
+        ``path``.
+    """
+    from scipy import stats
+
+    rows = table[table["epoch"] == epoch]
+    colours = rows[color_by].fillna("").astype(str) if color_by in rows.columns else None
+    categories = sorted(colours.unique()) if colours is not None else [""]
+    figure, axes = _grid(len(measures), ncols=4, size=(3.6, 3.2))
+    for axis, measure in zip(axes, measures):
+        x, y = rows[measure].to_numpy(np.float64), rows[target].to_numpy(np.float64)
+        ok = np.isfinite(x) & np.isfinite(y)
+        for index, category in enumerate(categories):
+            pick = ok & ((colours == category).to_numpy() if colours is not None else True)
+            axis.scatter(x[pick], y[pick], s=14, alpha=0.8, color=f"C{index % 10}", label=category or None)
+        rho = stats.spearmanr(x[ok], y[ok])[0] if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0 else math.nan
+        axis.set_title(f"{measure_label(measure)}  ρ={rho:.2f}", fontsize=10)
+        axis.set_xlabel(measure)
+        axis.set_ylabel(_TITLES.get(target, target))
+        axis.grid(alpha=0.3)
+    if colours is not None and len(categories) > 1:
+        axes[0].legend(fontsize=7, title=color_by, title_fontsize=7)
+    figure.suptitle(f"epoch {epoch}: measures against {_TITLES.get(target, target)} ({int(len(rows))} checkpoints)", fontsize=11)
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path

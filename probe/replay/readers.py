@@ -1,0 +1,251 @@
+"""Checkpoint readers: GenProb files, Lightning ``.ckpt``, plain state dicts, safetensors.
+
+Loading is safe by default: ``torch.load(weights_only=True)`` (plus NumPy scalars, which
+carry no code). A file that needs arbitrary unpickling raises ``UnsafeCheckpointError``
+naming the opt-in (``unsafe=True``, CLI ``--unsafe-load``); a corrupt or truncated file
+raises ``CheckpointError``. Both name the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from probe.replay.genprob import PERFORMANCE_COLUMNS, PERFORMANCE_KEYS, parse_genprob_name, performance_from_statistics
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".pth.tar", ".ckpt", ".pt", ".pth", ".safetensors")
+"""File endings replay picks up when given a directory."""
+FORMATS = ("genprob", "lightning", "state_dict", "safetensors")
+
+_EPOCH_IN_NAME = re.compile(r"epoch[=_-]?(\d+)", re.IGNORECASE)
+_MULTIARRAY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / 1
+_NUMPY_SCALARS = [_MULTIARRAY.scalar, np.dtype, *(type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "?"))]
+_UNSAFE_HINT = "if you trust its source, pass --unsafe-load (CLI) or unsafe=True (load_checkpoint / replay)"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint could not be read: corrupt, truncated, or holding no tensors."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """A checkpoint needs arbitrary unpickling (which can run code) and was refused."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One loaded checkpoint and what is known about it.
+
+    ``state_dict`` maps names to CPU tensors; ``layers`` is the layer preset it calls for
+    (``genprob`` for GenProb files, ``auto`` otherwise); ``performance`` has
+    ``test_acc, test_loss, train_acc, train_loss, gap`` (NaN where unknown). ``run``
+    identifies the training run across epochs (GenProb: the file name without the epoch;
+    otherwise the directory, plus any file-name prefix before ``epoch``); ``model_id`` is
+    GenProb's channel code, else the run's last component. ``hparams`` are GenProb's
+    hyperparameter tokens or a Lightning module's scalar ``hyper_parameters`` as ``k=v``.
+    """
+
+    path: Path
+    format: str
+    state_dict: dict[str, torch.Tensor]
+    layers: str
+    performance: dict[str, float]
+    epoch: int | None
+    run: str
+    model_id: str
+    optimizer: str | None = None
+    dataset: str | None = None
+    hparams: tuple[str, ...] = field(default=())
+
+    def metadata(self) -> dict[str, object]:
+        """A flat row: ``path, format, run, model_id, optimizer, dataset, hparams`` (joined by ``_``), ``epoch``."""
+        return {
+            "path": str(self.path), "format": self.format, "run": self.run, "model_id": self.model_id,
+            "optimizer": self.optimizer, "dataset": self.dataset, "hparams": "_".join(self.hparams), "epoch": self.epoch,
+        }
+
+
+def is_checkpoint_file(path: str | os.PathLike[str]) -> bool:
+    """True if the file name ends in one of ``SUFFIXES``."""
+    return str(path).lower().endswith(SUFFIXES)
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Checkpoint:
+    """Read a checkpoint of any supported format onto the CPU.
+
+    Parameters
+    ----------
+    path:
+        A GenProb ``.pth.tar``, a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict (or a
+        dict holding one under ``state_dict``/``model_state_dict``), or a ``.safetensors`` file.
+    unsafe:
+        Allow arbitrary unpickling (``torch.load(weights_only=False)``). Only for files you
+        trust: unpickling can run code. Default ``False``.
+
+    Returns
+    -------
+    Checkpoint
+        The state dict and metadata (epoch, run, performance, GenProb name fields).
+
+    Raises
+    ------
+    UnsafeCheckpointError
+        The file needs arbitrary unpickling and ``unsafe`` is False.
+    CheckpointError
+        The file is corrupt, truncated, or holds no tensors.
+    FileNotFoundError
+        No such file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
+    if path.name.lower().endswith(".safetensors"):
+        return _from_safetensors(path)
+    obj = _torch_load(path, unsafe=unsafe)
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a dict (state dict or checkpoint), got {type(obj).__name__}")
+    if isinstance(obj.get("state_dict_network"), Mapping):
+        return _from_genprob(path, obj)
+    if isinstance(obj.get("state_dict"), Mapping) and ("pytorch-lightning_version" in obj or path.suffix == ".ckpt"):
+        return _from_lightning(path, obj)
+    nested = next((obj[k] for k in ("state_dict", "model_state_dict") if isinstance(obj.get(k), Mapping)), obj)
+    return _plain(path, "state_dict", _tensors(path, nested), obj)
+
+
+def _torch_load(path: Path, *, unsafe: bool) -> object:
+    try:
+        if unsafe:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_NUMPY_SCALARS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        detail = _detail(error)
+        if unsafe:
+            raise CheckpointError(f"{path}: corrupt or not a torch checkpoint ({detail})") from error
+        if "GLOBAL" in detail or "global" in detail:
+            raise UnsafeCheckpointError(
+                f"{path}: refused: loading it needs arbitrary unpickling, which can run code ({detail}); {_UNSAFE_HINT}"
+            ) from error
+        raise CheckpointError(
+            f"{path}: not a weights-only checkpoint ({detail}): the file is corrupt, or a pickle that only loads "
+            f"with arbitrary unpickling; {_UNSAFE_HINT}"
+        ) from error
+    except (FileNotFoundError, PermissionError):
+        raise
+    except Exception as error:  # torch raises RuntimeError, EOFError, zipfile/OSError... for damaged files
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(error).__name__}: {_detail(error)})") from error
+
+
+def _detail(error: BaseException) -> str:
+    cause = error.__cause__ or error.__context__
+    text = str(cause) if cause is not None and str(cause) else str(error)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0][:300] if lines else type(error).__name__
+
+
+def _tensors(path: Path, mapping: Mapping[object, object]) -> dict[str, torch.Tensor]:
+    tensors = {str(k): v for k, v in mapping.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{path}: holds no tensors (keys: {list(mapping)[:8]})")
+    return tensors
+
+
+def _from_genprob(path: Path, obj: Mapping[str, object]) -> Checkpoint:
+    name = parse_genprob_name(path)
+    statistics = obj.get("performance_statistics")
+    statistics = statistics if isinstance(statistics, Mapping) else {}
+    epoch = name.epoch if name is not None else _content_epoch(obj, statistics)
+    if epoch is None:
+        performance = _unknown_performance()
+    else:
+        performance = performance_from_statistics(statistics, epoch)
+        if math.isnan(performance["test_acc"]):
+            log.warning("%s: performance_statistics has no entries for epoch %s", path, epoch)
+    state = _tensors(path, obj["state_dict_network"])  # type: ignore[arg-type]
+    if name is None:
+        return _plain(path, "genprob", state, obj, layers="genprob", performance=performance, epoch=epoch)
+    return Checkpoint(
+        path=path, format="genprob", state_dict=state, layers="genprob", performance=performance, epoch=epoch,
+        run=name.run, model_id=name.model_id, optimizer=name.optimizer, dataset=name.dataset, hparams=name.hparams,
+    )
+
+
+def _content_epoch(obj: Mapping[str, object], statistics: Mapping[str, object]) -> int | None:
+    if isinstance(obj.get("epoch"), int):
+        return int(obj["epoch"])  # type: ignore[arg-type]
+    epochs = [int(m[1]) for key in statistics if (m := re.fullmatch(r"test_acc1_epoch_(\d+)", str(key)))]
+    return max(epochs) if epochs else None
+
+
+def _from_lightning(path: Path, obj: Mapping[str, object]) -> Checkpoint:
+    hyper = obj.get("hyper_parameters")
+    tokens = tuple(
+        f"{k}={v}" for k, v in (hyper.items() if isinstance(hyper, Mapping) else ()) if isinstance(v, (str, int, float, bool))
+    )
+    return _plain(path, "lightning", _tensors(path, obj["state_dict"]), obj, hparams=tokens)  # type: ignore[arg-type]
+
+
+def _from_safetensors(path: Path) -> Checkpoint:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(path, device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError for damaged headers/data
+        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({type(error).__name__}: {_detail(error)})") from error
+    return _plain(path, "safetensors", _tensors(path, state), {})
+
+
+def _plain(
+    path: Path,
+    fmt: str,
+    state: dict[str, torch.Tensor],
+    obj: Mapping[str, object],
+    *,
+    layers: str = "auto",
+    performance: dict[str, float] | None = None,
+    epoch: int | None = None,
+    hparams: tuple[str, ...] = (),
+) -> Checkpoint:
+    stem = path.name[: -len(".pth.tar")] if path.name.endswith(".pth.tar") else path.stem
+    match = _EPOCH_IN_NAME.search(stem)
+    if epoch is None:
+        epoch = int(obj["epoch"]) if isinstance(obj.get("epoch"), int) else (int(match[1]) if match else None)  # type: ignore[arg-type]
+    if match:
+        prefix = stem[: match.start()].strip("_-=. ")
+        run = str(path.parent / prefix) if prefix else str(path.parent)
+    else:
+        run = str(path.parent / stem)
+    if performance is None:
+        performance = _performance_entry(obj, epoch)
+    return Checkpoint(path=path, format=fmt, state_dict=state, layers=layers, performance=performance, epoch=epoch,
+                      run=run, model_id=Path(run).name, hparams=hparams)
+
+
+def _performance_entry(obj: Mapping[str, object], epoch: int | None) -> dict[str, float]:
+    """A ``performance`` dict (``test_acc``...) or GenProb-style ``performance_statistics``, else NaN."""
+    given = obj.get("performance")
+    if isinstance(given, Mapping) and all(k in given for k in PERFORMANCE_KEYS):
+        row = {k: float(given[k]) for k in PERFORMANCE_KEYS}  # type: ignore[arg-type]
+        row["gap"] = row["test_acc"] - row["train_acc"]
+        return row
+    statistics = obj.get("performance_statistics")
+    if isinstance(statistics, Mapping) and epoch is not None:
+        return performance_from_statistics(statistics, epoch)
+    return _unknown_performance()
+
+
+def _unknown_performance() -> dict[str, float]:
+    return dict.fromkeys(PERFORMANCE_COLUMNS, math.nan)
