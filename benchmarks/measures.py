@@ -3,7 +3,8 @@ the family's final test accuracy and final generalisation gap (SPEC §5; paper: 
 by epoch 5 of 70 and ≈ 0.95 by epoch 10 for E and SQ, Adam on CIFAR-10).
 
 Reads the table written by ``benchmarks/family.py`` and prints markdown tables (pasted into
-``benchmarks/RESULTS.md``); writes the paper-style plot to ``benchmarks/figures/``.
+``benchmarks/RESULTS.md``); writes the paper-style plots to ``benchmarks/figures/``. The
+correlations and plots are ``probe report``'s (``probe.replay.analysis``, ``probe.replay.plots``).
 
     .venv/bin/python benchmarks/measures.py
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -20,54 +22,28 @@ import probe
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = HERE / "data" / "family.csv"
-DEFAULT_FIGURE = HERE / "figures" / "family_correlation.png"
+DEFAULT_FIGURES = HERE / "figures"
 BASELINES = ("val_acc", "test_acc")
 """Same-epoch accuracies, for comparison: what an objective pruner sees (val) and an oracle (test)."""
-TARGETS = {"test_acc": "final test accuracy", "gap": "final gap (test − train accuracy)"}
+TARGETS = {"final_test_acc": "final test accuracy", "final_gap": "final gap (test − train accuracy)"}
 
 
-def final_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per run: final-epoch ``test_acc`` and ``gap = test_acc − train_acc`` (SPEC §6), indexed by ``run_id``."""
+def with_final_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus each run's final-epoch ``final_test_acc`` and ``final_gap`` (test − train accuracy, SPEC §6)."""
     last = frame.loc[frame.groupby("run_id")["epoch"].idxmax()].set_index("run_id")
-    return pd.DataFrame({"test_acc": last["test_acc"], "gap": last["test_acc"] - last["train_acc"]})
+    final_test = frame["run_id"].map(last["test_acc"])
+    final_gap = frame["run_id"].map(last["test_acc"] - last["train_acc"])
+    return frame.assign(final_test_acc=final_test, final_gap=final_gap)
 
 
-def correlation_by_epoch(frame: pd.DataFrame, *, target: str, columns: list[str], method: str = "spearman") -> pd.DataFrame:
-    """Correlation of each column at every epoch with the run's final ``target``.
+def correlation_table(frame: pd.DataFrame, *, target: str, method: str, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``method`` coefficient per epoch (rows) and column (measures, then baselines), with the final ``target``."""
+    from probe.replay.analysis import correlations
 
-    Parameters
-    ----------
-    frame:
-        The family table (one row per run and epoch).
-    target:
-        ``"test_acc"`` or ``"gap"`` (final values, see :func:`final_outcomes`).
-    columns:
-        Per-epoch columns to correlate (measures, accuracies).
-    method:
-        ``"spearman"`` (default), ``"kendall"`` or ``"pearson"``; pairs with a NaN are dropped.
-
-    Returns
-    -------
-    DataFrame
-        Index ``epoch``, one column per entry of ``columns`` (NaN where fewer than 3 pairs).
-    """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {list(TARGETS)}, got target={target!r}")
-    final = final_outcomes(frame)[target]
-    rows = {}
-    for epoch, group in frame.groupby("epoch"):
-        outcome = final.loc[group["run_id"]].to_numpy()
-        rows[epoch] = {
-            column: _correlate(group[column].to_numpy(), outcome, method) for column in columns
-        }
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("epoch")
-
-
-def _correlate(x, y, method: str) -> float:
-    pairs = pd.DataFrame({"x": x, "y": y}).replace([math.inf, -math.inf], math.nan).dropna()
-    if len(pairs) < 3 or pairs["x"].nunique() < 2 or pairs["y"].nunique() < 2:
-        return math.nan
-    return float(pairs["x"].corr(pairs["y"], method=method))
+    result = correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=[target], by=by)
+    return result.pivot_table(index=[*by, "epoch"], columns="measure", values=method, dropna=False)[
+        [*probe.HEADLINE_NAMES, *BASELINES]
+    ]
 
 
 def _markdown(table: pd.DataFrame, *, index: str) -> str:
@@ -78,68 +54,35 @@ def _markdown(table: pd.DataFrame, *, index: str) -> str:
     return "\n".join([header, rule, *body])
 
 
-def plot(tables: dict[str, pd.DataFrame], path: Path, *, method: str, subtitle: str) -> None:
-    """Paper-style figure: correlation vs epoch, one panel per target, one line per measure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(tables), figsize=(5.5 * len(tables), 4), sharey=True)
-    colors = {"E": "C0", "SQ": "C1", "S": "C2", "F": "C3"}
-    for ax, (target, table) in zip(axes, tables.items()):
-        for name in probe.HEADLINE_NAMES:
-            stem, _, variant = name.split("_")
-            ax.plot(table.index, table[name], color=colors[stem], linestyle="-" if variant == "BE" else "--",
-                    marker="o" if variant == "BE" else None, markersize=3, label=name)
-        ax.plot(table.index, table["val_acc"], color="grey", linestyle=":", label="val_acc (same epoch)")
-        ax.axhline(0, color="black", linewidth=0.5)
-        ax.set_title(f"vs {TARGETS[target]}")
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(f"{method.capitalize()} correlation")
-    axes[0].set_ylim(-1, 1)
-    axes[-1].legend(fontsize=7, ncol=2, loc="lower right")
-    fig.suptitle(subtitle, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="family table (default: %(default)s)")
-    parser.add_argument("--figure", type=Path, default=DEFAULT_FIGURE, help="plot to write (default: %(default)s)")
+    parser.add_argument("--figures", type=Path, default=DEFAULT_FIGURES, help="folder for the plots (default: %(default)s)")
     parser.add_argument("--method", choices=("spearman", "kendall", "pearson"), default="spearman", help="default: %(default)s")
     parser.add_argument("--early-share", type=float, default=0.15,
                         help="'early' = at most this share of the training epochs (default: %(default)s)")
     args = parser.parse_args(argv)
 
-    frame = pd.read_csv(args.data, dtype={"channel_code": str})
+    frame = with_final_outcomes(pd.read_csv(args.data, dtype={"channel_code": str}))
     epochs = int(frame["epoch"].max())
     early = int(math.floor(args.early_share * epochs))
     runs = frame["run_id"].nunique()
-    final = final_outcomes(frame)
-    columns = [*probe.HEADLINE_NAMES, *BASELINES]
+    final = frame[frame["epoch"] == epochs]["final_test_acc"]
     shown = sorted({0, 1, 2, early, 5, epochs // 2, epochs} & set(range(epochs + 1)))
-    print(f"{runs} runs, {epochs} epochs; final test accuracy {final['test_acc'].min():.3f}–{final['test_acc'].max():.3f} "
-          f"(median {final['test_acc'].median():.3f}); {args.method} correlation, measure at epoch e vs final outcome\n")
+    print(f"{runs} runs, {epochs} epochs; final test accuracy {final.min():.3f}–{final.max():.3f} "
+          f"(median {final.median():.3f}); {args.method} correlation of the measure at epoch e with the final outcome "
+          f"(val_acc, test_acc: the same-epoch accuracies, for comparison)\n")
     tables = {}
     for target, label in TARGETS.items():
-        table = correlation_by_epoch(frame, target=target, columns=columns, method=args.method)
-        tables[target] = table
+        tables[target] = correlation_table(frame, target=target, method=args.method)
         print(f"### {args.method.capitalize()} with {label}\n")
-        print(_markdown(table.loc[shown], index="epoch"), "\n")
+        print(_markdown(tables[target].loc[shown], index="epoch"), "\n")
 
-    by_optimizer = {
-        name: correlation_by_epoch(group, target="test_acc", columns=columns, method=args.method).loc[early]
-        for name, group in frame.groupby("optimizer")
-    }
+    per_optimizer = correlation_table(frame, target="final_test_acc", method=args.method, by=("optimizer",))
     print(f"### {args.method.capitalize()} with final test accuracy at epoch {early}, within each optimizer\n")
-    print(_markdown(pd.DataFrame(by_optimizer).T, index="optimizer"), "\n")
+    print(_markdown(per_optimizer.xs(early, level="epoch"), index="optimizer"), "\n")
 
-    measures = tables["test_acc"].loc[1:early, list(probe.HEADLINE_NAMES)]
+    measures = tables["final_test_acc"].loc[1:early, list(probe.HEADLINE_NAMES)]
     best_epoch, best_name = measures.stack().idxmax()
     rho = measures.loc[best_epoch, best_name]
     strongest_epoch, strongest_name = measures.abs().stack().idxmax()
@@ -147,9 +90,21 @@ def main(argv: list[str] | None = None) -> None:
           f"i.e. epoch 1..{early}): best {best_name} at epoch {best_epoch}: {rho:+.2f} -> "
           f"{'met' if rho >= 0.8 else 'missed'}; strongest either sign: {strongest_name} at epoch {strongest_epoch}: "
           f"{measures.loc[strongest_epoch, strongest_name]:+.2f}")
-    plot(tables, args.figure, method=args.method,
-         subtitle=f"{runs} GenProb-style runs on digits ({epochs} epochs); measure at epoch e vs final outcome")
-    print(f"figure: {args.figure}")
+    print("figures:", *(os.fspath(path) for path in plot_figures(frame, args.figures, method=args.method)))
+
+
+def plot_figures(frame: pd.DataFrame, folder: Path, *, method: str) -> list[Path]:
+    """Paper-style plots (``probe report``'s): coefficient vs epoch, all runs and per optimizer, per target."""
+    from probe.replay.analysis import correlations
+    from probe.replay.plots import plot_correlation_by_epoch
+
+    paths = []
+    for by in ((), ("optimizer",)):
+        result = correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=list(TARGETS), by=by)
+        for target in TARGETS:
+            name = f"family_{target}_{method}{'_by_optimizer' if by else ''}.png"
+            paths.append(plot_correlation_by_epoch(result, folder / name, target=target, method=method, by=by))
+    return paths
 
 
 if __name__ == "__main__":
