@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 from typing import Any
 
@@ -12,24 +13,32 @@ from integrations.optuna._measures import check_measure_name, report_measures
 from probe.layers import LayerSelector
 from probe.report import Report
 
-try:
-    from lightning.pytorch import Callback
-except ImportError:  # only the standalone package is installed
-    from pytorch_lightning import Callback
-
 log = logging.getLogger(__name__)
 
 PRUNED_KEY = "probe:pruned_epoch"
 """Trial system attribute where rank zero records the epoch it pruned at (DDP)."""
 
 
-class MeasurePruningCallback(Callback):
+def _callback_bases() -> tuple[type, ...]:
+    """The ``Callback`` class of each installed Lightning distribution (so either Trainer accepts us)."""
+    bases = []
+    for package in ("pytorch_lightning", "lightning.pytorch"):
+        try:
+            bases.append(importlib.import_module(package).Callback)
+        except ImportError:
+            continue
+    if not bases:
+        raise ImportError("MeasurePruningCallback needs Lightning: pip install pytorch-lightning (or lightning)")
+    return tuple(bases)
+
+
+class MeasurePruningCallback(*_callback_bases()):  # type: ignore[misc]
     """Lightning callback that prunes an Optuna trial from the network measures, every epoch.
 
     At the end of each training epoch, on rank zero: take the network measures (reusing
-    the report of a live ``ProbeCallback`` — any callback with ``last_report`` and
-    ``last_epoch`` that measured this epoch, listed before this one — or calling
-    ``probe.measure``), store them with :func:`report_measures`, report ``monitor`` with
+    the report of a live :class:`integrations.lightning.ProbeCallback` — any callback with
+    ``last_report`` and ``last_epoch`` that measured this epoch, listed before this one —
+    or calling ``probe.measure``), store them with :func:`report_measures`, report ``monitor`` with
     ``trial.report`` if given, and ask ``trial.should_prune()``.
 
     Single process: a pruned trial raises ``optuna.TrialPruned`` out of ``trainer.fit``.
