@@ -77,9 +77,10 @@ class EpochTiming:
     """Seconds spent for one measured epoch (rank zero only).
 
     ``blocking_s``: time the training thread spent in the callback's hooks at that epoch's
-    end (measuring and logging when synchronous; copying weights, submitting, and logging
-    finished reports in background mode). ``measure_s``: time to compute the report
-    (on the worker thread in background mode); NaN until it is done.
+    end (measuring and logging when synchronous; in background mode copying the weights,
+    submitting them, and logging finished reports to non-TensorBoard loggers).
+    ``measure_s``: time ``probe.measure`` took (on the worker thread in background mode);
+    NaN until it is done.
     """
 
     epoch: int
@@ -114,17 +115,22 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         ``ValueError`` naming the layer.
     background:
         ``False`` (default): measure in the hook, so the monitored values are those of the
-        epoch that just ended. ``True``: the hook only copies the probed weights and a worker
-        thread measures them while training goes on; each report is logged at its own
-        epoch's step as soon as it is done (checked at each epoch end, and all pending work
-        is flushed at fit end). ``callback_metrics``, ``last_report`` and ``last_epoch``
-        then hold the latest *finished* report, typically the previous epoch's.
+        epoch that just ended. ``True``: the hook only copies the probed weights; a worker thread
+        measures them while training goes on and writes the report to the TensorBoard
+        loggers at its own epoch's step (their writers are thread-safe); other loggers and
+        ``callback_metrics`` get it at the next epoch end that finds it done. Pending work
+        is flushed at fit end (and on an exception), before the loggers are closed. At most
+        two measurements are in flight; a third epoch end waits for the oldest.
+        ``callback_metrics``, ``last_report`` and ``last_epoch`` then hold the latest
+        *finished* report, typically the previous epoch's (none yet after the first epoch:
+        give ``EarlyStopping`` ``strict=False``).
     copy_to:
         Background mode: where the weight copies live: ``"cpu"`` (default) or ``"model"``
         (the weights' device; faster on a GPU, costs its memory).
-    log:
+    use_loggers:
         ``True`` (default): log through ``trainer.loggers``; ``setup`` fails when the
         Trainer has none. ``False``: only monitor (``callback_metrics`` and ``last_report``).
+        (Not named ``log``: Lightning sets ``callback.log`` to the module's ``log`` method.)
     step:
         Logging x axis: ``"global_step"`` (default, like Lightning's own epoch metrics, so
         the measures line up with the loss) or ``"epoch"``.
@@ -156,7 +162,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         nonfinite: Literal["raise", "nan"] = "nan",
         background: bool = False,
         copy_to: Literal["cpu", "model"] = "cpu",
-        log: bool = True,
+        use_loggers: bool = True,
         step: Literal["global_step", "epoch"] = "global_step",
     ) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
@@ -175,7 +181,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         self.layers = layers
         self.background = bool(background)
         self.copy_to = copy_to
-        self.log = bool(log)
+        self.use_loggers = bool(use_loggers)
         self.step = step
         self._measure_kwargs: dict[str, Any] = {"method": method, "device": device, "nonfinite": nonfinite}
         self.last_report: probe.Report | None = None
@@ -195,11 +201,11 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
-        if self.log and not trainer.loggers:
+        if self.use_loggers and not trainer.loggers:
             raise ValueError(
                 "ProbeCallback: the Trainer has no logger, so the measures would not be logged. Pass "
                 "logger=TensorBoardLogger(save_dir) (or leave the default logger=True) to the Trainer, or build "
-                "ProbeCallback(log=False) to only put probe/* into trainer.callback_metrics for monitoring."
+                "ProbeCallback(use_loggers=False) to only put probe/* into trainer.callback_metrics for monitoring."
             )
         try:
             select_layers(pl_module, self.layers)
@@ -286,15 +292,17 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
             start = perf_counter()
             report = self._measure(tensors)
             self._timing(epoch).measure_s = perf_counter() - start
-            self._write(trainer, report, step)
+            self._write_tensorboard(report, step, self._tensorboard_writers(trainer))
+            self._log_other(trainer, report, step)
             return ("report", epoch, report)
         latest = None
         if due:
             while len(self._pending) >= _MAX_IN_FLIGHT:
                 latest = self._complete(trainer, self._pending.popleft())
             copies = {name: self._copy(t) for name, t in tensors.items()}
+            writers = self._tensorboard_writers(trainer)
             assert self._executor is not None, "setup() starts the worker"
-            self._pending.append(_Job(epoch, step, self._executor.submit(self._timed_measure, copies)))
+            self._pending.append(_Job(epoch, step, self._executor.submit(self._background_job, copies, step, writers)))
         while self._pending and self._pending[0].future.done():
             latest = self._complete(trainer, self._pending.popleft())
         return latest
@@ -305,16 +313,19 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
     def _measure(self, tensors: dict[str, torch.Tensor]) -> probe.Report:
         return probe.measure(tensors, layers=_every_tensor, **self._measure_kwargs)
 
-    def _timed_measure(self, tensors: dict[str, torch.Tensor]) -> tuple[probe.Report, float]:
+    def _background_job(self, tensors: dict[str, torch.Tensor], step: int, writers: list[Any]) -> tuple[probe.Report, float]:
+        """Worker thread: measure the copies, write them to TensorBoard (its writers are thread-safe)."""
         start = perf_counter()
         report = self._measure(tensors)
-        return report, perf_counter() - start
+        seconds = perf_counter() - start
+        self._write_tensorboard(report, step, writers)
+        return report, seconds
 
     def _complete(self, trainer: Any, job: _Job) -> tuple[str, int, probe.Report]:
-        """Wait for a background job (rank zero), log it at its own step, return the payload."""
+        """Wait for a background job (rank zero), log it to the other loggers, return the payload."""
         report, seconds = job.future.result()
         self._timing(job.epoch).measure_s = seconds
-        self._write(trainer, report, job.step)
+        self._log_other(trainer, report, job.step)
         return ("report", job.epoch, report)
 
     def _flush(self, trainer: Any) -> None:
@@ -328,18 +339,28 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def _write(self, trainer: Any, report: probe.Report, step: int) -> None:
-        if not self.log:
-            return
-        for logger in trainer.loggers:
-            writer = _tensorboard_writer(logger)
-            if writer is None:
-                logger.log_metrics(network_metrics(report, self.measures), step=step)
-                continue
+    def _tensorboard_writers(self, trainer: Any) -> list[Any]:
+        """The trainer's TensorBoard writers (training thread: creates them), each with its layout once."""
+        if not self.use_loggers:
+            return []
+        writers = [w for w in map(_tensorboard_writer, trainer.loggers) if w is not None]
+        for writer in writers:
             if id(writer) not in self._layout_written:
                 add_layout(writer, self.measures, self.options)
                 self._layout_written.add(id(writer))
+        return writers
+
+    def _write_tensorboard(self, report: probe.Report, step: int, writers: list[Any]) -> None:
+        for writer in writers:
             write_report(writer, report, step, measures=self.measures, options=self.options)
+
+    def _log_other(self, trainer: Any, report: probe.Report, step: int) -> None:
+        """Network scalars to every logger that is not a TensorBoard one (training thread)."""
+        if not self.use_loggers:
+            return
+        for logger in trainer.loggers:
+            if _tensorboard_writer(logger) is None:
+                logger.log_metrics(network_metrics(report, self.measures), step=step)
 
     def _timing(self, epoch: int) -> EpochTiming:
         for timing in reversed(self.timings):

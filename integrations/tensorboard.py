@@ -247,9 +247,7 @@ def heatmap_image(report: Report, options: LogOptions = LogOptions()) -> np.ndar
 def _colormap() -> Any:
     from matplotlib import colormaps
 
-    cmap = colormaps["viridis"].copy()
-    cmap.set_bad("#bbbbbb")
-    return cmap
+    return colormaps["viridis"].with_extremes(bad="#bbbbbb")
 
 
 def network_metrics(report: Report, measures: Iterable[str] = HEADLINE_NAMES) -> dict[str, float]:
