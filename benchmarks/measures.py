@@ -78,10 +78,14 @@ def main(argv: list[str] | None = None) -> None:
         print(f"### {args.method.capitalize()} with {label}\n")
         print(_markdown(tables[target].loc[shown], index="epoch"), "\n")
 
-    per_optimizer = correlation_table(frame, target="final_test_acc", method=args.method, by=("optimizer",))
-    print(f"### {args.method.capitalize()} with final test accuracy at epoch {early}, within each optimizer\n")
-    print(_markdown(per_optimizer.xs(early, level="epoch"), index="optimizer"), "\n")
+    for column in ("optimizer", "channel_code"):
+        within = correlation_table(frame, target="final_test_acc", method=args.method, by=(column,))
+        print(f"### {args.method.capitalize()} with final test accuracy at epoch {early}, within each {column}\n")
+        print(_markdown(within.xs(early, level="epoch"), index=column), "\n")
 
+    counts = frame[frame["epoch"] == early][list(probe.HEADLINE_NAMES)].notna().sum()
+    print(f"Runs with a defined measure at epoch {early} (AE measures are NaN while EVBMF keeps <= 1 component "
+          f"per layer): " + ", ".join(f"{name} {count}" for name, count in counts.items()) + "\n")
     measures = tables["final_test_acc"].loc[1:early, list(probe.HEADLINE_NAMES)]
     best_epoch, best_name = measures.stack().idxmax()
     rho = measures.loc[best_epoch, best_name]
