@@ -37,7 +37,6 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
-import warnings
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -194,7 +193,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(every_n_epochs=self.every_n_epochs, measures=self.measures)
+        return self._generate_state_key(every_n_epochs=self.every_n_epochs, measures=self.measures, background=self.background)
 
     # ----------------------------------------------------------------- hooks
 
@@ -280,10 +279,10 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         if kind == "error":
             raise RuntimeError(f"ProbeCallback: measuring on rank 0 failed: {first}")
         self.last_report, self.last_epoch = report, first
-        with warnings.catch_warnings():  # values are equal on every rank: no sync_dist needed
-            warnings.filterwarnings("ignore", message=r".*sync_dist=True.*")
-            for name, value in network_metrics(report, self.measures).items():
-                pl_module.log(name, value, logger=False, on_step=False, on_epoch=True, batch_size=1)
+        # equal on every rank; syncing with "max" keeps them exact (and quiets Lightning's sync_dist advice)
+        for name, value in network_metrics(report, self.measures).items():
+            pl_module.log(name, value, logger=False, on_step=False, on_epoch=True, batch_size=1, reduce_fx="max",
+                          sync_dist=trainer.world_size > 1)
 
     def _rank_zero_epoch_end(self, trainer: Any, pl_module: Any, epoch: int, due: bool) -> tuple[str, int, probe.Report] | None:
         step = trainer.global_step if self.step == "global_step" else epoch
