@@ -37,10 +37,16 @@ def with_final_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def correlation_table(frame: pd.DataFrame, *, target: str, method: str, by: tuple[str, ...] = ()) -> pd.DataFrame:
-    """``method`` coefficient per epoch (rows) and column (measures, then baselines), with the final ``target``."""
+    """``method`` coefficient per epoch (rows) and column (measures, then baselines), with the final ``target``.
+
+    A coefficient needs the measure defined for at least half of the runs of its group (else NaN):
+    a correlation over the few runs where EVBMF already keeps components is a selected subsample.
+    """
     from probe.replay.analysis import correlations
 
-    result = correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=[target], by=by)
+    runs = frame.groupby(list(by))["run_id"].nunique().min() if by else frame["run_id"].nunique()
+    result = correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=[target], by=by,
+                          min_count=max(3, (runs + 1) // 2))
     return result.pivot_table(index=[*by, "epoch"], columns="measure", values=method, dropna=False)[
         [*probe.HEADLINE_NAMES, *BASELINES]
     ]
