@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -112,26 +111,50 @@ def replay(runs: list[Run], order: np.ndarray, pruner: BasePruner, *, name: str)
     return consumed, study.best_value
 
 
+_RUNS: tuple[list[Run], int] | None = None
+"""The recorded runs and epoch count, set in each worker by :func:`_init`."""
+
+
+def _init(runs: list[Run], epochs: int) -> None:
+    global _RUNS
+    _RUNS = (runs, epochs)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _study(task: tuple[str, str, int]) -> tuple[int, float]:
+    """One replayed study: measure, pruner label, order seed -> (epochs consumed, best found)."""
+    measure, label, seed = task
+    runs, epochs = _RUNS  # type: ignore[misc]
+    order = np.random.default_rng(seed).permutation(len(runs))
+    return replay(runs, order, pruners(epochs, measure)[label](), name=f"order-{seed}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="family table (default: %(default)s)")
     parser.add_argument("--orders", type=int, default=30, help="random trial orders (studies per pruner; default: %(default)s)")
     parser.add_argument("--measure", default="E_L2_BE", help="measure of the measure pruners (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=1, help="processes replaying studies (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print a JSON list (one record per pruner) instead of a table")
     args = parser.parse_args(argv)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
     runs, epochs = load_runs(args.data)
     best = max(run.test_acc for run in runs)
     full = len(runs) * epochs
+    labels = list(pruners(epochs, args.measure))
+    tasks = [(args.measure, label, seed) for label in labels for seed in range(args.orders)]
+    if args.workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(runs, epochs)) as pool:
+            results = pool.map(_study, tasks, chunksize=max(1, len(tasks) // (4 * args.workers)))
+    else:
+        _init(runs, epochs)
+        results = list(map(_study, tasks))
     records = []
-    for label, factory in pruners(epochs, args.measure).items():
-        shares, regrets = [], []
-        for seed in range(args.orders):
-            order = np.random.default_rng(seed).permutation(len(runs))
-            consumed, found = replay(runs, order, factory(), name=f"order-{seed}")
-            shares.append(consumed / full)
-            regrets.append(100.0 * (best - found))
+    for label in labels:
+        outcomes = [result for task, result in zip(tasks, results) if task[1] == label]
+        shares = [consumed / full for consumed, _ in outcomes]
+        regrets = [100.0 * (best - found) for _, found in outcomes]
         records.append({
             "pruner": label, "epochs_share": statistics.fmean(shares), "epochs_share_std": statistics.pstdev(shares),
             "regret_pp": statistics.fmean(regrets), "regret_pp_std": statistics.pstdev(regrets),
