@@ -125,7 +125,7 @@ def parse_shard(text: str) -> tuple[int, int]:
     except ValueError:
         raise ValueError(f"shard must look like K/N with integers 0 <= K < N (e.g. 0/8), got {text!r}") from None
     if not 0 <= index < count:
-        raise ValueError(f"shard must satisfy 0 <= K < N, got {text!r}")
+        raise ValueError(f"shard K/N must satisfy 0 <= K < N, got {text!r}")
     return index, count
 
 
