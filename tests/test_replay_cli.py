@@ -1,0 +1,94 @@
+"""`probe measure` on every format (safe by default), `probe replay`, `probe merge`, `probe report`."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+from torch import nn
+
+from probe.cli import main
+from tests.replay_helpers import REFERENCE_FILE, make_family, make_malicious, truncate
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_measure_reads_safetensors_and_reports_genprob_metadata(tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    save_file(nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 2)).state_dict(), tmp_path / "m.safetensors")
+    assert main(["measure", str(tmp_path / "m.safetensors")]) == 0
+    out = capsys.readouterr().out
+    assert "(safetensors, epoch None, layers=auto)" in out and out.count("0.weight") == 4
+    assert main(["measure", str(REFERENCE_FILE)]) == 0
+    out = capsys.readouterr().out
+    assert "(genprob, epoch 4, layers=genprob)" in out and "test_acc=0.9179" in out
+
+
+def test_measure_refuses_a_malicious_pickle_unless_opted_in(tmp_path, capsys):
+    marker = tmp_path / "PWNED"
+    path = make_malicious(tmp_path / "evil.pt", marker)
+    assert main(["measure", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "--unsafe-load" in err and "evil.pt" in err
+    assert not marker.exists()
+    assert main(["measure", str(path), "--unsafe-load"]) == 0
+    assert marker.exists()
+
+
+def test_replay_merge_report_from_the_command_line(tmp_path, capsys):
+    paths = make_family(tmp_path / "family", models=3, epochs=2)
+    truncate(paths[0], tmp_path / "family" / "broken.pt")
+    out = tmp_path / "out"
+    assert main(["replay", str(tmp_path / "family"), "--out", str(out), "--no-progress", "--shard", "0/2"]) == 1
+    first = capsys.readouterr()
+    assert "broken.pt" in first.err and "corrupt" in first.err
+    assert main(["replay", str(tmp_path / "family"), "--out", str(out), "--no-progress", "--shard", "1/2"]) == 0
+    second = capsys.readouterr().out
+    assert "3 checkpoints (shard 1/2): 3 measured, 0 already done, 0 failed" in second
+
+    assert main(["merge", str(out), "--genprob-csv"]) == 0
+    assert "checkpoints: " in capsys.readouterr().out
+    with open(out / "checkpoints.csv", newline="") as handle:
+        assert len(list(csv.DictReader(handle))) == 6
+    assert sorted(p.name for p in (out / "genprob_csv").iterdir()) == ["results-DIGITS10-0.csv", "results-DIGITS10-1.csv"]
+
+    assert main(["report", str(out), "--measures", "E_L2_BE,SQ_p_BE", "--by", "dataset,optimizer", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    assert "spearman correlation with test_acc (dataset=DIGITS10, optimizer=SGD" in printed
+    assert (out / "report" / "correlations.csv").is_file()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["report", "{tmp}/nowhere"], "no checkpoints.csv"),
+        (["replay", "{tmp}/none.pt", "--out", "{tmp}/o"], "none.pt"),
+        (["merge", "{tmp}", "{tmp}"], "--out is required"),
+        (["report", "{out}", "--measures", "E_L2"], "unknown measure 'E_L2'"),
+        (["report", "{out}", "--optimizer", "SAM"], "no checkpoint matches optimizer"),
+    ],
+)
+def test_cli_errors_are_clear(tmp_path, capsys, argv, message):
+    make_family(tmp_path / "family", models=1, epochs=1)
+    out = tmp_path / "out"
+    assert main(["replay", str(tmp_path / "family"), "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main([a.format(tmp=tmp_path, out=out) for a in argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["replay", "merge", "report"])
+def test_help_describes_outputs_and_gives_examples(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    assert "examples:" in text and ".csv" in text
