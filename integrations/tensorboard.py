@@ -189,7 +189,7 @@ def write_report(
                 for quantity in options.layer_quantities:
                     writer.add_scalar(layer_tag(quantity, variant, unfolding_name, layer.name), values[quantity], step)
             if options.histograms and unfolding.s.size and np.isfinite(unfolding.s).all():
-                writer.add_histogram(spectrum_tag(layer.name, unfolding_name), unfolding.s, step)
+                writer.add_histogram(spectrum_tag(layer.name, unfolding_name), unfolding.s, step, bins="auto")
     if options.heatmap:
         writer.add_image(HEATMAP_TAG, heatmap_image(report, options), step, dataformats="HWC")
 

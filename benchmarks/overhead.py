@@ -1,0 +1,180 @@
+"""Per-epoch cost of live measuring: a Lightning fit without the callback, with it, and in background mode.
+
+Two models: the digits example (``GenProbNet("10001", base=16, step=4)`` on the
+scikit-learn digits images, 1,000 training images in batches of 64) and a ResNet-18
+CIFAR variant (20 convs + fc, channels 64..512, 11.2 M parameters) trained on a handful of
+random ``3×32×32`` batches per "epoch". Every configuration logs to TensorBoard, has no
+validation loop and measures every epoch.
+
+``s/epoch`` is the wall time from the start of epoch 1 to the end of ``fit`` (so it
+includes the final flush of background work), divided by ``epochs - 1``; epoch 0 is
+warm-up; the median over ``--repeats`` fits, run interleaved with the other modes. ``measure`` and ``blocking`` are medians of ``ProbeCallback.timings``: the time
+``probe.measure`` took and the time the training thread spent in the callback.
+
+Run::
+
+    .venv/bin/python benchmarks/overhead.py                     # both models, 4 epochs, 2 repeats
+    .venv/bin/python benchmarks/overhead.py --threads 1         # a shared machine: avoid oversubscription
+    .venv/bin/python benchmarks/overhead.py --models resnet18 --epochs 6 --batches 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import statistics
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from integrations.lightning import ProbeCallback
+from probe.layers import select_layers
+from probe.zoo import GenProbNet, digits_datasets
+
+MODES = ("none", "sync", "background")
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32×32 inputs: 3×3 stem, four stages of two basic blocks (64..512), fc."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        blocks, c_in = [], 64
+        for c_out, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            blocks += [BasicBlock(c_in, c_out, stride), BasicBlock(c_out, c_out, 1)]
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(torch.relu(self.bn1(self.conv1(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _workload(name: str, batches: int, batch_size: int) -> tuple[nn.Module, DataLoader]:
+    torch.manual_seed(0)
+    if name == "digits":
+        train, _, _ = digits_datasets(seed=0)
+        return GenProbNet("10001", base=16, step=4), DataLoader(train, batch_size=64, shuffle=True)
+    if name == "resnet18":
+        data = TensorDataset(torch.randn(batches * batch_size, 3, 32, 32), torch.randint(0, 10, (batches * batch_size,)))
+        return ResNet18(), DataLoader(data, batch_size=batch_size)
+    raise ValueError(f"unknown model {name!r}; use digits or resnet18")
+
+
+def _fit(pl, network: nn.Module, loader: DataLoader, mode: str, epochs: int, log_dir: Path) -> tuple[float, ProbeCallback | None]:
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.network = network
+
+        def training_step(self, batch, batch_idx):
+            images, labels = batch
+            loss = nn.functional.cross_entropy(self.network(images), labels)
+            self.log("train_loss", loss)
+            return loss
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+
+    class EpochClock(pl.Callback):
+        def __init__(self) -> None:
+            self.starts: list[float] = []
+
+        def on_train_epoch_start(self, trainer, module) -> None:
+            self.starts.append(time.perf_counter())
+
+    clock = EpochClock()
+    probe_callback = None if mode == "none" else ProbeCallback(background=mode == "background")
+    callbacks = [clock] if probe_callback is None else [probe_callback, clock]
+    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=pl.loggers.TensorBoardLogger(log_dir, name=mode),
+                         callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, log_every_n_steps=1)
+    trainer.fit(Module(), loader)
+    end = time.perf_counter()
+    return (end - clock.starts[1]) / (epochs - 1), probe_callback
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="digits,resnet18", help="comma-separated: digits, resnet18")
+    parser.add_argument("--epochs", type=int, default=4, help="epochs per fit, the first is warm-up (default 4)")
+    parser.add_argument("--batches", type=int, default=4, help="resnet18: random batches per epoch (default 4)")
+    parser.add_argument("--batch-size", type=int, default=32, help="resnet18: batch size (default 32)")
+    parser.add_argument("--repeats", type=int, default=2, help="fits per model and mode, interleaved; medians (default 2)")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.epochs < 2:
+        parser.error("--epochs must be at least 2 (epoch 0 is warm-up)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import lightning.pytorch as pl
+    import lightning.pytorch.loggers  # noqa: F401
+
+    warnings.filterwarnings("ignore", message=r".*(num_workers|log_every_n_steps|LeafSpec).*")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in args.models.split(","):
+            runs: dict[str, list[tuple[float, list]]] = {mode: [] for mode in MODES}
+            for _ in range(args.repeats):
+                for mode in MODES:  # interleaved, so a slow spell of a shared machine hits every mode
+                    network, loader = _workload(name, args.batches, args.batch_size)
+                    seconds, callback = _fit(pl, network, loader, mode, args.epochs, Path(scratch) / name)
+                    runs[mode].append((seconds, callback.timings[1:] if callback else []))
+            baseline = statistics.median(seconds for seconds, _ in runs["none"])
+            for mode in MODES:
+                seconds = statistics.median(s for s, _ in runs[mode])
+                timings = [t for _, ts in runs[mode] for t in ts]
+                rows.append({
+                    "model": name,
+                    "layers": len(select_layers(network)),
+                    "params": sum(p.numel() for p in network.parameters()),
+                    "batches": len(loader),
+                    "mode": mode,
+                    "epoch": seconds,
+                    "overhead": seconds / baseline - 1.0,
+                    "measure": statistics.median(t.measure_s for t in timings) if timings else None,
+                    "blocking": statistics.median(t.blocking_s for t in timings) if timings else None,
+                })
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs "
+          f"({platform.machine()}), {args.epochs} epochs per fit (epoch 0 = warm-up), median of {args.repeats} fits\n")
+    print("| model | probed layers | parameters | batches/epoch | mode | s/epoch | vs none | measure s | blocking s |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        measure = "" if r["measure"] is None else f"{r['measure']:.3f}"
+        blocking = "" if r["blocking"] is None else f"{r['blocking']:.3f}"
+        print(f"| {r['model']} | {r['layers']} | {r['params'] / 1e6:.2f} M | {r['batches']} | {r['mode']} | "
+              f"{r['epoch']:.2f} | {r['overhead']:+.0%} | {measure} | {blocking} |")
+
+
+if __name__ == "__main__":
+    main()
