@@ -163,7 +163,9 @@ def iter_replay(
         Layer preset override, singular-value method, EVBMF tolerance. Must match the
         options the directory was started with.
     workers:
-        Worker processes (spawned; each uses one torch thread). ``1`` measures in this process.
+        Worker processes (forkserver, or spawn where unavailable; each uses one torch
+        thread). ``1`` measures in this process. Scripts using workers need the
+        ``if __name__ == "__main__":`` guard.
     unsafe:
         Allow arbitrary unpickling of checkpoints (only for trusted files). Default ``False``.
 
@@ -188,8 +190,7 @@ def iter_replay(
         for path in todo:
             yield _measure_one(path, str(out), asdict(options), unsafe)
         return
-    context = multiprocessing.get_context("spawn")
-    executor = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=context, initializer=_init_worker)
+    executor = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_context(), initializer=_init_worker)
     try:
         futures = [executor.submit(_measure_one, path, str(out), asdict(options), unsafe) for path in todo]
         for future in as_completed(futures):
@@ -336,6 +337,16 @@ def _init_dir(out: Path, options: Options) -> None:
             )
     else:
         _write_atomic(manifest, json.dumps(wanted, indent=1).encode())
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """``forkserver`` (workers fork from a server that imported torch once, before any thread
+    pool exists) where available, else ``spawn``; never plain ``fork`` (torch threads can hang)."""
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def _init_worker() -> None:
