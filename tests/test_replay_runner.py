@@ -129,6 +129,22 @@ def test_bad_files_are_skipped_and_reported_not_fatal(tmp_path):
     assert sorted(o.status for o in again) == ["done", "done", "failed", "failed", "failed"]
 
 
+def test_a_diverged_checkpoint_is_measured_as_nan_not_failed(tmp_path):
+    import torch
+
+    path = make_family(tmp_path / "ckpts", models=1, epochs=1)[0]
+    raw = torch.load(path, weights_only=True)
+    raw["state_dict_network"]["cell2.RELUConvBN3.1.weight"][0, 0, 0, 0] = float("nan")
+    torch.save(raw, path)
+    outcomes, _ = replay([path], tmp_path / "out")
+    assert [o.status for o in outcomes] == ["measured"]
+    checkpoints, layers = load_tables(tmp_path / "out")
+    assert checkpoints[list(probe.HEADLINE_NAMES)].isna().all(axis=None)
+    nan_layers = set(layers[layers["ER"].isna()]["layer"])
+    assert nan_layers == {"cell2.RELUConvBN3.1.weight"}
+    assert checkpoints.loc[0, "test_acc"] == pytest.approx(0.5)
+
+
 def test_resume_after_kill_9_gives_exactly_the_rows_of_an_uninterrupted_run(tmp_path, capsys):
     make_family(tmp_path / "family", models=4, epochs=4, base=32)  # ~0.1 s each: time to kill mid-run
     total = 16

@@ -40,15 +40,28 @@ def load_tables(out_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataF
     (checkpoints, layers)
         ``model_id``, ``hparams`` and the other text columns stay strings (codes keep leading zeros).
     """
+    return load_checkpoints(out_dir), load_layers(out_dir)
+
+
+def load_checkpoints(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read ``checkpoints.csv`` (one row per checkpoint) of a replay directory."""
+    return _read_csv(Path(out_dir) / CHECKPOINTS_CSV)
+
+
+def load_layers(out_dir: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read ``layers.csv`` of a replay directory, optionally only ``columns`` (it can be large)."""
+    return _read_csv(Path(out_dir) / LAYERS_CSV, columns=columns)
+
+
+def _read_csv(path: Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
     import pandas as pd
 
-    out = Path(out_dir)
-    if not (out / CHECKPOINTS_CSV).is_file():
-        raise FileNotFoundError(f"{str(out)!r} has no {CHECKPOINTS_CSV}: run `probe replay ... --out {out}` (or `probe merge`) first")
-    read = dict(dtype=_TEXT_COLUMNS, keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip")
-    checkpoints = pd.read_csv(out / CHECKPOINTS_CSV, **read)
-    layers = pd.read_csv(out / LAYERS_CSV, **read)
-    return checkpoints, layers
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path.parent)!r} has no {path.name}: run `probe replay ... --out {path.parent}` (or `probe merge`) first"
+        )
+    return pd.read_csv(path, usecols=list(columns) if columns is not None else None, dtype=_TEXT_COLUMNS,
+                       keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip")
 
 
 def filter_checkpoints(
@@ -140,9 +153,11 @@ def network_measure(layers: pd.DataFrame, name: str) -> pd.Series:
 def with_measures(checkpoints: pd.DataFrame, layers: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
     """``checkpoints`` with a column for each of ``names`` (computed from ``layers`` where absent)."""
     table = checkpoints.copy()
-    for name in names:
-        if name not in table.columns:
-            table[name] = table["path"].map(network_measure(layers, name))
+    missing = [name for name in names if name not in table.columns]
+    if missing:
+        layers = layers[layers["path"].isin(table["path"])]
+    for name in missing:
+        table[name] = table["path"].map(network_measure(layers, name))
     return table
 
 
@@ -260,11 +275,13 @@ def write_report(
     for method in plot_methods:
         if method not in METHODS:
             raise ValueError(f"unknown correlation method {method!r}; choose from {METHODS}")
-    checkpoints, layers = load_tables(out_dir)
-    for name in measures:
-        parse_measure(name)
+    checkpoints = load_checkpoints(out_dir)
     table = filter_checkpoints(checkpoints, optimizers=optimizers, datasets=datasets, hparams=hparams)
-    table = with_measures(table, layers, measures)
+    missing = [name for name in measures if name not in table.columns]
+    if missing:
+        needed = {parse_measure(name)[0] for name in missing}
+        layers = load_layers(out_dir, columns=["path", "layer_index", "unfolding", "variant", "weight", *sorted(needed)])
+        table = with_measures(table, layers, missing)
     result = correlations(table, measures=measures, targets=targets, by=by)
     target_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
     target_dir.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,14 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
+import itertools
 import json
 import logging
 import math
 import multiprocessing
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -174,6 +176,8 @@ def iter_replay(
     Outcome
         In completion order. A file that cannot be read or measured is ``failed`` (and
         written to ``errors/``), never the end of the run; it is retried by the next run.
+        A checkpoint with NaN/Inf weights (a diverged run) is ``measured``: its layers with
+        non-finite weights, and so its network measures, are NaN.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers!r}")
@@ -301,22 +305,31 @@ def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False) -
     Tables
     """
     out = Path(out_dir)
-    records = [json.loads(p.read_text()) for p in sorted((out / RECORDS).glob("*.json"))]
-    records.sort(key=_record_order)
-    recorded = {r["key"] for r in records}
-    errors = [json.loads(p.read_text()) for p in sorted((out / ERRORS).glob("*.json")) if p.stem not in recorded]
+    files = sorted((out / RECORDS).glob("*.json"))
+    # Records are read one at a time (twice, thrice with genprob_csv): a family of any size
+    # needs memory only for one record and the sort keys.
+    keys = [(_record_order(_read(path)["checkpoint"]), path) for path in files]
+    ordered = [path for _, path in sorted(keys)]
+    recorded = {path.stem for path in files}
+    errors = [_read(p) for p in sorted((out / ERRORS).glob("*.json")) if p.stem not in recorded]
 
-    checkpoint_rows = [{**r["checkpoint"], **r["performance"], **r["network"]} for r in records]
-    layer_rows = [
-        {"path": r["checkpoint"]["path"], "run": r["checkpoint"]["run"], "epoch": r["checkpoint"]["epoch"], **row}
-        for r in records for row in r["layers"]
-    ]
+    columns = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
+    with _csv_table(out / CHECKPOINTS_CSV, columns) as add_checkpoint, _csv_table(out / LAYERS_CSV, LAYER_COLUMNS) as add_layer:
+        for path in ordered:
+            record = _read(path)
+            meta = record["checkpoint"]
+            add_checkpoint({**meta, **record["performance"], **record["network"]})
+            for row in record["layers"]:
+                add_layer({"path": meta["path"], "run": meta["run"], "epoch": meta["epoch"], **row})
+    with _csv_table(out / ERRORS_CSV, ("path", "error")) as add_error:
+        for error in sorted(errors, key=lambda e: e["path"]):
+            add_error(error)
     tables = Tables(
-        checkpoints=_write_csv(out / CHECKPOINTS_CSV, (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS), checkpoint_rows),
-        layers=_write_csv(out / LAYERS_CSV, LAYER_COLUMNS, layer_rows),
-        errors=_write_csv(out / ERRORS_CSV, ("path", "error"), sorted(errors, key=lambda e: e["path"])),
-        genprob=_write_genprob_tables(out, records) if genprob_csv else (),
-        n_checkpoints=len(records),
+        checkpoints=out / CHECKPOINTS_CSV,
+        layers=out / LAYERS_CSV,
+        errors=out / ERRORS_CSV,
+        genprob=_write_genprob_tables(out, keys) if genprob_csv else (),
+        n_checkpoints=len(files),
         n_errors=len(errors),
     )
     log.info("%s: %d checkpoints, %d errors", out, tables.n_checkpoints, tables.n_errors)
@@ -396,19 +409,27 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _record_order(record: dict) -> tuple:
-    c = record["checkpoint"]
-    return (c["dataset"] or "", c["run"], -1 if c["epoch"] is None else c["epoch"], c["path"])
+def _read(path: Path) -> dict:
+    return json.loads(path.read_text())
 
 
-def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict]) -> Path:
+def _record_order(meta: dict) -> tuple:
+    """Table order: dataset, run, epoch (none first), path."""
+    return (meta["dataset"] or "", meta["run"], -1 if meta["epoch"] is None else meta["epoch"], meta["path"])
+
+
+@contextmanager
+def _csv_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[dict], None]]:
+    """Yield a function adding one row; the file appears (atomically) only if all went well."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", restval="")
-        writer.writeheader()
-        writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
-    os.replace(tmp, path)
-    return path
+    try:
+        with open(tmp, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", restval="")
+            writer.writeheader()
+            yield lambda row: writer.writerow({k: _cell(v) for k, v in row.items()})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _cell(value: object) -> object:
@@ -419,20 +440,16 @@ def _cell(value: object) -> object:
     return value
 
 
-def _write_genprob_tables(out: Path, records: list[dict]) -> tuple[Path, ...]:
-    groups: dict[tuple[str, int], list] = {}
-    for r in records:
-        c = r["checkpoint"]
-        if c["epoch"] is None:
-            log.warning("%s has no epoch: left out of the GenProb CSVs", c["path"])
-            continue
-        groups.setdefault((c["dataset"] or "unknown", c["epoch"]), []).append(
-            (r["performance"], c["model_id"], _genprob_rows(r["layers"]))
-        )
-    return tuple(
-        write_genprob_csv(out / GENPROB_DIR / f"results-{dataset}-{epoch}.csv", models)
-        for (dataset, epoch), models in sorted(groups.items())
-    )
+def _write_genprob_tables(out: Path, keys: list[tuple[tuple, Path]]) -> tuple[Path, ...]:
+    """One CSV per (dataset, epoch), models in run order; checkpoints without an epoch are left out."""
+    by_group = sorted(((dataset or "unknown", epoch, run, p), path) for (dataset, run, epoch, p), path in keys if epoch >= 0)
+    if len(by_group) < len(keys):
+        log.warning("%d checkpoints have no epoch: left out of the GenProb CSVs", len(keys) - len(by_group))
+    written = []
+    for (dataset, epoch), group in itertools.groupby(by_group, key=lambda item: item[0][:2]):
+        models = ((r["performance"], r["checkpoint"]["model_id"], _genprob_rows(r["layers"])) for r in (_read(path) for _, path in group))
+        written.append(write_genprob_csv(out / GENPROB_DIR / f"results-{dataset}-{epoch}.csv", models))
+    return tuple(written)
 
 
 def _genprob_rows(layers: list[dict]) -> list[dict[str, object]]:
