@@ -39,7 +39,7 @@ def _table() -> pd.DataFrame:
     return pd.DataFrame({
         "dataset": ["A"] * 12 + ["B"] * 4,
         "optimizer": ["SGD", "AdaM"] * 8,
-        "hparams": ["lr0.1_wd0", "lr0.01_wd0"] * 8,
+        "hparams": ["lr0.1 wd0", "lr0.01 wd0"] * 8,
         "epoch": [1] * 6 + [2] * 6 + [1] * 4,
         "m": [0.1, 0.4, 0.4, 0.9, 0.3, 0.7, 2.0, 1.0, 3.0, 5.0, 4.0, 4.0, 1.0, np.nan, 3.0, 2.0],
         "k": [1.0] * 6 + [3.0, 1.0, 2.0, 2.0, 5.0, 4.0] + [1.0, 2.0, np.inf, 3.0],

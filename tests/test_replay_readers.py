@@ -68,7 +68,7 @@ def test_lightning_ckpt_from_a_real_trainer(tmp_path):
     from torch.utils.data import DataLoader, TensorDataset
 
     class Tiny(pl.LightningModule):
-        def __init__(self, lr: float = 0.1, width: int = 8) -> None:
+        def __init__(self, lr: float = 0.1, width: int = 8, hidden_act: str = "relu", note: str = "a b") -> None:
             super().__init__()
             self.save_hyperparameters()
             self.net = nn.Sequential(nn.Linear(4, width), nn.ReLU(), nn.Linear(width, 2))
@@ -90,7 +90,7 @@ def test_lightning_ckpt_from_a_real_trainer(tmp_path):
 
     checkpoint = load_checkpoint(tmp_path / "ckpt" / "epoch=1-step=4.ckpt")
     assert checkpoint.format == "lightning" and checkpoint.layers == "auto" and checkpoint.epoch == 1
-    assert checkpoint.hparams == ("lr=0.1", "width=8")
+    assert checkpoint.hparams == ("lr=0.1", "width=8", "hidden_act=relu")  # tokens with spaces are left out
     assert checkpoint.run == str(tmp_path / "ckpt")
     assert set(checkpoint.state_dict) == {"net.0.weight", "net.0.bias", "net.2.weight", "net.2.bias"}
     assert probe.measure(checkpoint.state_dict).network == pytest.approx(probe.measure(module).network, rel=REL, nan_ok=True)

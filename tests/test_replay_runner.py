@@ -56,7 +56,7 @@ def test_tables_hold_every_checkpoint_layer_unfolding_and_variant(tmp_path):
         row = checkpoints[checkpoints["path"] == str(path.resolve())].iloc[0]
         assert (row["optimizer"], row["model_id"], row["dataset"], row["epoch"], row["preset"]) == (
             loaded.optimizer, loaded.model_id, "DIGITS10", loaded.epoch, "genprob")
-        assert row["hparams"] == "_".join(loaded.hparams) and row["n_layers"] == 21
+        assert row["hparams"] == " ".join(loaded.hparams) and row["n_layers"] == 21
         for name, value in {**expected.network, **loaded.performance}.items():
             assert row[name] == value or (math.isnan(value) and math.isnan(row[name]))
         mine = layers[layers["path"] == str(path.resolve())]

@@ -94,7 +94,7 @@ def filter_checkpoints(
             keep &= table[column].isin(list(wanted)).to_numpy()
             _check_nonempty(keep, column, wanted, table[column])
     if hparams:
-        tokens = table["hparams"].fillna("").map(lambda text: set(text.split("_")))
+        tokens = table["hparams"].fillna("").map(lambda text: set(text.split()))
         keep &= tokens.map(lambda have: set(hparams) <= have).to_numpy()
         _check_nonempty(keep, "hparams", hparams, table["hparams"])
     return table[keep]

@@ -8,8 +8,9 @@ import sys
 _OUTPUTS = """\
 outputs in --out DIR:
   checkpoints.csv  one row per checkpoint: path, format, run, model_id, optimizer, dataset,
-                   hparams, epoch, preset, n_layers, test_acc, test_loss, train_acc,
-                   train_loss, gap, and the 8 network measures (E_L2_BE ... F_p_AE)
+                   hparams (space-separated tokens), epoch, preset, n_layers, test_acc,
+                   test_loss, train_acc, train_loss, gap (= test_acc - train_acc; NaN when
+                   the file has no performance), and the 8 network measures (E_L2_BE ... F_p_AE)
   layers.csv       one row per checkpoint x layer x unfolding (in/out) x variant (BE/AE):
                    rows, cols, weight, kept, S, C, ER, spec, fro, SQ
   errors.csv       path, error of each checkpoint that could not be read or measured
@@ -162,7 +163,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--by", type=_csv_list, default=["dataset"], help="grouping columns besides epoch (default dataset), e.g. dataset,optimizer")
     p.add_argument("--optimizer", action="append", default=[], help="keep this optimizer (repeatable)")
     p.add_argument("--dataset", action="append", default=[], help="keep this dataset (repeatable)")
-    p.add_argument("--hparam", action="append", default=[], help="keep checkpoints with this hyperparameter token, e.g. lr0.08 (repeatable: all must match)")
+    p.add_argument("--hparam", action="append", default=[], help="keep checkpoints with this hyperparameter token: lr0.08 (GenProb name), lr=0.1 (Lightning hparam); repeatable, all must match")
     p.add_argument("--methods", type=_csv_list, default=["spearman"], help="coefficients to plot: pearson,spearman,kendall (default spearman; the CSV has all)")
     p.add_argument("--scatter-epochs", type=_int_list, default=None, help="epochs for scatter panels (default first and last)")
     p.add_argument("--color-by", default="optimizer", help="column colouring scatter points (default optimizer)")

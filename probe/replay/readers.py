@@ -53,7 +53,8 @@ class Checkpoint:
     identifies the training run across epochs (GenProb: the file name without the epoch;
     otherwise the directory, plus any file-name prefix before ``epoch``); ``model_id`` is
     GenProb's channel code, else the run's last component. ``hparams`` are GenProb's
-    hyperparameter tokens or a Lightning module's scalar ``hyper_parameters`` as ``k=v``.
+    hyperparameter tokens or a Lightning module's scalar ``hyper_parameters`` as ``k=v``
+    (those without spaces).
     """
 
     path: Path
@@ -69,10 +70,10 @@ class Checkpoint:
     hparams: tuple[str, ...] = field(default=())
 
     def metadata(self) -> dict[str, object]:
-        """A flat row: ``path, format, run, model_id, optimizer, dataset, hparams`` (joined by ``_``), ``epoch``."""
+        """A flat row: ``path, format, run, model_id, optimizer, dataset, hparams`` (space-separated), ``epoch``."""
         return {
             "path": str(self.path), "format": self.format, "run": self.run, "model_id": self.model_id,
-            "optimizer": self.optimizer, "dataset": self.dataset, "hparams": "_".join(self.hparams), "epoch": self.epoch,
+            "optimizer": self.optimizer, "dataset": self.dataset, "hparams": " ".join(self.hparams), "epoch": self.epoch,
         }
 
 
@@ -192,9 +193,8 @@ def _content_epoch(obj: Mapping[str, object], statistics: Mapping[str, object]) 
 
 def _from_lightning(path: Path, obj: Mapping[str, object]) -> Checkpoint:
     hyper = obj.get("hyper_parameters")
-    tokens = tuple(
-        f"{k}={v}" for k, v in (hyper.items() if isinstance(hyper, Mapping) else ()) if isinstance(v, (str, int, float, bool))
-    )
+    scalars = hyper.items() if isinstance(hyper, Mapping) else ()
+    tokens = tuple(f"{k}={v}" for k, v in scalars if isinstance(v, (str, int, float, bool)) and " " not in f"{k}={v}")
     return _plain(path, "lightning", _tensors(path, obj["state_dict"]), obj, hparams=tokens)  # type: ignore[arg-type]
 
 

@@ -266,6 +266,8 @@ def merge(
     Tables
         A checkpoint present in several sources appears once.
     """
+    if not sources:
+        raise ValueError("merge needs at least one source directory")
     out = Path(out_dir)
     manifests = []
     for source in map(Path, sources):
