@@ -25,6 +25,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+import probe
+
 from probe.replay import genprob_filename, replay, save_genprob_checkpoint
 from probe.replay.analysis import write_report
 from probe.zoo import GenProbNet, digits_datasets
@@ -89,7 +91,8 @@ def main() -> None:
     print(f"replayed {len(outcomes)} checkpoints -> {tables.checkpoints}, {tables.layers}, {len(tables.genprob)} GenProb CSVs")
 
     files = write_report(args.out / "replay", by=("dataset",), scatter_epochs=None)
-    spearman = files.correlations[files.correlations["target"] == "test_acc"].pivot(index="measure", columns="epoch", values="spearman")
+    test_acc = files.correlations[files.correlations["target"] == "test_acc"]
+    spearman = test_acc.pivot(index="measure", columns="epoch", values="spearman").reindex(probe.HEADLINE_NAMES)
     print("\nSpearman correlation with test accuracy across the 12 models, by epoch:")
     print(spearman.round(2).to_string())
     print(f"\n{files.correlations_csv}")
