@@ -64,6 +64,18 @@ def load_runs(path: Path) -> tuple[list[Run], int]:
     return runs, epochs
 
 
+class RandomPruner(BasePruner):
+    """Baseline: at step ``step``, prune each trial with probability ``share`` (seeded by trial number)."""
+
+    def __init__(self, *, step: int, share: float, seed: int = 0) -> None:
+        self._step, self._share, self._seed = step, share, seed
+
+    def prune(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if trial.last_step != self._step:
+            return False
+        return bool(np.random.default_rng((self._seed, trial.number)).random() < self._share)
+
+
 def pruners(epochs: int, measure: str) -> dict[str, Callable[[], BasePruner]]:
     """The compared pruner configurations, by name (factories: one fresh pruner per study)."""
     def median(warmup: int) -> MedianPruner:
@@ -76,6 +88,7 @@ def pruners(epochs: int, measure: str) -> dict[str, Callable[[], BasePruner]]:
         "none": NopPruner,
         "median (warmup 1)": lambda: median(1),
         f"median (warmup {WARMUP})": lambda: median(WARMUP),
+        f"random 50% at epoch {WARMUP} (chance baseline)": lambda: RandomPruner(step=WARMUP, share=0.5),
         "hyperband (min 1, η=3)": lambda: HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
         f"measure percentile 50 (each epoch ≥ {WARMUP})": lambda: by_measure(mode="percentile", direction="maximize"),
         f"measure percentile 50 (epoch {WARMUP} only)":
@@ -156,7 +169,8 @@ def main(argv: list[str] | None = None) -> None:
         shares = [consumed / full for consumed, _ in outcomes]
         regrets = [100.0 * (best - found) for _, found in outcomes]
         records.append({
-            "pruner": label, "epochs_share": statistics.fmean(shares), "epochs_share_std": statistics.pstdev(shares),
+            "pruner": label, "measure": args.measure if label.startswith(("measure", "hybrid")) else None,
+            "epochs_share": statistics.fmean(shares), "epochs_share_std": statistics.pstdev(shares),
             "regret_pp": statistics.fmean(regrets), "regret_pp_std": statistics.pstdev(regrets),
             "regret_pp_max": max(regrets), "orders": args.orders,
         })
