@@ -36,8 +36,8 @@ def with_final_outcomes(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(final_test_acc=final_test, final_gap=final_gap)
 
 
-def correlation_table(frame: pd.DataFrame, *, target: str, method: str, by: tuple[str, ...] = ()) -> pd.DataFrame:
-    """``method`` coefficient per epoch (rows) and column (measures, then baselines), with the final ``target``.
+def family_correlations(frame: pd.DataFrame, *, targets: list[str], by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``probe report``'s correlations (all three coefficients) of every measure and baseline with ``targets``.
 
     A coefficient needs the measure defined for at least half of the runs of its group (else NaN):
     a correlation over the few runs where EVBMF already keeps components is a selected subsample.
@@ -45,8 +45,13 @@ def correlation_table(frame: pd.DataFrame, *, target: str, method: str, by: tupl
     from probe.replay.analysis import correlations
 
     runs = frame.groupby(list(by))["run_id"].nunique().min() if by else frame["run_id"].nunique()
-    result = correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=[target], by=by,
-                          min_count=max(3, (runs + 1) // 2))
+    return correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=targets, by=by,
+                        min_count=max(3, (runs + 1) // 2))
+
+
+def correlation_table(frame: pd.DataFrame, *, target: str, method: str, by: tuple[str, ...] = ()) -> pd.DataFrame:
+    """``method`` coefficient per epoch (rows) and column (measures, then baselines), with the final ``target``."""
+    result = family_correlations(frame, targets=[target], by=by)
     return result.pivot_table(index=[*by, "epoch"], columns="measure", values=method, dropna=False)[
         [*probe.HEADLINE_NAMES, *BASELINES]
     ]
@@ -105,12 +110,11 @@ def main(argv: list[str] | None = None) -> None:
 
 def plot_figures(frame: pd.DataFrame, folder: Path, *, method: str) -> list[Path]:
     """Paper-style plots (``probe report``'s): coefficient vs epoch, all runs and per optimizer, per target."""
-    from probe.replay.analysis import correlations
     from probe.replay.plots import plot_correlation_by_epoch
 
     paths = []
     for by in ((), ("optimizer",)):
-        result = correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=list(TARGETS), by=by)
+        result = family_correlations(frame, targets=list(TARGETS), by=by)
         for target in TARGETS:
             name = f"family_{target}_{method}{'_by_optimizer' if by else ''}.png"
             paths.append(plot_correlation_by_epoch(result, folder / name, target=target, method=method, by=by))
