@@ -8,8 +8,9 @@ validation loop and measures every epoch.
 
 ``s/epoch`` is the wall time from the start of epoch 1 to the end of ``fit`` (so it
 includes the final flush of background work), divided by ``epochs - 1``; epoch 0 is
-warm-up; the median over ``--repeats`` fits, run interleaved with the other modes. ``measure`` and ``blocking`` are medians of ``ProbeCallback.timings``: the time
-``probe.measure`` took and the time the training thread spent in the callback.
+warm-up; the median over ``--repeats`` fits, run interleaved with the other modes.
+``measure`` and ``blocking`` are medians of ``ProbeCallback.timings`` (epochs 1..):
+the time ``probe.measure`` took and the time the training thread spent in the callback.
 
 Run::
 

@@ -195,26 +195,39 @@ def write_report(
 
 
 def heatmap_columns(report: Report, options: LogOptions = LogOptions()) -> tuple[list[str], np.ndarray]:
-    """The heatmap's data: column names ``{unfolding}_{q}_{variant}`` and a ``layers × columns`` array."""
-    columns = [f"{u}_{q}_{v}" for v in options.variants for q in options.layer_quantities for u in UNFOLDINGS]
-    table = np.array(
-        [
-            [getattr(layer.unfoldings[u], v)[q] for v in options.variants for q in options.layer_quantities for u in UNFOLDINGS]
-            for layer in report.layers
-        ],
-        dtype=np.float64,
-    ).reshape(len(report.layers), len(columns))
-    return columns, table
+    """The heatmap's data.
+
+    Parameters
+    ----------
+    report:
+        What ``probe.measure`` returned.
+    options:
+        Its ``layer_quantities`` and ``variants`` choose the columns.
+
+    Returns
+    -------
+    (list of str, ndarray)
+        Column names ``{unfolding}_{quantity}_{variant}`` and a ``layers × columns`` array.
+    """
+    keys = [(u, q, v) for v in options.variants for q in options.layer_quantities for u in UNFOLDINGS]
+    rows = [[getattr(layer.unfoldings[u], v)[q] for u, q, v in keys] for layer in report.layers]
+    return [f"{u}_{q}_{v}" for u, q, v in keys], np.array(rows, dtype=np.float64).reshape(len(rows), len(keys))
 
 
 def heatmap_image(report: Report, options: LogOptions = LogOptions()) -> np.ndarray:
-    """Render layers (rows) × quantities (columns) as an RGB ``uint8`` array of shape ``(H, W, 3)``.
+    """Render layers (rows) × quantities (columns of :func:`heatmap_columns`) as an image.
 
     Each column is scaled to its own range over the layers (min → 0, max → 1), so the
     colour says how a layer compares with the others on that quantity; non-finite
-    cells are grey.
+    cells are grey. Uses matplotlib's Agg canvas directly (no pyplot: safe off the main thread).
+
+    Returns
+    -------
+    ndarray
+        RGB ``uint8`` array of shape ``(height, width, 3)``.
     """
     try:
+        from matplotlib import colormaps
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as error:  # pragma: no cover - depends on the environment
@@ -233,7 +246,7 @@ def heatmap_image(report: Report, options: LogOptions = LogOptions()) -> np.ndar
     figure = Figure(figsize=(2.0 + 0.32 * len(columns), 1.2 + 0.22 * rows), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    cmap = _colormap()
+    cmap = colormaps["viridis"].with_extremes(bad="#bbbbbb")
     image = axes.imshow(np.ma.masked_invalid(scaled), aspect="auto", cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
     axes.set_xticks(range(len(columns)), columns, rotation=90, fontsize=7)
     axes.set_yticks(range(rows), [layer.name for layer in report.layers], fontsize=7)
@@ -244,14 +257,21 @@ def heatmap_image(report: Report, options: LogOptions = LogOptions()) -> np.ndar
     return np.ascontiguousarray(rgba[..., :3])
 
 
-def _colormap() -> Any:
-    from matplotlib import colormaps
-
-    return colormaps["viridis"].with_extremes(bad="#bbbbbb")
-
-
 def network_metrics(report: Report, measures: Iterable[str] = HEADLINE_NAMES) -> dict[str, float]:
-    """``{"probe/<name>": value}`` for each network measure (what non-TensorBoard loggers get)."""
+    """The network scalars as a metrics dict (what non-TensorBoard loggers and monitors get).
+
+    Parameters
+    ----------
+    report:
+        What ``probe.measure`` returned.
+    measures:
+        Network measure names (default the eight headline ones).
+
+    Returns
+    -------
+    dict
+        ``{"probe/<name>": value}`` in the order of ``measures``.
+    """
     return {NETWORK_PREFIX + name: float(report.value(name)) for name in check_measure_names(measures)}
 
 
