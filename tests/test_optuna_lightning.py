@@ -5,7 +5,6 @@ DDP runs are in test_optuna_ddp.py (a lean module: each spawned rank imports it)
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import lightning.pytorch as L
 import optuna
