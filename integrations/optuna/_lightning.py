@@ -46,8 +46,10 @@ class MeasurePruningCallback(*_callback_bases()):  # type: ignore[misc]
     ``trainer.should_stop`` and fit ends together; rank zero records the epoch in the
     trial's storage, and :meth:`check_pruned`, called after ``fit`` in the objective,
     raises ``optuna.TrialPruned``. DDP needs a storage shared between processes
-    (``RDBStorage`` or ``JournalStorage``), not the in-memory one. An error on rank zero
-    is broadcast too, so all ranks raise together instead of deadlocking.
+    (``RDBStorage`` or ``JournalStorage``), not the in-memory one, and a launcher that runs
+    the objective once (``strategy="ddp_spawn"``; the script-relaunching ``"ddp"`` would
+    run ``study.optimize`` on every rank). An error on rank zero is broadcast too, so all
+    ranks raise together instead of deadlocking.
 
     Works with ``lightning.pytorch`` and ``pytorch_lightning`` trainers.
 
@@ -70,8 +72,9 @@ class MeasurePruningCallback(*_callback_bases()):  # type: ignore[misc]
         :class:`MeasurePruner`).
     monitor:
         Optional name of a logged metric (``trainer.callback_metrics``) reported with
-        ``trial.report`` each epoch, for an objective pruner wrapped by the MeasurePruner.
-        Default ``None``: the objective is not reported.
+        ``trial.report`` each epoch, for an objective pruner wrapped by the MeasurePruner
+        (with ``check_val_every_n_epoch > 1`` the latest validation value is reported
+        again in between). Default ``None``: the objective is not reported.
     layers:
         Layer selection for ``probe.measure`` when no live report is reused; default ``"auto"``.
     names:
