@@ -62,10 +62,12 @@ class MeasurePruner(BasePruner):
     """Pruner on a network measure stored by :func:`report_measures`, optionally with an objective pruner.
 
     At the latest step with stored measures, the trial's ``measure`` is compared with the
-    values that completed trials had at the same step:
+    values that completed trials had at the same step (completed only, as in Optuna's
+    pruners):
 
     - ``mode="percentile"``: like Optuna's ``PercentilePruner`` on the measure, with a fixed
-      ``direction`` (``"maximize"``: higher is better, right for ``E_*`` and ``SQ_*``).
+      ``direction`` (``"maximize"``: higher is better — the paper's finding for ``E_*`` and
+      ``SQ_*`` against test accuracy; when unsure for your setting, use learned mode).
     - ``mode="learned"``: the direction is learned. From completed trials, the Spearman
       correlation ``rho`` between the measure at this step and the final objective is
       estimated; the measure prunes (percentile rule, direction = sign of ``rho`` times the
@@ -79,7 +81,9 @@ class MeasurePruner(BasePruner):
 
     Steps: the measure is judged at the trial's latest step stored by ``report_measures``
     (so it works without any ``trial.report``); ``wrapped_pruner`` judges the objective at
-    ``trial.last_step`` as usual. In the usual loop both are the epoch just finished.
+    ``trial.last_step`` as usual. In the usual loop both are the epoch just finished; when
+    measures are stored less often than the objective, each check in between judges the
+    latest stored step again (as Optuna re-judges a step asked about twice).
 
     Missing and NaN values: a trial with no stored measures is not judged by the measure.
     A NaN measure for the trial (non-finite weights, or an aggregate with no entry) prunes
