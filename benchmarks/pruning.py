@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner
+from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, PercentilePruner
 from optuna.trial import TrialState
 
 import probe
@@ -77,28 +77,39 @@ class RandomPruner(BasePruner):
 
 
 def pruners(epochs: int, measure: str) -> dict[str, Callable[[], BasePruner]]:
-    """The compared pruner configurations, by name (factories: one fresh pruner per study)."""
-    def median(warmup: int) -> MedianPruner:
-        return MedianPruner(n_startup_trials=5, n_warmup_steps=warmup)
+    """The compared pruner configurations, by name (factories: one fresh pruner per study).
+
+    Objective pruners judge validation accuracy, measure pruners ``measure``; the percentile
+    sweeps (``p`` = share of trials kept, Optuna's convention; 50 is the median rule) judge
+    at every epoch from ``WARMUP`` on, so the two signals are compared on equal terms.
+    """
+    def on_val(percentile: float, warmup: int = WARMUP) -> PercentilePruner:
+        return PercentilePruner(percentile, n_startup_trials=5, n_warmup_steps=warmup)
 
     def by_measure(**options) -> MeasurePruner:
         return MeasurePruner(measure=measure, n_startup_trials=5, n_warmup_steps=WARMUP, **options)
 
-    return {
+    configurations: dict[str, Callable[[], BasePruner]] = {
         "none": NopPruner,
-        "median (warmup 1)": lambda: median(1),
-        f"median (warmup {WARMUP})": lambda: median(WARMUP),
         f"random 50% at epoch {WARMUP} (chance baseline)": lambda: RandomPruner(step=WARMUP, share=0.5),
+        "median (warmup 1)": lambda: MedianPruner(n_startup_trials=5, n_warmup_steps=1),
         "hyperband (min 1, η=3)": lambda: HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
-        f"measure percentile 50 (each epoch ≥ {WARMUP})": lambda: by_measure(mode="percentile", direction="maximize"),
+    }
+    for p in (75.0, 50.0, 25.0):
+        name = f"median (warmup {WARMUP})" if p == 50 else f"val-acc percentile {p:g} (warmup {WARMUP})"
+        configurations[name] = lambda p=p: MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP) if p == 50 else on_val(p)
+    for p in (75.0, 50.0, 25.0):
+        configurations[f"measure percentile {p:g} (each epoch ≥ {WARMUP})"] = (
+            lambda p=p: by_measure(mode="percentile", direction="maximize", percentile=p))
+    configurations.update({
         f"measure percentile 50 (epoch {WARMUP} only)":
             lambda: by_measure(mode="percentile", direction="maximize", interval_steps=epochs),
-        f"measure percentile 25 (epoch {WARMUP} only)":
-            lambda: by_measure(mode="percentile", direction="maximize", percentile=25.0, interval_steps=epochs),
         f"measure learned (ρ ≥ 0.6, epoch {WARMUP} only)": lambda: by_measure(mode="learned", interval_steps=epochs),
         f"hybrid: learned + median (warmup {WARMUP})":
-            lambda: by_measure(mode="learned", interval_steps=epochs, wrapped_pruner=median(WARMUP)),
-    }
+            lambda: by_measure(mode="learned", interval_steps=epochs,
+                               wrapped_pruner=MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP)),
+    })
+    return configurations
 
 
 def replay(runs: list[Run], order: np.ndarray, pruner: BasePruner, *, name: str) -> tuple[int, float]:
