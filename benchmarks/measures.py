@@ -86,12 +86,12 @@ def main(argv: list[str] | None = None) -> None:
     tables = {}
     for target, label in TARGETS.items():
         tables[target] = correlation_table(frame, target=target, method=args.method)
-        print(f"### {args.method.capitalize()} with {label}\n")
+        print(f"#### {args.method.capitalize()} with {label}\n")
         print(_markdown(tables[target].loc[shown], index="epoch"), "\n")
 
     for column in ("optimizer", "channel_code"):
         within = correlation_table(frame, target="final_test_acc", method=args.method, by=(column,))
-        print(f"### {args.method.capitalize()} with final test accuracy at epoch {early}, within each {column}\n")
+        print(f"#### {args.method.capitalize()} with final test accuracy at epoch {early}, within each {column}\n")
         print(_markdown(within.xs(early, level="epoch"), index=column), "\n")
 
     counts = frame[frame["epoch"] == early][list(probe.HEADLINE_NAMES)].notna().sum()
