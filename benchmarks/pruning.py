@@ -34,7 +34,8 @@ from integrations.optuna import MeasurePruner, report_measures
 
 DEFAULT_DATA = Path(__file__).parent / "data" / "family.csv"
 WARMUP = 3
-"""Measure pruners judge from this epoch on (15 % of the 20 recorded epochs)."""
+"""Measure pruners and the percentile sweep on validation accuracy judge from this epoch on
+(15 % of the 20 recorded epochs)."""
 
 
 @dataclass(frozen=True)
