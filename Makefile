@@ -1,10 +1,13 @@
 # `make test` and `make demo` work on a fresh clone: they create .venv, install the
 # project (CPU build of torch) and run. A second call reuses the environment.
+# `make demo QUICK=1`: the demo shrunk to well under a minute (what CI runs);
+# `make demo DEMO_OUT=dir`: where its outputs go (default demo_out/).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo_out
 
 .PHONY: test demo bench clean venv
 
@@ -19,6 +22,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest -q -ra
+
+demo: $(STAMP)
+	$(PY) examples/demo.py --out "$(DEMO_OUT)" $(if $(QUICK),--quick,)
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py

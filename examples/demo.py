@@ -1,0 +1,295 @@
+"""The whole workflow in one command: live measures, a pruned study, the offline report.
+
+On the scikit-learn digits images (shipped with the package: no download), with small
+GenProb networks (``probe.zoo.GenProbNet``), on the CPU:
+
+1. **Live**: a Lightning ``Trainer`` with ``ProbeCallback`` logs the measures to
+   TensorBoard every epoch and keeps one checkpoint per epoch.
+2. **HPO**: an Optuna study (a local SQLite file) samples optimizer, learning rate and
+   channel code; every epoch each trial stores its measures (``report_measures``), writes
+   them to TensorBoard (``ProbeHook``) and saves a GenProb-format checkpoint;
+   ``MeasurePruner`` stops the trials whose ``F_p_BE`` trails the completed ones'.
+3. **Offline**: ``probe replay`` measures every saved trial checkpoint, ``probe report``
+   correlates each measure with test accuracy and the generalisation gap, epoch by
+   epoch (CSV and plots).
+
+Run::
+
+    make demo                  # a few minutes on 2 CPU cores; outputs in demo_out/
+    make demo QUICK=1          # well under a minute (what CI runs)
+    .venv/bin/python examples/demo.py --out /tmp/demo --trials 30 --epochs 8
+
+Each run starts over: the demo's own entries in ``--out`` (listed at the end) are replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import shutil
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from probe.zoo import GenProbNet, digits_datasets
+
+STUDY_NAME = "probe-demo"
+PRUNE_MEASURE = "F_p_BE"
+"""Pruned on: on digits the Frobenius-norm measure predicts final accuracy best early on
+(Spearman +0.73 at epoch 1; ``benchmarks/RESULTS.md``); the paper's ``E_L2_BE`` is weak here."""
+DATASET = "DIGITS10"
+OPTIMIZERS = ("SGD", "AdaM")
+CHANNEL_CODES = ("00000", "21012", "42024")
+OUTPUTS = ("tensorboard", "lightning_checkpoints", "study.db", "genprob_checkpoints", "replay", "report")
+"""The entries of ``--out`` the demo writes (and replaces on the next run)."""
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default: %(default)s)")
+    parser.add_argument("--quick", action="store_true", help="tiny run for CI: 2 epochs, 5 trials (under a minute)")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the Lightning run and of each trial (default 8; quick 2)")
+    parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 20; quick 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds data split, models and sampler (default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=None, help="replay worker processes (default 2; quick 1)")
+    args = parser.parse_args(argv)
+    defaults = {"epochs": (8, 2), "trials": (20, 5), "workers": (2, 1)}
+    for name, (full, quick) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, quick if args.quick else full)
+    for name, least in (("epochs", 1), ("trials", 3), ("workers", 1)):
+        if getattr(args, name) < least:
+            parser.error(f"--{name} must be at least {least}, got {getattr(args, name)}")
+    return args
+
+
+def heading(text: str) -> None:
+    print(f"\n=== {text} ===", flush=True)
+
+
+def evaluate(model: nn.Module, data: TensorDataset) -> tuple[float, float]:
+    """Accuracy (fraction) and mean cross-entropy of ``model`` on a whole dataset."""
+    model.eval()
+    with torch.no_grad():
+        images, labels = data.tensors
+        logits = model(images)
+        return float((logits.argmax(1) == labels).float().mean()), float(nn.functional.cross_entropy(logits, labels))
+
+
+# ---------------------------------------------------------------- 1. Lightning
+
+
+def lightning_package():
+    """``lightning.pytorch`` when installed, else ``pytorch_lightning``."""
+    for name in ("lightning.pytorch", "pytorch_lightning"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise SystemExit("the demo needs Lightning: pip install pytorch-lightning")
+
+
+def train_lightning(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> dict[str, Path]:
+    """Train one GenProbNet with ``ProbeCallback``; return the TensorBoard run and checkpoint directories."""
+    from integrations.lightning import ProbeCallback
+
+    pl = lightning_package()
+    callbacks = importlib.import_module(f"{pl.__name__}.callbacks")
+    loggers = importlib.import_module(f"{pl.__name__}.loggers")
+
+    class DigitsClassifier(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = GenProbNet("10001", base=16, step=8)
+
+        def training_step(self, batch, batch_idx):
+            images, labels = batch
+            loss = nn.functional.cross_entropy(self.model(images), labels)
+            self.log("train/loss", loss, on_step=False, on_epoch=True)
+            return loss
+
+        def validation_step(self, batch, batch_idx):
+            images, labels = batch
+            logits = self.model(images)
+            self.log("val/loss", nn.functional.cross_entropy(logits, labels))
+            self.log("val/acc", (logits.argmax(1) == labels).float().mean(), prog_bar=True)
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=3e-3)
+
+    pl.seed_everything(args.seed, verbose=False)
+    train, val, _ = data
+    logger = loggers.TensorBoardLogger(args.out / "tensorboard", name="lightning", version="digits")
+    checkpoints = callbacks.ModelCheckpoint(dirpath=args.out / "lightning_checkpoints", filename="digits-{epoch:02d}",
+                                            every_n_epochs=1, save_top_k=-1)
+    probe_callback = ProbeCallback()
+    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=logger,
+                         callbacks=[probe_callback, checkpoints], log_every_n_steps=5, enable_model_summary=False)
+    with warnings.catch_warnings():  # advice on DataLoader workers does not apply to in-memory tensors; no library deprecations
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        trainer.fit(DigitsClassifier(), DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=256))
+    network = probe_callback.last_report.network
+    print(f"epoch {probe_callback.last_epoch}: val/acc {float(trainer.callback_metrics['val/acc']):.3f}  "
+          + "  ".join(f"probe/{name} {network[name]:.4f}" for name in ("E_L2_BE", "SQ_p_BE", "S_p_BE")))
+    return {"run": Path(logger.log_dir), "checkpoints": Path(checkpoints.dirpath)}
+
+
+# ---------------------------------------------------------------- 2. Optuna
+
+
+def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
+    """The objective: train, and every epoch measure, store, save a GenProb checkpoint, ask the pruner."""
+    import optuna
+
+    from integrations.loop import ProbeHook
+    from integrations.optuna import report_measures
+    from probe.replay import genprob_filename, save_genprob_checkpoint
+
+    train, val, test = data
+
+    def objective(trial: optuna.Trial) -> float:
+        optimizer_name = trial.suggest_categorical("optimizer", OPTIMIZERS)
+        lr = trial.suggest_float("lr", 1e-3, 0.5, log=True)
+        code = trial.suggest_categorical("channel_code", CHANNEL_CODES)
+        torch.manual_seed(args.seed + trial.number)
+        model = GenProbNet(code, base=8, step=4)
+        optimizer = (torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9) if optimizer_name == "SGD"
+                     else torch.optim.Adam(model.parameters(), lr=lr / 10))
+        loader = DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(args.seed + trial.number))
+        hparams = (f"lr{lr:.4g}", "bs64", f"trial{trial.number}")
+        history: dict[int, dict[str, float]] = {}
+        with ProbeHook(model, log_dir=args.out / "tensorboard" / "study" / f"trial{trial.number:03d}", layers="genprob") as hook:
+            for epoch in range(args.epochs):
+                model.train()
+                for images, labels in loader:
+                    optimizer.zero_grad()
+                    nn.functional.cross_entropy(model(images), labels).backward()
+                    optimizer.step()
+                train_acc, train_loss = evaluate(model, train)
+                test_acc, test_loss = evaluate(model, test)
+                val_acc, _ = evaluate(model, val)
+                performance = {"test_acc": test_acc, "test_loss": test_loss, "train_acc": train_acc, "train_loss": train_loss}
+                name = genprob_filename(optimizer=optimizer_name, channel_code=code, dataset=DATASET, epoch=epoch, hparams=hparams)
+                save_genprob_checkpoint(args.out / "genprob_checkpoints" / name, model.state_dict(), performance, history=history)
+                history[epoch] = performance
+                report_measures(trial, hook.epoch_end(epoch), epoch)  # measures: TensorBoard and the trial
+                trial.report(val_acc, epoch)  # the objective's curve, for the dashboard (the pruner uses the measure)
+                if trial.should_prune():
+                    raise optuna.TrialPruned(f"pruned at epoch {epoch}")
+        return val_acc
+
+    return objective
+
+
+def print_trial(study, trial) -> None:  # noqa: ANN001 - optuna.Study, FrozenTrial
+    """One line per finished trial: its parameters, then pruned at epoch k or the final val acc."""
+    from integrations.optuna import get_measures
+
+    params = f"{trial.params['optimizer']:<4} lr={trial.params['lr']:<7.3g} code={trial.params['channel_code']}"
+    measures = get_measures(trial)
+    last = max(measures)
+    value = measures[last][PRUNE_MEASURE]
+    if trial.state.name == "PRUNED":
+        outcome = f"pruned at epoch {last}   ({PRUNE_MEASURE} {value:.4f} below the completed trials' median)"
+    else:
+        outcome = f"completed: val acc {trial.value:.3f}  ({PRUNE_MEASURE} {value:.4f})"
+    print(f"trial {trial.number:>2}  {params}  {outcome}", flush=True)
+
+
+def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
+    """Run the pruned study on ``sqlite:///OUT/study.db``; return it."""
+    import optuna
+
+    from integrations.optuna import MeasurePruner
+
+    startup = max(2, args.trials // 4)
+    warmup = 1 if args.epochs > 2 else 0
+    pruner = MeasurePruner(measure=PRUNE_MEASURE, mode="percentile", direction="maximize", percentile=50.0,
+                           n_startup_trials=startup, n_warmup_steps=warmup)
+    print(f"{args.trials} trials x {args.epochs} epochs; MeasurePruner: after {startup} completed trials, a trial "
+          f"whose {PRUNE_MEASURE} is below the completed trials' median at an epoch >= {warmup} is stopped")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{args.out / 'study.db'}", direction="maximize",
+                                pruner=pruner, sampler=optuna.samplers.TPESampler(seed=args.seed))
+    study.optimize(make_objective(args, data), n_trials=args.trials, callbacks=[print_trial])
+    states = [t.state.name for t in study.trials]
+    trained = sum(len(t.intermediate_values) for t in study.trials)
+    print(f"{states.count('PRUNED')} of {len(states)} trials pruned, {states.count('COMPLETE')} completed; "
+          f"{trained} epochs trained of {len(states) * args.epochs}; best val acc {study.best_value:.3f} "
+          f"(trial {study.best_trial.number})")
+    return study
+
+
+# ---------------------------------------------------------------- 3. replay
+
+
+def replay_and_report(args: argparse.Namespace) -> None:
+    """``probe replay`` the trial checkpoints into OUT/replay, then ``probe report`` into OUT/report."""
+    from probe.cli import main as probe_cli
+
+    replay_dir, report_dir = args.out / "replay", args.out / "report"
+    command = ["replay", str(args.out / "genprob_checkpoints"), "--out", str(replay_dir), "--workers", str(args.workers)]
+    print("$ probe " + " ".join(command), flush=True)
+    if probe_cli(command) != 0:
+        raise SystemExit("probe replay failed (see above)")
+    command = ["report", str(replay_dir), "--out", str(report_dir)]
+    print("\n$ probe " + " ".join(command), flush=True)
+    if probe_cli(command) != 0:
+        raise SystemExit("probe report failed (see above)")
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the three steps into ``--out`` and print where everything is."""
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # tiny models: one thread is fastest, and replay workers get the other cores
+    args.out.mkdir(parents=True, exist_ok=True)
+    for entry in OUTPUTS:  # start over, touching only what the demo writes
+        path = args.out / entry
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    start = time.perf_counter()
+    data = digits_datasets(seed=args.seed)
+    mode = "quick" if args.quick else "full"
+    print(f"probeable demo ({mode}): {args.epochs} epochs, {args.trials} trials, outputs in {args.out.resolve()}")
+
+    heading(f"1/3 Lightning: GenProbNet on digits with ProbeCallback, {args.epochs} epochs")
+    lightning = train_lightning(args, data)
+    heading(f"2/3 Optuna: {args.trials} trials pruned by MeasurePruner on {PRUNE_MEASURE}")
+    run_study(args, data)
+    heading("3/3 Offline: replay the trials' checkpoints, correlate the measures with test accuracy")
+    replay_and_report(args)
+
+    out, storage = args.out.resolve(), f"sqlite:///{(args.out / 'study.db').resolve()}"
+    heading(f"done in {time.perf_counter() - start:.0f} s; everything is in {out}")
+    print(f"  tensorboard/            live measures (probe/*): {lightning['run'].relative_to(args.out)} and study/trial*")
+    print(f"  lightning_checkpoints/  one Lightning checkpoint per epoch")
+    print(f"  study.db                the Optuna study '{STUDY_NAME}' ({storage})")
+    print(f"  genprob_checkpoints/    one GenProb checkpoint per trial and epoch")
+    print(f"  replay/                 checkpoints.csv, layers.csv (probe replay)")
+    print(f"  report/                 correlations.csv and plots (probe report)")
+    print("\nopen TensorBoard:")
+    print(f"  tensorboard --logdir {out / 'tensorboard'}")
+    if importlib.util.find_spec("optuna_dashboard") is not None:
+        print("open the Optuna dashboard:")
+        print(f"  optuna-dashboard {storage}")
+    else:
+        print(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {storage}")
+    print(f"replay the Lightning checkpoints too: probe replay {out / 'lightning_checkpoints'} --out {out / 'replay_lightning'}")
+    return 0
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""examples/demo.py (``make demo QUICK=1``) runs end to end and its outputs are real."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+import math
+from pathlib import Path
+
+import matplotlib.image
+import optuna
+import pandas as pd
+import pytest
+
+import probe
+from integrations.optuna import get_measures
+from probe.replay import parse_genprob_name
+from tests import tb_events
+
+DEMO = Path(__file__).parents[1] / "examples" / "demo.py"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """Run the quick demo once, into a directory holding a stale demo output and a user's file.
+
+    Returns the output directory, the demo module and what it printed.
+    """
+    out = tmp_path_factory.mktemp("demo")
+    (out / "genprob_checkpoints").mkdir()
+    (out / "genprob_checkpoints" / "stale.pth.tar").write_bytes(b"from an earlier run")
+    (out / "notes.txt").write_text("not the demo's")
+    spec = importlib.util.spec_from_file_location("probe_demo", DEMO)
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert demo.main(["--out", str(out), "--quick"]) == 0
+    return out, demo, printed.getvalue()
+
+
+def test_prints_trials_and_where_things_are(demo_run):
+    out, demo, printed = demo_run
+    assert f"tensorboard --logdir {out.resolve() / 'tensorboard'}" in printed
+    assert f"sqlite:///{out.resolve() / 'study.db'}" in printed
+    # one line per trial, saying what the study recorded
+    study = optuna.load_study(study_name=demo.STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
+    for t in study.trials:
+        line = next(line for line in printed.splitlines() if line.startswith(f"trial {t.number:>2} "))
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert f"pruned at epoch {max(get_measures(t))}" in line
+        else:
+            assert f"completed: val acc {t.value:.3f}" in line
+    # a rerun starts over: the demo's own entries are replaced, the user's are kept
+    assert not (out / "genprob_checkpoints" / "stale.pth.tar").exists()
+    assert (out / "notes.txt").read_text() == "not the demo's"
+
+
+def test_tensorboard_has_probe_scalars(demo_run):
+    out, _, _ = demo_run
+    lightning = tb_events.load(out / "tensorboard" / "lightning" / "digits")
+    tags = lightning.Tags()["scalars"]
+    for name in probe.HEADLINE_NAMES:
+        assert f"probe/{name}" in tags
+    e_l2 = tb_events.scalars(lightning, "probe/E_L2_BE")
+    assert len(e_l2) == 2 and all(math.isfinite(v) and v > 0 for v in e_l2.values())  # one per epoch
+    assert "val/acc" in tags
+    trials = sorted((out / "tensorboard" / "study").iterdir())
+    assert len(trials) == 5
+    first = tb_events.scalars(tb_events.load(trials[0]), "probe/F_p_BE")
+    assert sorted(first) == [0, 1]  # trial 0 completes: both epochs
+
+
+def test_lightning_checkpoints_per_epoch(demo_run):
+    out, _, _ = demo_run
+    assert sorted(p.name for p in (out / "lightning_checkpoints").iterdir()) == ["digits-epoch=00.ckpt", "digits-epoch=01.ckpt"]
+
+
+def test_study_has_pruned_and_completed_trials(demo_run):
+    out, demo, _ = demo_run
+    study = optuna.load_study(study_name=demo.STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
+    states = [t.state for t in study.trials]
+    assert len(states) == 5
+    assert states.count(optuna.trial.TrialState.PRUNED) >= 1
+    assert states.count(optuna.trial.TrialState.COMPLETE) >= 1
+    # every epoch a trial trained left its measures, its val acc and one GenProb checkpoint
+    files = [parse_genprob_name(p) for p in (out / "genprob_checkpoints").iterdir()]
+    assert all(f is not None and f.dataset == "DIGITS10" for f in files)
+    for t in study.trials:
+        epochs = list(get_measures(t))
+        assert epochs == list(t.intermediate_values) == list(range(len(epochs)))
+        mine = sorted(f.epoch for f in files if f"trial{t.number}" in f.hparams)
+        assert mine == epochs
+        assert all(f.channel_code == t.params["channel_code"] for f in files if f"trial{t.number}" in f.hparams)
+        if t.state == optuna.trial.TrialState.COMPLETE:
+            assert len(epochs) == 2 and t.value == t.intermediate_values[1]
+
+
+def test_report_csv_and_plots(demo_run):
+    out, _, _ = demo_run
+    checkpoints = pd.read_csv(out / "replay" / "checkpoints.csv")
+    assert len(checkpoints) == len(list((out / "genprob_checkpoints").iterdir()))
+    assert checkpoints["test_acc"].between(0, 1).all() and checkpoints["E_L2_BE"].notna().all()
+    correlations = pd.read_csv(out / "report" / "correlations.csv")
+    epoch0 = correlations[(correlations["epoch"] == 0) & (correlations["target"] == "test_acc")]
+    assert set(epoch0["measure"]) == set(probe.HEADLINE_NAMES)
+    before = epoch0[epoch0["measure"].str.endswith("_BE")]
+    assert (before["n"] == 5).all()  # every trial trained epoch 0; BE measures are always defined
+    assert before["spearman"].between(-1, 1).all()  # finite coefficients
+    plots = sorted((out / "report").glob("*.png"))
+    assert {p.name for p in plots} >= {"corr_test_acc_spearman.png", "corr_gap_spearman.png", "scatter_test_acc_epoch0.png"}
+    for path in plots:
+        assert path.read_bytes()[:8] == PNG_MAGIC
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100 and image.std() > 0
