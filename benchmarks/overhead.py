@@ -1,10 +1,11 @@
-"""Per-epoch cost of live measuring: a Lightning fit without the callback, with it, and in background mode.
+"""Per-epoch cost of live measuring: a Lightning fit without the callback, with it, and in background modes.
 
 Two models: the digits example (``GenProbNet("10001", base=16, step=4)`` on the
 scikit-learn digits images, 1,000 training images in batches of 64) and a ResNet-18
 CIFAR variant (20 convs + fc, channels 64..512, 11.2 M parameters) trained on a handful of
 random ``3×32×32`` batches per "epoch". Every configuration logs to TensorBoard, has no
-validation loop and measures every epoch.
+validation loop and measures every epoch. Modes: ``none`` (no callback), ``sync``
+(``ProbeCallback()``), ``thread`` and ``process`` (``ProbeCallback(background=...)``).
 
 ``s/epoch`` is the wall time from the start of epoch 1 to the end of ``fit`` (so it
 includes the final flush of background work), divided by ``epochs - 1``; epoch 0 is
@@ -39,7 +40,7 @@ from integrations.lightning import ProbeCallback
 from probe.layers import select_layers
 from probe.zoo import GenProbNet, digits_datasets
 
-MODES = ("none", "sync", "background")
+MODES = ("none", "sync", "thread", "process")
 
 
 class BasicBlock(nn.Module):
@@ -111,7 +112,7 @@ def _fit(pl, network: nn.Module, loader: DataLoader, mode: str, epochs: int, log
             self.starts.append(time.perf_counter())
 
     clock = EpochClock()
-    probe_callback = None if mode == "none" else ProbeCallback(background=mode == "background")
+    probe_callback = None if mode == "none" else ProbeCallback(background=False if mode == "sync" else mode)
     callbacks = [clock] if probe_callback is None else [probe_callback, clock]
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=pl.loggers.TensorBoardLogger(log_dir, name=mode),
                          callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,

@@ -39,7 +39,7 @@ import logging
 import sys
 from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Literal, NamedTuple
@@ -47,6 +47,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 import probe
+from integrations._background import KINDS, Measurer, measure_selected
 from integrations.tensorboard import LogOptions, add_layout, check_measure_names, network_metrics, write_report
 from probe.aggregate import HEADLINE_NAMES
 from probe.layers import LayerSelector, select_layers
@@ -114,15 +115,18 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         ``ValueError`` naming the layer.
     background:
         ``False`` (default): measure in the hook, so the monitored values are those of the
-        epoch that just ended. ``True``: the hook only copies the probed weights; a worker thread
-        measures them while training goes on and writes the report to the TensorBoard
-        loggers at its own epoch's step (their writers are thread-safe); other loggers and
-        ``callback_metrics`` get it at the next epoch end that finds it done. Pending work
-        is flushed at fit end (and on an exception), before the loggers are closed. At most
-        two measurements are in flight; a third epoch end waits for the oldest.
-        ``callback_metrics``, ``last_report`` and ``last_epoch`` then hold the latest
-        *finished* report, typically the previous epoch's (none yet after the first epoch:
-        give ``EarlyStopping`` ``strict=False``).
+        epoch that just ended. ``True`` or ``"thread"``: the hook only copies the probed
+        weights; a worker thread measures them while training goes on and writes the report
+        to the TensorBoard loggers at its own epoch's step (their writers are thread-safe).
+        ``"process"``: the worker thread hands the copies to one spawned process (one CPU
+        thread) that measures them, so measuring and a Python-bound training loop do not
+        compete for the GIL (see ``benchmarks/RESULTS.md``); ``setup`` waits for the process
+        to start (seconds, once). In both modes other loggers and ``callback_metrics`` get a report at
+        the next epoch end that finds it done; pending work is flushed at fit end (and on an
+        exception), before the loggers are closed; at most two measurements are in flight
+        (a third epoch end waits for the oldest). ``callback_metrics``, ``last_report`` and
+        ``last_epoch`` then hold the latest *finished* report, typically the previous
+        epoch's (none yet after the first epoch: give ``EarlyStopping`` ``strict=False``).
     copy_to:
         Background mode: where the weight copies live: ``"cpu"`` (default) or ``"model"``
         (the weights' device; faster on a GPU, costs its memory).
@@ -159,7 +163,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         method: Method = "auto",
         device: torch.device | str | None = None,
         nonfinite: Literal["raise", "nan"] = "nan",
-        background: bool = False,
+        background: bool | Literal["thread", "process"] = False,
         copy_to: Literal["cpu", "model"] = "cpu",
         use_loggers: bool = True,
         step: Literal["global_step", "epoch"] = "global_step",
@@ -170,6 +174,10 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
             raise ValueError(f"copy_to must be 'cpu' or 'model', got {copy_to!r}")
         if step not in ("global_step", "epoch"):
             raise ValueError(f"step must be 'global_step' or 'epoch', got {step!r}")
+        if background is True:
+            background = "thread"
+        if background is not False and background not in KINDS:
+            raise ValueError(f"background must be False, True, 'thread' or 'process', got {background!r}")
         if nonfinite not in ("raise", "nan"):
             raise ValueError(f"nonfinite must be 'raise' or 'nan', got {nonfinite!r}")
         if not isinstance(options, LogOptions):
@@ -178,7 +186,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         self.measures = check_measure_names(measures)
         self.options = options
         self.layers = layers
-        self.background = bool(background)
+        self.background: Literal["thread", "process"] | None = background or None
         self.copy_to = copy_to
         self.use_loggers = bool(use_loggers)
         self.step = step
@@ -187,7 +195,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         self.last_epoch: int | None = None
         self.timings: list[EpochTiming] = []
         self._measured_epoch: int | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._measurer: Measurer | None = None
         self._pending: deque[_Job] = deque()
         self._layout_written: set[int] = set()
 
@@ -210,8 +218,8 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
             select_layers(pl_module, self.layers)
         except ValueError as error:
             raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
-        if self.background and trainer.is_global_zero and self._executor is None:
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-measure")
+        if self.background and trainer.is_global_zero and self._measurer is None:
+            self._measurer = Measurer(self.background, self._measure_kwargs)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -288,9 +296,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         step = trainer.global_step if self.step == "global_step" else epoch
         tensors = dict(select_layers(pl_module, self.layers))
         if due and not self.background:
-            start = perf_counter()
-            report = self._measure(tensors)
-            self._timing(epoch).measure_s = perf_counter() - start
+            report, self._timing(epoch).measure_s = measure_selected(tensors, self._measure_kwargs)
             self._write_tensorboard(report, step, self._tensorboard_writers(trainer))
             self._log_other(trainer, report, step)
             return ("report", epoch, report)
@@ -300,25 +306,15 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
                 latest = self._complete(trainer, self._pending.popleft())
             copies = {name: self._copy(t) for name, t in tensors.items()}
             writers = self._tensorboard_writers(trainer)
-            assert self._executor is not None, "setup() starts the worker"
-            self._pending.append(_Job(epoch, step, self._executor.submit(self._background_job, copies, step, writers)))
+            assert self._measurer is not None, "setup() starts the worker"
+            future = self._measurer.submit(copies, then=lambda report: self._write_tensorboard(report, step, writers))
+            self._pending.append(_Job(epoch, step, future))
         while self._pending and self._pending[0].future.done():
             latest = self._complete(trainer, self._pending.popleft())
         return latest
 
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
-
-    def _measure(self, tensors: dict[str, torch.Tensor]) -> probe.Report:
-        return probe.measure(tensors, layers=_every_tensor, **self._measure_kwargs)
-
-    def _background_job(self, tensors: dict[str, torch.Tensor], step: int, writers: list[Any]) -> tuple[probe.Report, float]:
-        """Worker thread: measure the copies, write them to TensorBoard (its writers are thread-safe)."""
-        start = perf_counter()
-        report = self._measure(tensors)
-        seconds = perf_counter() - start
-        self._write_tensorboard(report, step, writers)
-        return report, seconds
 
     def _complete(self, trainer: Any, job: _Job) -> tuple[str, int, probe.Report]:
         """Wait for a background job (rank zero), log it to the other loggers, return the payload."""
@@ -334,9 +330,9 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
             self.last_report, self.last_epoch = report, epoch
 
     def _shutdown(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+        if self._measurer is not None:
+            self._measurer.shutdown()
+            self._measurer = None
 
     def _tensorboard_writers(self, trainer: Any) -> list[Any]:
         """The trainer's TensorBoard writers (training thread: creates them), each with its layout once."""
@@ -367,11 +363,6 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
                 return timing
         self.timings.append(EpochTiming(epoch))
         return self.timings[-1]
-
-
-def _every_tensor(name: str, tensor: torch.Tensor) -> bool:
-    """Layer filter for the already-selected tensors the callback passes to ``probe.measure``."""
-    return True
 
 
 def _tensorboard_writer(logger: Any) -> Any:

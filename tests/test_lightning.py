@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import csv
 import importlib
+import time
 
 import pytest
 import torch
@@ -38,20 +39,25 @@ def _loader(seed: int, n: int = 8 * BATCHES) -> DataLoader:
     return DataLoader(data, batch_size=8)
 
 
-def _module(pl, *, validation: bool = True, depth: int = 0):
-    """Conv(3→8), ``depth`` × Conv(8→8, padding 1), Conv(8→8), Linear: 3 + depth probed layers."""
+def _module(pl, *, validation: bool = True, depth: int = 0, step_sleep: float = 0.0):
+    """Conv(3→8), Conv(8→8), then ``depth`` × Linear(256→256) (cheap to train, slow to measure), Linear(→10).
+
+    ``step_sleep`` seconds per training step stand in for a GPU-bound step (the training
+    thread waits with the GIL released), so an epoch outlasts a measurement.
+    """
 
     class Net(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             torch.manual_seed(0)
-            middle = [nn.Conv2d(8, 8, 3, padding=1) for _ in range(depth)]
-            self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), *middle, nn.Conv2d(8, 8, 3), nn.Flatten(),
-                                     nn.Linear(8 * 4 * 4, 10))
+            middle = [nn.Linear(128, 256), *[nn.Linear(256, 256) for _ in range(depth)]] if depth else []
+            self.net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Conv2d(8, 8, 3), nn.Flatten(), *middle,
+                                     nn.Linear(256 if depth else 128, 10))
             self.steps = 0
 
         def training_step(self, batch, batch_idx):
             self.steps += 1
+            time.sleep(step_sleep)
             x, y = batch
             return nn.functional.cross_entropy(self.net(x), y)
 
@@ -71,12 +77,14 @@ def _module(pl, *, validation: bool = True, depth: int = 0):
     return Net()
 
 
-def _recorder(pl):
+def _recorder(pl, probe_callback: ProbeCallback | None = None):
     class Recorder(pl.Callback):
-        """Copies the weights and the probe entries of callback_metrics at each epoch end."""
+        """Copies the weights and the probe entries of callback_metrics at each epoch end;
+        with ``probe_callback``, also its ``last_epoch`` with the metrics (``lag``)."""
 
         def __init__(self) -> None:
             self.states, self.steps, self.at_validation_end, self.at_train_epoch_end = {}, {}, {}, {}
+            self.lag: dict[int, tuple[int | None, dict[str, float]]] = {}
 
         def on_validation_end(self, trainer, module) -> None:
             if not trainer.sanity_checking:
@@ -87,6 +95,8 @@ def _recorder(pl):
             self.states[epoch] = copy.deepcopy(module.state_dict())
             self.steps[epoch] = trainer.global_step
             self.at_train_epoch_end[epoch] = _probe_metrics(trainer)
+            if probe_callback is not None:
+                self.lag[epoch] = (probe_callback.last_epoch, _probe_metrics(trainer))
 
     return Recorder()
 
@@ -200,12 +210,12 @@ def test_resume_restores_state_and_logs_no_duplicate_step(pl, tmp_path) -> None:
         assert close(logged[recorder.steps[epoch]], _expected(recorder.states[epoch]).network["E_L2_BE"])
 
 
-@pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
-def test_background_mode_logs_each_epoch_and_blocks_little(pl, tmp_path) -> None:
-    recorder = _recorder(pl)
-    callback = ProbeCallback(background=True, options=LogOptions(layer_quantities=("SQ",), histograms=False))
+@pytest.mark.parametrize(("pl", "kind"), [("lightning.pytorch", True), ("pytorch_lightning", "process")], indirect=["pl"])
+def test_background_mode_logs_each_epoch_and_blocks_little(pl, kind, tmp_path) -> None:
+    callback = ProbeCallback(background=kind, options=LogOptions(layer_quantities=("SQ",), histograms=False))
+    recorder = _recorder(pl, callback)
     trainer = _trainer(pl, tmp_path, [recorder, callback], max_epochs=3)
-    trainer.fit(_module(pl, depth=16))  # many layers: measuring takes much longer than copying
+    trainer.fit(_module(pl, depth=8, step_sleep=0.1))  # measuring takes much longer than copying
 
     events = load(tmp_path / "tb" / "version_0")
     logged = scalars(events, "probe/E_L2_BE")
@@ -214,16 +224,19 @@ def test_background_mode_logs_each_epoch_and_blocks_little(pl, tmp_path) -> None
         expected = _expected(state)  # the copy, not the later weights, was measured
         assert close(logged[recorder.steps[epoch]], expected.network["E_L2_BE"])
         assert close(scalars(events, "probe/F_p_AE")[recorder.steps[epoch]], expected.network["F_p_AE"])
-    assert callback.last_epoch == 2 and callback._executor is None
+    assert callback.last_epoch == 2 and callback._measurer is None  # flushed and shut down
     assert [t.epoch for t in callback.timings] == [0, 1, 2]
     # epoch 0 also pays for opening the event file and writing the layout: compare the later epochs
     blocking = sum(t.blocking_s for t in callback.timings[1:])
     measuring = sum(t.measure_s for t in callback.timings[1:])
     assert blocking < 0.25 * measuring, callback.timings
-    # callback_metrics hold the latest finished report: never the current epoch's
-    for epoch, metrics in recorder.at_validation_end.items():
-        if metrics:
-            assert not close(metrics["probe/E_L2_BE"], _expected(recorder.states[epoch]).network["E_L2_BE"], rel=1e-9)
+    # callback_metrics hold the latest finished report, that of last_epoch (at most the current epoch)
+    for epoch, (last_epoch, metrics) in recorder.lag.items():
+        if last_epoch is None:
+            assert metrics == {}
+            continue
+        assert last_epoch <= epoch
+        assert close(metrics["probe/E_L2_BE"], _expected(recorder.states[last_epoch]).network["E_L2_BE"])
 
 
 @pytest.mark.parametrize("pl", ["pytorch_lightning"], indirect=True)
@@ -252,6 +265,8 @@ def test_bad_use_fails_early_with_a_clear_message(pl, tmp_path) -> None:
         ProbeCallback(every_n_epochs=0)
     with pytest.raises(ValueError, match="copy_to must be 'cpu' or 'model', got 'gpu'"):
         ProbeCallback(copy_to="gpu")
+    with pytest.raises(ValueError, match="background must be False, True, 'thread' or 'process', got 'async'"):
+        ProbeCallback(background="async")
     with pytest.raises(ValueError, match="step must be"):
         ProbeCallback(step="batch")
 

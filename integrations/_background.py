@@ -1,0 +1,101 @@
+"""Background measuring: a worker thread that measures weight copies, or hands them to a process.
+
+``"thread"`` measures on the worker thread. Torch releases the GIL inside its kernels, but
+``probe.measure`` also runs Python between them (EVBMF's scalar search, per-layer
+bookkeeping); when the training loop is Python-bound too (small models, Lightning's
+per-batch overhead), the two threads hand the GIL back and forth and both slow down.
+``"process"`` sends the copies (as NumPy arrays through a pipe: no shared memory, whose
+size containers often limit) to one spawned process that measures with a single CPU
+thread; the worker thread only waits for it. This module imports neither Lightning nor
+TensorBoard, so the spawned process starts quickly.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from time import perf_counter
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+import probe
+
+Kind = Literal["thread", "process"]
+KINDS = ("thread", "process")
+
+
+def every_tensor(name: str, tensor: torch.Tensor) -> bool:
+    """Layer filter for tensors that were already selected (``probe.measure`` keeps them all)."""
+    return True
+
+
+def measure_selected(tensors: dict[str, torch.Tensor], measure_kwargs: dict[str, Any]) -> tuple[probe.Report, float]:
+    """``probe.measure`` of already-selected tensors, and the seconds it took."""
+    start = perf_counter()
+    report = probe.measure(tensors, layers=every_tensor, **measure_kwargs)
+    return report, perf_counter() - start
+
+
+def _measure_arrays(arrays: dict[str, np.ndarray], measure_kwargs: dict[str, Any]) -> tuple[probe.Report, float]:
+    return measure_selected({name: torch.from_numpy(a) for name, a in arrays.items()}, measure_kwargs)
+
+
+def _start_process() -> None:
+    torch.set_num_threads(1)  # leave the other cores to training
+
+
+def _as_array(tensor: torch.Tensor) -> np.ndarray:
+    # bfloat16 has no NumPy dtype; float32 holds it exactly (and the engine upcasts anyway)
+    return (tensor.float() if tensor.dtype == torch.bfloat16 else tensor).numpy()
+
+
+class Measurer:
+    """Measure weight copies off the training thread.
+
+    Parameters
+    ----------
+    kind:
+        ``"thread"`` or ``"process"`` (module docstring).
+    measure_kwargs:
+        Keyword arguments of ``probe.measure`` (``method``, ``device``, ``nonfinite``).
+    """
+
+    def __init__(self, kind: Kind, measure_kwargs: dict[str, Any]) -> None:
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        self._kwargs = measure_kwargs
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-measure")
+        self._process: ProcessPoolExecutor | None = None
+        if kind == "process":
+            context = multiprocessing.get_context("spawn")  # fork would copy the trainer's threads and state
+            self._process = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_process)
+            # wait until it runs (it imports torch and probe: seconds, once), so no epoch waits for it
+            self._process.submit(int).result()
+
+    def submit(self, tensors: dict[str, torch.Tensor], then: Callable[[probe.Report], None]) -> Future:
+        """Measure ``tensors`` (copies the caller will not touch), call ``then(report)`` on the worker thread.
+
+        Returns
+        -------
+        Future
+            Resolves to ``(report, seconds)``, ``seconds`` the time ``probe.measure`` took.
+        """
+        return self._thread.submit(self._job, tensors, then)
+
+    def _job(self, tensors: dict[str, torch.Tensor], then: Callable[[probe.Report], None]) -> tuple[probe.Report, float]:
+        if self._process is None:
+            report, seconds = measure_selected(tensors, self._kwargs)
+        else:
+            arrays = {name: _as_array(t.cpu()) for name, t in tensors.items()}
+            report, seconds = self._process.submit(_measure_arrays, arrays, self._kwargs).result()
+        then(report)
+        return report, seconds
+
+    def shutdown(self) -> None:
+        """Wait for submitted work, then stop the thread (and the process)."""
+        self._thread.shutdown(wait=True)
+        if self._process is not None:
+            self._process.shutdown(wait=True)
