@@ -11,12 +11,17 @@ Columns: ``svdvals loop`` = ``torch.linalg.svdvals`` over every unfolding in the
 dtype (float32); ``gram64 floor`` = float64 Gram + ``eigvalsh`` per unfolding, nothing
 else; ``probe.measure`` = the whole engine (spectra, EVBMF, quantities, aggregates).
 
+A second table gives the accuracy the speed costs: the largest relative deviation of any
+per-unfolding quantity (BE and AE) of ``probe.measure`` from the same pipeline fed float64
+``svdvals`` (SPEC §2 allows 1e-5).
+
 Usage: ``python benchmarks/speed.py [--repeats 5] [--threads N]``
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 
@@ -76,6 +81,17 @@ def gram64_floor(mats: list[torch.Tensor]) -> None:
         torch.linalg.eigvalsh(a @ a.mT)
 
 
+def max_deviation(weights: dict[str, torch.Tensor]) -> float:
+    """Largest relative deviation of any quantity of the default route from float64 svdvals."""
+    fast, exact = probe.measure(weights), probe.measure(weights, method="svd")
+    worst = 0.0
+    for a, b in zip(fast.records(), exact.records()):
+        for q in ("S", "C", "ER", "spec", "fro", "SQ"):
+            if b[q] != 0 and math.isfinite(b[q]):
+                worst = max(worst, abs(a[q] - b[q]) / abs(b[q]))
+    return worst
+
+
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []
@@ -99,13 +115,18 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     base = resnet18_weights()
-    for label, weights in (("init", base), ("trained-like", trained_like(base))):
+    sets = (("init", base), ("trained-like", trained_like(base)))
+    for label, weights in sets:
         mats = unfoldings(weights)
         loop = timed(lambda: svdvals_loop(mats), args.repeats)
         floor = timed(lambda: gram64_floor(mats), args.repeats)
         engine = timed(lambda: probe.measure(weights), args.repeats)
         print(f"{label:<13} {loop * 1e3:>10.0f} ms {floor * 1e3:>10.0f} ms {engine * 1e3:>11.0f} ms "
               f"{floor / loop:>10.3f}x {engine / loop:>12.3f}x")
+    print()
+    print(f"{'weights':<13} {'max rel. deviation from float64 svdvals (any quantity, BE+AE)':>60}")
+    for label, weights in sets:
+        print(f"{label:<13} {max_deviation(weights):>60.1e}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def routes(caplog, matrices) -> str:
 CONDITIONS = [1.5, 3.9, 4.2, 60.0, 5e4, 2e5, 1e9]
 
 
-@pytest.mark.parametrize("shape", [(128, 1152), (27, 64), (40, 40), (1, 50)])
+@pytest.mark.parametrize("shape", [(200, 1800), (128, 1152), (27, 64), (40, 40), (1, 50)])
 @pytest.mark.parametrize("condition", CONDITIONS)
 def test_every_route_matches_float64_svdvals(shape, condition):
     rows, cols = shape
@@ -50,6 +50,11 @@ def test_tiers_are_chosen_by_conditioning(caplog):
     text = routes(caplog, [matrix_with_condition(64, 576, 1e3)])
     assert "0 of 1 by torch.float32" in text and "1 of 1 by torch.float64" in text
     assert "1 by float64 svdvals" in routes(caplog, [matrix_with_condition(64, 576, 1e9)])
+
+
+def test_float32_is_not_tried_where_the_stable_rank_rules_it_out(caplog):
+    text = routes(caplog, [matrix_with_condition(256, 2304, 3e4)])
+    assert "torch.float32" not in text and "1 of 1 by torch.float64" in text
 
 
 def test_rank_deficient_matrix_takes_the_svd_fallback(caplog):
