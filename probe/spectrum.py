@@ -1,13 +1,14 @@
 """Stage 2: matrices -> singular values (SPEC §2), on the matrices' own device.
 
 Only singular values are computed, never U or V. The fast route is the eigenvalues of
-the ``L × L`` Gram matrix ``A Aᵀ`` (``L ≤ M``), with eigenvalue problems of equal shape
-batched. Its precision is chosen per matrix from the conditioning the Gram route itself
-reveals:
+the ``L × L`` Gram matrix ``A Aᵀ`` (``L ≤ M``; only its lower triangle is formed), with
+eigenvalue problems of equal shape batched. Its precision is chosen per matrix from the
+conditioning the Gram route itself reveals:
 
 1. Gram in float32, eigenvalues in float64. Kept only where ``λ_min / λ_max`` shows the
    rounding of the float32 product cannot move any singular value by more than about
-   1e-7 relative (well-conditioned matrices, e.g. freshly initialised layers).
+   1e-6 relative (well-conditioned matrices, e.g. freshly initialised layers). Not tried
+   where a cheap stable-rank bound already rules it out.
 2. Otherwise Gram in float64. Kept where the same bound holds in float64.
 3. Otherwise (nearly rank-deficient matrices) ``torch.linalg.svdvals`` in float64.
 
