@@ -96,8 +96,8 @@ def lightning_package():
     raise SystemExit("the demo needs Lightning: pip install pytorch-lightning")
 
 
-def train_lightning(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> dict[str, Path]:
-    """Train one GenProbNet with ``ProbeCallback``; return the TensorBoard run and checkpoint directories."""
+def train_lightning(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> Path:
+    """Train one GenProbNet with ``ProbeCallback`` and per-epoch checkpoints; return its TensorBoard run directory."""
     from integrations.lightning import ProbeCallback
 
     pl = lightning_package()
@@ -139,8 +139,8 @@ def train_lightning(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -
         trainer.fit(DigitsClassifier(), DataLoader(train, batch_size=64, shuffle=True), DataLoader(val, batch_size=256))
     network = probe_callback.last_report.network
     print(f"epoch {probe_callback.last_epoch}: val/acc {float(trainer.callback_metrics['val/acc']):.3f}  "
-          + "  ".join(f"probe/{name} {network[name]:.4f}" for name in ("E_L2_BE", "SQ_p_BE", "S_p_BE")))
-    return {"run": Path(logger.log_dir), "checkpoints": Path(checkpoints.dirpath)}
+          + "  ".join(f"probe/{name} {network[name]:.4f}" for name in ("E_L2_BE", "SQ_p_BE", "S_p_BE", "F_p_BE")))
+    return Path(logger.log_dir)
 
 
 # ---------------------------------------------------------------- 2. Optuna
@@ -199,14 +199,14 @@ def print_trial(study, trial) -> None:  # noqa: ANN001 - optuna.Study, FrozenTri
     last = max(measures)
     value = measures[last][PRUNE_MEASURE]
     if trial.state.name == "PRUNED":
-        outcome = f"pruned at epoch {last}   ({PRUNE_MEASURE} {value:.4f} below the completed trials' median)"
+        outcome = f"pruned at epoch {last}   ({PRUNE_MEASURE} {value:.4f} below the completed trials' median there)"
     else:
         outcome = f"completed: val acc {trial.value:.3f}  ({PRUNE_MEASURE} {value:.4f})"
     print(f"trial {trial.number:>2}  {params}  {outcome}", flush=True)
 
 
-def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
-    """Run the pruned study on ``sqlite:///OUT/study.db``; return it."""
+def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> None:
+    """Run the pruned study on ``sqlite:///OUT/study.db``, one line per trial, then a summary."""
     import optuna
 
     from integrations.optuna import MeasurePruner
@@ -226,7 +226,6 @@ def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
     print(f"{states.count('PRUNED')} of {len(states)} trials pruned, {states.count('COMPLETE')} completed; "
           f"{trained} epochs trained of {len(states) * args.epochs}; best val acc {study.best_value:.3f} "
           f"(trial {study.best_trial.number})")
-    return study
 
 
 # ---------------------------------------------------------------- 3. replay
@@ -253,7 +252,17 @@ def replay_and_report(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the three steps into ``--out`` and print where everything is."""
     args = parse_args(argv)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and replay workers get the other cores
+    try:
+        run(args)
+    finally:
+        torch.set_num_threads(threads)
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    """The demo proper (see the module docstring)."""
     args.out.mkdir(parents=True, exist_ok=True)
     for entry in OUTPUTS:  # start over, touching only what the demo writes
         path = args.out / entry
@@ -267,7 +276,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"probeable demo ({mode}): {args.epochs} epochs, {args.trials} trials, outputs in {args.out.resolve()}")
 
     heading(f"1/3 Lightning: GenProbNet on digits with ProbeCallback, {args.epochs} epochs")
-    lightning = train_lightning(args, data)
+    lightning_run = train_lightning(args, data)
     heading(f"2/3 Optuna: {args.trials} trials pruned by MeasurePruner on {PRUNE_MEASURE}")
     run_study(args, data)
     heading("3/3 Offline: replay the trials' checkpoints, correlate the measures with test accuracy")
@@ -275,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     out, storage = args.out.resolve(), f"sqlite:///{(args.out / 'study.db').resolve()}"
     heading(f"done in {time.perf_counter() - start:.0f} s; everything is in {out}")
-    print(f"  tensorboard/            live measures (probe/*): {lightning['run'].relative_to(args.out)} and study/trial*")
+    print(f"  tensorboard/            live measures (probe/*): {lightning_run.relative_to(args.out)} and study/trial*")
     print(f"  lightning_checkpoints/  one Lightning checkpoint per epoch")
     print(f"  study.db                the Optuna study '{STUDY_NAME}' ({storage})")
     print(f"  genprob_checkpoints/    one GenProb checkpoint per trial and epoch")
@@ -289,7 +298,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {storage}")
     print(f"replay the Lightning checkpoints too: probe replay {out / 'lightning_checkpoints'} --out {out / 'replay_lightning'}")
-    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

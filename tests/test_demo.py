@@ -12,6 +12,7 @@ import matplotlib.image
 import optuna
 import pandas as pd
 import pytest
+import torch
 
 import probe
 from integrations.optuna import get_measures
@@ -35,9 +36,10 @@ def demo_run(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("probe_demo", DEMO)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    printed = io.StringIO()
+    printed, threads = io.StringIO(), torch.get_num_threads()
     with contextlib.redirect_stdout(printed):
         assert demo.main(["--out", str(out), "--quick"]) == 0
+    assert torch.get_num_threads() == threads  # the demo's one-thread setting does not leak
     return out, demo, printed.getvalue()
 
 
