@@ -6,14 +6,15 @@ bookkeeping); when the training loop is Python-bound too (small models, Lightnin
 per-batch overhead), the two threads hand the GIL back and forth and both slow down.
 ``"process"`` sends the copies (as NumPy arrays through a pipe: no shared memory, whose
 size containers often limit) to one spawned process that measures with a single CPU
-thread; the worker thread only waits for it. This module imports neither Lightning nor
-TensorBoard, so the spawned process starts quickly.
+thread; the worker thread only waits for it. Either way the reports are logged by the
+caller on the training thread: TensorBoard writing is Python-bound too, and on the worker
+thread it would slow training more than it costs there. This module imports neither
+Lightning nor TensorBoard, so the spawned process starts quickly.
 """
 
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from time import perf_counter
 from typing import Any, Literal
@@ -75,27 +76,24 @@ class Measurer:
             # wait until it runs (it imports torch and probe: seconds, once), so no epoch waits for it
             self._process.submit(int).result()
 
-    def submit(self, tensors: dict[str, torch.Tensor], then: Callable[[probe.Report], None]) -> Future:
-        """Measure ``tensors`` (copies the caller will not touch), call ``then(report)`` on the worker thread.
+    def submit(self, tensors: dict[str, torch.Tensor]) -> Future:
+        """Measure ``tensors`` (copies the caller will not touch again).
 
         Returns
         -------
         Future
             Resolves to ``(report, seconds)``, ``seconds`` the time ``probe.measure`` took.
         """
-        return self._thread.submit(self._job, tensors, then)
+        return self._thread.submit(self._job, tensors)
 
-    def _job(self, tensors: dict[str, torch.Tensor], then: Callable[[probe.Report], None]) -> tuple[probe.Report, float]:
+    def _job(self, tensors: dict[str, torch.Tensor]) -> tuple[probe.Report, float]:
         if self._process is None:
-            report, seconds = measure_selected(tensors, self._kwargs)
-        else:
-            arrays = {name: _as_array(t.cpu()) for name, t in tensors.items()}
-            report, seconds = self._process.submit(_measure_arrays, arrays, self._kwargs).result()
-        then(report)
-        return report, seconds
+            return measure_selected(tensors, self._kwargs)
+        arrays = {name: _as_array(t.cpu()) for name, t in tensors.items()}
+        return self._process.submit(_measure_arrays, arrays, self._kwargs).result()
 
     def shutdown(self) -> None:
-        """Wait for submitted work, then stop the thread (and the process)."""
+        """Wait for submitted work, then stop the thread and let the process exit on its own."""
         self._thread.shutdown(wait=True)
         if self._process is not None:
-            self._process.shutdown(wait=True)
+            self._process.shutdown(wait=False)  # all its work is done; its exit (~0.5 s) needs no waiting

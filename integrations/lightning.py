@@ -77,8 +77,8 @@ class EpochTiming:
     """Seconds spent for one measured epoch (rank zero only).
 
     ``blocking_s``: time the training thread spent in the callback's hooks at that epoch's
-    end (measuring and logging when synchronous; in background mode copying the weights,
-    submitting them, and logging finished reports to non-TensorBoard loggers).
+    end (measuring and logging when synchronous; in background mode copying the weights
+    and logging the reports found finished).
     ``measure_s``: time ``probe.measure`` took (on the worker thread in background mode);
     NaN until it is done.
     """
@@ -116,17 +116,17 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
     background:
         ``False`` (default): measure in the hook, so the monitored values are those of the
         epoch that just ended. ``True`` or ``"thread"``: the hook only copies the probed
-        weights; a worker thread measures them while training goes on and writes the report
-        to the TensorBoard loggers at its own epoch's step (their writers are thread-safe).
-        ``"process"``: the worker thread hands the copies to one spawned process (one CPU
-        thread) that measures them, so measuring and a Python-bound training loop do not
-        compete for the GIL (see ``benchmarks/RESULTS.md``); ``setup`` waits for the process
-        to start (seconds, once). In both modes other loggers and ``callback_metrics`` get a report at
-        the next epoch end that finds it done; pending work is flushed at fit end (and on an
-        exception), before the loggers are closed; at most two measurements are in flight
-        (a third epoch end waits for the oldest). ``callback_metrics``, ``last_report`` and
-        ``last_epoch`` then hold the latest *finished* report, typically the previous
-        epoch's (none yet after the first epoch: give ``EarlyStopping`` ``strict=False``).
+        weights and a worker thread measures them while training goes on. ``"process"``:
+        the worker thread hands the copies to one spawned process (one CPU thread), so
+        measuring does not compete with a Python-bound training loop for the GIL (see
+        ``benchmarks/RESULTS.md``); ``setup`` waits for the process to start (seconds,
+        once). In both modes a finished report is logged, at its own epoch's step, by the
+        next epoch end that finds it done, and put in ``callback_metrics``; pending work is
+        flushed at fit end (and on an exception), before the loggers are closed; at most two
+        measurements are in flight (a third epoch end waits for the oldest).
+        ``callback_metrics``, ``last_report`` and ``last_epoch`` then hold the latest
+        *finished* report, typically the previous epoch's (none yet after the first epoch:
+        give ``EarlyStopping`` ``strict=False``).
     copy_to:
         Background mode: where the weight copies live: ``"cpu"`` (default) or ``"model"``
         (the weights' device; faster on a GPU, costs its memory).
@@ -305,10 +305,8 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
             while len(self._pending) >= _MAX_IN_FLIGHT:
                 latest = self._complete(trainer, self._pending.popleft())
             copies = {name: self._copy(t) for name, t in tensors.items()}
-            writers = self._tensorboard_writers(trainer)
             assert self._measurer is not None, "setup() starts the worker"
-            future = self._measurer.submit(copies, then=lambda report: self._write_tensorboard(report, step, writers))
-            self._pending.append(_Job(epoch, step, future))
+            self._pending.append(_Job(epoch, step, self._measurer.submit(copies)))
         while self._pending and self._pending[0].future.done():
             latest = self._complete(trainer, self._pending.popleft())
         return latest
@@ -317,9 +315,10 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
 
     def _complete(self, trainer: Any, job: _Job) -> tuple[str, int, probe.Report]:
-        """Wait for a background job (rank zero), log it to the other loggers, return the payload."""
+        """Wait for a background job (rank zero), log it at its own step, return the payload."""
         report, seconds = job.future.result()
         self._timing(job.epoch).measure_s = seconds
+        self._write_tensorboard(report, job.step, self._tensorboard_writers(trainer))
         self._log_other(trainer, report, job.step)
         return ("report", job.epoch, report)
 
@@ -335,7 +334,7 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
             self._measurer = None
 
     def _tensorboard_writers(self, trainer: Any) -> list[Any]:
-        """The trainer's TensorBoard writers (training thread: creates them), each with its layout once."""
+        """The trainer's TensorBoard writers, each given the layout once."""
         if not self.use_loggers:
             return []
         writers = [w for w in map(_tensorboard_writer, trainer.loggers) if w is not None]
