@@ -1,21 +1,24 @@
 """Per-epoch cost of live measuring: a Lightning fit without the callback, with it, and in background modes.
 
-Two models: the digits example (``GenProbNet("10001", base=16, step=4)`` on the
+Workloads: the digits example (``GenProbNet("10001", base=16, step=4)`` on the
 scikit-learn digits images, 1,000 training images in batches of 64) and a ResNet-18
 CIFAR variant (20 convs + fc, channels 64..512, 11.2 M parameters) trained on a handful of
-random ``3×32×32`` batches per "epoch". Every configuration logs to TensorBoard, has no
+random ``3×32×32`` batches per "epoch"; ``resnet18-gpu-like`` stands in for training on a
+GPU, where the training thread mostly waits: each step sleeps ``--wait`` seconds, then
+trains on 2 images on the CPU. Every configuration logs to TensorBoard, has no
 validation loop and measures every epoch. Modes: ``none`` (no callback), ``sync``
 (``ProbeCallback()``), ``thread`` and ``process`` (``ProbeCallback(background=...)``).
 
-``s/epoch`` is the wall time from the start of epoch 1 to the end of ``fit`` (so it
-includes the final flush of background work), divided by ``epochs - 1``; epoch 0 is
-warm-up; the median over ``--repeats`` fits, run interleaved with the other modes.
+``s/epoch`` is the median, over ``--repeats`` fits run interleaved with the other modes,
+of the steady epochs' durations (start to next start; epoch 0 is warm-up and the last
+epoch ends the fit). ``fit end +s`` is how much longer the last epoch and the end of
+``fit`` took than a steady epoch: background modes wait there for the last measurement.
 ``measure`` and ``blocking`` are medians of ``ProbeCallback.timings`` (epochs 1..):
 the time ``probe.measure`` took and the time the training thread spent in the callback.
 
 Run::
 
-    .venv/bin/python benchmarks/overhead.py                     # both models, 4 epochs, 2 repeats
+    .venv/bin/python benchmarks/overhead.py                     # all workloads, 5 epochs, 2 repeats
     .venv/bin/python benchmarks/overhead.py --threads 1         # a shared machine: avoid oversubscription
     .venv/bin/python benchmarks/overhead.py --models resnet18 --epochs 6 --batches 8
 """
@@ -78,24 +81,32 @@ class ResNet18(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _workload(name: str, batches: int, batch_size: int) -> tuple[nn.Module, DataLoader]:
+def _workload(name: str, batches: int, batch_size: int, wait: float) -> tuple[nn.Module, DataLoader, float]:
+    """The network, its loader, and the seconds each training step waits with the CPU idle."""
     torch.manual_seed(0)
     if name == "digits":
         train, _, _ = digits_datasets(seed=0)
-        return GenProbNet("10001", base=16, step=4), DataLoader(train, batch_size=64, shuffle=True)
-    if name == "resnet18":
-        data = TensorDataset(torch.randn(batches * batch_size, 3, 32, 32), torch.randint(0, 10, (batches * batch_size,)))
-        return ResNet18(), DataLoader(data, batch_size=batch_size)
-    raise ValueError(f"unknown model {name!r}; use digits or resnet18")
+        return GenProbNet("10001", base=16, step=4), DataLoader(train, batch_size=64, shuffle=True), 0.0
+    if name in ("resnet18", "resnet18-gpu-like"):
+        # gpu-like: the step waits (as a training thread waits for a GPU), then trains on 2 images
+        gpu_like = name == "resnet18-gpu-like"
+        size = 2 if gpu_like else batch_size
+        data = TensorDataset(torch.randn(batches * size, 3, 32, 32), torch.randint(0, 10, (batches * size,)))
+        return ResNet18(), DataLoader(data, batch_size=size), wait if gpu_like else 0.0
+    raise ValueError(f"unknown model {name!r}; use digits, resnet18 or resnet18-gpu-like")
 
 
-def _fit(pl, network: nn.Module, loader: DataLoader, mode: str, epochs: int, log_dir: Path) -> tuple[float, ProbeCallback | None]:
+def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epochs: int,
+         log_dir: Path) -> tuple[list[float], float, ProbeCallback | None]:
+    """Seconds of epochs 1..epochs-2 (start to next start), seconds from the last epoch's start to the
+    return of ``fit``, and the callback."""
     class Module(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
             self.network = network
 
         def training_step(self, batch, batch_idx):
+            time.sleep(wait)
             images, labels = batch
             loss = nn.functional.cross_entropy(self.network(images), labels)
             self.log("train_loss", loss)
@@ -119,20 +130,23 @@ def _fit(pl, network: nn.Module, loader: DataLoader, mode: str, epochs: int, log
                          enable_model_summary=False, log_every_n_steps=1)
     trainer.fit(Module(), loader)
     end = time.perf_counter()
-    return (end - clock.starts[1]) / (epochs - 1), probe_callback
+    return [b - a for a, b in zip(clock.starts[1:-1], clock.starts[2:])], end - clock.starts[-1], probe_callback
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="digits,resnet18", help="comma-separated: digits, resnet18")
-    parser.add_argument("--epochs", type=int, default=4, help="epochs per fit, the first is warm-up (default 4)")
+    parser.add_argument("--models", default="digits,resnet18,resnet18-gpu-like",
+                        help="comma-separated: digits, resnet18, resnet18-gpu-like")
+    parser.add_argument("--wait", type=float, default=0.5,
+                        help="resnet18-gpu-like: seconds each step waits with the CPU idle (default 0.5)")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs per fit, the first is warm-up (default 5)")
     parser.add_argument("--batches", type=int, default=4, help="resnet18: random batches per epoch (default 4)")
     parser.add_argument("--batch-size", type=int, default=32, help="resnet18: batch size (default 32)")
     parser.add_argument("--repeats", type=int, default=2, help="fits per model and mode, interleaved; medians (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     args = parser.parse_args()
-    if args.epochs < 2:
-        parser.error("--epochs must be at least 2 (epoch 0 is warm-up)")
+    if args.epochs < 3:
+        parser.error("--epochs must be at least 3 (epoch 0 is warm-up, the last one ends the fit)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -145,16 +159,19 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
-            runs: dict[str, list[tuple[float, list]]] = {mode: [] for mode in MODES}
+            epochs: dict[str, list[float]] = {mode: [] for mode in MODES}
+            tails: dict[str, list[float]] = {mode: [] for mode in MODES}
+            timings: dict[str, list] = {mode: [] for mode in MODES}
             for _ in range(args.repeats):
                 for mode in MODES:  # interleaved, so a slow spell of a shared machine hits every mode
-                    network, loader = _workload(name, args.batches, args.batch_size)
-                    seconds, callback = _fit(pl, network, loader, mode, args.epochs, Path(scratch) / name)
-                    runs[mode].append((seconds, callback.timings[1:] if callback else []))
-            baseline = statistics.median(seconds for seconds, _ in runs["none"])
+                    network, loader, wait = _workload(name, args.batches, args.batch_size, args.wait)
+                    steady, tail, callback = _fit(pl, network, loader, wait, mode, args.epochs, Path(scratch) / name)
+                    epochs[mode] += steady
+                    tails[mode].append(tail)
+                    timings[mode] += callback.timings[1:] if callback else []
+            baseline = statistics.median(epochs["none"])
             for mode in MODES:
-                seconds = statistics.median(s for s, _ in runs[mode])
-                timings = [t for _, ts in runs[mode] for t in ts]
+                seconds = statistics.median(epochs[mode])
                 rows.append({
                     "model": name,
                     "layers": len(select_layers(network)),
@@ -163,19 +180,21 @@ def main() -> None:
                     "mode": mode,
                     "epoch": seconds,
                     "overhead": seconds / baseline - 1.0,
-                    "measure": statistics.median(t.measure_s for t in timings) if timings else None,
-                    "blocking": statistics.median(t.blocking_s for t in timings) if timings else None,
+                    "end": statistics.median(tails[mode]) - seconds,
+                    "measure": statistics.median(t.measure_s for t in timings[mode]) if timings[mode] else None,
+                    "blocking": statistics.median(t.blocking_s for t in timings[mode]) if timings[mode] else None,
                 })
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs "
-          f"({platform.machine()}), {args.epochs} epochs per fit (epoch 0 = warm-up), median of {args.repeats} fits\n")
-    print("| model | probed layers | parameters | batches/epoch | mode | s/epoch | vs none | measure s | blocking s |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+          f"({platform.machine()}), {args.epochs} epochs per fit, {args.repeats} fits per mode\n")
+    print("| workload | probed layers | parameters | batches/epoch | mode | s/epoch | vs none | fit end +s "
+          "| measure s | blocking s |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         measure = "" if r["measure"] is None else f"{r['measure']:.3f}"
         blocking = "" if r["blocking"] is None else f"{r['blocking']:.3f}"
         print(f"| {r['model']} | {r['layers']} | {r['params'] / 1e6:.2f} M | {r['batches']} | {r['mode']} | "
-              f"{r['epoch']:.2f} | {r['overhead']:+.0%} | {measure} | {blocking} |")
+              f"{r['epoch']:.2f} | {r['overhead']:+.0%} | {r['end']:+.2f} | {measure} | {blocking} |")
 
 
 if __name__ == "__main__":
