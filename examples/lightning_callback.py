@@ -10,7 +10,7 @@ where the monitored values lag by an epoch).
 Run::
 
     .venv/bin/python examples/lightning_callback.py                     # 5 epochs, logs in runs/lightning
-    .venv/bin/python examples/lightning_callback.py --epochs 20 --background --log-dir /tmp/probe_runs
+    .venv/bin/python examples/lightning_callback.py --epochs 20 --background process --log-dir /tmp/probe_runs
     tensorboard --logdir runs/lightning
 
 Uses ``lightning.pytorch`` when installed, else ``pytorch_lightning`` (``--package`` picks one).
@@ -72,7 +72,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
     parser.add_argument("--log-dir", type=Path, default=Path("runs/lightning"), help="TensorBoard directory")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    parser.add_argument("--background", action="store_true", help="measure on a worker thread while training goes on")
+    parser.add_argument("--background", choices=["thread", "process"], default=None,
+                        help="measure off the training thread (default: in the epoch-end hook)")
     parser.add_argument("--heatmap", action="store_true", help="also write a layer x quantity image per epoch")
     parser.add_argument("--package", choices=["lightning.pytorch", "pytorch_lightning"], default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -86,7 +87,7 @@ def main() -> None:
 
     logger = loggers.TensorBoardLogger(args.log_dir, name="digits")
     best = callbacks.ModelCheckpoint(monitor="probe/E_L2_BE", mode="max", filename="best-E_L2_BE-{epoch}")
-    probe_callback = ProbeCallback(background=args.background, options=LogOptions(heatmap=args.heatmap))
+    probe_callback = ProbeCallback(background=args.background or False, options=LogOptions(heatmap=args.heatmap))
     # background mode: callback_metrics lag by an epoch, so select checkpoints only in synchronous mode
     monitors = [] if args.background else [best]
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=logger, callbacks=[probe_callback, *monitors],
