@@ -120,7 +120,8 @@ class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
         the worker thread hands the copies to one spawned process (one CPU thread), so
         measuring does not compete with a Python-bound training loop for the GIL (see
         ``benchmarks/RESULTS.md``); ``setup`` waits for the process to start (seconds,
-        once). In both modes a finished report is logged, at its own epoch's step, by the
+        once); as with any ``spawn`` process, a script needs the
+        ``if __name__ == "__main__":`` guard. In both modes a finished report is logged, at its own epoch's step, by the
         next epoch end that finds it done, and put in ``callback_metrics``; pending work is
         flushed at fit end (and on an exception), before the loggers are closed; at most two
         measurements are in flight (a third epoch end waits for the oldest).
