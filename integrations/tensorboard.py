@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.aggregate import AGGREGATIONS, HEADLINE_NAMES, MEASURES, TRANSFORMS, VARIANTS
+from probe.aggregate import HEADLINE_NAMES, VARIANTS, check_measure_name
 from probe.quantities import QUANTITIES
 from probe.report import Report
 from probe.unfold import UNFOLDINGS
@@ -35,11 +35,6 @@ LAYER_QUANTITIES = (*QUANTITIES, "SQ")
 
 NETWORK_PREFIX = "probe/"
 HEATMAP_TAG = "probe_heatmap"
-
-_AGGREGATE_NAMES = frozenset(
-    f"{m}_{a}_{t}_{v}" for m in MEASURES for a in AGGREGATIONS for t in TRANSFORMS for v in VARIANTS
-)
-
 
 def check_measure_names(measures: Iterable[str], *, argument: str = "measures") -> tuple[str, ...]:
     """Validate network-measure names; return them as a tuple.
@@ -61,11 +56,7 @@ def check_measure_names(measures: Iterable[str], *, argument: str = "measures") 
         raise TypeError(f"{argument} must be a sequence of names, got the string {measures!r}; wrap it in a list")
     names = tuple(measures)
     for name in names:
-        if name not in HEADLINE_NAMES and name not in _AGGREGATE_NAMES:
-            raise ValueError(
-                f"{argument}: unknown network measure {name!r}; use one of {list(HEADLINE_NAMES)} "
-                "or an aggregate named '{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}', e.g. 'ER_L2_t6_BE'"
-            )
+        check_measure_name(name, argument=argument)
     if len(set(names)) != len(names):
         raise ValueError(f"{argument} has duplicate names: {list(names)}")
     return names

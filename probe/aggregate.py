@@ -27,6 +27,26 @@ HEADLINE = {
 
 HEADLINE_NAMES = tuple(f"{name}_{variant}" for variant in VARIANTS for name in HEADLINE)
 
+AGGREGATE_NAMES = tuple(
+    f"{m}_{a}_{t}_{v}" for v in VARIANTS for m in MEASURES for a in AGGREGATIONS for t in TRANSFORMS
+)
+"""Every aggregate as a network-measure name, ``{measure}_{aggregation}_{transform}_{variant}``."""
+
+_NAMES = frozenset((*HEADLINE_NAMES, *AGGREGATE_NAMES))
+
+
+def check_measure_name(name: object, *, argument: str = "measure") -> str:
+    """Return ``name`` if it names a network measure, else raise ``ValueError`` naming ``argument``.
+
+    Valid: ``HEADLINE_NAMES`` (``E_L2_BE`` …) and ``AGGREGATE_NAMES`` (``ER_L2_t6_BE`` …).
+    """
+    if isinstance(name, str) and name in _NAMES:
+        return name
+    raise ValueError(
+        f"unknown network measure {argument}={name!r}: use one of {', '.join(HEADLINE_NAMES)} "
+        "or an aggregate '{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}', e.g. 'ER_L2_t6_BE'"
+    )
+
 
 def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
     """Aggregate one measure vector ``values`` (channel ``weights``) by ``how``.

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, grid
+from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, check_measure_name, grid
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
 
@@ -100,14 +100,12 @@ class Report:
         """A network measure by name: a headline name (``E_L2_BE``) or an aggregate name."""
         if name in self.network:
             return self.network[name]
-        parts = name.split("_")
-        if len(parts) == 4:
-            measure, how, t, variant = parts
-            return self.aggregate(measure, variant, how, t)
-        raise KeyError(
-            f"unknown network measure {name!r}: use one of {sorted(self.network)} "
-            "or '{measure}_{aggregation}_{transform}_{variant}', e.g. 'ER_L2_t6_BE'"
-        )
+        try:
+            check_measure_name(name, argument="name")
+        except ValueError as error:
+            raise KeyError(str(error)) from None
+        measure, how, t, variant = name.split("_")
+        return self.aggregate(measure, variant, how, t)
 
     def genprob_rows(self) -> list[dict[str, object]]:
         """One dict per probed layer: ``layer``, the 20 metric columns and 4 weights (SPEC §6)."""

@@ -38,3 +38,13 @@ def test_unknown_names_are_errors():
         aggregate(np.ones(2), np.ones(2), "median")
     with pytest.raises(ValueError, match="transform"):
         transform(1.0, "t9", 2)
+
+
+def test_measure_names_are_checked_in_one_place():
+    from probe.aggregate import AGGREGATE_NAMES, HEADLINE_NAMES, check_measure_name
+
+    assert len(AGGREGATE_NAMES) == 320 and "ER_L2_t6_BE" in AGGREGATE_NAMES
+    assert all(check_measure_name(n) == n for n in (*HEADLINE_NAMES, *AGGREGATE_NAMES))
+    for bad in ("E_L2", "ER_L2_t8_BE", "ER_median_t0_BE", 3):
+        with pytest.raises(ValueError, match=r"unknown network measure monitor="):
+            check_measure_name(bad, argument="monitor")

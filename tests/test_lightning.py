@@ -259,7 +259,7 @@ def test_bad_use_fails_early_with_a_clear_message(pl, tmp_path) -> None:
         _trainer(pl, tmp_path, [selects_nothing]).fit(module)
     assert module.steps == 0  # failed at setup, before any training
 
-    with pytest.raises(ValueError, match="measures: unknown network measure 'SQ_p'"):
+    with pytest.raises(ValueError, match="unknown network measure measures='SQ_p'"):
         ProbeCallback(measures=["E_L2_BE", "SQ_p"])
     with pytest.raises(ValueError, match="every_n_epochs must be a positive int, got 0"):
         ProbeCallback(every_n_epochs=0)

@@ -87,7 +87,7 @@ def test_bad_use_fails_at_construction(tmp_path) -> None:
         ProbeHook(model, log_dir=tmp_path, writer=object())
     with pytest.raises(ValueError, match="every_n_epochs must be a positive int, got 0"):
         ProbeHook(model, log_dir=tmp_path, every_n_epochs=0)
-    with pytest.raises(ValueError, match="unknown network measure 'E_L2'"):
+    with pytest.raises(ValueError, match="unknown network measure measures='E_L2'"):
         ProbeHook(model, log_dir=tmp_path, measures=["E_L2"])
     with pytest.raises(TypeError, match="nn.Module"):
         ProbeHook({"w": torch.ones(3, 3)}, log_dir=tmp_path)  # type: ignore[arg-type]

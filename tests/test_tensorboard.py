@@ -113,7 +113,7 @@ def test_nan_report_is_written_without_histograms(tmp_path) -> None:
 
 def test_measure_names_are_validated() -> None:
     assert check_measure_names(["E_L2_AE", "spec_wp_t7_BE"]) == ("E_L2_AE", "spec_wp_t7_BE")
-    with pytest.raises(ValueError, match=r"measures: unknown network measure 'E_L3_BE'"):
+    with pytest.raises(ValueError, match=r"unknown network measure measures='E_L3_BE'"):
         check_measure_names(["E_L3_BE"])
     with pytest.raises(ValueError, match="duplicate"):
         check_measure_names(["E_L2_BE", "E_L2_BE"])

@@ -10,11 +10,10 @@ NaN as ``None``, ±∞ as ``"inf"``/``"-inf"``; :func:`get_measures` turns them 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from probe.aggregate import AGGREGATIONS, HEADLINE_NAMES, MEASURES, TRANSFORMS, VARIANTS
+from probe.aggregate import HEADLINE_NAMES, check_measure_name
 from probe.report import Report
 
 if TYPE_CHECKING:
@@ -22,25 +21,6 @@ if TYPE_CHECKING:
 
 KEY_PREFIX = "probe:measures:"
 """User-attribute key prefix; the step follows it (``probe:measures:3``)."""
-
-_AGGREGATE = re.compile(
-    rf"({'|'.join(MEASURES)})_({'|'.join(AGGREGATIONS)})_({'|'.join(TRANSFORMS)})_({'|'.join(VARIANTS)})"
-)
-
-
-def check_measure_name(name: object, *, argument: str = "measure") -> str:
-    """Return ``name`` if it names a network measure, else raise ``ValueError`` naming ``argument``.
-
-    Valid names are ``probe.HEADLINE_NAMES`` and aggregates
-    ``{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}``.
-    """
-    if isinstance(name, str) and (name in HEADLINE_NAMES or _AGGREGATE.fullmatch(name)):
-        return name
-    raise ValueError(
-        f"unknown network measure {argument}={name!r}: use one of {', '.join(HEADLINE_NAMES)} "
-        "or an aggregate '{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}', e.g. 'ER_L2_t6_BE'"
-    )
-
 
 def report_measures(
     trial: optuna.trial.Trial,
