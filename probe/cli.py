@@ -13,6 +13,17 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         "measure",
         help="print the per-layer table and network measures of a checkpoint or state dict",
         description="Measure one checkpoint (GenProb .pth.tar, Lightning .ckpt, .pt/.pth state dict, .safetensors).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="""output:
+  one line per layer x unfolding (in/out) x variant (BE = raw weights, AE = after EVBMF):
+  kept rank, S (normalised stable rank), C (condition number), ER (spectral entropy),
+  spec (spectral norm), fro (Frobenius norm), SQ (stable quality); then the network
+  measures E_L2, SQ_p, S_p, F_p (BE and AE; nan where EVBMF kept nothing anywhere).
+
+examples:
+  probe measure SGD_NIN10001_lr0.08_wd0.0005_DIGITS10_epoch_4.pth.tar
+  probe measure lightning_logs/version_0/checkpoints/epoch=9-step=160.ckpt --layers auto
+  probe measure model.safetensors --method svd      # float64 svdvals for every matrix""",
     )
     p.add_argument("path", help="checkpoint or state-dict file")
     p.add_argument("--layers", default=None, choices=["auto", "genprob"],
