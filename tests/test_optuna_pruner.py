@@ -237,3 +237,16 @@ def test_replay_tells_completed_values_and_marks_pruned_trials():
     assert pruned[:5] == [None] * 5 and any(p is not None for p in pruned)
     # a second replay of the same runs is independent (fresh study each call)
     assert replay_study(runs[:12], pruner=pruner) == pruned
+
+
+def test_replay_with_a_fixed_study_name_is_repeatable_for_hyperband():
+    rng = np.random.default_rng(7)
+    runs = [
+        RecordedRun(measures={}, value=float(q), intermediate_values={s: float(q) * (s + 1) / 9 for s in range(9)})
+        for q in rng.uniform(0.0, 1.0, 30)
+    ]
+    def run(name):
+        return replay_study(runs, pruner=optuna.pruners.HyperbandPruner(min_resource=1, max_resource=9), study_name=name)
+    first = run("family-order-0")
+    assert run("family-order-0") == first
+    assert any(p is not None for p in first)

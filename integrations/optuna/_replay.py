@@ -24,7 +24,7 @@ class RecordedRun(NamedTuple):
 
 
 def replay_study(
-    runs: Iterable[RecordedRun], *, pruner: BasePruner, direction: str = "maximize"
+    runs: Iterable[RecordedRun], *, pruner: BasePruner, direction: str = "maximize", study_name: str | None = None
 ) -> list[int | None]:
     """Replay ``runs`` in order, each as one trial of a fresh in-memory study using ``pruner``.
 
@@ -39,6 +39,9 @@ def replay_study(
         The pruner to evaluate (e.g. a :class:`MeasurePruner`).
     direction:
         The study's direction, ``"maximize"`` (default) or ``"minimize"``.
+    study_name:
+        Name of the in-memory study (default: random). Fix it for repeatable results with
+        pruners that depend on it (``HyperbandPruner`` assigns brackets by hashing it).
 
     Returns
     -------
@@ -46,7 +49,7 @@ def replay_study(
         For each run, the step at which it was pruned, or ``None`` if it ran to the end
         (its ``value`` is then told to the study, so later runs are judged against it).
     """
-    study = optuna.create_study(direction=direction, pruner=pruner)
+    study = optuna.create_study(direction=direction, pruner=pruner, study_name=study_name)
     pruned_at: list[int | None] = []
     for run in runs:
         trial = study.ask()
