@@ -34,3 +34,12 @@ def genprob_reference() -> dict:
 @pytest.fixture(scope="session")
 def genprob_checkpoint() -> dict:
     return torch.load(GENPROB_FILE, map_location="cpu", weights_only=True)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Measure in-process with one torch thread, as replay's worker processes do."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

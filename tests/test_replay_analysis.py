@@ -24,14 +24,7 @@ from probe.replay.analysis import (
 from tests.replay_helpers import make_family
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _table() -> pd.DataFrame:

@@ -12,12 +12,7 @@ from probe.cli import main
 from tests.replay_helpers import REFERENCE_FILE, make_family, make_malicious, truncate
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_measure_reads_safetensors_and_reports_genprob_metadata(tmp_path, capsys):

@@ -27,15 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("checkpoints.csv", "layers.csv", "errors.csv")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Measure in-process with one torch thread, as worker processes do (small models; no oversubscription)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _bytes(directory: Path, names=TABLES) -> dict[str, bytes]:
