@@ -60,7 +60,9 @@ _MAX_IN_FLIGHT = 2
 """Background mode: at most this many measurements queued or running; the next epoch waits."""
 
 
-def _callback_bases() -> tuple[type, ...]:
+def callback_bases(user: str = "integrations.lightning") -> tuple[type, ...]:
+    """The ``Callback`` class of each installed Lightning distribution, so that a callback
+    deriving from all of them passes either ``Trainer``'s type check."""
     bases = []
     for package in _PACKAGES:
         try:
@@ -68,7 +70,7 @@ def _callback_bases() -> tuple[type, ...]:
         except ImportError:
             continue
     if not bases:
-        raise ImportError("integrations.lightning needs Lightning: pip install pytorch-lightning (or lightning)")
+        raise ImportError(f"{user} needs Lightning: pip install pytorch-lightning (or lightning)")
     return tuple(bases)
 
 
@@ -94,7 +96,7 @@ class _Job(NamedTuple):
     future: Future
 
 
-class ProbeCallback(*_callback_bases()):  # type: ignore[misc]
+class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     """Measure the model with :func:`probe.measure` during ``fit`` and log the report.
 
     Parameters

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any
 
 import optuna
 
 import probe
+from integrations.lightning import callback_bases
 from integrations.optuna._measures import check_measure_name, report_measures
 from probe.layers import LayerSelector
 from probe.report import Report
@@ -19,20 +19,7 @@ PRUNED_KEY = "probe:pruned_epoch"
 """Trial system attribute where rank zero records the epoch it pruned at (DDP)."""
 
 
-def _callback_bases() -> tuple[type, ...]:
-    """The ``Callback`` class of each installed Lightning distribution (so either Trainer accepts us)."""
-    bases = []
-    for package in ("pytorch_lightning", "lightning.pytorch"):
-        try:
-            bases.append(importlib.import_module(package).Callback)
-        except ImportError:
-            continue
-    if not bases:
-        raise ImportError("MeasurePruningCallback needs Lightning: pip install pytorch-lightning (or lightning)")
-    return tuple(bases)
-
-
-class MeasurePruningCallback(*_callback_bases()):  # type: ignore[misc]
+class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type: ignore[misc]
     """Lightning callback that prunes an Optuna trial from the network measures, every epoch.
 
     At the end of each training epoch, on rank zero: take the network measures (reusing
