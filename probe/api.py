@@ -109,9 +109,11 @@ def _check(name: str, tensor: torch.Tensor) -> None:
 
 
 def _finite_flags(weights: list[torch.Tensor]) -> list[bool]:
-    """One host sync for all layers (per device), not one per layer."""
+    """One host sync for all layers when they share a device, not one per layer."""
     flags = [torch.isfinite(w).all() for w in weights]
-    return [bool(f) for f in torch.stack([f.cpu() for f in flags]).tolist()]
+    if len({f.device for f in flags}) == 1:
+        return [bool(f) for f in torch.stack(flags).tolist()]
+    return [bool(f) for f in flags]
 
 
 def _unfolding(s: np.ndarray, rows: int, cols: int, *, xatol: float) -> Unfolding:
