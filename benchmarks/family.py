@@ -90,7 +90,7 @@ def _evaluate(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tens
     return out
 
 
-def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: int,
+def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: int, train_size: int | None = None,
               log_dir: Path | None = None, checkpoints: Path | None = None) -> list[dict]:
     """Train one model; return one row per epoch ``0..epochs`` (0 = at initialisation).
 
@@ -98,6 +98,8 @@ def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: 
     ----------
     config, epochs, batch_size, base, step:
         The run and its training/architecture settings.
+    train_size:
+        Keep only the first that many training images (a harder, less saturated family).
     log_dir:
         TensorBoard directory of the plain-loop hook (the run's subfolder); default: a
         temporary one, removed afterwards.
@@ -107,8 +109,8 @@ def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: 
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)
     train, val, test = digits_datasets(seed=0)
-    splits = {"train": train.tensors, "val": val.tensors, "test": test.tensors}
-    x_train, y_train = train.tensors
+    x_train, y_train = (t[:train_size] for t in train.tensors)
+    splits = {"train": (x_train, y_train), "val": val.tensors, "test": test.tensors}
     model = GenProbNet(config.channel_code, base=base, step=step)
     optimizer = _optimizer(config, model.parameters())
     steps_per_epoch = math.ceil(len(y_train) / batch_size)
@@ -178,6 +180,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     parser.add_argument("--base", type=int, default=16, help="channels of a cell with digit 0 (default: %(default)s)")
     parser.add_argument("--step", type=int, default=8, help="channels added per digit (default: %(default)s)")
+    parser.add_argument("--train-size", type=int, default=None,
+                        help="train on only the first N of the 1,000 training images (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes, one thread each (default: %(default)s)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="keep the hook's TensorBoard logs here, one subfolder per run (default: discarded)")
@@ -196,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = sorted((config for config in configs if config.run_id not in done), key=lambda config: config.seed)
     print(f"{len(configs)} models, {len(done)} already in {args.out}, {len(todo)} to train", flush=True)
     options = {"epochs": args.epochs, "batch_size": args.batch_size, "base": args.base, "step": args.step,
+               "train_size": args.train_size,
                "log_dir": args.log_dir, "checkpoints": args.save_checkpoints}
     fields = ["run_id", *asdict(configs[0]), "epoch", *PERFORMANCE, *probe.HEADLINE_NAMES]
     if args.workers > 1:
