@@ -17,7 +17,7 @@ Example::
 Where the measures go, at the end of every ``every_n_epochs``-th training epoch:
 
 - TensorBoard loggers get the full output of :func:`integrations.tensorboard.write_report`
-  (``probe/<name>`` scalars, per-layer charts, spectra histograms, optional heatmap);
+  (``probe/<name>`` scalars and layers × epochs heatmaps; per-layer scalars and spectra opt-in);
   every other logger gets the ``probe/<name>`` scalars through ``log_metrics``;
 - ``trainer.callback_metrics`` gets ``probe/<name>`` (logged with ``logger=False``) before
   ``on_validation_end`` (measured in ``on_validation_start`` of the end-of-epoch
@@ -300,7 +300,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         tensors = dict(select_layers(pl_module, self.layers))
         if due and not self.background:
             report, self._timing(epoch).measure_s = measure_selected(tensors, self._measure_kwargs)
-            self._write_tensorboard(report, step, self._tensorboard_writers(trainer))
+            self._write_tensorboard(report, step, epoch, self._tensorboard_writers(trainer))
             self._log_other(trainer, report, step)
             return ("report", epoch, report)
         latest = None
@@ -321,7 +321,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         """Wait for a background job (rank zero), log it at its own step, return the payload."""
         report, seconds = job.future.result()
         self._timing(job.epoch).measure_s = seconds
-        self._write_tensorboard(report, job.step, self._tensorboard_writers(trainer))
+        self._write_tensorboard(report, job.step, job.epoch, self._tensorboard_writers(trainer))
         self._log_other(trainer, report, job.step)
         return ("report", job.epoch, report)
 
@@ -347,9 +347,9 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 self._layout_written.add(id(writer))
         return writers
 
-    def _write_tensorboard(self, report: probe.Report, step: int, writers: list[Any]) -> None:
+    def _write_tensorboard(self, report: probe.Report, step: int, epoch: int, writers: list[Any]) -> None:
         for writer in writers:
-            write_report(writer, report, step, measures=self.measures, options=self.options)
+            write_report(writer, report, step, measures=self.measures, options=self.options, epoch=epoch)
 
     def _log_other(self, trainer: Any, report: probe.Report, step: int) -> None:
         """Network scalars to every logger that is not a TensorBoard one (training thread)."""

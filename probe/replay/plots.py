@@ -16,7 +16,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _BASE_COLOURS = {"E_L2": "tab:blue", "SQ_p": "tab:red", "S_p": "tab:green", "F_p": "tab:purple"}
-_TITLES = {"test_acc": "test accuracy", "gap": "generalisation gap", "pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ"}
+_TITLES = {"test_acc": "test accuracy", "gap": "generalisation gap\n(test acc − train acc)",
+           "pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ"}
+
+
+def title(name: str) -> str:
+    """What a target or coefficient column is, for an axis label (the gap says how it is computed)."""
+    return _TITLES.get(name, name)
 
 
 def measure_label(name: str) -> str:
@@ -31,16 +37,8 @@ def _style(name: str, index: int) -> dict[str, object]:
     return {"color": colour, "linestyle": "--" if variant == "AE" else "-", "marker": "s" if variant == "AE" else "o"}
 
 
-def _grid(count: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
-    from matplotlib.figure import Figure
-
-    ncols = max(1, min(ncols, count))
-    nrows = math.ceil(count / ncols)
-    figure = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
-    axes = figure.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for extra in axes[count:]:
-        extra.set_visible(False)
-    return figure, axes[:count]
+def _left_out(count: int) -> str:
+    return f", {count} NaN left out" if count else ""
 
 
 def plot_correlation_by_epoch(
@@ -51,12 +49,14 @@ def plot_correlation_by_epoch(
     method: str = "spearman",
     by: Sequence[str] = ("dataset",),
 ) -> Path:
-    """One line per measure: the ``method`` coefficient with ``target`` against epoch.
+    """One line per measure: the ``method`` coefficient with ``target`` against epoch, and
+    under it the number of models behind each epoch.
 
     Parameters
     ----------
     correlations:
-        The output of ``analysis.correlations``.
+        The output of ``analysis.correlations`` (its ``models`` and ``n`` columns give the
+        bars and, per measure, how many models were left out for a NaN, shown in the legend).
     path:
         PNG file to write.
     target, method:
@@ -69,22 +69,41 @@ def plot_correlation_by_epoch(
     Path
         ``path``.
     """
+    from matplotlib.figure import Figure
+
     rows = correlations[correlations["target"] == target]
     groups = list(rows.groupby(list(by), dropna=False, sort=True)) if by else [((), rows)]
-    figure, axes = _grid(max(len(groups), 1), ncols=3, size=(5.0, 3.6))
-    for axis, (key, group) in zip(axes, groups):
-        for index, (measure, series) in enumerate(group.groupby("measure", sort=False)):
+    ncols = max(1, min(3, len(groups)))
+    nrows = math.ceil(max(len(groups), 1) / ncols)
+    figure = Figure(figsize=(4.6 * ncols + 2.2, 4.4 * nrows), layout="constrained")
+    grid = figure.subplots(2 * nrows, ncols, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 1] * nrows})
+    for index in range(len(groups), nrows * ncols):
+        grid[2 * (index // ncols), index % ncols].set_visible(False)
+        grid[2 * (index // ncols) + 1, index % ncols].set_visible(False)
+    handles: dict[str, object] = {}
+    for index, (key, group) in enumerate(groups):
+        axis, counts = grid[2 * (index // ncols), index % ncols], grid[2 * (index // ncols) + 1, index % ncols]
+        for number, (measure, series) in enumerate(group.groupby("measure", sort=False)):
             series = series.sort_values("epoch")
-            axis.plot(series["epoch"], series[method], label=measure_label(measure), **_style(measure, index))
+            left_out = int((series["models"] - series["n"]).sum())
+            label = f"{measure_label(measure)}{_left_out(left_out)}"
+            (line,) = axis.plot(series["epoch"], series[method], label=label, **_style(measure, number))
+            handles.setdefault(label, line)
         axis.axhline(0.0, color="0.6", linewidth=0.8)
         axis.set_ylim(-1.05, 1.05)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(f"{_TITLES.get(method, method)} with {_TITLES.get(target, target)}")
+        axis.set_ylabel(f"{title(method)} with {title(target)}", fontsize=9)
         keys = key if isinstance(key, tuple) else (key,)
         axis.set_title(", ".join(f"{c}={v}" for c, v in zip(by, keys)) or "all checkpoints", fontsize=10)
         axis.grid(alpha=0.3)
-    if groups:
-        axes[0].legend(fontsize=8, ncols=2)
+        models = group.groupby("epoch")["models"].max()
+        counts.bar(models.index, models.to_numpy(), color="0.6", width=0.8)
+        counts.set_ylabel("models", fontsize=9)
+        counts.set_xlabel("epoch")
+        counts.set_ylim(0, max(1, int(models.max()) if len(models) else 1) * 1.15)
+        counts.grid(alpha=0.3, axis="y")
+    if handles:
+        figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
+                      title="measure (dashed: AE)", title_fontsize=8)
     return _save(figure, path)
 
 
@@ -108,7 +127,8 @@ def plot_scatter(
     epoch:
         The epoch to show.
     measures:
-        Measure columns, one panel each; the panel title gives Spearman's ρ.
+        Measure columns, one panel each; the panel title gives Spearman's ρ, the number
+        of points drawn and how many were left out for a NaN.
     target:
         The y axis (default ``test_acc``).
     color_by:
@@ -124,22 +144,36 @@ def plot_scatter(
     rows = table[table["epoch"] == epoch]
     colours = rows[color_by].fillna("").astype(str) if color_by in rows.columns else None
     categories = sorted(colours.unique()) if colours is not None else [""]
-    figure, axes = _grid(len(measures), ncols=4, size=(3.6, 3.2))
+    figure, axes = _grid(len(measures), ncols=4, size=(3.6, 3.3))
+    handles = {}
     for axis, measure in zip(axes, measures):
         x, y = rows[measure].to_numpy(np.float64), rows[target].to_numpy(np.float64)
         ok = np.isfinite(x) & np.isfinite(y)
         for index, category in enumerate(categories):
             pick = ok & ((colours == category).to_numpy() if colours is not None else True)
-            axis.scatter(x[pick], y[pick], s=14, alpha=0.8, color=f"C{index % 10}", label=category or None)
+            handles[category] = axis.scatter(x[pick], y[pick], s=14, alpha=0.8, color=f"C{index % 10}")
         rho = stats.spearmanr(x[ok], y[ok])[0] if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0 else math.nan
-        axis.set_title(f"{measure_label(measure)}  ρ={rho:.2f}", fontsize=10)
+        axis.set_title(f"{measure_label(measure)}: ρ={rho:.2f}, n={int(ok.sum())}{_left_out(int((~ok).sum()))}", fontsize=9)
         axis.set_xlabel(measure)
-        axis.set_ylabel(_TITLES.get(target, target))
+        axis.set_ylabel(title(target), fontsize=9)
         axis.grid(alpha=0.3)
     if colours is not None and len(categories) > 1:
-        axes[0].legend(fontsize=7, title=color_by, title_fontsize=7)
-    figure.suptitle(f"epoch {epoch}: measures against {_TITLES.get(target, target)} ({int(len(rows))} checkpoints)", fontsize=11)
+        figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, title=color_by,
+                      title_fontsize=8)
+    figure.suptitle(f"epoch {epoch}: measures against {title(target).replace(chr(10), ' ')}, {int(len(rows))} models", fontsize=11)
     return _save(figure, path)
+
+
+def _grid(count: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, count))
+    nrows = math.ceil(count / ncols)
+    figure = Figure(figsize=(size[0] * ncols + 1.2, size[1] * nrows), layout="constrained")
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for extra in axes[count:]:
+        extra.set_visible(False)
+    return figure, axes[:count]
 
 
 def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:
