@@ -369,7 +369,8 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     spacer = np.full((len(history.layers), max(1, n // 8)), np.nan)
     joined = np.concatenate([part for block in blocks for part in (block, spacer)][:-1], axis=1)
     starts = [i * (n + spacer.shape[1]) for i in range(len(panels))]
-    left, right, top, bottom = 0.35 + 0.055 * max([len(name) for name in history.layers] + [6]), 1.1, 0.65, 0.75
+    names, common = _short_names(history.layers)
+    left, right, top, bottom = 0.35 + 0.055 * max([len(name) for name in names] + [6]), 1.1, 0.65, 0.75
     width = left + right + len(panels) * max(1.6, min(3.0, 0.12 * n))
     height = top + bottom + max(1.6, 0.13 * rows)
     figure = Figure(figsize=(width, height), dpi=100)
@@ -386,8 +387,8 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     axis.set_xlabel(f"{axis_label}, in each panel", fontsize=8)
     for start, (unfolding, variant) in zip(starts, panels):
         axis.text(start + (n - 1) / 2, -0.6, f"{unfolding}-channel, {variant}", ha="center", va="bottom", fontsize=8)
-    axis.set_yticks(range(len(history.layers)), history.layers, fontsize=7 if rows <= 40 else 5)
-    axis.set_ylabel("layer", fontsize=8)
+    axis.set_yticks(range(len(names)), names, fontsize=7 if rows <= 40 else 5)
+    axis.set_ylabel(f"layer ({common})" if common else "layer", fontsize=8)
     axis.tick_params(labelsize=7, length=2)
     for spine in axis.spines.values():
         spine.set_visible(False)
@@ -403,6 +404,22 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     figure.canvas.draw()
     rgba = np.asarray(figure.canvas.buffer_rgba())
     return np.ascontiguousarray(rgba[..., :3])
+
+
+def _short_names(layers: list[str]) -> tuple[list[str], str]:
+    """Layer names without the dotted prefix and suffix they all share, and that shared part
+    (``model.a.weight``, ``model.b.weight`` → ``a``, ``b`` and ``model.….weight``)."""
+    parts = [name.split(".") for name in layers]
+    if len(parts) < 2:
+        return list(layers), ""
+    shortest = min(len(p) for p in parts)
+    head = next((i for i in range(shortest) if len({p[i] for p in parts}) > 1), shortest)
+    tail = next((i for i in range(shortest - head) if len({p[-1 - i] for p in parts}) > 1), shortest - head)
+    if head + tail >= shortest:  # keep at least one component of every name
+        return list(layers), ""
+    names = [".".join(p[head:len(p) - tail]) for p in parts]
+    common = ".".join(parts[0][:head]) + ("." if head else "") + "…" + ("." if tail else "") + ".".join(parts[0][len(parts[0]) - tail:])
+    return names, common if head or tail else ""
 
 
 __all__ = [

@@ -1,5 +1,8 @@
 """Paper-style PNG plots (Agg, no pyplot state): correlation against epoch per measure
-(Fig. 5c/d) and measure-against-target scatter panels at one epoch (Fig. 5a/b)."""
+(Fig. 5c/d) and measure-against-target scatter panels at one epoch (Fig. 5a/b).
+
+Each plot says how many models stand behind it and how many were left out for a NaN
+(e.g. an AE measure where EVBMF kept nothing); legends sit outside the data."""
 
 from __future__ import annotations
 
@@ -49,6 +52,17 @@ def plot_correlation_by_epoch(
     method: str = "spearman",
     by: Sequence[str] = ("dataset",),
 ) -> Path:
+    """Write :func:`correlation_figure` to the PNG file ``path`` and return ``path``."""
+    return _save(correlation_figure(correlations, target=target, method=method, by=by), path)
+
+
+def correlation_figure(
+    correlations: pd.DataFrame,
+    *,
+    target: str = "test_acc",
+    method: str = "spearman",
+    by: Sequence[str] = ("dataset",),
+) -> Figure:
     """One line per measure: the ``method`` coefficient with ``target`` against epoch, and
     under it the number of models behind each epoch.
 
@@ -57,8 +71,6 @@ def plot_correlation_by_epoch(
     correlations:
         The output of ``analysis.correlations`` (its ``models`` and ``n`` columns give the
         bars and, per measure, how many models were left out for a NaN, shown in the legend).
-    path:
-        PNG file to write.
     target, method:
         Which target column and coefficient to draw.
     by:
@@ -66,9 +78,10 @@ def plot_correlation_by_epoch(
 
     Returns
     -------
-    Path
-        ``path``.
+    Figure
+        A matplotlib ``Figure`` (Agg canvas, no pyplot state); the legend sits outside the panels.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     rows = correlations[correlations["target"] == target]
@@ -76,6 +89,7 @@ def plot_correlation_by_epoch(
     ncols = max(1, min(3, len(groups)))
     nrows = math.ceil(max(len(groups), 1) / ncols)
     figure = Figure(figsize=(4.6 * ncols + 2.2, 4.4 * nrows), layout="constrained")
+    FigureCanvasAgg(figure)
     grid = figure.subplots(2 * nrows, ncols, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 1] * nrows})
     for index in range(len(groups), nrows * ncols):
         grid[2 * (index // ncols), index % ncols].set_visible(False)
@@ -104,7 +118,7 @@ def plot_correlation_by_epoch(
     if handles:
         figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
                       title="measure (dashed: AE)", title_fontsize=8)
-    return _save(figure, path)
+    return figure
 
 
 def plot_scatter(
@@ -116,14 +130,24 @@ def plot_scatter(
     target: str = "test_acc",
     color_by: str = "optimizer",
 ) -> Path:
+    """Write :func:`scatter_figure` to the PNG file ``path`` and return ``path``."""
+    return _save(scatter_figure(table, epoch=epoch, measures=measures, target=target, color_by=color_by), path)
+
+
+def scatter_figure(
+    table: pd.DataFrame,
+    *,
+    epoch: int,
+    measures: Sequence[str],
+    target: str = "test_acc",
+    color_by: str = "optimizer",
+) -> Figure:
     """One panel per measure: each checkpoint of ``epoch`` as a point (measure, target).
 
     Parameters
     ----------
     table:
         One row per checkpoint with ``epoch``, the measures, the target and ``color_by``.
-    path:
-        PNG file to write.
     epoch:
         The epoch to show.
     measures:
@@ -136,8 +160,8 @@ def plot_scatter(
 
     Returns
     -------
-    Path
-        ``path``.
+    Figure
+        A matplotlib ``Figure`` (Agg canvas, no pyplot state); the legend sits outside the panels.
     """
     from scipy import stats
 
@@ -161,15 +185,17 @@ def plot_scatter(
         figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, title=color_by,
                       title_fontsize=8)
     figure.suptitle(f"epoch {epoch}: measures against {title(target).replace(chr(10), ' ')}, {int(len(rows))} models", fontsize=11)
-    return _save(figure, path)
+    return figure
 
 
 def _grid(count: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     ncols = max(1, min(ncols, count))
     nrows = math.ceil(count / ncols)
     figure = Figure(figsize=(size[0] * ncols + 1.2, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(figure)
     axes = figure.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for extra in axes[count:]:
         extra.set_visible(False)
