@@ -76,16 +76,20 @@ def executable(script: str, module: str) -> list[str]:
     return [str(path)] if path.is_file() else [sys.executable, "-m", module]
 
 
-def wait_for(url: str, seconds: float = 120.0) -> None:
+def wait_until_loaded(base: str, logdir: Path, seconds: float = 300.0) -> None:
+    """Wait until TensorBoard serves ``probe/F_p_BE`` of every run under ``logdir``."""
+    runs = {path.parent for path in logdir.rglob("events.out.tfevents.*")}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(1.0)
-    raise SystemExit(f"{url} did not answer within {seconds:.0f} s")
+            with urllib.request.urlopen(f"{base}/data/plugin/scalars/tags", timeout=10) as response:
+                tags = json.load(response)
+            if sum("probe/F_p_BE" in run_tags for run_tags in tags.values()) >= len(runs):
+                return
+        except (urllib.error.URLError, ConnectionError, ValueError):
+            pass
+        time.sleep(2.0)
+    raise SystemExit(f"TensorBoard at {base} did not load the {len(runs)} runs of {logdir} within {seconds:.0f} s")
 
 
 def proxy(target: str) -> http.server.ThreadingHTTPServer:
@@ -135,7 +139,7 @@ def screenshot(base: str, name: str, size: tuple[int, int], path: str, click: st
     target = out / name
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=20000",
+                        f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=30000",
                         f"--screenshot={target}", url], check=True, capture_output=True, timeout=180)
     return target
 
@@ -158,8 +162,7 @@ def main() -> None:
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         server = None
         try:
-            wait_for(f"http://127.0.0.1:{port}/data/runs")
-            time.sleep(5)  # let TensorBoard finish its first pass over the event files
+            wait_until_loaded(f"http://127.0.0.1:{port}", demo / "tensorboard")
             server = proxy(f"http://127.0.0.1:{port}")
             base = f"http://127.0.0.1:{server.server_address[1]}"
             args.out.mkdir(parents=True, exist_ok=True)

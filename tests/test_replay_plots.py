@@ -55,7 +55,7 @@ def test_correlation_plot_shows_models_per_epoch_nan_counts_and_the_gaps_sign() 
     assert [patch.get_height() for patch in bars.patches] == [8, 5]  # models per epoch
     assert bars.get_ylabel() == "models"
     labels = [text.get_text() for text in figure.legends[0].get_texts()]
-    assert labels == ["E (BE)", "E (AE), 2 NaN left out"]
+    assert labels == ["E (BE)", "E (AE), 2 of 13 NaN left out"]
     _legend_clear_of_axes(figure)
 
 

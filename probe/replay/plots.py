@@ -40,8 +40,8 @@ def _style(name: str, index: int) -> dict[str, object]:
     return {"color": colour, "linestyle": "--" if variant == "AE" else "-", "marker": "s" if variant == "AE" else "o"}
 
 
-def _left_out(count: int) -> str:
-    return f", {count} NaN left out" if count else ""
+def _left_out(count: int, total: int | None = None) -> str:
+    return f", {count}{f' of {total}' if total else ''} NaN left out" if count else ""
 
 
 def plot_correlation_by_epoch(
@@ -99,8 +99,8 @@ def correlation_figure(
         axis, counts = grid[2 * (index // ncols), index % ncols], grid[2 * (index // ncols) + 1, index % ncols]
         for number, (measure, series) in enumerate(group.groupby("measure", sort=False)):
             series = series.sort_values("epoch")
-            left_out = int((series["models"] - series["n"]).sum())
-            label = f"{measure_label(measure)}{_left_out(left_out)}"
+            total = int(series["models"].sum())
+            label = f"{measure_label(measure)}{_left_out(total - int(series['n'].sum()), total)}"
             (line,) = axis.plot(series["epoch"], series[method], label=label, **_style(measure, number))
             handles.setdefault(label, line)
         axis.axhline(0.0, color="0.6", linewidth=0.8)
