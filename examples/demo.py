@@ -188,7 +188,7 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
         hparams = (f"lr{lr:.4g}", "bs64", f"trial{trial.number}")
         history: dict[int, dict[str, float]] = {}
         log_dir = args.out / "tensorboard" / "study" / f"trial{trial.number:03d}"
-        # 20 small runs are compared by their network measures: no per-layer heatmaps (they cost ~0.1 s each)
+        # 20 small runs are compared by their network measures: no per-layer heatmaps
         with ProbeHook(model, log_dir=log_dir, layers="genprob", options=LogOptions(heatmaps=())) as hook:
             for epoch in range(args.epochs):
                 model.train()

@@ -31,6 +31,7 @@ writers that Lightning's ``TensorBoardLogger`` uses).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import weakref
@@ -107,8 +108,8 @@ class LogOptions:
     heatmaps:
         Per-layer quantities drawn as a layers × epochs image, one image each (default
         ``ER, SQ, spec, fro``: the quantities behind the headline measures ``E, SQ, S, F``;
-        any of ``S, C, ER, spec, fro, SQ``); ``()`` draws none. Needs matplotlib; each
-        image takes about 0.1–0.3 s to draw.
+        any of ``S, C, ER, spec, fro, SQ``); ``()`` draws none. Needs matplotlib (its
+        Pillow draws them: 5–30 ms per image for 6–50 layers here).
     layer_quantities:
         Per-layer quantities also written as scalars, one tag per layer × unfolding ×
         variant (default ``()``: 24 tags per layer for all six, so opt in for small models).
@@ -337,7 +338,8 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     """Render one quantity of ``history`` as layers (rows) × epochs (columns), one panel per
     variant × unfolding, a shared colour scale (``log10 C`` for ``C``), grey where undefined.
 
-    Uses matplotlib's Agg canvas directly (no pyplot: safe off the main thread).
+    Drawn with Pillow (matplotlib's dependency) in a few milliseconds, since it runs every
+    epoch on the training thread; matplotlib provides the colour map and the font.
 
     Returns
     -------
@@ -345,65 +347,81 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
         RGB ``uint8`` array of shape ``(height, width, 3)``.
     """
     try:
-        from matplotlib import colormaps
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.colors import Normalize
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
+        from PIL import Image, ImageDraw
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError("the probe heatmaps need matplotlib: pip install matplotlib (or LogOptions(heatmaps=()))") from error
     panels = [(u, v) for v in variants for u in UNFOLDINGS]
-    tables = {panel: history.table(quantity, *panel) for panel in panels}
     labels = sorted(history.columns)
+    tables = [history.table(quantity, *panel)[1] for panel in panels]
     if quantity == "C":  # condition numbers span orders of magnitude: colour by log10
         with np.errstate(divide="ignore", invalid="ignore"):
-            tables = {key: (x, np.where(t > 0, np.log10(t), np.nan)) for key, (x, t) in tables.items()}
-    values = np.concatenate([t.ravel() for _, t in tables.values()]) if tables else np.array([])
+            tables = [np.where(t > 0, np.log10(t), np.nan) for t in tables]
+    values = np.concatenate([t.ravel() for t in tables]) if tables else np.array([])
     finite = values[np.isfinite(values)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    norm = Normalize(low, high) if high > low else Normalize(low - 0.5, low + 0.5)
-    rows, n = max(len(history.layers), 1), max(len(labels), 1)
-    # one axes for all panels, side by side with a blank column between them, and fixed
-    # margins in inches: several axes or constrained layout would double the drawing time
-    blocks = [tables[key][1] for key in panels]
-    spacer = np.full((len(history.layers), max(1, n // 8)), np.nan)
-    joined = np.concatenate([part for block in blocks for part in (block, spacer)][:-1], axis=1)
-    starts = [i * (n + spacer.shape[1]) for i in range(len(panels))]
+    if high <= low:
+        low, high = low - 0.5, low + 0.5
     names, common = _short_names(history.layers)
-    left, right, top, bottom = 0.35 + 0.055 * max([len(name) for name in names] + [6]), 1.1, 0.65, 0.75
-    width = left + right + len(panels) * max(1.6, min(3.0, 0.12 * n))
-    height = top + bottom + max(1.6, 0.13 * rows)
-    figure = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(figure)
-    axis = figure.add_axes((left / width, bottom / height, 1 - (left + right) / width, 1 - (top + bottom) / height))
-    cmap = colormaps["viridis"].with_extremes(bad="#c8c8c8")
-    image = axis.imshow(np.ma.masked_invalid(joined), aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
-    for start in starts[1:]:  # the spacers are white, not "undefined" grey
-        axis.axvspan(start - spacer.shape[1] - 0.5, start - 0.5, color="white", linewidth=0)
+    rows, n = len(names), max(len(labels), 1)
+    small = rows > 40
+    font, bold, title_font = _font(9 if small else 11), _font(11), _font(15)
+    cell_h, cell_w = (10 if small else 15), int(np.clip(180 // n, 4, 24))
     axis_label = "epoch" if history.labelled_by_epoch else "step"
-    every = max(1, math.ceil(n / max(2, int(width / len(panels) * 2.5))))
-    positions = [start + i for start in starts for i in range(0, n, every)]
-    axis.set_xticks(positions, [str(labels[(p - s)]) for s in starts for p in range(s, s + n, every)] if labels else [])
-    axis.set_xlabel(f"{axis_label}, in each panel", fontsize=8)
-    for start, (unfolding, variant) in zip(starts, panels):
-        axis.text(start + (n - 1) / 2, -0.6, f"{unfolding}-channel, {variant}", ha="center", va="bottom", fontsize=8)
-    axis.set_yticks(range(len(names)), names, fontsize=7 if rows <= 40 else 5)
-    axis.set_ylabel(f"layer ({common})" if common else "layer", fontsize=8)
-    axis.tick_params(labelsize=7, length=2)
-    for spine in axis.spines.values():
-        spine.set_visible(False)
-    bar_axis = figure.add_axes(((width - right + 0.15) / width, bottom / height, 0.15 / width, 1 - (top + bottom) / height))
-    figure.colorbar(image, cax=bar_axis).set_label("log₁₀ C" if quantity == "C" else quantity, fontsize=8)
-    bar_axis.tick_params(labelsize=7)
+    layer_label = f"layer ({common})" if common else "layer"
+    name_w = int(max([font.getlength(name) for name in names] + [font.getlength(layer_label)])) + 16
+    panel_w, gap, top = cell_w * n, 16, 64
+    grid_h = cell_h * rows
+    bar_x = name_w + len(panels) * (panel_w + gap) + 8
+    width, height = bar_x + 90, top + grid_h + 66
+    canvas = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(canvas)
     span = f"{axis_label}s {labels[0]}–{labels[-1]}" if len(labels) > 1 else f"{axis_label} {labels[0]}" if labels else ""
-    figure.suptitle(f"{quantity}: {QUANTITY_TITLES[quantity]} per layer, {span}", fontsize=10, x=0.02, ha="left",
-                    y=1 - 0.1 / height, va="top")
+    draw.text((10, 8), f"{quantity}: {QUANTITY_TITLES[quantity]} per layer, {span}", font=title_font, fill="black")
+    draw.text((name_w - 8, top - 6), layer_label, font=font, fill="black", anchor="rs")
+    lut = _viridis()
+    every = max(1, math.ceil(n / max(1, panel_w // 28)))
+    for index, ((unfolding, variant), table) in enumerate(zip(panels, tables)):
+        x0 = name_w + index * (panel_w + gap)
+        with np.errstate(invalid="ignore"):
+            shade = np.clip((table - low) / (high - low) * 255, 0, 255)
+        rgb = np.where(np.isfinite(table)[..., None], lut[np.nan_to_num(shade).astype(np.uint8)], np.uint8(200))
+        block = np.repeat(np.repeat(rgb.reshape(rows, len(labels), 3), cell_h, axis=0), cell_w, axis=1)
+        if block.size:
+            canvas.paste(Image.fromarray(np.ascontiguousarray(block, dtype=np.uint8)), (x0, top))
+        draw.text((x0 + panel_w / 2, top - 6), f"{unfolding}-channel, {variant}", font=bold, fill="black", anchor="ms")
+        for i in range(0, len(labels), every):
+            draw.text((x0 + (i + 0.5) * cell_w, top + grid_h + 4), str(labels[i]), font=font, fill="black", anchor="ma")
+    for row, name in enumerate(names):
+        draw.text((name_w - 8, top + (row + 0.5) * cell_h), name, font=font, fill="black", anchor="rm")
+    draw.text((name_w + (len(panels) * (panel_w + gap) - gap) / 2, top + grid_h + 20), f"{axis_label}, in each panel",
+              font=font, fill="black", anchor="ma")
+    gradient = lut[np.linspace(255, 0, max(grid_h, 1)).astype(np.uint8)][:, None, :].repeat(14, axis=1)
+    canvas.paste(Image.fromarray(np.ascontiguousarray(gradient)), (bar_x, top))
+    draw.text((bar_x, top - 6), "log₁₀ C" if quantity == "C" else quantity, font=bold, fill="black", anchor="ls")
+    for fraction in np.linspace(0, 1, 5 if grid_h >= 80 else 2):
+        y = top + (1 - fraction) * (grid_h - 1)
+        draw.line((bar_x + 14, y, bar_x + 18, y), fill="black")
+        draw.text((bar_x + 21, y), f"{low + fraction * (high - low):.3g}", font=font, fill="black", anchor="lm")
     if not np.isfinite(values).all():
-        figure.legend(handles=[Patch(color="#c8c8c8", label="undefined: EVBMF kept nothing, NaN or ∞")],
-                      loc="lower right", fontsize=7, frameon=False, bbox_to_anchor=(1, 0))
-    figure.canvas.draw()
-    rgba = np.asarray(figure.canvas.buffer_rgba())
-    return np.ascontiguousarray(rgba[..., :3])
+        y = height - 14
+        draw.rectangle((10, y - 5, 22, y + 5), fill=(200, 200, 200))
+        draw.text((28, y), "undefined: EVBMF kept nothing, NaN or ∞", font=font, fill="black", anchor="lm")
+    return np.asarray(canvas)
+
+
+@functools.lru_cache(maxsize=8)
+def _font(size: int) -> Any:
+    from matplotlib import font_manager
+    from PIL import ImageFont
+
+    return ImageFont.truetype(font_manager.findfont("DejaVu Sans"), size)
+
+
+@functools.lru_cache(maxsize=1)
+def _viridis() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["viridis"](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
 def _short_names(layers: list[str]) -> tuple[list[str], str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import csv
 import importlib
-import math
 import time
 
 import pytest
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import probe
 from integrations.lightning import ProbeCallback
 from integrations.tensorboard import LAYER_QUANTITIES, LogOptions, heatmap_tag, layer_tag, spectrum_tag
-from tests.tb_events import close, layout, load, scalars
+from tests.tb_events import close, layout, load, scalars, value_at
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps).*")]
 
@@ -130,8 +129,7 @@ def test_logged_values_are_the_measures_of_each_epochs_weights(pl, tmp_path) -> 
         step = recorder.steps[epoch]
         assert step == BATCHES * (epoch + 1)
         for name in probe.HEADLINE_NAMES:
-            logged = scalars(events, f"probe/{name}") if f"probe/{name}" in events.Tags()["scalars"] else {}
-            assert close(logged.get(step, math.nan), expected.network[name]), (epoch, name)  # NaN: not written
+            assert close(value_at(events, f"probe/{name}", step), expected.network[name]), (epoch, name)
             # in callback_metrics before on_validation_end, as float32
             assert close(recorder.at_validation_end[epoch][f"probe/{name}"], expected.network[name])
         layer = expected.layers[-1]
@@ -225,7 +223,7 @@ def test_background_mode_logs_each_epoch_and_blocks_little(pl, kind, tmp_path) -
     for epoch, state in recorder.states.items():
         expected = _expected(state)  # the copy, not the later weights, was measured
         assert close(logged[recorder.steps[epoch]], expected.network["E_L2_BE"])
-        assert close(scalars(events, "probe/F_p_AE")[recorder.steps[epoch]], expected.network["F_p_AE"])
+        assert close(value_at(events, "probe/F_p_AE", recorder.steps[epoch]), expected.network["F_p_AE"])
     assert callback.last_epoch == 2 and callback._measurer is None  # flushed and shut down
     assert [t.epoch for t in callback.timings] == [0, 1, 2]
     # epoch 0 also pays for opening the event file and writing the layout: compare the later epochs
