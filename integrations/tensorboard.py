@@ -1,14 +1,14 @@
 """Sink: a :class:`probe.Report` -> a TensorBoard ``SummaryWriter`` at one step.
 
-What is written by default — readable at 50+ layers (8 scalar tags and 4 images per run):
+What is written by default — readable at 50+ layers (8 scalar tags and 2 images per run):
 
 - ``probe/<name>``: each network measure in ``measures`` (the eight headline names such as
   ``E_L2_BE``, or any aggregate name such as ``ER_L2_t6_BE``), one scalar each. An
   undefined value (NaN: an AE measure while EVBMF keeps nothing in any layer, or
   non-finite weights) is not written — the chart has a gap there — and the text tag
   ``probe/undefined`` says which measures are missing at that step and why;
-- ``probe_heatmap/<q>``: one image per per-layer quantity ``q`` (default ``ER, SQ, spec,
-  fro``; also ``S, C``): layers (rows) × the epochs logged so far (columns) with one panel per variant ×
+- ``probe_heatmap/<q>``: one image per per-layer quantity ``q`` (default ``SQ, ER``; also
+  ``S, C, spec, fro``): layers (rows) × the epochs logged so far (columns) with one panel per variant ×
   unfolding, one colour bar, a title and an epoch axis. Undefined cells (AE where EVBMF
   kept nothing, NaN, ``C = ∞``) are grey, never a colour. The latest image holds the
   whole history of the writer (since it was created; a resumed run starts a new one).
@@ -48,8 +48,10 @@ from probe.unfold import UNFOLDINGS
 
 LAYER_QUANTITIES = (*QUANTITIES, "SQ")
 """Per-layer quantities that can be written: ``S, C, ER, spec, fro, SQ``."""
-HEATMAP_QUANTITIES = ("ER", "SQ", "spec", "fro")
-"""The default heatmaps: the per-layer quantities the headline measures aggregate."""
+HEATMAP_QUANTITIES = ("SQ", "ER")
+"""The default heatmaps: stable quality and effective rank, the paper's per-layer quantities
+(behind the headline ``SQ`` and ``E``); each image costs about as much as measuring a small
+network (``benchmarks/tensorboard_cost.py``), so the others are opt-in."""
 
 NETWORK_PREFIX = "probe/"
 UNDEFINED_TAG = "probe/undefined"
@@ -107,9 +109,9 @@ class LogOptions:
     ----------
     heatmaps:
         Per-layer quantities drawn as a layers × epochs image, one image each (default
-        ``ER, SQ, spec, fro``: the quantities behind the headline measures ``E, SQ, S, F``;
-        any of ``S, C, ER, spec, fro, SQ``); ``()`` draws none. Needs matplotlib (its
-        Pillow draws them: 5–30 ms per image for 6–50 layers here).
+        ``SQ, ER``; any of ``S, C, ER, spec, fro, SQ``); ``()`` draws none. Needs matplotlib
+        (its Pillow draws them). Drawing and encoding take tens of milliseconds per image,
+        on the thread that logs (``benchmarks/tensorboard_cost.py``).
     layer_quantities:
         Per-layer quantities also written as scalars, one tag per layer × unfolding ×
         variant (default ``()``: 24 tags per layer for all six, so opt in for small models).
@@ -338,8 +340,8 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     """Render one quantity of ``history`` as layers (rows) × epochs (columns), one panel per
     variant × unfolding, a shared colour scale (``log10 C`` for ``C``), grey where undefined.
 
-    Drawn with Pillow (matplotlib's dependency) in a few milliseconds, since it runs every
-    epoch on the training thread; matplotlib provides the colour map and the font.
+    Drawn with Pillow (matplotlib's dependency; about 10 ms), since it runs every epoch on
+    the logging thread; matplotlib provides the colour map and the font.
 
     Returns
     -------
@@ -365,7 +367,7 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     rows, n = len(names), max(len(labels), 1)
     small = rows > 40
     font, bold, title_font = _font(9 if small else 11), _font(11), _font(15)
-    cell_h, cell_w = (10 if small else 15), int(np.clip(180 // n, 4, 24))
+    cell_h, cell_w = (10 if small else 12), int(np.clip(120 // n, 3, 16))
     axis_label = "epoch" if history.labelled_by_epoch else "step"
     layer_label = f"layer ({common})" if common else "layer"
     name_w = int(max([font.getlength(name) for name in names] + [font.getlength(layer_label)])) + 16
@@ -391,8 +393,7 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
         draw.text((x0 + panel_w / 2, top - 6), f"{unfolding}-channel, {variant}", font=bold, fill="black", anchor="ms")
         for i in range(0, len(labels), every):
             draw.text((x0 + (i + 0.5) * cell_w, top + grid_h + 4), str(labels[i]), font=font, fill="black", anchor="ma")
-    for row, name in enumerate(names):
-        draw.text((name_w - 8, top + (row + 0.5) * cell_h), name, font=font, fill="black", anchor="rm")
+    canvas.paste(_names_image(tuple(names), 9 if small else 11, cell_h, name_w - 8), (0, top))
     draw.text((name_w + (len(panels) * (panel_w + gap) - gap) / 2, top + grid_h + 20), f"{axis_label}, in each panel",
               font=font, fill="black", anchor="ma")
     gradient = lut[np.linspace(255, 0, max(grid_h, 1)).astype(np.uint8)][:, None, :].repeat(14, axis=1)
@@ -407,6 +408,18 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
         draw.rectangle((10, y - 5, 22, y + 5), fill=(200, 200, 200))
         draw.text((28, y), "undefined: EVBMF kept nothing, NaN or ∞", font=font, fill="black", anchor="lm")
     return np.asarray(canvas)
+
+
+@functools.lru_cache(maxsize=16)
+def _names_image(names: tuple[str, ...], size: int, cell_h: int, width: int) -> Any:
+    """The layer-name column, right-aligned, one name per ``cell_h`` rows (cached: names rarely change)."""
+    from PIL import Image, ImageDraw
+
+    column = Image.new("RGB", (width, cell_h * len(names)), "white")
+    draw = ImageDraw.Draw(column)
+    for row, name in enumerate(names):
+        draw.text((width, (row + 0.5) * cell_h), name, font=_font(size), fill="black", anchor="rm")
+    return column
 
 
 @functools.lru_cache(maxsize=8)

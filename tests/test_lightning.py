@@ -212,7 +212,8 @@ def test_resume_restores_state_and_logs_no_duplicate_step(pl, tmp_path) -> None:
 
 @pytest.mark.parametrize(("pl", "kind"), [("lightning.pytorch", True), ("pytorch_lightning", "process")], indirect=["pl"])
 def test_background_mode_logs_each_epoch_and_blocks_little(pl, kind, tmp_path) -> None:
-    callback = ProbeCallback(background=kind, options=LogOptions(layer_quantities=("SQ",), histograms=False))
+    # heatmaps are drawn on the training thread (when a report is logged); this test times the measuring
+    callback = ProbeCallback(background=kind, options=LogOptions(heatmaps=(), layer_quantities=("SQ",), histograms=False))
     recorder = _recorder(pl, callback)
     trainer = _trainer(pl, tmp_path, [recorder, callback], max_epochs=3)
     trainer.fit(_module(pl, depth=8, step_sleep=0.1))  # measuring takes much longer than copying
