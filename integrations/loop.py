@@ -5,9 +5,9 @@ Example::
     from integrations.loop import ProbeHook
 
     with ProbeHook(model, log_dir="runs/probe") as hook:
-        steps = 0
         for epoch in range(epochs):
-            steps += train_one_epoch(model)  # optimizer steps taken
+            train_one_epoch(model, loader)
+            steps = (epoch + 1) * len(loader)  # optimizer steps taken so far
             report = hook.epoch_end(epoch, step=steps - 1)  # measures, writes probe/* there
             print(report.network["E_L2_BE"])
 
