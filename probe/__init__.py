@@ -8,7 +8,8 @@
 
 from probe.aggregate import HEADLINE_NAMES
 from probe.api import measure
+from probe.options import MeasureOptions
 from probe.report import LayerResult, Report, Unfolding
 
-__all__ = ["measure", "Report", "LayerResult", "Unfolding", "HEADLINE_NAMES"]
+__all__ = ["measure", "MeasureOptions", "Report", "LayerResult", "Unfolding", "HEADLINE_NAMES"]
 __version__ = "0.1.0"
