@@ -32,6 +32,7 @@ import probe
 from integrations.tensorboard import LogOptions, add_layout, check_measure_names, write_report
 from probe.aggregate import HEADLINE_NAMES
 from probe.layers import LayerSelector, select_layers
+from probe.options import MeasureOptions
 from probe.spectrum import Method
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,7 @@ class ProbeHook:
         self.measures = check_measure_names(measures)
         self.options = options
         self.every_n_epochs = every_n_epochs
-        self._measure_kwargs = {"method": method, "device": device, "nonfinite": nonfinite}
-        self._layers = layers
+        self.measure_options = MeasureOptions(layers=layers, method=method, nonfinite=nonfinite, device=device)
         select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
         self._model = model
         if writer is None:
@@ -126,7 +126,7 @@ class ProbeHook:
         """
         if (epoch + 1) % self.every_n_epochs:
             return None
-        report = probe.measure(self._model, layers=self._layers, **self._measure_kwargs)  # type: ignore[arg-type]
+        report = probe.measure(self._model, **self.measure_options.kwargs())
         if not self._layout_written:
             add_layout(self.writer, self.measures, self.options)
             self._layout_written = True

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from probe.aggregate import HEADLINE, HEADLINE_NAMES, VARIANTS, check_measure_name
+from probe.aggregate import HEADLINE_NAMES, VARIANTS, check_measure_name, parse_measure_name
 from probe.quantities import QUANTITIES
 from probe.report import Report, Unfolding
 from probe.unfold import UNFOLDINGS
@@ -156,9 +156,8 @@ def heatmap_tag(quantity: str) -> str:
 
 def measure_title(name: str) -> str:
     """What a network measure is, e.g. ``E_L2_BE`` → ``E_L2_BE: effective rank, L2 aggregate (t6), BE (raw weights)``."""
-    base, _, variant = name.rpartition("_")
-    measure, how, t = HEADLINE[base] if base in HEADLINE else name.split("_")[:3]
-    return f"{name}: {_MEASURE_TITLES[measure]}, {how} aggregate ({t}), {VARIANT_TITLES[variant]}"
+    parts = parse_measure_name(name)
+    return f"{name}: {_MEASURE_TITLES[parts.measure]}, {parts.aggregation} aggregate ({parts.transform}), {VARIANT_TITLES[parts.variant]}"
 
 
 def layout(measures: Iterable[str] = HEADLINE_NAMES, options: LogOptions = LogOptions()) -> dict[str, dict[str, list]]:

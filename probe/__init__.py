@@ -14,9 +14,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_MODULE_OF = {"measure": "api", "Report": "report", "LayerResult": "report", "Unfolding": "report", "HEADLINE_NAMES": "aggregate"}
+_MODULE_OF = {"measure": "api", "MeasureOptions": "options", "Report": "report", "LayerResult": "report",
+              "Unfolding": "report", "HEADLINE_NAMES": "aggregate"}
 
-__all__ = ["measure", "Report", "LayerResult", "Unfolding", "HEADLINE_NAMES"]
+__all__ = ["measure", "MeasureOptions", "Report", "LayerResult", "Unfolding", "HEADLINE_NAMES"]
 __version__ = "0.1.0"
 
 

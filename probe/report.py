@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, check_measure_name, grid
+from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, grid, parse_measure_name
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
 
@@ -101,11 +101,10 @@ class Report:
         if name in self.network:
             return self.network[name]
         try:
-            check_measure_name(name, argument="name")
+            parts = parse_measure_name(name, argument="name")
         except ValueError as error:
             raise KeyError(str(error)) from None
-        measure, how, t, variant = name.split("_")
-        return self.aggregate(measure, variant, how, t)
+        return self.aggregate(parts.measure, parts.variant, parts.aggregation, parts.transform)
 
     def genprob_rows(self) -> list[dict[str, object]]:
         """One dict per probed layer: ``layer``, the 20 metric columns and 4 weights (SPEC §6)."""

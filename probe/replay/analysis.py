@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.aggregate import AGGREGATIONS, HEADLINE, HEADLINE_NAMES, MEASURES, TRANSFORMS, VARIANTS, aggregate, transform
+from probe.aggregate import HEADLINE_NAMES, aggregate, parse_measure_name, transform
 from probe.replay.runner import CHECKPOINTS_CSV, LAYERS_CSV
 
 if TYPE_CHECKING:
@@ -106,25 +106,6 @@ def _check_nonempty(keep: np.ndarray, column: str, wanted: Sequence[str], values
         raise ValueError(f"no checkpoint matches {column}={list(wanted)}; values present: {seen}")
 
 
-def parse_measure(name: str) -> tuple[str, str, str, str]:
-    """``name`` → ``(measure, aggregation, transform, variant)``; headline names included.
-
-    >>> parse_measure("E_L2_BE")
-    ('ER', 'L2', 't6', 'BE')
-    """
-    base, _, variant = name.rpartition("_")
-    if variant in VARIANTS and base in HEADLINE:
-        return (*HEADLINE[base], variant)
-    parts = name.split("_")
-    if len(parts) == 4 and parts[0] in MEASURES and parts[1] in AGGREGATIONS and parts[2] in TRANSFORMS and parts[3] in VARIANTS:
-        return parts[0], parts[1], parts[2], parts[3]
-    raise ValueError(
-        f"unknown measure {name!r}: use a headline name {HEADLINE_NAMES} or "
-        f"'{{measure}}_{{aggregation}}_{{transform}}_{{variant}}' with measure in {MEASURES}, "
-        f"aggregation in {AGGREGATIONS}, transform t0..t7, variant BE/AE (e.g. 'ER_mean_t0_AE')"
-    )
-
-
 def network_measure(layers: pd.DataFrame, name: str) -> pd.Series:
     """Recompute a network measure per checkpoint from the tidy layer table (SPEC §5).
 
@@ -133,14 +114,14 @@ def network_measure(layers: pd.DataFrame, name: str) -> pd.Series:
     layers:
         ``layers.csv`` as a DataFrame.
     name:
-        A headline or aggregate name (``parse_measure``).
+        A headline or aggregate name (``probe.aggregate.parse_measure_name``).
 
     Returns
     -------
     Series
         Indexed by checkpoint ``path``.
     """
-    measure, how, t, variant = parse_measure(name)
+    _, measure, how, t, variant = parse_measure_name(name)
     rows = layers[layers["variant"] == variant].sort_values(["path", "unfolding", "layer_index"])  # "in" before "out"
 
     def one(group: pd.DataFrame) -> float:
@@ -297,7 +278,7 @@ def write_report(
     table = filter_checkpoints(checkpoints, optimizers=optimizers, datasets=datasets, hparams=hparams)
     missing = [name for name in measures if name not in table.columns]
     if missing:
-        needed = {parse_measure(name)[0] for name in missing}
+        needed = {parse_measure_name(name).measure for name in missing}
         layers = load_layers(out_dir, columns=["path", "layer_index", "unfolding", "variant", "weight", *sorted(needed)])
         table = with_measures(table, layers, missing)
     for target in targets:
