@@ -1,0 +1,188 @@
+"""How long the pruner takes to decide, on real storages with many completed trials.
+
+For each storage (in memory, SQLite, a journal file, a PostgreSQL server started here by
+``pgserver``) and each study size, the study is filled with N completed trials, each with
+the eight headline measures stored at every epoch (through ``measure_attrs``, the layout
+``report_measures`` writes). Then a worker opens the study with a fresh storage object, as
+a new process would, and runs a few trials epoch by epoch: ``report_measures`` and
+``trial.should_prune()`` each epoch, both timed. The first decision of the worker loads
+every completed trial from the storage (reported apart, as "first"); the others are the
+steady state.
+
+    python benchmarks/pruner_latency.py                     # 1,000 and 10,000 trials x 20 epochs
+    python benchmarks/pruner_latency.py --quick             # a smoke run in seconds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.pruners import BasePruner
+from optuna.trial import TrialState
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from integrations.optuna import MeasurePruner, report_measures  # noqa: E402
+from integrations.optuna._measures import measure_attrs  # noqa: E402
+from probe import HEADLINE_NAMES  # noqa: E402
+
+STORAGES = ("inmemory", "sqlite", "journal", "postgresql")
+PRUNERS: dict[str, Callable[[], BasePruner]] = {
+    "percentile": lambda: MeasurePruner(n_startup_trials=5),
+    "learned": lambda: MeasurePruner(mode="learned", n_startup_trials=5),
+}
+
+
+def run_measures(value: float, epochs: int, rng: np.random.Generator) -> dict[int, dict[str, float]]:
+    """Headline measures of a run with final objective ``value``: rising with it, noisy, AE undefined at epoch 0."""
+    measures = {}
+    for epoch in range(epochs):
+        row = {name: float(value * (epoch + 1) / epochs + rng.normal(0, 0.1)) for name in HEADLINE_NAMES}
+        if epoch == 0:
+            row.update({name: math.nan for name in HEADLINE_NAMES if name.endswith("_AE")})
+        measures[epoch] = row
+    return measures
+
+
+@contextmanager
+def backing_store(kind: str, folder: Path) -> Iterator[str]:
+    """Where the study lives: a URL, or the journal file's path; a PostgreSQL server runs meanwhile."""
+    if kind != "postgresql":
+        yield {"inmemory": "", "sqlite": f"sqlite:///{folder / 'study.db'}", "journal": str(folder / "journal.log")}[kind]
+        return
+    import pgserver
+
+    server = pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
+    finally:
+        server.cleanup()
+
+
+def open_storage(kind: str, where: str) -> optuna.storages.BaseStorage | str:
+    """A fresh storage object, as a new worker process opens it."""
+    if kind == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(where))
+    return where
+
+
+class _MemoryJournal(optuna.storages.journal.BaseJournalBackend):
+    """A journal kept in memory while filling, written to the file in one append."""
+
+    def __init__(self) -> None:
+        self.logs: list[dict] = []
+
+    def read_logs(self, log_number_from: int) -> list[dict]:
+        return self.logs[log_number_from:]
+
+    def append_logs(self, logs: list[dict]) -> None:
+        self.logs.extend(logs)
+
+
+def fill(kind: str, where: str, name: str, n_trials: int, epochs: int, seed: int) -> tuple[object, float]:
+    """Create study ``name`` with ``n_trials`` completed trials; returns the in-memory storage (if any) and seconds.
+
+    Filling is not what is measured, so it skips the per-commit disk sync (SQLite
+    ``synchronous=OFF``, PostgreSQL ``synchronous_commit=off``, one journal append); the
+    timed worker opens the study with a plain storage afterwards.
+    """
+    start = time.perf_counter()
+    if kind == "inmemory":
+        storage = optuna.storages.InMemoryStorage()
+    elif kind == "journal":
+        journal = _MemoryJournal()
+        storage = optuna.storages.JournalStorage(journal)
+    elif kind == "sqlite":
+        from sqlalchemy import event
+
+        storage = optuna.storages.RDBStorage(where)
+        event.listen(storage.engine, "connect", lambda connection, _: connection.execute("PRAGMA synchronous=OFF"))
+        storage.engine.dispose()
+    else:
+        storage = optuna.storages.RDBStorage(where, engine_kwargs={"connect_args": {"options": "-c synchronous_commit=off"}})
+    rng = np.random.default_rng(seed)
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.add_trials([
+        optuna.trial.create_trial(value=float(v), user_attrs=measure_attrs(run_measures(v, epochs, rng)))
+        for v in rng.uniform(0, 1, n_trials)
+    ])
+    if kind == "journal":
+        from optuna.storages.journal import JournalFileBackend
+
+        JournalFileBackend(where).append_logs(journal.logs)
+    return storage, time.perf_counter() - start
+
+
+def time_worker(storage, name: str, pruner: BasePruner, epochs: int, n_runs: int, seed: int) -> dict[str, list[float]]:
+    """A worker's timings in ms: the first decision, later decisions, and each epoch's report_measures."""
+    rng = np.random.default_rng(seed)
+    study = optuna.load_study(study_name=name, storage=storage, pruner=pruner)
+    times: dict[str, list[float]] = {"first": [], "decide": [], "report": []}
+    for _ in range(n_runs):
+        trial = study.ask()
+        for epoch, measures in run_measures(2.0, epochs, rng).items():  # a good run: judged at every epoch
+            start = time.perf_counter()
+            report_measures(trial, measures, epoch)
+            times["report"].append(1e3 * (time.perf_counter() - start))
+            start = time.perf_counter()
+            pruned = trial.should_prune()
+            times["first" if not times["first"] else "decide"].append(1e3 * (time.perf_counter() - start))
+            assert not pruned, "the timed run is the best one; it must not be pruned"
+        study.tell(trial, state=TrialState.FAIL)  # keeps the number of completed trials at N
+    return times
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, nargs="+", default=[1000, 10000], help="completed trials per study")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--storages", nargs="+", choices=STORAGES, default=list(STORAGES))
+    parser.add_argument("--runs", type=int, default=3, help="timed trials per pruner (each judged every epoch)")
+    parser.add_argument("--quick", action="store_true", help="100 trials x 5 epochs, in memory and SQLite")
+    parser.add_argument("--json", action="store_true", help="one JSON record per row instead of the table")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.trials, args.epochs, args.storages, args.runs = [100], 5, ["inmemory", "sqlite"], 1
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    rows = []
+    for kind in args.storages:
+        for n_trials in args.trials:
+            with tempfile.TemporaryDirectory() as tmp, backing_store(kind, Path(tmp)) as where:
+                name = f"latency-{n_trials}"
+                filled, fill_s = fill(kind, where, name, n_trials, args.epochs, seed=n_trials)
+                for label, make in PRUNERS.items():
+                    storage = filled if kind == "inmemory" else open_storage(kind, where)
+                    t = time_worker(storage, name, make(), args.epochs, args.runs, seed=1)
+                    rows.append({
+                        "storage": kind, "trials": n_trials, "epochs": args.epochs, "pruner": label,
+                        "fill_s": round(fill_s, 1), "first_ms": round(t["first"][0], 1),
+                        "decide_p50_ms": round(statistics.median(t["decide"]), 2),
+                        "decide_p90_ms": round(float(np.percentile(t["decide"], 90)), 2),
+                        "report_p50_ms": round(statistics.median(t["report"]), 2),
+                    })
+                    print(json.dumps(rows[-1]) if args.json else _row(rows[-1], header=len(rows) == 1), flush=True)
+
+
+def _row(row: dict, *, header: bool) -> str:
+    line = "| " + " | ".join(str(v) for v in row.values()) + " |"
+    if not header:
+        return line
+    return "| " + " | ".join(row) + " |\n|" + "---|" * len(row) + "\n" + line
+
+
+if __name__ == "__main__":
+    main()
