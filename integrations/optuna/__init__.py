@@ -7,13 +7,15 @@
 - :class:`MeasurePruningCallback` does both each epoch in Lightning (single process or DDP);
   it imports Lightning only when first used.
 - :func:`replay_study` replays recorded runs through a pruner (for benchmarks).
+- :func:`plot_measure_history` draws a stored measure against the step for every trial.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from integrations.optuna._measures import check_measure_name, get_measures, report_measures
+from integrations.optuna._measures import check_measure_name, get_measures, measure_attrs, report_measures
+from integrations.optuna._plot import plot_measure_history
 from integrations.optuna._pruner import MeasurePruner, correlation_lower_bound, is_poor, rank_correlation
 from integrations.optuna._replay import RecordedRun, replay_study
 
@@ -25,6 +27,8 @@ __all__ = [
     "correlation_lower_bound",
     "get_measures",
     "is_poor",
+    "measure_attrs",
+    "plot_measure_history",
     "rank_correlation",
     "replay_study",
     "report_measures",
