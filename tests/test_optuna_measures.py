@@ -73,7 +73,7 @@ def test_non_finite_values_are_stored_json_safely(tmp_path):
                        "probe:measures:1": {"E_L2_BE": "inf", "SQ_p_BE": "-inf", "S_p_BE": 1.5}}
     # the latest values are plain floats, non-finite ones included, so that columns stay numeric
     assert (raw["probe:E_L2_BE"], raw["probe:SQ_p_BE"], raw["probe:S_p_BE"]) == (math.inf, -math.inf, 1.5)
-    assert math.isnan(raw["probe:F_p_BE"]) and math.isnan(raw["probe:E_L2_AE"]) and raw["probe:step"] == 1
+    assert math.isnan(raw["probe:F_p_BE"]) and math.isnan(raw["probe:E_L2_AE"]) and raw["probe:last_step"] == 1
     measures = get_measures(loaded)
     assert all(math.isnan(v) for v in measures[0].values())
     assert measures[1] == {"E_L2_BE": math.inf, "SQ_p_BE": -math.inf, "S_p_BE": 1.5}
@@ -83,20 +83,20 @@ def test_latest_values_follow_the_latest_step_of_each_measure():
     trial = optuna.create_study().ask()
     report_measures(trial, {"E_L2_BE": 0.5, "SQ_p_BE": 2.0}, 2)
     report_measures(trial, {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 0)  # an earlier step: history only
-    assert (trial.user_attrs["probe:step"], trial.user_attrs["probe:E_L2_BE"]) == (2, 0.5)
+    assert (trial.user_attrs["probe:last_step"], trial.user_attrs["probe:E_L2_BE"]) == (2, 0.5)
     report_measures(trial, {"E_L2_BE": 0.7}, 5)  # only E_L2_BE at the new latest step
     report_measures(trial, {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 4)  # SQ_p_BE's latest step is now 4
     attrs = trial.user_attrs
-    assert (attrs["probe:step"], attrs["probe:E_L2_BE"], attrs["probe:SQ_p_BE"]) == (5, 0.7, 3.0)
+    assert (attrs["probe:last_step"], attrs["probe:E_L2_BE"], attrs["probe:SQ_p_BE"]) == (5, 0.7, 3.0)
     assert get_measures(trial) == {0: {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 2: {"E_L2_BE": 0.5, "SQ_p_BE": 2.0},
                                    4: {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 5: {"E_L2_BE": 0.7}}
 
 
 def test_measure_attrs_lists_what_report_measures_leaves():
     attrs = measure_attrs({1: {"E_L2_BE": 0.5, "SQ_p_BE": math.nan}, 0: {"E_L2_BE": 0.25}})
-    assert list(attrs)[:2] == ["probe:step", "probe:E_L2_BE"]  # numeric columns before the history
+    assert list(attrs)[:2] == ["probe:last_step", "probe:E_L2_BE"]  # numeric columns before the history
     assert math.isnan(attrs.pop("probe:SQ_p_BE"))
-    assert attrs == {"probe:step": 1, "probe:E_L2_BE": 0.5, "probe:measures:0": {"E_L2_BE": 0.25},
+    assert attrs == {"probe:last_step": 1, "probe:E_L2_BE": 0.5, "probe:measures:0": {"E_L2_BE": 0.25},
                      "probe:measures:1": {"E_L2_BE": 0.5, "SQ_p_BE": None}}
     frozen = optuna.trial.create_trial(value=1.0, user_attrs=measure_attrs({0: {"E_L2_BE": 0.25}}))
     assert get_measures(frozen) == {0: {"E_L2_BE": 0.25}}

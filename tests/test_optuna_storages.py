@@ -130,11 +130,11 @@ def test_workers_share_measures(kind: str, tmp_path: Path, request: pytest.Fixtu
         latest = [measures(w, q, EPOCHS - 1 if q > 0 else 0)[name]
                   for w, q in zip(frame["user_attrs_worker"], frame["user_attrs_quality"])]
         assert column.tolist() == pytest.approx(latest, nan_ok=True)
-    assert frame["user_attrs_probe:step"].tolist() == [EPOCHS - 1 if q > 0 else 0 for q in frame["user_attrs_quality"]]
+    assert frame["user_attrs_probe:last_step"].tolist() == [EPOCHS - 1 if q > 0 else 0 for q in frame["user_attrs_quality"]]
     assert frame["user_attrs_probe:E_L2_AE"].isna().sum() == 2 * WORKERS  # the poor trials stopped at epoch 0
 
     sortable = _dashboard_user_attrs(_storage(kind, location), study._study_id)
-    assert all(sortable[f"probe:{name}"] for name in ("step", "E_L2_BE", "SQ_p_BE", "E_L2_AE"))
+    assert all(sortable[f"probe:{name}"] for name in ("last_step", "E_L2_BE", "SQ_p_BE", "E_L2_AE"))
     assert not sortable["probe:measures:0"]
 
 

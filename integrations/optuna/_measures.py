@@ -8,7 +8,7 @@ so a measure reported there would corrupt the study. Two kinds of attribute:
   :func:`get_measures` and the pruners read), stored as strict JSON: NaN as ``None``,
   ±∞ as ``"inf"``/``"-inf"``.
 - ``probe:<name>`` (e.g. ``probe:E_L2_BE``) → a float: the measure at the latest step that
-  stored it, and ``probe:step`` → that latest step. These are plain numbers (NaN and ±∞
+  stored it, and ``probe:last_step`` → that latest step. These are plain numbers (NaN and ±∞
   included, so a column stays numeric), which makes them float columns of
   ``study.trials_dataframe()`` and sortable columns of optuna-dashboard's trial table.
 
@@ -32,7 +32,7 @@ KEY_PREFIX = "probe:measures:"
 """User-attribute key prefix of a step's measures; the step follows it (``probe:measures:3``)."""
 LATEST_PREFIX = "probe:"
 """User-attribute key prefix of a measure's latest value (``probe:E_L2_BE``)."""
-STEP_KEY = "probe:step"
+STEP_KEY = "probe:last_step"
 """User-attribute key of the latest step with stored measures."""
 
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
@@ -89,9 +89,10 @@ def report_measures(
 def _step_attrs(attrs: Mapping[str, Any], step: int, values: Mapping[str, float]) -> dict[str, Any]:
     """The user attributes that storing ``values`` at ``step`` sets, given the trial's current ``attrs``.
 
-    ``probe:step`` and each ``probe:<name>`` are set only where ``step`` is the latest step
-    storing them; ``probe:measures:<step>`` always (last, so the numeric columns come first
-    in optuna-dashboard's table).
+    ``probe:last_step`` and each ``probe:<name>`` are set only where ``step`` is the latest step
+    storing them; ``probe:measures:<step>`` always, last. optuna-dashboard's table lists the
+    attributes in writing order (journal) or by name (RDB); either way the numeric columns
+    come before the history (``probe:last_step`` sorts before ``probe:measures:``).
     """
     history = _history(attrs)
     later = {name for s, stored in history.items() if s > step for name in stored}
