@@ -2,7 +2,7 @@
 
 For each storage (in memory, SQLite, a journal file, a PostgreSQL server started here by
 ``pgserver``) and each study size, the study is filled with N completed trials, each with
-the eight headline measures stored at every epoch (through ``measure_attrs``, the layout
+the eight headline measures stored at every epoch (through ``measured_trial``, the layout
 ``report_measures`` writes). Then a worker opens the study with a fresh storage object, as
 a new process would, and runs a few trials epoch by epoch: ``report_measures`` and
 ``trial.should_prune()`` each epoch, both timed. The first decision of the worker loads
@@ -33,8 +33,7 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from integrations.optuna import MeasurePruner, report_measures  # noqa: E402
-from integrations.optuna._measures import measure_attrs  # noqa: E402
+from integrations.optuna import MeasurePruner, measured_trial, report_measures  # noqa: E402
 from probe import HEADLINE_NAMES  # noqa: E402
 
 STORAGES = ("inmemory", "sqlite", "journal", "postgresql")
@@ -116,7 +115,7 @@ def fill(kind: str, where: str, name: str, n_trials: int, epochs: int, seed: int
     rng = np.random.default_rng(seed)
     study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
     study.add_trials([
-        optuna.trial.create_trial(value=float(v), user_attrs=measure_attrs(run_measures(v, epochs, rng)))
+        measured_trial(run_measures(v, epochs, rng), value=float(v))
         for v in rng.uniform(0, 1, n_trials)
     ])
     if kind == "journal":

@@ -11,7 +11,8 @@ import torch
 
 import probe
 from integrations.optuna import MeasurePruner, get_measures, report_measures
-from integrations.optuna._measures import measure_attrs, stored_measure
+from integrations.optuna import measured_trial
+from integrations.optuna._measures import stored_measure
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -35,7 +36,8 @@ def test_report_is_stored_per_step_and_read_back():
         assert sorted(measures[step]) == sorted(probe.HEADLINE_NAMES)
     report_measures(trial, {"E_L2_BE": 7.0}, 3)  # same step again: replaced
     assert get_measures(trial)[3] == {"E_L2_BE": 7.0}
-    assert trial.user_attrs["probe:measures:0"]["E_L2_BE"] == pytest.approx(reports[0].network["E_L2_BE"])
+    assert study.trials[0].system_attrs["probe:measures:0"]["E_L2_BE"] == pytest.approx(reports[0].network["E_L2_BE"])
+    assert trial.user_attrs["probe:E_L2_BE"] == 7.0 and trial.user_attrs["probe:last_step"] == 3
 
 
 def test_default_names_add_the_pruner_aggregate_and_names_select():
@@ -66,8 +68,9 @@ def test_non_finite_values_are_stored_json_safely(tmp_path):
     study.tell(trial, 0.0)
 
     loaded = optuna.load_study(study_name="s", storage=storage).trials[0]
-    raw = {key: value for key, value in loaded.user_attrs.items()}
-    history = {key: value for key, value in raw.items() if key.startswith("probe:measures:")}
+    raw = loaded.user_attrs
+    assert not any(key.startswith("probe:measures:") for key in raw)  # the history is a system attribute
+    history = {key: value for key, value in loaded.system_attrs.items() if key.startswith("probe:measures:")}
     json.dumps(history, allow_nan=False)  # the history is strict JSON: no NaN / Infinity tokens
     assert history == {"probe:measures:0": {name: None for name in probe.HEADLINE_NAMES},
                        "probe:measures:1": {"E_L2_BE": "inf", "SQ_p_BE": "-inf", "S_p_BE": 1.5}}
@@ -85,21 +88,27 @@ def test_latest_values_follow_the_latest_step_of_each_measure():
     report_measures(trial, {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 0)  # an earlier step: history only
     assert (trial.user_attrs["probe:last_step"], trial.user_attrs["probe:E_L2_BE"]) == (2, 0.5)
     report_measures(trial, {"E_L2_BE": 0.7}, 5)  # only E_L2_BE at the new latest step
-    report_measures(trial, {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 4)  # SQ_p_BE's latest step is now 4
+    report_measures(trial, {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 4)  # before the latest step: history only
     attrs = trial.user_attrs
-    assert (attrs["probe:last_step"], attrs["probe:E_L2_BE"], attrs["probe:SQ_p_BE"]) == (5, 0.7, 3.0)
+    assert (attrs["probe:last_step"], attrs["probe:E_L2_BE"], attrs["probe:SQ_p_BE"]) == (5, 0.7, 2.0)
     assert get_measures(trial) == {0: {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 2: {"E_L2_BE": 0.5, "SQ_p_BE": 2.0},
                                    4: {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 5: {"E_L2_BE": 0.7}}
 
 
-def test_measure_attrs_lists_what_report_measures_leaves():
-    attrs = measure_attrs({1: {"E_L2_BE": 0.5, "SQ_p_BE": math.nan}, 0: {"E_L2_BE": 0.25}})
-    assert list(attrs)[:2] == ["probe:last_step", "probe:E_L2_BE"]  # numeric columns before the history
+def test_measured_trial_carries_the_layout_report_measures_writes():
+    trial = measured_trial({1: {"E_L2_BE": 0.5, "SQ_p_BE": math.nan}, 0: {"E_L2_BE": 0.25}},
+                           value=2.0, user_attrs={"seed": 3})
+    attrs = dict(trial.user_attrs)
     assert math.isnan(attrs.pop("probe:SQ_p_BE"))
-    assert attrs == {"probe:last_step": 1, "probe:E_L2_BE": 0.5, "probe:measures:0": {"E_L2_BE": 0.25},
-                     "probe:measures:1": {"E_L2_BE": 0.5, "SQ_p_BE": None}}
-    frozen = optuna.trial.create_trial(value=1.0, user_attrs=measure_attrs({0: {"E_L2_BE": 0.25}}))
-    assert get_measures(frozen) == {0: {"E_L2_BE": 0.25}}
+    assert attrs == {"seed": 3, "probe:E_L2_BE": 0.5, "probe:last_step": 1}
+    assert trial.system_attrs == {"probe:measures:0": {"E_L2_BE": 0.25},
+                                  "probe:measures:1": {"E_L2_BE": 0.5, "SQ_p_BE": None}}
+    study = optuna.create_study()
+    study.add_trials([trial])
+    measures = get_measures(study.trials[0])
+    assert math.isnan(measures[1].pop("SQ_p_BE"))
+    assert measures == {0: {"E_L2_BE": 0.25}, 1: {"E_L2_BE": 0.5}}
+    assert study.trials[0].value == 2.0
 
 
 def test_fixed_trial_keeps_the_measures_to_itself():
@@ -119,6 +128,7 @@ def test_fixed_trial_keeps_the_measures_to_itself():
     assert report_measures(fixed, report, 2) == pytest.approx(report.network, nan_ok=True)
     assert list(get_measures(fixed)) == [0, 1, 2]
     assert fixed.user_attrs["probe:E_L2_BE"] == pytest.approx(report.network["E_L2_BE"])
+    assert fixed.user_attrs["probe:measures:2"]["E_L2_BE"] == pytest.approx(report.network["E_L2_BE"])
 
 
 FOREIGN_ATTRS = {
@@ -137,7 +147,9 @@ def test_attributes_of_other_code_are_ignored():
         trial = study.ask()
         for key, foreign in FOREIGN_ATTRS.items():
             trial.set_user_attr(key, foreign)
+        study._storage.set_trial_system_attr(trial._trial_id, "probe:measures:best", {"E_L2_BE": 100.0})
         report_measures(trial, {"E_L2_BE": value}, 0)
+        # an older study's layout (history in user attributes), with entries no report_measures wrote
         trial.set_user_attr("probe:measures:1", {"E_L2_BE": "high", "SQ_p_BE": True, "S_p_BE": [1], "F_p_BE": 3})
         study.tell(trial, value)
     done = study.trials[0]

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.optuna._measures import check_measure_name, get_measures, measure_attrs, report_measures
+from integrations.optuna._measures import check_measure_name, get_measures, measured_trial, report_measures
 from integrations.optuna._plot import plot_measure_history
 from integrations.optuna._pruner import MeasurePruner, correlation_lower_bound, is_poor, rank_correlation
 from integrations.optuna._replay import RecordedRun, replay_study
@@ -27,7 +27,7 @@ __all__ = [
     "correlation_lower_bound",
     "get_measures",
     "is_poor",
-    "measure_attrs",
+    "measured_trial",
     "plot_measure_history",
     "rank_correlation",
     "replay_study",

@@ -1,16 +1,19 @@
 """Network measures stored with an Optuna trial, readable by every worker sharing the storage.
 
-The measures go into the trial's *user attributes*, never through ``Trial.report``: Optuna
-takes a pruned trial's last reported value as its result and the samplers learn from it,
-so a measure reported there would corrupt the study. Two kinds of attribute:
+The measures are stored as trial attributes, never through ``Trial.report``: Optuna takes a
+pruned trial's last reported value as its result and the samplers learn from it, so a
+measure reported there would corrupt the study. Two kinds of attribute:
 
-- ``probe:measures:<step>`` → ``{name: value}``: every step's measures (the history that
-  :func:`get_measures` and the pruners read), stored as strict JSON: NaN as ``None``,
-  ±∞ as ``"inf"``/``"-inf"``.
-- ``probe:<name>`` (e.g. ``probe:E_L2_BE``) → a float: the measure at the latest step that
-  stored it, and ``probe:last_step`` → that latest step. These are plain numbers (NaN and ±∞
-  included, so a column stays numeric), which makes them float columns of
+- ``probe:<name>`` (e.g. ``probe:E_L2_BE``), a *user attribute* holding a float: the measure
+  at the trial's latest step, and ``probe:last_step``, that step. These are plain numbers
+  (NaN and ±∞ included, so a column stays numeric): float columns of
   ``study.trials_dataframe()`` and sortable columns of optuna-dashboard's trial table.
+- ``probe:measures:<step>`` → ``{name: value}``, a *system attribute*: every step's measures
+  (the history that :func:`get_measures` and the pruners read), kept out of the user
+  attributes so that dashboards show one compact row per trial. Stored as strict JSON: NaN
+  as ``None``, ±∞ as ``"inf"``/``"-inf"``. Trials without a storage (``FixedTrial``) keep it
+  in their user attributes, where studies written by earlier versions have it too; both
+  places are read.
 
 Attributes that other code sets under the same prefix (``probe:measures:best``, a
 non-mapping value, a non-numeric entry) are ignored when reading.
@@ -20,20 +23,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import optuna
 
 from probe.aggregate import HEADLINE_NAMES, check_measure_name
 from probe.report import Report
 
-if TYPE_CHECKING:
-    import optuna
-
 KEY_PREFIX = "probe:measures:"
-"""User-attribute key prefix of a step's measures; the step follows it (``probe:measures:3``)."""
+"""Attribute key prefix of a step's measures; the step follows it (``probe:measures:3``)."""
 LATEST_PREFIX = "probe:"
-"""User-attribute key prefix of a measure's latest value (``probe:E_L2_BE``)."""
+"""User-attribute key prefix of a measure's value at the latest step (``probe:E_L2_BE``)."""
 STEP_KEY = "probe:last_step"
-"""User-attribute key of the latest step with stored measures."""
+"""User-attribute key of the step the latest values come from."""
 
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
@@ -51,8 +53,8 @@ def report_measures(
     ----------
     trial:
         The running trial (``optuna.trial.Trial``). An ``optuna.trial.FixedTrial`` (re-running
-        chosen parameters outside a study) works too: the measures go into its own
-        ``user_attrs`` and are returned; no study sees them.
+        chosen parameters outside a study) works too: the measures are returned and kept in
+        its own ``user_attrs``; no study sees them.
     report:
         A ``probe.Report`` or a plain mapping ``name -> float``.
     step:
@@ -81,52 +83,61 @@ def report_measures(
             values[name] = _as_float(report[name], name)
         else:
             raise ValueError(f"names={name!r} is not in the measures given: {sorted(report)}")
-    for key, value in _step_attrs(trial.user_attrs, step, values).items():
+    latest, history = _step_attrs(trial.user_attrs.get(STEP_KEY), step, values)
+    for key, value in latest.items():
         trial.set_user_attr(key, value)
+    if isinstance(trial, optuna.trial.Trial):
+        trial.storage.set_trial_system_attr(trial._trial_id, *history)
+    else:  # FixedTrial, FrozenTrial: no storage
+        trial.set_user_attr(*history)
     return values
 
 
-def _step_attrs(attrs: Mapping[str, Any], step: int, values: Mapping[str, float]) -> dict[str, Any]:
-    """The user attributes that storing ``values`` at ``step`` sets, given the trial's current ``attrs``.
+def _step_attrs(last_step: object, step: int, values: Mapping[str, float]) -> tuple[dict[str, Any], tuple[str, Any]]:
+    """What storing ``values`` at ``step`` writes: the latest-value user attributes, and the history entry.
 
-    ``probe:last_step`` and each ``probe:<name>`` are set only where ``step`` is the latest step
-    storing them; ``probe:measures:<step>`` always, last. optuna-dashboard's table lists the
-    attributes in writing order (journal) or by name (RDB); either way the numeric columns
-    come before the history (``probe:last_step`` sorts before ``probe:measures:``).
+    The latest values are written when ``step`` is not before the trial's ``last_step``
+    (storing an earlier step again changes the history only).
     """
-    history = _history(attrs)
-    later = {name for s, stored in history.items() if s > step for name in stored}
-    new: dict[str, Any] = {}
-    if step >= max(history, default=-1):
-        new[STEP_KEY] = step
-    new.update({f"{LATEST_PREFIX}{name}": value for name, value in values.items() if name not in later})
-    new[f"{KEY_PREFIX}{step}"] = {name: _encode(value) for name, value in values.items()}
-    return new
+    latest: dict[str, Any] = {}
+    if not isinstance(last_step, int) or step >= last_step:
+        latest = {f"{LATEST_PREFIX}{name}": value for name, value in values.items()}
+        latest[STEP_KEY] = step
+    return latest, (f"{KEY_PREFIX}{step}", {name: _encode(value) for name, value in values.items()})
 
 
-def measure_attrs(measures: Mapping[int, Mapping[str, float]]) -> dict[str, Any]:
-    """The user attributes :func:`report_measures` leaves after storing ``measures`` (``{step: {name: value}}``).
-
-    For building trials in bulk, e.g. ``optuna.trial.create_trial(..., user_attrs=measure_attrs(m))``.
-    """
-    attrs: dict[str, Any] = {}
+def measured_trial(measures: Mapping[int, Mapping[str, float]], **kwargs: Any) -> optuna.trial.FrozenTrial:
+    """``optuna.trial.create_trial(**kwargs)`` carrying ``measures`` (``{step: {name: value}}``) as
+    :func:`report_measures` stores them; for adding finished trials in bulk (``study.add_trials``)."""
+    user_attrs, system_attrs = dict(kwargs.pop("user_attrs", {})), dict(kwargs.pop("system_attrs", {}))
     for step in sorted(measures):
-        attrs.update(_step_attrs(attrs, step, measures[step]))
-    return attrs
+        latest, (key, value) = _step_attrs(user_attrs.get(STEP_KEY), step, measures[step])
+        user_attrs.update(latest)
+        system_attrs[key] = value
+    return optuna.trial.create_trial(user_attrs=user_attrs, system_attrs=system_attrs, **kwargs)
 
 
 def get_measures(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> dict[int, dict[str, float]]:
     """Measures stored with ``trial`` by :func:`report_measures`: ``{step: {name: value}}``, steps ascending."""
-    history = _history(trial.user_attrs)
+    history = {**_history(trial.user_attrs), **_history(_system_attrs(trial))}
     return {step: _decode_all(history[step]) for step in sorted(history)}
 
 
 def stored_measure(trial: optuna.trial.FrozenTrial, step: int, name: str) -> float | None:
     """One stored value: a float (NaN where undefined), or ``None`` when not stored at ``step``."""
-    values = trial.user_attrs.get(f"{KEY_PREFIX}{step}")
+    key = f"{KEY_PREFIX}{step}"
+    values = _system_attrs(trial).get(key)
+    if not isinstance(values, Mapping):
+        values = trial.user_attrs.get(key)
     if not isinstance(values, Mapping) or name not in values:
         return None
     return _decode(values[name])
+
+
+def _system_attrs(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> dict[str, Any]:
+    if isinstance(trial, optuna.trial.Trial):  # a live trial has no system_attrs property
+        return trial.storage.get_trial_system_attrs(trial._trial_id)
+    return trial.system_attrs
 
 
 def _history(attrs: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
