@@ -172,11 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--storages", nargs="+", choices=STORAGES, default=list(STORAGES))
     parser.add_argument("--runs", type=int, default=3, help="timed trials per pruner (each judged every epoch)")
-    parser.add_argument("--quick", action="store_true", help="100 trials x 5 epochs, in memory and SQLite")
+    parser.add_argument("--quick", action="store_true", help="50 trials x 3 epochs, in memory and on a journal file")
     parser.add_argument("--json", action="store_true", help="one JSON record per row instead of the table")
     args = parser.parse_args(argv)
     if args.quick:
-        args.trials, args.epochs, args.storages, args.runs = [100], 5, ["inmemory", "sqlite"], 1
+        args.trials, args.epochs, args.storages, args.runs = [50], 3, ["inmemory", "journal"], 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     rows = []
