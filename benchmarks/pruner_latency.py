@@ -63,7 +63,8 @@ def backing_store(kind: str, folder: Path) -> Iterator[str]:
         return
     import pgserver
 
-    server = pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
+    # its own folder directly under /tmp: run as root, pgserver runs the server as another user
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="pgdata-"), cleanup_mode="delete")
     try:
         yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing as mp
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +29,15 @@ KINDS = ["journal", "sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A PostgreSQL server of its own, started for this module and removed after it."""
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL server of its own, started for this module and removed after it.
+
+    Its data folder is made directly under the temporary folder: run as root, pgserver runs
+    the server as another user, who cannot enter pytest's private ``pytest-of-root``.
+    """
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pgdata"), cleanup_mode="delete")
+    server = pgserver.get_server(tempfile.mkdtemp(prefix="pgdata-"), cleanup_mode="delete")
     try:
         yield server.get_uri().replace("postgresql://", "postgresql+psycopg2://", 1)
     finally:
