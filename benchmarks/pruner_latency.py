@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
                     t = time_worker(storage, name, make(), args.epochs, args.runs, seed=1)
                     rows.append({
                         "storage": kind, "trials": n_trials, "epochs": args.epochs, "pruner": label,
-                        "fill_s": round(fill_s, 1), "join_s": round(t["join"][0], 2),
+                        "fill_s": round(fill_s, 1), "join_s": round(t["join"][0], 3),
                         "decide_p50_ms": round(statistics.median(t["decide"]), 2),
                         "decide_p90_ms": round(float(np.percentile(t["decide"], 90)), 2),
                         "report_p50_ms": round(statistics.median(t["report"]), 2),

@@ -19,4 +19,4 @@ def test_quick_run_prints_one_record_per_storage_and_pruner(capsys):
     ]
     for row in rows:
         assert (row["trials"], row["epochs"]) == (50, 3)
-        assert 0 < row["decide_p50_ms"] <= row["decide_p90_ms"] and row["join_s"] > 0 and row["report_p50_ms"] > 0
+        assert 0 < row["decide_p50_ms"] <= row["decide_p90_ms"] and row["join_s"] >= 0 and row["report_p50_ms"] > 0
