@@ -21,9 +21,9 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +33,8 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from integrations.optuna import MeasurePruner, measured_trial, report_measures  # noqa: E402
-from probe import HEADLINE_NAMES  # noqa: E402
+from integrations.optuna import MeasurePruner, measured_trial, report_measures
+from probe import HEADLINE_NAMES
 
 STORAGES = ("inmemory", "sqlite", "journal", "postgresql")
 PRUNERS: dict[str, Callable[[], BasePruner]] = {

@@ -24,8 +24,8 @@ import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from integrations.optuna import MeasurePruner, plot_measure_history, report_measures  # noqa: E402
-from probe import HEADLINE_NAMES  # noqa: E402
+from integrations.optuna import MeasurePruner, plot_measure_history, report_measures
+from probe import HEADLINE_NAMES
 
 DOCS = Path(__file__).resolve().parent
 

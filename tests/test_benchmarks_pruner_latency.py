@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import pruner_latency  # noqa: E402
+import pruner_latency
 
 
 def test_quick_run_prints_one_record_per_storage_and_pruner(capsys):

@@ -10,8 +10,12 @@ import pytest
 import torch
 
 import probe
-from integrations.optuna import MeasurePruner, get_measures, report_measures
-from integrations.optuna import measured_trial
+from integrations.optuna import (
+    MeasurePruner,
+    get_measures,
+    measured_trial,
+    report_measures,
+)
 from integrations.optuna._measures import stored_measure
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -80,7 +80,7 @@ def test_target_measure_and_axes_are_chosen():
     assert out is ax
     drawn = _drawn(ax)
     assert sorted(d[1] for d in drawn) == sorted([[-y for y in _curve(v, 4)] for v in VALUES])
-    lowest = [d for d in drawn if _same(d[1], [-y for y in _curve(1.0, 4)])][0]
+    lowest = next(d for d in drawn if _same(d[1], [-y for y in _curve(1.0, 4)]))
     assert lowest[3] == pytest.approx(matplotlib.colormaps["viridis"](0.0))  # target -1.0 is the smallest
     assert fig.axes[-1].get_ylabel() == "loss (completed trials)"
     assert "0 pruned" in ax.get_title(loc="left")  # no pruned trial stored SQ_p_BE

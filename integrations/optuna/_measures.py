@@ -39,9 +39,12 @@ STEP_KEY = "probe:last_step"
 
 _NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
 
+AnyTrial = optuna.trial.Trial | optuna.trial.FixedTrial | optuna.trial.FrozenTrial
+"""The trials measures are stored with and read from."""
+
 
 def report_measures(
-    trial: optuna.trial.BaseTrial,
+    trial: AnyTrial,
     report: Report | Mapping[str, float],
     step: int,
     *,
@@ -117,13 +120,13 @@ def measured_trial(measures: Mapping[int, Mapping[str, float]], **kwargs: Any) -
     return optuna.trial.create_trial(user_attrs=user_attrs, system_attrs=system_attrs, **kwargs)
 
 
-def get_measures(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> dict[int, dict[str, float]]:
+def get_measures(trial: AnyTrial) -> dict[int, dict[str, float]]:
     """Measures stored with ``trial`` by :func:`report_measures`: ``{step: {name: value}}``, steps ascending."""
     history = {**_history(trial.user_attrs), **_history(_system_attrs(trial))}
     return {step: _decode_all(history[step]) for step in sorted(history)}
 
 
-def stored_measure(trial: optuna.trial.FrozenTrial, step: int, name: str) -> float | None:
+def stored_measure(trial: AnyTrial, step: int, name: str) -> float | None:
     """One stored value: a float (NaN where undefined), or ``None`` when not stored at ``step``."""
     key = f"{KEY_PREFIX}{step}"
     values = _system_attrs(trial).get(key)
@@ -134,7 +137,7 @@ def stored_measure(trial: optuna.trial.FrozenTrial, step: int, name: str) -> flo
     return _decode(values[name])
 
 
-def _system_attrs(trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> dict[str, Any]:
+def _system_attrs(trial: AnyTrial) -> dict[str, Any]:
     if isinstance(trial, optuna.trial.Trial):  # a live trial has no system_attrs property
         return trial.storage.get_trial_system_attrs(trial._trial_id)
     return trial.system_attrs
@@ -151,7 +154,7 @@ def _history(attrs: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
     return history
 
 
-def _default_names(trial: optuna.trial.BaseTrial) -> list[str]:
+def _default_names(trial: AnyTrial) -> list[str]:
     from integrations.optuna._pruner import MeasurePruner
 
     names = list(HEADLINE_NAMES)

@@ -22,6 +22,11 @@ PRUNED_COLOR = "0.6"
 PRUNED_MARK = "tab:red"
 
 
+def _objective(trial: FrozenTrial) -> float:
+    assert trial.value is not None  # a completed single-objective trial
+    return trial.value
+
+
 def plot_measure_history(
     study: optuna.Study,
     *,
@@ -66,7 +71,7 @@ def plot_measure_history(
     check_measure_name(measure)
     if target is None and len(study.directions) > 1:
         raise ValueError(f"study {study.study_name!r} has several objectives: pass target= to choose the colour")
-    value_of = target or (lambda t: t.value)
+    value_of = target or _objective
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 5), layout="constrained")
 
