@@ -147,12 +147,15 @@ def _add_rdb(storage: optuna.storages.RDBStorage, study_id: int, trials: list[op
             ])
 
 
-def time_worker(storage, name: str, pruner: BasePruner, epochs: int, n_runs: int, seed: int) -> dict[str, list[float]]:
-    """A worker's timings: joining the study (seconds: load it and ask for a first trial, which
-    reads every trial), then each epoch's ``report_measures`` and decision (ms)."""
+def time_worker(
+    open_: Callable[[], optuna.storages.BaseStorage | str], name: str, pruner: BasePruner, epochs: int, n_runs: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    """A worker's timings: joining the study (seconds: open the storage, load the study and ask for
+    a first trial, which reads every trial), then each epoch's ``report_measures`` and decision (ms)."""
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
-    study = optuna.load_study(study_name=name, storage=storage, pruner=pruner,
+    study = optuna.load_study(study_name=name, storage=open_(), pruner=pruner,
                               sampler=optuna.samplers.RandomSampler(seed=seed))
     trial = study.ask()
     times: dict[str, list[float]] = {"join": [time.perf_counter() - start], "decide": [], "report": []}
@@ -190,8 +193,10 @@ def main(argv: list[str] | None = None) -> None:
                 name = f"latency-{n_trials}"
                 filled, fill_s = fill(kind, where, name, n_trials, args.epochs, seed=n_trials)
                 for label, make in PRUNERS.items():
-                    storage = filled if kind == "inmemory" else open_storage(kind, where)
-                    t = time_worker(storage, name, make(), args.epochs, args.runs, seed=1)
+                    def open_() -> optuna.storages.BaseStorage | str:
+                        return filled if kind == "inmemory" else open_storage(kind, where)
+
+                    t = time_worker(open_, name, make(), args.epochs, args.runs, seed=1)
                     rows.append({
                         "storage": kind, "trials": n_trials, "epochs": args.epochs, "pruner": label,
                         "fill_s": round(fill_s, 1), "join_s": round(t["join"][0], 3),
