@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -70,8 +71,10 @@ def backing_store(kind: str, folder: Path) -> Iterator[str]:
         server.cleanup()
 
 
-def open_storage(kind: str, where: str) -> optuna.storages.BaseStorage | str:
-    """A fresh storage object, as a new worker process opens it."""
+def open_storage(kind: str, where: str, filled: optuna.storages.BaseStorage) -> optuna.storages.BaseStorage | str:
+    """A fresh storage object, as a new worker process opens it (in memory: the one filled)."""
+    if kind == "inmemory":
+        return filled
     if kind == "journal":
         from optuna.storages.journal import JournalFileBackend
 
@@ -92,7 +95,9 @@ class _MemoryJournal(optuna.storages.journal.BaseJournalBackend):
         self.logs.extend(logs)
 
 
-def fill(kind: str, where: str, name: str, n_trials: int, epochs: int, seed: int) -> tuple[object, float]:
+def fill(
+    kind: str, where: str, name: str, n_trials: int, epochs: int, seed: int
+) -> tuple[optuna.storages.BaseStorage, float]:
     """Create study ``name`` with ``n_trials`` completed trials; returns the in-memory storage (if any) and seconds.
 
     Filling is not what is measured, so it takes shortcuts: a journal is written in one
@@ -103,10 +108,10 @@ def fill(kind: str, where: str, name: str, n_trials: int, epochs: int, seed: int
     rng = np.random.default_rng(seed)
     trials = [measured_trial(run_measures(v, epochs, rng), value=float(v)) for v in rng.uniform(0, 1, n_trials)]
     if kind in ("sqlite", "postgresql"):
-        storage = optuna.storages.RDBStorage(where)
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
-        _add_rdb(storage, study._study_id, trials)
-        return storage, time.perf_counter() - start
+        rdb = optuna.storages.RDBStorage(where)
+        study = optuna.create_study(study_name=name, storage=rdb, direction="maximize")
+        _add_rdb(rdb, study._study_id, trials)
+        return rdb, time.perf_counter() - start
     journal = _MemoryJournal()
     storage = optuna.storages.InMemoryStorage() if kind == "inmemory" else optuna.storages.JournalStorage(journal)
     optuna.create_study(study_name=name, storage=storage, direction="maximize").add_trials(trials)
@@ -126,7 +131,7 @@ def _add_rdb(storage: optuna.storages.RDBStorage, study_id: int, trials: list[op
     from optuna.storages._rdb import models
     from sqlalchemy import insert
 
-    tables = {name: model.__table__ for name, model in [
+    tables = {name: model.__table__ for name, model in [  # type: ignore[attr-defined]
         ("trials", models.TrialModel), ("values", models.TrialValueModel),
         ("user", models.TrialUserAttributeModel), ("system", models.TrialSystemAttributeModel)]}
     now = datetime.now()
@@ -193,10 +198,7 @@ def main(argv: list[str] | None = None) -> None:
                 name = f"latency-{n_trials}"
                 filled, fill_s = fill(kind, where, name, n_trials, args.epochs, seed=n_trials)
                 for label, make in PRUNERS.items():
-                    def open_() -> optuna.storages.BaseStorage | str:
-                        return filled if kind == "inmemory" else open_storage(kind, where)
-
-                    t = time_worker(open_, name, make(), args.epochs, args.runs, seed=1)
+                    t = time_worker(partial(open_storage, kind, where, filled), name, make(), args.epochs, args.runs, seed=1)
                     rows.append({
                         "storage": kind, "trials": n_trials, "epochs": args.epochs, "pruner": label,
                         "fill_s": round(fill_s, 1), "join_s": round(t["join"][0], 3),
