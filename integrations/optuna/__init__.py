@@ -1,6 +1,6 @@
 """Optuna integration: prune trials from early-epoch network measures.
 
-- :func:`report_measures` stores a step's measures with a trial (user attributes, never
+- :func:`report_measures` stores a step's measures with a trial (trial attributes, never
   ``trial.report``); :func:`get_measures` reads them back, from any worker.
 - :class:`MeasurePruner` prunes on a measure (percentile or learned-trust mode), alone or
   together with an objective pruner.
