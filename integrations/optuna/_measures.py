@@ -50,7 +50,7 @@ def report_measures(
     *,
     names: Iterable[str] | None = None,
 ) -> dict[str, float]:
-    """Store the network measures of ``step`` with ``trial`` (user attributes, not ``trial.report``).
+    """Store the network measures of ``step`` with ``trial`` (trial attributes, not ``trial.report``; layout above).
 
     Parameters
     ----------
