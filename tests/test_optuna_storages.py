@@ -135,7 +135,8 @@ def test_workers_share_measures(kind: str, tmp_path: Path, request: pytest.Fixtu
         latest = [measures(w, q, EPOCHS - 1 if q > 0 else 0)[name]
                   for w, q in zip(frame["user_attrs_worker"], frame["user_attrs_quality"])]
         assert column.tolist() == pytest.approx(latest, nan_ok=True)
-    assert frame["user_attrs_probe:last_step"].tolist() == [EPOCHS - 1 if q > 0 else 0 for q in frame["user_attrs_quality"]]
+    last_steps = [EPOCHS - 1 if q > 0 else 0 for q in frame["user_attrs_quality"]]
+    assert frame["user_attrs_probe:last_step"].tolist() == last_steps
     assert frame["user_attrs_probe:E_L2_AE"].isna().sum() == 2 * WORKERS  # the poor trials stopped at epoch 0
 
     sortable = _dashboard_user_attrs(_storage(kind, location), study._study_id)
