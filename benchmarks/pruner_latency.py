@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 import statistics
 import sys
 import tempfile
@@ -190,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.trials, args.epochs, args.storages, args.runs = [50], 3, ["inmemory", "journal"], 1
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # SIGTERM (timeout, kill) exits through the finally blocks, which stop the PostgreSQL server
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     rows = []
     for kind in args.storages:
