@@ -38,7 +38,8 @@ def measure(
     model_or_state_dict:
         An ``nn.Module`` or a mapping of names to tensors (non-tensor values are ignored).
     layers:
-        ``"auto"`` (conv and linear weights), ``"genprob"`` (SPEC §6), or a callable
+        ``"auto"`` (every 2–5-D ``*weight``: conv, linear, embedding, attention projections;
+        SPEC §8), ``"genprob"`` (SPEC §6), or a callable
         ``(name, tensor) -> bool`` over the state dict's tensors.
     method:
         Singular-value route: ``"auto"`` (Gram fast path with precision chosen per
