@@ -61,7 +61,13 @@ from integrations._lightning_trainer import (
     probe_monitors,
     tensorboard_writer,
 )
-from integrations.tensorboard import LogOptions, add_layout, check_measure_names, network_metrics, write_report
+from integrations.tensorboard import (
+    LogOptions,
+    add_layout,
+    check_measure_names,
+    network_metrics,
+    write_report,
+)
 from probe.aggregate import HEADLINE_NAMES
 from probe.api import gather, is_sharded
 from probe.layers import LayerSelector, select_layers
@@ -240,6 +246,11 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         except ValueError as error:
             raise ValueError(f"ProbeCallback(layers={self.measure_options.layers!r}) on {type(pl_module).__name__}: {error}") from error
         self._sharded = any(is_sharded(tensor) for _, tensor in selected)
+        published = {PROBE_PREFIX + name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) for name in cb.measures}
+        unknown = sorted({m.monitor for m in probe_monitors(trainer)} - published)
+        if unknown:
+            raise ValueError(f"a callback monitors {unknown}, which no ProbeCallback measures "
+                             f"(measures={list(self.measures)}); add the names to measures=")
         if self.background and trainer.is_global_zero and self._measurer is None:
             self._measurer = Measurer(self.background, self.measure_options)
 
@@ -276,7 +287,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         try:
             self._flush(trainer)
-        except Exception as error:  # the original exception is the one to report
+        except Exception as error:  # noqa: BLE001 - the original exception is the one to report
             log.warning("ProbeCallback: pending measurements lost after %r: %s", exception, error)
         finally:
             self._shutdown()
@@ -349,7 +360,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 result = self._rank_zero_point(trainer, pl_module, measure, wait, log_step)
             elif measure and self._sharded:
                 self._take_part_in_gathers(pl_module)
-        except Exception as caught:  # tell the other ranks before raising, or they wait forever
+        except Exception as caught:  # noqa: BLE001 - tell the other ranks before raising, or they wait forever
             error = caught
         if trainer.is_global_zero and (measure or result is not None):
             self._timing(epoch).blocking_s += perf_counter() - start
@@ -368,7 +379,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             start = perf_counter()
             try:
                 report: probe.Report | None = probe.measure(pl_module, **self.measure_options.kwargs())
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001 - a failure to measure must not end the fit
                 report = self._failed(error, epoch)
             self._timing(epoch).measure_s = perf_counter() - start
             return self._log(trainer, _Result(epoch, at, report, self._metrics(report)), log_step)
@@ -398,7 +409,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         """Wait for a background job (rank zero) and log it at its own step."""
         try:
             report, seconds = job.future.result()
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - as in the synchronous case
             report, seconds = self._failed(error, job.epoch), math.nan
         self._timing(job.epoch).measure_s = seconds
         return self._log(trainer, _Result(job.epoch, job.at, report, self._metrics(report)), job.step)

@@ -23,9 +23,9 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import probe  # noqa: E402
-import probe.api  # noqa: E402
-from tests.lightning_helpers import conv_net, loader  # noqa: E402
+import probe
+import probe.api
+from tests.lightning_helpers import conv_net, loader
 
 
 def _shard(net: nn.Module, mesh) -> None:

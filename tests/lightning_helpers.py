@@ -7,19 +7,12 @@ import importlib
 import time
 from typing import Any
 
-import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 PACKAGES = ("lightning.pytorch", "pytorch_lightning")
 BATCHES = 4  # training batches per epoch
-
-
-@pytest.fixture(params=PACKAGES)
-def pl(request):
-    """The Lightning package under test (``lightning.pytorch`` and ``pytorch_lightning``)."""
-    return pytest.importorskip(request.param)
 
 
 def loader(seed: int, n: int = 8 * BATCHES) -> DataLoader:

@@ -11,10 +11,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lightning.pytorch as L  # noqa: E402
+import lightning.pytorch as L
 
-from integrations.lightning import ProbeCallback  # noqa: E402
-from tests.lightning_helpers import module, trainer  # noqa: E402
+from integrations.lightning import ProbeCallback
+from tests.lightning_helpers import module, trainer
 
 
 class Announce(L.Callback):

@@ -17,10 +17,16 @@ import torch
 import probe
 from integrations.lightning import ProbeCallback
 from integrations.tensorboard import LogOptions, layer_tag, spectrum_tag
-from tests.lightning_helpers import BATCHES, module, pl, recorder, trainer  # noqa: F401 (pl: fixture)
+from tests.lightning_helpers import BATCHES, PACKAGES, module, recorder, trainer
 from tests.tb_events import close, layout, load, scalars
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps|LeafSpec).*")]
+
+
+@pytest.fixture(params=PACKAGES)
+def pl(request):
+    """The Lightning package under test (``lightning.pytorch`` and ``pytorch_lightning``)."""
+    return pytest.importorskip(request.param)
 
 
 def _expected(state: dict) -> probe.Report:
@@ -207,6 +213,10 @@ def test_bad_use_fails_early_with_a_clear_message(pl, tmp_path) -> None:
             trainer(pl, tmp_path, [selects_nothing]).fit(net)
         assert net.steps == 0  # failed at fit start, before any training
 
+    stopper = importlib.import_module(f"{pl.__name__}.callbacks").EarlyStopping("probe/F_p_AE")
+    with pytest.raises(ValueError, match=r"a callback monitors \['probe/F_p_AE'\], which no ProbeCallback measures"):
+        trainer(pl, tmp_path, [ProbeCallback(measures=["F_p_BE"]), stopper]).fit(module(pl))
+
     with pytest.raises(ValueError, match="unknown network measure measures='SQ_p'"):
         ProbeCallback(measures=["E_L2_BE", "SQ_p"])
     with pytest.raises(ValueError, match="every_n_epochs must be a positive int, got 0"):
@@ -258,7 +268,7 @@ def test_finite_divergence_never_loses_the_training_run(pl, background, tmp_path
     for epoch, state in record.states.items():
         try:
             expected = _expected(state).network["E_L2_BE"]
-        except Exception as error:  # what the engine cannot measure is published as NaN, with a warning
+        except Exception as error:  # noqa: BLE001 - what the engine cannot measure is published as NaN, with a warning
             assert any(type(error).__name__ in str(w.message) and "NaN" in str(w.message) for w in caught), caught
             expected = float("nan")
         last_epoch, metrics = record.lag[epoch]

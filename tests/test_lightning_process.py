@@ -51,28 +51,34 @@ def _group_alive(pgid: int) -> bool:
     return True
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_no_process_survives_a_killed_trainer(sig, tmp_path) -> None:
+SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT)
+
+
+def test_no_process_survives_a_killed_trainer(tmp_path) -> None:
+    """One trainer per signal, run side by side; each is killed alone, as `timeout`, SLURM or a user would."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path)], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+    processes = {sig: subprocess.Popen([sys.executable, str(SCRIPT), str(tmp_path)], stdout=subprocess.PIPE,
+                                       stderr=subprocess.DEVNULL, text=True, env=env, start_new_session=True)
+                 for sig in SIGNALS}
     try:
-        line = process.stdout.readline()
-        assert line.startswith("measuring "), line
-        measurer = int(line.split()[1])
-        os.kill(process.pid, sig)  # the trainer alone, as `timeout`, SLURM or a user would
-        rest: list[str] = []
-        reader = threading.Thread(target=lambda: rest.append(process.stdout.read()), daemon=True)
-        reader.start()
-        reader.join(30)
-        assert not reader.is_alive(), "the trainer's stdout is still held open after it was killed"
-        process.wait(30)  # reaped: a zombie still counts as a member of the group
-        deadline = time.monotonic() + 20
-        while _group_alive(process.pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        survivors = subprocess.run(["ps", "-o", "pid,stat,args", "-g", str(process.pid)], capture_output=True, text=True).stdout
-        assert not _group_alive(process.pid), f"processes survive (measuring process {measurer}):\n{survivors}"
+        for sig, process in processes.items():
+            line = process.stdout.readline()
+            assert line.startswith("measuring "), (sig.name, line)
+            os.kill(process.pid, sig)
+        for sig, process in processes.items():
+            reader = threading.Thread(target=process.stdout.read, daemon=True)
+            reader.start()
+            reader.join(30)
+            assert not reader.is_alive(), f"{sig.name}: the trainer's stdout is still held open after it was killed"
+            process.wait(30)  # reaped: a zombie still counts as a member of the group
+            deadline = time.monotonic() + 20
+            while _group_alive(process.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            survivors = subprocess.run(["ps", "-o", "pid,stat,args", "-g", str(process.pid)],
+                                       capture_output=True, text=True, check=False).stdout
+            assert not _group_alive(process.pid), f"{sig.name}: processes survive:\n{survivors}"
     finally:
-        if _group_alive(process.pid):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)
+        for process in processes.values():
+            if _group_alive(process.pid):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
