@@ -176,7 +176,7 @@ def main() -> None:
     import lightning.pytorch.callbacks  # noqa: F401
     import lightning.pytorch.loggers  # noqa: F401
 
-    warnings.filterwarnings("ignore", message=r".*(num_workers|log_every_n_steps|LeafSpec).*")
+    warnings.filterwarnings("ignore", message=r".*(num_workers|log_every_n_steps|LeafSpec|val_dataloader).*")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     rows = []
