@@ -173,7 +173,7 @@ def test_resume_with_changed_options_warns_once_and_keeps_the_state(pl, tmp_path
 def test_background_mode_logs_each_epoch_at_its_own_step(pl, kind, tmp_path) -> None:
     callback = ProbeCallback(background=kind, options=LogOptions(layer_quantities=("SQ",), histograms=False))
     record = recorder(pl, callback)
-    trainer(pl, tmp_path, [record, callback], max_epochs=3).fit(module(pl, depth=8, step_sleep=0.05))
+    trainer(pl, tmp_path, [record, callback], max_epochs=3).fit(module(pl))
 
     events = load(tmp_path / "tb" / "version_0")
     logged = scalars(events, "probe/E_L2_BE")
