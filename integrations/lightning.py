@@ -53,21 +53,15 @@ import torch
 
 import probe
 from integrations._background import KINDS, Measurer
+from integrations._lightning_sink import LoggerSink
 from integrations._lightning_trainer import (
     PROBE_PREFIX,
     callback_bases,
     end_of_epoch_validation,
     epoch_metrics_step,
     probe_monitors,
-    tensorboard_writer,
 )
-from integrations.tensorboard import (
-    LogOptions,
-    add_layout,
-    check_measure_names,
-    network_metrics,
-    write_report,
-)
+from integrations.tensorboard import LogOptions, check_measure_names, network_metrics
 from probe.aggregate import HEADLINE_NAMES
 from probe.api import gather, is_sharded
 from probe.layers import LayerSelector, select_layers
@@ -217,7 +211,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._sharded = False
         self._measurer: Measurer | None = None
         self._pending: deque[_Job] = deque()
-        self._layout_written: set[int] = set()
+        self._sink = LoggerSink(self.measures, options)
 
     @property
     def state_key(self) -> str:
@@ -237,7 +231,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         # a new fit, also in a second Trainer: nothing measured yet (a resume restores its state after this)
         self._measured_at = self._published_at = None
         self.timings = []
-        self._layout_written.clear()
+        self._sink.reset()
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # here, not in setup: configure_model() and LightningModule.setup() have built the layers by now
@@ -446,21 +440,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _log(self, trainer: Any, result: _Result, step: int | None) -> _Result:
         """Write a result to every logger at ``step`` (training thread); ``None``: not logged."""
-        if step is None or not self.use_loggers:
-            return result
-        for logger in trainer.loggers:
-            writer = tensorboard_writer(logger)
-            if writer is None:
-                logger.log_metrics({**result.metrics, "epoch": result.epoch}, step=step)
-                continue
-            if id(writer) not in self._layout_written:
-                add_layout(writer, self.measures, self.options)
-                self._layout_written.add(id(writer))
-            if result.report is not None:
-                write_report(writer, result.report, step, measures=self.measures, options=self.options)
-            else:
-                for name, value in result.metrics.items():
-                    writer.add_scalar(name, value, step)
+        if step is not None and self.use_loggers:
+            self._sink.write(trainer.loggers, result.report, result.metrics, result.epoch, step)
         return result
 
     def _timing(self, epoch: int) -> EpochTiming:
