@@ -21,7 +21,8 @@ When it measures (each time at most once per optimizer step, so never twice on t
 - whenever a monitor of a ``probe/*`` metric (``EarlyStopping``, ``ModelCheckpoint``, any
   callback whose ``monitor`` starts with ``probe/``) may read it: at every validation and at
   every epoch end. So a monitor always reads the measure of the weights it sees (those a
-  checkpoint saved then holds), and counts each measurement once.
+  checkpoint saved then holds), and counts each measurement once. (Monitors that read inside
+  the training loop, e.g. ``ModelCheckpoint(every_n_train_steps=...)``, see the latest one.)
 
 Where the measures go:
 
