@@ -15,7 +15,8 @@ class LoggerSink:
     TensorBoard loggers get :func:`integrations.tensorboard.write_report`'s output (and the
     custom-scalars layout, once per writer); every other logger gets the ``probe/<name>``
     scalars and ``epoch`` (the column Lightning fills for its own epoch-level metrics).
-    A failed measurement (``report=None``) writes its NaN scalars only.
+    A failed measurement (``report=None``) gives other loggers NaN and TensorBoard nothing
+    (a gap, as for undefined values).
     """
 
     def __init__(self, measures: tuple[str, ...], options: LogOptions) -> None:
@@ -36,8 +37,5 @@ class LoggerSink:
             if id(writer) not in self._layout_written:
                 add_layout(writer, self.measures, self.options)
                 self._layout_written.add(id(writer))
-            if report is not None:
-                write_report(writer, report, step, measures=self.measures, options=self.options)
-            else:
-                for name, value in metrics.items():
-                    writer.add_scalar(name, value, step)
+            if report is not None:  # a failed measurement leaves a gap, as undefined values do
+                write_report(writer, report, step, measures=self.measures, options=self.options, epoch=epoch)

@@ -26,9 +26,10 @@ When it measures (each time at most once per optimizer step, so never twice on t
 
 Where the measures go:
 
-- TensorBoard loggers get :func:`integrations.tensorboard.write_report`'s output, other
-  loggers the ``probe/<name>`` scalars and ``epoch``; both at the step Lightning logs its
-  own epoch-level metrics of that epoch (:func:`epoch_metrics_step`);
+- TensorBoard loggers get :func:`integrations.tensorboard.write_report`'s output
+  (``probe/<name>`` scalars and layers × epochs heatmaps; per-layer scalars and spectra
+  opt-in), other loggers the ``probe/<name>`` scalars and ``epoch``; both at the step
+  Lightning logs its own epoch-level metrics of that epoch (:func:`epoch_metrics_step`);
 - ``trainer.callback_metrics`` gets ``probe/<name>`` (logged with ``logger=False``);
 - ``last_report`` / ``last_epoch`` keep the latest report; :meth:`ProbeCallback.fresh_report`
   gives other callbacks the report of the current weights.

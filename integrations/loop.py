@@ -6,9 +6,16 @@ Example::
 
     with ProbeHook(model, log_dir="runs/probe") as hook:
         for epoch in range(epochs):
-            train_one_epoch(model)
-            report = hook.epoch_end(epoch)  # measures, writes probe/* at step=epoch
+            train_one_epoch(model, loader)
+            steps = (epoch + 1) * len(loader)  # optimizer steps taken so far
+            report = hook.epoch_end(epoch, step=steps - 1)  # measures, writes probe/* there
             print(report.network["E_L2_BE"])
+
+x axis: the project logs epoch-level values where Lightning logs its own epoch metrics, at
+the index of the epoch's last optimizer step (``optimizer steps so far - 1``). Pass that
+as ``step`` (and log your own epoch-level metrics at the same step) so that plain-loop runs,
+Lightning runs and Optuna trials line up in one TensorBoard logdir. Without ``step`` the
+x axis is the epoch.
 """
 
 from __future__ import annotations
@@ -48,7 +55,7 @@ class ProbeHook:
     measures:
         Network measures written as ``probe/<name>`` (default the eight headline ones).
     options:
-        Per-layer scalars, histograms and heatmap (:class:`~integrations.tensorboard.LogOptions`).
+        Heatmaps, per-layer scalars and histograms (:class:`~integrations.tensorboard.LogOptions`).
     layers, method, device:
         Passed to :func:`probe.measure` (default ``"auto"``, ``"auto"``, ``None``).
     nonfinite:
@@ -108,7 +115,9 @@ class ProbeHook:
         epoch:
             The epoch that just ended (0-based).
         step:
-            TensorBoard step (x axis); default ``epoch``.
+            TensorBoard step (x axis): by the project's convention the index of this
+            epoch's last optimizer step, ``optimizer steps so far - 1`` (see the module
+            docstring); default ``epoch``. The heatmaps' columns are labelled by ``epoch``.
 
         Returns
         -------
@@ -121,7 +130,8 @@ class ProbeHook:
         if not self._layout_written:
             add_layout(self.writer, self.measures, self.options)
             self._layout_written = True
-        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.options)
+        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.options,
+                     epoch=epoch)
         self.writer.flush()
         log.debug("probe: epoch %d measured (%d layers)", epoch, len(report.layers))
         self.last_report, self.last_epoch = report, epoch

@@ -16,9 +16,9 @@ import torch
 
 import probe
 from integrations.lightning import ProbeCallback
-from integrations.tensorboard import LogOptions, layer_tag, spectrum_tag
+from integrations.tensorboard import LAYER_QUANTITIES, LogOptions, heatmap_tag, layer_tag, spectrum_tag
 from tests.lightning_helpers import BATCHES, PACKAGES, module, recorder, trainer
-from tests.tb_events import close, layout, load, scalars
+from tests.tb_events import close, layout, load, scalars, value_at
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps|LeafSpec).*")]
 
@@ -39,7 +39,7 @@ def _csv_rows(path) -> list[dict[str, str]]:
 
 
 def test_logged_values_are_the_measures_of_each_epochs_weights(pl, tmp_path) -> None:
-    record, callback = recorder(pl), ProbeCallback(options=LogOptions(heatmap=True))
+    record, callback = recorder(pl), ProbeCallback(options=LogOptions(layer_quantities=LAYER_QUANTITIES, histograms=True))
     trainer(pl, tmp_path, [record, callback]).fit(module(pl))  # recorder first: order must not matter
 
     events = load(tmp_path / "tb" / "version_0")
@@ -49,14 +49,14 @@ def test_logged_values_are_the_measures_of_each_epochs_weights(pl, tmp_path) -> 
     for epoch, state in record.states.items():
         expected, step = _expected(state), lightning_steps[epoch]
         for name in probe.HEADLINE_NAMES:
-            assert close(scalars(events, f"probe/{name}")[step], expected.network[name]), (epoch, name)
+            assert close(value_at(events, f"probe/{name}", step), expected.network[name]), (epoch, name)
             # in callback_metrics before on_validation_end, as float32
             assert close(record.at_validation_end[epoch][f"probe/{name}"], expected.network[name])
         layer = expected.layers[-1]
-        assert close(scalars(events, layer_tag("ER", "AE", "in", layer.name))[step], layer.unfoldings["in"].AE["ER"])
+        assert close(scalars(events, layer_tag("ER", "BE", "in", layer.name))[step], layer.unfoldings["in"].BE["ER"])
     assert [h.step for h in events.Histograms(spectrum_tag("net.0.weight", "out"))] == lightning_steps
     assert sorted(scalars(events, "probe/E_L2_BE")) == lightning_steps
-    assert [image.step for image in events.Images("probe_heatmap")] == lightning_steps
+    assert [image.step for image in events.Images(heatmap_tag("SQ"))] == lightning_steps
     assert "probe layers BE" in [category.title for category in layout(events).category]
     assert callback.last_epoch == 2
     assert callback.last_report.network == pytest.approx(_expected(record.states[2]).network, nan_ok=True)
@@ -181,7 +181,7 @@ def test_background_mode_logs_each_epoch_at_its_own_step(pl, kind, tmp_path) -> 
     for epoch, state in record.states.items():
         expected = _expected(state)  # the copy, not the later weights, was measured
         assert close(logged[4 * epoch + 3], expected.network["E_L2_BE"])
-        assert close(scalars(events, "probe/F_p_AE")[4 * epoch + 3], expected.network["F_p_AE"])
+        assert close(value_at(events, "probe/F_p_AE", 4 * epoch + 3), expected.network["F_p_AE"])
     assert callback.last_epoch == 2 and callback._measurer is None  # flushed and shut down
     assert [t.epoch for t in callback.timings] == [0, 1, 2]
     # no monitor: callback_metrics hold the latest finished report, that of last_epoch (at most the current epoch)

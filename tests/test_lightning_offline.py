@@ -19,7 +19,7 @@ import probe
 from integrations.lightning import ProbeCallback
 from probe.cli import main as probe_cli
 from tests.lightning_helpers import conv_net, loader, trainer
-from tests.tb_events import close, load, scalars
+from tests.tb_events import close, load, value_at
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps|LeafSpec|enable_nested_tensor).*")]
 
@@ -78,5 +78,5 @@ def test_logged_measures_equal_measure_of_the_checkpoint_and_replay(kind, tmp_pa
         measured = probe.measure(torch.load(path, weights_only=True)["state_dict"]).network
         step = 4 * epoch + 3  # Lightning's epoch-end step: 4 batches per epoch
         for name in probe.HEADLINE_NAMES:
-            assert close(scalars(events, f"probe/{name}")[step], measured[name]), (epoch, name)
+            assert close(value_at(events, f"probe/{name}", step), measured[name]), (epoch, name)
             assert close(float(replayed[epoch][name]), measured[name], rel=1e-9), (epoch, name)
