@@ -5,9 +5,13 @@ scikit-learn digits images, 1,000 training images in batches of 64) and a ResNet
 CIFAR variant (20 convs + fc, channels 64..512, 11.2 M parameters) trained on a handful of
 random ``3×32×32`` batches per "epoch"; ``resnet18-gpu-like`` stands in for training on a
 GPU, where the training thread mostly waits: each step sleeps ``--wait`` seconds, then
-trains on 2 images on the CPU. Every configuration logs to TensorBoard, has no
-validation loop and measures every epoch. Modes: ``none`` (no callback), ``sync``
-(``ProbeCallback()``), ``thread`` and ``process`` (``ProbeCallback(background=...)``).
+trains on 2 images on the CPU. Every configuration logs to TensorBoard and measures every
+epoch; ``--val-batches N`` adds a validation loop of N batches (the same data; default
+none). Modes: ``none`` (no callback), ``sync`` (``ProbeCallback()``), ``thread`` and
+``process`` (``ProbeCallback(background=...)``), and each of these ``+monitor``: with
+``EarlyStopping("probe/E_L2_BE")``, for which the callback waits for the fresh measurement
+before the monitor reads (background: it runs alongside the validation loop and is joined
+at its end; without a validation loop, at the epoch end).
 
 ``s/epoch`` is the median, over ``--repeats`` fits run interleaved with the other modes,
 of the steady epochs' durations (start to next start; epoch 0 is warm-up and the last
@@ -21,6 +25,8 @@ Run::
     .venv/bin/python benchmarks/overhead.py                     # all workloads, 5 epochs, 2 repeats
     .venv/bin/python benchmarks/overhead.py --threads 1         # a shared machine: avoid oversubscription
     .venv/bin/python benchmarks/overhead.py --models resnet18 --epochs 6 --batches 8
+    .venv/bin/python benchmarks/overhead.py --models resnet18-gpu-like --val-batches 4 \
+        --modes none,sync,thread,process,sync+monitor,thread+monitor,process+monitor   # the monitor contract's cost
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from probe.layers import select_layers
 from probe.zoo import GenProbNet, digits_datasets
 
 MODES = ("none", "sync", "thread", "process")
+MONITORED = tuple(f"{mode}+monitor" for mode in MODES[1:])
 
 
 class BasicBlock(nn.Module):
@@ -96,8 +103,8 @@ def _workload(name: str, batches: int, batch_size: int, wait: float) -> tuple[nn
     raise ValueError(f"unknown model {name!r}; use digits, resnet18 or resnet18-gpu-like")
 
 
-def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epochs: int,
-         log_dir: Path) -> tuple[list[float], float, ProbeCallback | None]:
+def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epochs: int, log_dir: Path,
+         val_batches: int = 0) -> tuple[list[float], float, ProbeCallback | None]:
     """Seconds of epochs 1..epochs-2 (start to next start), seconds from the last epoch's start to the
     return of ``fit``, and the callback."""
     class Module(pl.LightningModule):
@@ -112,6 +119,11 @@ def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epo
             self.log("train_loss", loss)
             return loss
 
+        def validation_step(self, batch, batch_idx):
+            time.sleep(wait)
+            images, labels = batch
+            self.log("val_loss", nn.functional.cross_entropy(self.network(images), labels))
+
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
 
@@ -123,12 +135,16 @@ def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epo
             self.starts.append(time.perf_counter())
 
     clock = EpochClock()
-    probe_callback = None if mode == "none" else ProbeCallback(background=False if mode == "sync" else mode)
+    kind, _, monitor = mode.partition("+")
+    probe_callback = None if kind == "none" else ProbeCallback(background=False if kind == "sync" else kind)
     callbacks = [clock] if probe_callback is None else [probe_callback, clock]
+    if monitor:
+        callbacks.append(pl.callbacks.EarlyStopping("probe/E_L2_BE", mode="max", patience=10 * epochs))
     trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=pl.loggers.TensorBoardLogger(log_dir, name=mode),
                          callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, log_every_n_steps=1)
-    trainer.fit(Module(), loader)
+                         enable_model_summary=False, log_every_n_steps=1, limit_val_batches=val_batches,
+                         num_sanity_val_steps=0)
+    trainer.fit(Module(), loader, loader if val_batches else None)
     end = time.perf_counter()
     return [b - a for a, b in zip(clock.starts[1:-1], clock.starts[2:])], end - clock.starts[-1], probe_callback
 
@@ -144,33 +160,41 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="resnet18: batch size (default 32)")
     parser.add_argument("--repeats", type=int, default=2, help="fits per model and mode, interleaved; medians (default 2)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--val-batches", type=int, default=0, help="validation batches per epoch (default 0: no validation loop)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"comma-separated, 'none' first: {', '.join(MODES + MONITORED)} (default: {','.join(MODES)})")
     args = parser.parse_args()
+    modes = args.modes.split(",")
+    if modes[0] != "none" or not set(modes) <= set(MODES + MONITORED):
+        parser.error(f"--modes: 'none' first, then any of {MODES[1:] + MONITORED}; got {args.modes!r}")
     if args.epochs < 3:
         parser.error("--epochs must be at least 3 (epoch 0 is warm-up, the last one ends the fit)")
     if args.threads:
         torch.set_num_threads(args.threads)
 
     import lightning.pytorch as pl
+    import lightning.pytorch.callbacks  # noqa: F401
     import lightning.pytorch.loggers  # noqa: F401
 
-    warnings.filterwarnings("ignore", message=r".*(num_workers|log_every_n_steps|LeafSpec).*")
+    warnings.filterwarnings("ignore", message=r".*(num_workers|log_every_n_steps|LeafSpec|val_dataloader).*")
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
 
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         for name in args.models.split(","):
-            epochs: dict[str, list[float]] = {mode: [] for mode in MODES}
-            tails: dict[str, list[float]] = {mode: [] for mode in MODES}
-            timings: dict[str, list] = {mode: [] for mode in MODES}
+            epochs: dict[str, list[float]] = {mode: [] for mode in modes}
+            tails: dict[str, list[float]] = {mode: [] for mode in modes}
+            timings: dict[str, list] = {mode: [] for mode in modes}
             for _ in range(args.repeats):
-                for mode in MODES:  # interleaved, so a slow spell of a shared machine hits every mode
+                for mode in modes:  # interleaved, so a slow spell of a shared machine hits every mode
                     network, loader, wait = _workload(name, args.batches, args.batch_size, args.wait)
-                    steady, tail, callback = _fit(pl, network, loader, wait, mode, args.epochs, Path(scratch) / name)
+                    steady, tail, callback = _fit(pl, network, loader, wait, mode, args.epochs, Path(scratch) / name,
+                                                  args.val_batches)
                     epochs[mode] += steady
                     tails[mode].append(tail)
                     timings[mode] += callback.timings[1:] if callback else []
             baseline = statistics.median(epochs["none"])
-            for mode in MODES:
+            for mode in modes:
                 seconds = statistics.median(epochs[mode])
                 rows.append({
                     "model": name,
@@ -186,7 +210,8 @@ def main() -> None:
                 })
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} intra-op threads, {os.cpu_count()} CPUs "
-          f"({platform.machine()}), {args.epochs} epochs per fit, {args.repeats} fits per mode\n")
+          f"({platform.machine()}), {args.epochs} epochs per fit, {args.repeats} fits per mode, "
+          f"{args.val_batches} validation batches per epoch\n")
     print("| workload | probed layers | parameters | batches/epoch | mode | s/epoch | vs none | fit end +s "
           "| measure s | blocking s |")
     print("|---|---:|---:|---:|---|---:|---:|---:|---:|---:|")

@@ -14,8 +14,16 @@ Lightning nor TensorBoard, so the spawned process starts quickly.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 from time import perf_counter
 from typing import Literal
@@ -24,15 +32,11 @@ import numpy as np
 import torch
 
 import probe
+from probe.layers import every_tensor
 from probe.options import MeasureOptions
 
 Kind = Literal["thread", "process"]
 KINDS = ("thread", "process")
-
-
-def every_tensor(name: str, tensor: torch.Tensor) -> bool:
-    """Layer filter for tensors that were already selected (``probe.measure`` keeps them all)."""
-    return True
 
 
 def measure_selected(tensors: dict[str, torch.Tensor], options: MeasureOptions) -> tuple[probe.Report, float]:
@@ -46,8 +50,29 @@ def _measure_arrays(arrays: dict[str, np.ndarray], options: MeasureOptions) -> t
     return measure_selected({name: torch.from_numpy(a) for name, a in arrays.items()}, options)
 
 
-def _start_process() -> None:
+_PR_SET_PDEATHSIG = 1
+
+
+def _start_process(parent: int) -> None:
     torch.set_num_threads(1)  # leave the other cores to training
+    die_with_parent(parent)
+
+
+def die_with_parent(parent: int) -> None:
+    """End this process when process ``parent`` ends (however it ends)."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+            if os.getppid() != parent:  # it died before the request took effect
+                os._exit(1)
+            return
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True, name="probe-watchdog").start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 def _as_array(tensor: torch.Tensor) -> np.ndarray:
@@ -74,7 +99,8 @@ class Measurer:
         self._process: ProcessPoolExecutor | None = None
         if kind == "process":
             context = multiprocessing.get_context("spawn")  # fork would copy the trainer's threads and state
-            self._process = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_process)
+            self._process = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_process,
+                                                initargs=(os.getpid(),))
             # wait until it runs (it imports torch and probe: seconds, once), so no epoch waits for it
             self._process.submit(int).result()
 
@@ -92,7 +118,20 @@ class Measurer:
         if self._process is None:
             return measure_selected(tensors, self._options)
         arrays = {name: _as_array(t.cpu()) for name, t in tensors.items()}
-        return self._process.submit(_measure_arrays, arrays, self._options).result()
+        try:
+            return self._process.submit(_measure_arrays, arrays, self._options).result()
+        except BrokenProcessPool as error:
+            warnings.warn(f"probe: the measuring process died ({error}); measuring goes on in a thread of the "
+                          "training process", RuntimeWarning, stacklevel=2)
+            self._process.shutdown(wait=False)
+            self._process = None
+            return measure_selected(tensors, self._options)
+
+    @property
+    def pid(self) -> int | None:
+        """The measuring process's id (``"process"`` kind, while it runs), else ``None``."""
+        processes = getattr(self._process, "_processes", None) or {}
+        return next(iter(processes), None)
 
     def shutdown(self) -> None:
         """Wait for submitted work, then stop the thread and let the process exit on its own."""

@@ -1,4 +1,4 @@
-"""Lightning callback: measure the model every few epochs, log it, expose it to monitors.
+"""Lightning callback: measure the model, log it where Lightning logs its epoch metrics, feed monitors.
 
 Example::
 
@@ -14,29 +14,36 @@ Example::
     )
     trainer.fit(model, train_loader)
 
-Where the measures go, at the end of every ``every_n_epochs``-th training epoch:
+When it measures (each time at most once per optimizer step, so never twice on the same weights):
 
-- TensorBoard loggers get the full output of :func:`integrations.tensorboard.write_report`
-  (``probe/<name>`` scalars and layers × epochs heatmaps; per-layer scalars and spectra opt-in);
-  every other logger gets the ``probe/<name>`` scalars through ``log_metrics``;
-- ``trainer.callback_metrics`` gets ``probe/<name>`` (logged with ``logger=False``) before
-  ``on_validation_end`` (measured in ``on_validation_start`` of the end-of-epoch
-  validation) or, without validation that epoch, in ``on_train_epoch_end`` before the
-  monitoring callbacks run; so ``EarlyStopping``, ``ModelCheckpoint`` and pruning
-  callbacks can monitor them;
-- ``last_report`` / ``last_epoch`` keep the latest report for other callbacks.
+- at the end of every ``every_n_epochs``-th training epoch: in ``on_validation_start`` of
+  the end-of-epoch validation, or in ``on_train_epoch_end`` when that epoch has none;
+- whenever a monitor of a ``probe/*`` metric (``EarlyStopping``, ``ModelCheckpoint``, any
+  callback whose ``monitor`` starts with ``probe/``) may read it: at every validation and at
+  every epoch end. So a monitor always reads the measure of the weights it sees (those a
+  checkpoint saved then holds), and counts each measurement once. (Monitors that read inside
+  the training loop, e.g. ``ModelCheckpoint(every_n_train_steps=...)``, see the latest one.)
+
+Where the measures go:
+
+- TensorBoard loggers get :func:`integrations.tensorboard.write_report`'s output
+  (``probe/<name>`` scalars and layers × epochs heatmaps; per-layer scalars and spectra
+  opt-in), other loggers the ``probe/<name>`` scalars and ``epoch``; both at the step
+  Lightning logs its own epoch-level metrics of that epoch (:func:`epoch_metrics_step`);
+- ``trainer.callback_metrics`` gets ``probe/<name>`` (logged with ``logger=False``);
+- ``last_report`` / ``last_epoch`` keep the latest report; :meth:`ProbeCallback.fresh_report`
+  gives other callbacks the report of the current weights.
 
 Both Lightning distributions are supported: ``ProbeCallback`` inherits from the
-``Callback`` class of each installed one (``pytorch_lightning`` and ``lightning.pytorch``),
-so the same class passes either ``Trainer``'s type check, and it only uses trainer
-attributes the two share.
+``Callback`` class of each installed one, so the same class passes either ``Trainer``'s
+type check, and it only uses trainer attributes the two share.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
-import sys
+import math
+import warnings
 from collections import deque
 from collections.abc import Iterable
 from concurrent.futures import Future
@@ -47,43 +54,37 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 import probe
-from integrations._background import KINDS, Measurer, measure_selected
-from integrations.tensorboard import LogOptions, add_layout, check_measure_names, network_metrics, write_report
+from integrations._background import KINDS, Measurer
+from integrations._lightning_sink import LoggerSink
+from integrations._lightning_trainer import (
+    PROBE_PREFIX,
+    callback_bases,
+    end_of_epoch_validation,
+    epoch_metrics_step,
+    probe_monitors,
+)
+from integrations.tensorboard import LogOptions, check_measure_names, network_metrics
 from probe.aggregate import HEADLINE_NAMES
+from probe.api import gather, is_sharded
 from probe.layers import LayerSelector, select_layers
 from probe.options import MeasureOptions
 from probe.spectrum import Method
 
 log = logging.getLogger(__name__)
 
-_PACKAGES = ("pytorch_lightning", "lightning.pytorch")
 _MAX_IN_FLIGHT = 2
-"""Background mode: at most this many measurements queued or running; the next epoch waits."""
-
-
-def callback_bases(user: str = "integrations.lightning") -> tuple[type, ...]:
-    """The ``Callback`` class of each installed Lightning distribution, so that a callback
-    deriving from all of them passes either ``Trainer``'s type check."""
-    bases = []
-    for package in _PACKAGES:
-        try:
-            bases.append(importlib.import_module(package).Callback)
-        except ImportError:
-            continue
-    if not bases:
-        raise ImportError(f"{user} needs Lightning: pip install pytorch-lightning (or lightning)")
-    return tuple(bases)
+"""Background mode: at most this many measurements queued or running; the next one waits."""
 
 
 @dataclass
 class EpochTiming:
     """Seconds spent for one measured epoch (rank zero only).
 
-    ``blocking_s``: time the training thread spent in the callback's hooks at that epoch's
-    end (measuring and logging when synchronous; in background mode copying the weights
-    and logging the reports found finished).
-    ``measure_s``: time ``probe.measure`` took (on the worker thread in background mode);
-    NaN until it is done.
+    ``blocking_s``: time the training thread spent in the callback's hooks for that epoch
+    (measuring and logging when synchronous; in background mode copying the weights,
+    waiting where a monitor reads, and logging the reports found finished).
+    ``measure_s``: time ``probe.measure`` took (on the worker in background mode); NaN
+    until it is done.
     """
 
     epoch: int
@@ -93,17 +94,27 @@ class EpochTiming:
 
 class _Job(NamedTuple):
     epoch: int
-    step: int
+    at: int  # trainer.global_step of the weights copied
+    step: int | None  # logging step; None: published, not logged
     future: Future
 
 
+class _Result(NamedTuple):
+    epoch: int
+    at: int
+    report: probe.Report | None  # None: measuring failed, the metrics are NaN
+    metrics: dict[str, float]
+
+
 class ProbeCallback(*callback_bases()):  # type: ignore[misc]
-    """Measure the model with :func:`probe.measure` during ``fit`` and log the report.
+    """Measure the model with :func:`probe.measure` during ``fit``, log the report, feed monitors.
 
     Parameters
     ----------
     every_n_epochs:
-        Measure after epochs with ``(epoch + 1) % every_n_epochs == 0`` (default 1).
+        Measure and log after epochs with ``(epoch + 1) % every_n_epochs == 0`` (default
+        1). A monitor of a ``probe/*`` metric adds measurements wherever it may read
+        (module docstring).
     measures:
         Network measures logged as ``probe/<name>`` and put in ``trainer.callback_metrics``
         (default the eight headline ones); validated here against the probe names.
@@ -111,26 +122,25 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         What TensorBoard loggers also get (:class:`~integrations.tensorboard.LogOptions`).
     layers, method, device:
         Passed to :func:`probe.measure` (default ``"auto"``, ``"auto"``, ``None``: on the
-        weights' device). ``layers`` is checked against the model at ``setup``.
+        weights' device). ``layers`` is checked against the model in ``on_fit_start``,
+        after ``configure_model`` and ``setup`` have built it, before any training.
     nonfinite:
         ``"nan"`` (default): diverged weights give NaN measures (``EarlyStopping``'s
-        ``check_finite`` then stops the run); ``"raise"``: the fit fails with a
-        ``ValueError`` naming the layer.
+        ``check_finite`` then stops the run), and so does any failure to measure (with a
+        warning): the training run is never lost to the probe. ``"raise"``: the fit
+        fails with the error (a ``ValueError`` naming the layer for NaN/Inf weights).
     background:
-        ``False`` (default): measure in the hook, so the monitored values are those of the
-        epoch that just ended. ``True`` or ``"thread"``: the hook only copies the probed
-        weights and a worker thread measures them while training goes on. ``"process"``:
-        the worker thread hands the copies to one spawned process (one CPU thread), so
-        measuring does not compete with a Python-bound training loop for the GIL (see
-        ``benchmarks/RESULTS.md``); ``setup`` waits for the process to start (seconds,
-        once); as with any ``spawn`` process, a script needs the
-        ``if __name__ == "__main__":`` guard. In both modes a finished report is logged, at its own epoch's step, by the
-        next epoch end that finds it done, and put in ``callback_metrics``; pending work is
-        flushed at fit end (and on an exception), before the loggers are closed; at most two
-        measurements are in flight (a third epoch end waits for the oldest).
-        ``callback_metrics``, ``last_report`` and ``last_epoch`` then hold the latest
-        *finished* report, typically the previous epoch's (none yet after the first epoch:
-        give ``EarlyStopping`` ``strict=False``).
+        ``False`` (default): measure in the hook. ``True`` or ``"thread"``: the hook only
+        copies the probed weights and a worker thread measures them while training goes
+        on. ``"process"``: the worker thread hands the copies to one spawned process (one
+        CPU thread), so measuring does not compete with a Python-bound training loop for
+        the GIL; it dies with the trainer, and if it dies first (e.g. killed for memory)
+        measuring goes on in the thread, with a warning. A script needs the
+        ``if __name__ == "__main__":`` guard. Each report is logged at its own epoch's
+        step once finished; pending work is flushed at fit end. Where a monitor of
+        ``probe/*`` reads, the callback waits for that measurement first (at a validation,
+        the measurement overlaps the validation loop); elsewhere ``callback_metrics``,
+        ``last_report`` and ``last_epoch`` hold the latest *finished* report.
     copy_to:
         Background mode: where the weight copies live: ``"cpu"`` (default) or ``"model"``
         (the weights' device; faster on a GPU, costs its memory).
@@ -139,22 +149,25 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         Trainer has none. ``False``: only monitor (``callback_metrics`` and ``last_report``).
         (Not named ``log``: Lightning sets ``callback.log`` to the module's ``log`` method.)
     step:
-        Logging x axis: ``"global_step"`` (default, like Lightning's own epoch metrics, so
-        the measures line up with the loss) or ``"epoch"``.
+        Logging x axis: ``"lightning"`` (default: the step of Lightning's own epoch-level
+        metrics such as ``val_loss``, so the measures line up with them on every logger)
+        or ``"epoch"`` (only end-of-epoch measurements are logged then).
 
     Attributes
     ----------
     last_report:
-        The latest finished :class:`probe.Report`, or ``None`` (also right after a resume).
+        The latest published :class:`probe.Report`, or ``None`` (also right after a
+        resume, or after a failed measurement).
     last_epoch:
-        The epoch ``last_report`` was measured at (restored on resume), or ``None``.
+        The epoch of the latest published measurement (restored on resume), or ``None``.
     timings:
-        One :class:`EpochTiming` per measured epoch (rank zero only).
+        One :class:`EpochTiming` per measured epoch of the current fit (rank zero only).
 
-    Under DDP only rank zero measures and logs; the values are then broadcast so every
-    rank's ``callback_metrics`` and ``last_report`` agree. ``state_dict`` keeps
-    ``last_epoch`` and the last measured epoch, so a resumed run does not measure or log an
-    epoch twice.
+    Under DDP only rank zero measures and logs, and the values are broadcast so every
+    rank's ``callback_metrics`` and ``last_report`` agree; sharded (FSDP2 / DTensor)
+    weights are gathered one layer at a time with every rank taking part. ``state_dict``
+    keeps the step last measured, so a resumed run does not measure or log it twice; a
+    callback reused in a new ``Trainer`` starts afresh.
     """
 
     def __init__(
@@ -170,14 +183,14 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         background: bool | Literal["thread", "process"] = False,
         copy_to: Literal["cpu", "model"] = "cpu",
         use_loggers: bool = True,
-        step: Literal["global_step", "epoch"] = "global_step",
+        step: Literal["lightning", "epoch"] = "lightning",
     ) -> None:
         if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
             raise ValueError(f"every_n_epochs must be a positive int, got {every_n_epochs!r}")
         if copy_to not in ("cpu", "model"):
             raise ValueError(f"copy_to must be 'cpu' or 'model', got {copy_to!r}")
-        if step not in ("global_step", "epoch"):
-            raise ValueError(f"step must be 'global_step' or 'epoch', got {step!r}")
+        if step not in ("lightning", "epoch"):
+            raise ValueError(f"step must be 'lightning' or 'epoch', got {step!r}")
         if background is True:
             background = "thread"
         if background is not False and background not in KINDS:
@@ -195,14 +208,16 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self.last_report: probe.Report | None = None
         self.last_epoch: int | None = None
         self.timings: list[EpochTiming] = []
-        self._measured_epoch: int | None = None
+        self._measured_at: int | None = None  # trainer.global_step of the last measurement
+        self._published_at: int | None = None
+        self._sharded = False
         self._measurer: Measurer | None = None
         self._pending: deque[_Job] = deque()
-        self._layout_written: set[int] = set()
+        self._sink = LoggerSink(self.measures, options)
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(every_n_epochs=self.every_n_epochs, measures=self.measures, background=self.background)
+        return self._generate_state_key(measures=self.measures)
 
     # ----------------------------------------------------------------- hooks
 
@@ -215,21 +230,47 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 "logger=TensorBoardLogger(save_dir) (or leave the default logger=True) to the Trainer, or build "
                 "ProbeCallback(use_loggers=False) to only put probe/* into trainer.callback_metrics for monitoring."
             )
+        # a new fit, also in a second Trainer: nothing measured yet (a resume restores its state after this)
+        self._measured_at = self._published_at = None
+        self.timings = []
+        self._sink.reset()
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        # here, not in setup: configure_model() and LightningModule.setup() have built the layers by now
         try:
-            select_layers(pl_module, self.measure_options.layers)
+            selected = select_layers(pl_module, self.measure_options.layers)
         except ValueError as error:
             raise ValueError(f"ProbeCallback(layers={self.measure_options.layers!r}) on {type(pl_module).__name__}: {error}") from error
+        self._sharded = any(is_sharded(tensor) for _, tensor in selected)
+        published = {PROBE_PREFIX + name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) for name in cb.measures}
+        unknown = sorted({m.monitor for m in probe_monitors(trainer)} - published)
+        if unknown:
+            raise ValueError(f"a callback monitors {unknown}, which no ProbeCallback measures "
+                             f"(measures={list(self.measures)}); add the names to measures=")
         if self.background and trainer.is_global_zero and self._measurer is None:
             self._measurer = Measurer(self.background, self.measure_options)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:  # the end-of-epoch validation
-            self._epoch_end(trainer, pl_module)
+        end = end_of_epoch_validation(trainer)
+        wanted = (end and self._due(trainer.current_epoch)) or bool(probe_monitors(trainer))
+        self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=False, epoch_end=end,
+                    step=epoch_metrics_step(trainer, in_train_epoch_end=False))
+
+    def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        # background: the measurement started with this validation ran alongside it; monitors read next
+        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.background:
+            return
+        if self._fresh(trainer) and probe_monitors(trainer):
+            self._point(trainer, pl_module, measure=False, wait=True, epoch_end=end_of_epoch_validation(trainer),
+                        step=epoch_metrics_step(trainer, in_train_epoch_end=False))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        self._epoch_end(trainer, pl_module)
+        monitored = bool(probe_monitors(trainer))
+        wanted = self._due(trainer.current_epoch) or monitored
+        self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=monitored, epoch_end=True,
+                    step=epoch_metrics_step(trainer, in_train_epoch_end=True))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         self._flush(trainer)
@@ -242,120 +283,168 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         try:
             self._flush(trainer)
-        except Exception as error:  # the original exception is the one to report
+        except Exception as error:  # noqa: BLE001 - the original exception is the one to report
             log.warning("ProbeCallback: pending measurements lost after %r: %s", exception, error)
         finally:
             self._shutdown()
 
+    def fresh_report(self, trainer: Any, pl_module: Any) -> probe.Report | None:
+        """The report of the weights as they are now, for another callback's ``on_train_epoch_end``.
+
+        Measures unless this optimizer step was measured already; in background mode waits
+        for that measurement. Every rank must call it (it broadcasts under DDP). ``None``
+        when measuring failed (``nonfinite="nan"``).
+        """
+        self._point(trainer, pl_module, measure=not self._fresh(trainer), wait=True, epoch_end=True,
+                    step=epoch_metrics_step(trainer, in_train_epoch_end=True))
+        return self.last_report if self._published_at == trainer.global_step else None
+
     def state_dict(self) -> dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "measured_epoch": self._measured_epoch}
+        return {"measured_at": self._measured_at, "last_epoch": self.last_epoch, "options": self._signature()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._measured_at = state_dict.get("measured_at")
         self.last_epoch = state_dict.get("last_epoch")
-        self._measured_epoch = state_dict.get("measured_epoch")
+        saved, current = state_dict.get("options"), self._signature()
+        if saved is not None and saved != current:
+            changed = sorted(k for k in {*saved, *current} if saved.get(k) != current.get(k))
+            warnings.warn(
+                f"ProbeCallback: resumed with changed options {changed} (checkpoint: "
+                f"{ {k: saved.get(k) for k in changed} }); the state is kept, so no step is measured or logged twice",
+                UserWarning, stacklevel=2,
+            )
+
+    def on_load_checkpoint(self, trainer: Any, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        # the state key holds the measures: after a change, adopt the one ProbeCallback state rather than drop it
+        states = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        ours = {key: state for key, state in states.items() if str(key).startswith(type(self).__name__)}
+        if len(ours) == 1:
+            self.load_state_dict(next(iter(ours.values())))
+        elif ours:
+            warnings.warn(f"ProbeCallback: the checkpoint holds {len(ours)} ProbeCallback states {sorted(ours)}, none "
+                          f"for measures={list(self.measures)}; this callback starts without state", UserWarning, stacklevel=2)
 
     # ------------------------------------------------------------- internals
 
     def _due(self, epoch: int) -> bool:
-        fresh = self._measured_epoch is None or epoch > self._measured_epoch
-        return fresh and (epoch + 1) % self.every_n_epochs == 0
+        return (epoch + 1) % self.every_n_epochs == 0
 
-    def _epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        """Measure (or submit) if due, publish any new report; same collectives on every rank."""
+    def _fresh(self, trainer: Any) -> bool:
+        return self._measured_at == trainer.global_step
+
+    def _signature(self) -> dict[str, Any]:
+        layers = self.measure_options.layers
+        return {"every_n_epochs": self.every_n_epochs, "measures": list(self.measures), "background": self.background,
+                "step": self.step, "layers": layers if isinstance(layers, str) else "callable",
+                "method": self.measure_options.method, "nonfinite": self.measure_options.nonfinite}
+
+    def _point(self, trainer: Any, pl_module: Any, *, measure: bool, wait: bool, epoch_end: bool, step: int) -> None:
+        """Measure (or submit) and publish what is finished; every rank calls it with equal arguments."""
         epoch = trainer.current_epoch
-        due = self._due(epoch)
-        if due:
-            self._measured_epoch = epoch
-        if not (due or self.background):  # the same on every rank: no rank skips a broadcast
+        if measure:
+            self._measured_at = trainer.global_step
+        if not (measure or self.background):  # the same on every rank: no rank skips a broadcast
             return
-        payload: tuple[str, Any, Any] | None = None
+        log_step = step if self.step == "lightning" else (epoch if epoch_end else None)
+        result: _Result | None = None
         error: Exception | None = None
-        if trainer.is_global_zero:
-            start = perf_counter()
-            try:
-                payload = self._rank_zero_epoch_end(trainer, pl_module, epoch, due)
-            except Exception as caught:  # tell the other ranks before raising, or they wait forever
-                error, payload = caught, ("error", f"{type(caught).__name__}: {caught}", None)
-            if due or payload is not None:
-                self._timing(epoch).blocking_s += perf_counter() - start
+        start = perf_counter()
+        try:
+            if trainer.is_global_zero:
+                result = self._rank_zero_point(trainer, pl_module, measure, wait, log_step)
+            elif measure and self._sharded:
+                self._take_part_in_gathers(pl_module)
+        except Exception as caught:  # noqa: BLE001 - tell the other ranks before raising, or they wait forever
+            error = caught
+        if trainer.is_global_zero and (measure or result is not None):
+            self._timing(epoch).blocking_s += perf_counter() - start
         if trainer.world_size > 1:
-            payload = trainer.strategy.broadcast(payload, src=0)
+            message, result = trainer.strategy.broadcast((None if error is None else repr(error), result), src=0)
+            if error is None and message is not None:
+                raise RuntimeError(f"ProbeCallback: measuring on rank 0 failed: {message}")
         if error is not None:
             raise error
-        if payload is None:
-            return
-        kind, first, report = payload
-        if kind == "error":
-            raise RuntimeError(f"ProbeCallback: measuring on rank 0 failed: {first}")
-        self.last_report, self.last_epoch = report, first
-        # equal on every rank; syncing with "max" keeps them exact (and quiets Lightning's sync_dist advice)
-        for name, value in network_metrics(report, self.measures).items():
-            pl_module.log(name, value, logger=False, on_step=False, on_epoch=True, batch_size=1, reduce_fx="max",
-                          sync_dist=trainer.world_size > 1)
+        if result is not None:
+            self._publish(trainer, pl_module, result)
 
-    def _rank_zero_epoch_end(self, trainer: Any, pl_module: Any, epoch: int, due: bool) -> tuple[str, int, probe.Report] | None:
-        step = trainer.global_step if self.step == "global_step" else epoch
-        tensors = dict(select_layers(pl_module, self.measure_options.layers))
-        if due and not self.background:
-            report, self._timing(epoch).measure_s = measure_selected(tensors, self.measure_options)
-            self._write_tensorboard(report, step, epoch, self._tensorboard_writers(trainer))
-            self._log_other(trainer, report, step)
-            return ("report", epoch, report)
+    def _rank_zero_point(self, trainer: Any, pl_module: Any, measure: bool, wait: bool, log_step: int | None) -> _Result | None:
+        epoch, at = trainer.current_epoch, trainer.global_step
+        if measure and not self.background:
+            start = perf_counter()
+            try:
+                report: probe.Report | None = probe.measure(pl_module, **self.measure_options.kwargs())
+            except Exception as error:  # noqa: BLE001 - a failure to measure must not end the fit
+                report = self._failed(error, epoch)
+            self._timing(epoch).measure_s = perf_counter() - start
+            return self._log(trainer, _Result(epoch, at, report, self._metrics(report)), log_step)
         latest = None
-        if due:
+        if measure:
             while len(self._pending) >= _MAX_IN_FLIGHT:
                 latest = self._complete(trainer, self._pending.popleft())
-            copies = {name: self._copy(t) for name, t in tensors.items()}
-            assert self._measurer is not None, "setup() starts the worker"
-            self._pending.append(_Job(epoch, step, self._measurer.submit(copies)))
-        while self._pending and self._pending[0].future.done():
+            copies = {name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.measure_options.layers)}
+            assert self._measurer is not None, "on_fit_start starts the worker"
+            self._pending.append(_Job(epoch, at, log_step, self._measurer.submit(copies)))
+        while self._pending and (wait or self._pending[0].future.done()):
             latest = self._complete(trainer, self._pending.popleft())
         return latest
+
+    def _take_part_in_gathers(self, pl_module: Any) -> None:
+        """Ranks other than zero, sharded weights: join each layer's gather (rank zero measures)."""
+        if self.background:
+            for _, tensor in select_layers(pl_module, self.measure_options.layers):
+                gather(tensor)
+        else:
+            probe.measure(pl_module, **self.measure_options.kwargs())
 
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
 
-    def _complete(self, trainer: Any, job: _Job) -> tuple[str, int, probe.Report]:
-        """Wait for a background job (rank zero), log it at its own step, return the payload."""
-        report, seconds = job.future.result()
+    def _complete(self, trainer: Any, job: _Job) -> _Result:
+        """Wait for a background job (rank zero) and log it at its own step."""
+        try:
+            report, seconds = job.future.result()
+        except Exception as error:  # noqa: BLE001 - as in the synchronous case
+            report, seconds = self._failed(error, job.epoch), math.nan
         self._timing(job.epoch).measure_s = seconds
-        self._write_tensorboard(report, job.step, job.epoch, self._tensorboard_writers(trainer))
-        self._log_other(trainer, report, job.step)
-        return ("report", job.epoch, report)
+        return self._log(trainer, _Result(job.epoch, job.at, report, self._metrics(report)), job.step)
+
+    def _failed(self, error: Exception, epoch: int) -> None:
+        """A measurement failed: raise with ``nonfinite="raise"``, else warn (the metrics are NaN)."""
+        if self.measure_options.nonfinite == "raise":
+            raise error
+        warnings.warn(f"ProbeCallback: measuring epoch {epoch} failed ({type(error).__name__}: {error}); "
+                      "its measures are NaN and training goes on", RuntimeWarning, stacklevel=2)
+
+    def _metrics(self, report: probe.Report | None) -> dict[str, float]:
+        if report is None:
+            return {PROBE_PREFIX + name: math.nan for name in self.measures}
+        return network_metrics(report, self.measures)
+
+    def _publish(self, trainer: Any, pl_module: Any, result: _Result) -> None:
+        self.last_report, self.last_epoch, self._published_at = result.report, result.epoch, result.at
+        # equal on every rank; syncing with "max" keeps them exact (and quiets Lightning's sync_dist advice)
+        for name, value in result.metrics.items():
+            pl_module.log(name, value, logger=False, on_step=False, on_epoch=True, batch_size=1, reduce_fx="max",
+                          sync_dist=trainer.world_size > 1)
 
     def _flush(self, trainer: Any) -> None:
         """Finish and log every pending background measurement (rank zero; no collectives)."""
         while self._pending:
-            _, epoch, report = self._complete(trainer, self._pending.popleft())
-            self.last_report, self.last_epoch = report, epoch
+            result = self._complete(trainer, self._pending.popleft())
+            self.last_report, self.last_epoch, self._published_at = result.report, result.epoch, result.at
 
     def _shutdown(self) -> None:
         if self._measurer is not None:
             self._measurer.shutdown()
             self._measurer = None
 
-    def _tensorboard_writers(self, trainer: Any) -> list[Any]:
-        """The trainer's TensorBoard writers, each given the layout once."""
-        if not self.use_loggers:
-            return []
-        writers = [w for w in map(_tensorboard_writer, trainer.loggers) if w is not None]
-        for writer in writers:
-            if id(writer) not in self._layout_written:
-                add_layout(writer, self.measures, self.options)
-                self._layout_written.add(id(writer))
-        return writers
-
-    def _write_tensorboard(self, report: probe.Report, step: int, epoch: int, writers: list[Any]) -> None:
-        for writer in writers:
-            write_report(writer, report, step, measures=self.measures, options=self.options, epoch=epoch)
-
-    def _log_other(self, trainer: Any, report: probe.Report, step: int) -> None:
-        """Network scalars to every logger that is not a TensorBoard one (training thread)."""
-        if not self.use_loggers:
-            return
-        for logger in trainer.loggers:
-            if _tensorboard_writer(logger) is None:
-                logger.log_metrics(network_metrics(report, self.measures), step=step)
+    def _log(self, trainer: Any, result: _Result, step: int | None) -> _Result:
+        """Write a result to every logger at ``step`` (training thread); ``None``: not logged."""
+        if step is not None and self.use_loggers:
+            self._sink.write(trainer.loggers, result.report, result.metrics, result.epoch, step)
+        return result
 
     def _timing(self, epoch: int) -> EpochTiming:
         for timing in reversed(self.timings):
@@ -365,14 +454,4 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         return self.timings[-1]
 
 
-def _tensorboard_writer(logger: Any) -> Any:
-    """The ``SummaryWriter`` of a Lightning ``TensorBoardLogger`` (either package), else ``None``."""
-    for package in _PACKAGES:
-        loggers = sys.modules.get(f"{package}.loggers")
-        cls = getattr(loggers, "TensorBoardLogger", None)
-        if cls is not None and isinstance(logger, cls):
-            return logger.experiment
-    return None
-
-
-__all__ = ["EpochTiming", "ProbeCallback"]
+__all__ = ["EpochTiming", "ProbeCallback", "callback_bases", "epoch_metrics_step"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from collections.abc import Mapping
 from typing import Literal
 
@@ -12,7 +13,7 @@ import torch
 from torch import nn
 
 from probe.evbmf import DEFAULT_XATOL, evbmf
-from probe.layers import LayerSelector, select_layers
+from probe.layers import LayerSelector, every_tensor, select_layers
 from probe.options import MeasureOptions
 from probe.quantities import QUANTITIES, quantities
 from probe.report import LayerResult, Report, Unfolding
@@ -37,7 +38,8 @@ def measure(
     model_or_state_dict:
         An ``nn.Module`` or a mapping of names to tensors (non-tensor values are ignored).
     layers:
-        ``"auto"`` (conv and linear weights), ``"genprob"`` (SPEC §6), or a callable
+        ``"auto"`` (every 2–5-D ``*weight``: conv, linear, embedding, attention projections;
+        SPEC §8), ``"genprob"`` (SPEC §6), or a callable
         ``(name, tensor) -> bool`` over the state dict's tensors.
     method:
         Singular-value route: ``"auto"`` (Gram fast path with precision chosen per
@@ -52,6 +54,10 @@ def measure(
         Compute there (e.g. ``"cuda"``) instead of on each weight's own device; each
         weight is copied there alone, never the whole model.
 
+    Sharded weights (FSDP2 / DTensor parameters) are gathered one layer at a time and that
+    layer measured alone, so the extra memory is about one full layer; the gather is a
+    collective: call ``measure`` on every rank of the mesh (each gets the same report).
+
     The settings are checked by :class:`probe.options.MeasureOptions` (front ends build one
     and pass ``**options.kwargs()``).
 
@@ -62,6 +68,8 @@ def measure(
     """
     MeasureOptions(layers=layers, method=method, evbmf_xatol=evbmf_xatol, nonfinite=nonfinite, device=device)
     selected = select_layers(model_or_state_dict, layers)
+    if any(is_sharded(tensor) for _, tensor in selected):
+        return _measure_sharded(selected, method=method, evbmf_xatol=evbmf_xatol, nonfinite=nonfinite, device=device)
 
     weights = []
     for name, tensor in selected:
@@ -92,6 +100,27 @@ def measure(
                 unfoldings[u] = _nan_unfolding(weight, u, name)
         results.append(LayerResult(name, tuple(weight.shape), unfoldings))
     log.debug("measured %d layers", len(results))
+    return Report(results)
+
+
+def is_sharded(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` is a DTensor (FSDP2, tensor parallelism), whose values live on several ranks."""
+    module = sys.modules.get("torch.distributed.tensor")  # not imported: no DTensor can exist
+    return module is not None and isinstance(tensor, module.DTensor)
+
+
+def gather(tensor: torch.Tensor) -> torch.Tensor:
+    """The full tensor of a DTensor (a collective: every rank of its mesh must call it), else ``tensor``."""
+    return tensor.full_tensor() if is_sharded(tensor) else tensor
+
+
+def _measure_sharded(selected: list[tuple[str, torch.Tensor]], **options: object) -> Report:
+    """Gather one layer at a time (every rank takes part) and measure it alone."""
+    results = []
+    for name, tensor in selected:
+        full = gather(tensor.detach())
+        results.extend(measure({name: full}, layers=every_tensor, **options).layers)  # type: ignore[arg-type]
+        del full
     return Report(results)
 
 

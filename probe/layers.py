@@ -1,10 +1,18 @@
-"""Stage 1a: which tensors of a model or state dict are probed (layer presets).
+"""Stage 1a: which tensors of a model or state dict are probed (layer presets), under stable names.
 
-``"auto"``: the weights of every ``Conv1d/2d/3d`` and ``Linear`` module of an
-``nn.Module``; for a state dict, every floating-point tensor whose key ends in ``weight``
-and has 2 to 5 dimensions. ``"genprob"`` (SPEC §6): every 4-D tensor whose key contains
-``onv`` or ``down``, in state-dict order. A callable ``(name, tensor) -> bool`` picks
-from the state dict's tensors.
+One rule for every way in (SPEC §8): a module is read through its ``state_dict()``, so a
+module, its state dict and any checkpoint of it select the same tensors under the same names.
+
+``"auto"``: every floating-point tensor of 2 to 5 dimensions whose last name component is
+``weight`` or ends in ``_weight`` (conv, linear, embedding, ``nn.MultiheadAttention``'s
+``in_proj_weight``, fused projections; trainable or frozen alike). ``"genprob"`` (SPEC §6):
+every 4-D tensor whose key contains ``onv`` or ``down``. A callable ``(name, tensor) -> bool``
+picks from the state dict's tensors.
+
+Names are normalised first: the components that wrappers insert (``torch.compile``'s
+``_orig_mod``, FSDP's ``_fsdp_wrapped_module``, activation checkpointing's
+``_checkpoint_wrapped_module``, Fabric's ``_forward_module``) are dropped, and so is the
+``module.`` prefix of DDP / DataParallel when every key carries it.
 """
 
 from __future__ import annotations
@@ -19,11 +27,12 @@ LayerFilter = Callable[[str, torch.Tensor], bool]
 LayerSelector = Union[str, LayerFilter]
 PRESETS = ("auto", "genprob")
 
-_PROBED_MODULES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+WRAPPER_COMPONENTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_forward_module"})
+"""Name components inserted by wrappers (compile, FSDP, activation checkpointing, Fabric); dropped."""
 
 
 def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelector = "auto") -> list[tuple[str, torch.Tensor]]:
-    """Return ``(name, weight)`` pairs to probe, in model / state-dict order.
+    """Return ``(name, weight)`` pairs to probe, in state-dict order, under normalised names.
 
     Raises ``ValueError`` for an unknown preset and when nothing is selected.
     """
@@ -32,36 +41,52 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
     if not isinstance(layers, str) and not callable(layers):
         raise TypeError(f"layers must be a preset name {PRESETS} or a callable, got {type(layers).__name__}")
 
-    if isinstance(source, nn.Module) and layers == "auto":
-        selected = [
-            (f"{name}.weight" if name else "weight", module.weight.detach())
-            for name, module in source.named_modules()
-            if isinstance(module, _PROBED_MODULES) and isinstance(module.weight, torch.Tensor)
-        ]
-    else:
-        tensors = _state_tensors(source)
-        keep = {"auto": _auto_key, "genprob": _genprob_key}.get(layers, layers)  # type: ignore[arg-type]
-        selected = [(name, tensor) for name, tensor in tensors.items() if keep(name, tensor)]
-
+    tensors = state_tensors(source, normalise=layers is not every_tensor)
+    keep = {"auto": _auto_key, "genprob": _genprob_key}.get(layers, layers)  # type: ignore[arg-type]
+    selected = [(name, tensor) for name, tensor in tensors.items() if keep(name, tensor)]
     if not selected:
         what = f"preset {layers!r}" if isinstance(layers, str) else "the layer filter"
         raise ValueError(
-            f"no layer selected: {what} matched no tensor among {len(_state_tensors(source))} "
-            "(expected conv or linear weights; pass layers=callable to choose them)"
+            f"no layer selected: {what} matched no tensor among {len(tensors)} "
+            "(expected conv, linear or embedding weights; pass layers=callable to choose them)"
         )
     return selected
 
 
-def _state_tensors(source: nn.Module | Mapping[str, object]) -> dict[str, torch.Tensor]:
+def state_tensors(source: nn.Module | Mapping[str, object], *, normalise: bool = True) -> dict[str, torch.Tensor]:
+    """The detached tensors of a module's ``state_dict()`` or of a state dict, by normalised name."""
     if isinstance(source, nn.Module):
-        return dict(source.state_dict())
-    if isinstance(source, Mapping):
-        return {str(k): v.detach() for k, v in source.items() if isinstance(v, torch.Tensor)}
-    raise TypeError(f"expected an nn.Module or a state dict (a mapping of names to tensors), got {type(source).__name__}")
+        items = source.state_dict().items()
+    elif isinstance(source, Mapping):
+        items = source.items()
+    else:
+        raise TypeError(f"expected an nn.Module or a state dict (a mapping of names to tensors), got {type(source).__name__}")
+    tensors = {str(k): v.detach() for k, v in items if isinstance(v, torch.Tensor)}
+    if not normalise:
+        return tensors
+    strip_module = bool(tensors) and all(name.startswith("module.") for name in tensors)
+    normalised: dict[str, torch.Tensor] = {}
+    for name, tensor in tensors.items():
+        clean = normalise_name(name[len("module."):] if strip_module else name)
+        if clean in normalised:
+            raise ValueError(f"tensors {clean!r} and {name!r} have the same name once wrapper prefixes are removed")
+        normalised[clean] = tensor
+    return normalised
+
+
+def every_tensor(name: str, tensor: torch.Tensor) -> bool:
+    """Layer filter that keeps every tensor under the name given (for tensors already selected and named)."""
+    return True
+
+
+def normalise_name(name: str) -> str:
+    """``name`` without the components wrappers insert (``_orig_mod``, ``_fsdp_wrapped_module`` …)."""
+    return ".".join(part for part in name.split(".") if part not in WRAPPER_COMPONENTS)
 
 
 def _auto_key(name: str, tensor: torch.Tensor) -> bool:
-    return name.endswith("weight") and tensor.is_floating_point() and 2 <= tensor.ndim <= 5
+    last = name.rsplit(".", 1)[-1]
+    return (last == "weight" or last.endswith("_weight")) and tensor.is_floating_point() and 2 <= tensor.ndim <= 5
 
 
 def _genprob_key(name: str, tensor: torch.Tensor) -> bool:

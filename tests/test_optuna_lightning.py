@@ -95,20 +95,19 @@ def test_prunes_single_process(package, module):
     assert trial.intermediate_values == {} and trial.value is None
 
 
-def test_reuses_the_live_probe_report_when_listed_after_it(tmp_path):
+@pytest.mark.parametrize("background", [False, "thread"])
+def test_reuses_the_live_probe_report_wherever_it_is_listed(tmp_path, background):
     study = _study(n_startup_trials=100)
-    trial = study.ask()
-    live, pruning = ProbeCallback(), MeasurePruningCallback(trial)
     with_logger = {**TRAINER, "logger": CSVLogger(tmp_path)}
-    L.Trainer(callbacks=[live, pruning], **with_logger).fit(TinyL(), _loader())
-    assert pruning.last_report is live.last_report and pruning.last_epoch == live.last_epoch == 3
-    assert get_measures(trial)[3] == pytest.approx(live.last_report.network, nan_ok=True)
-
-    trial = study.ask()
-    live, pruning = ProbeCallback(), MeasurePruningCallback(trial)
-    L.Trainer(callbacks=[pruning, live], **with_logger).fit(TinyL(), _loader())
-    assert pruning.last_report is not live.last_report  # listed first: it measured itself
-    assert pruning.last_report.network == pytest.approx(live.last_report.network, nan_ok=True)
+    for order in ("live first", "pruning first"):
+        trial = study.ask()
+        live, pruning = ProbeCallback(background=background), MeasurePruningCallback(trial)
+        callbacks = [live, pruning] if order == "live first" else [pruning, live]
+        L.Trainer(callbacks=callbacks, **with_logger).fit(TinyL(), _loader())
+        assert pruning.last_report is live.last_report and pruning.last_epoch == live.last_epoch == 3, order
+        # one measurement per epoch, shared (background: the pruner waited for it, it did not measure again)
+        assert [t.epoch for t in live.timings] == [0, 1, 2, 3]
+        assert get_measures(trial)[3] == pytest.approx(live.last_report.network, nan_ok=True)
 
 
 def test_monitor_is_reported_and_a_wrapped_pruner_can_prune():

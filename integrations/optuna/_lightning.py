@@ -23,10 +23,11 @@ PRUNED_KEY = "probe:pruned_epoch"
 class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type: ignore[misc]
     """Lightning callback that prunes an Optuna trial from the network measures, every epoch.
 
-    At the end of each training epoch, on rank zero: take the network measures (reusing
-    the report of a live :class:`integrations.lightning.ProbeCallback` — any callback with
-    ``last_report`` and ``last_epoch`` that measured this epoch, listed before this one —
-    or calling ``probe.measure``), store them with :func:`report_measures`, report ``monitor`` with
+    At the end of each training epoch, on rank zero: take the network measures (the
+    report of a live :class:`integrations.lightning.ProbeCallback` in the same Trainer,
+    wherever it is listed — any callback with a ``fresh_report(trainer, module)`` method:
+    it measures once for both, and in background mode this waits for its measurement
+    instead of measuring again — or else ``probe.measure``), store them with :func:`report_measures`, report ``monitor`` with
     ``trial.report`` if given, and ask ``trial.should_prune()``.
 
     Single process: a pruned trial raises ``optuna.TrialPruned`` out of ``trainer.fit``.
@@ -106,10 +107,11 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch
+        live = self._live_report(trainer, pl_module)  # every rank: the live callback may broadcast
         prune, error = False, None
         if trainer.is_global_zero:
             try:
-                prune = self._report_and_decide(trainer, pl_module, epoch)
+                prune = self._report_and_decide(trainer, pl_module, epoch, live)
             except Exception as exc:
                 if not self._distributed:
                     raise
@@ -136,8 +138,7 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
         if epoch is not None:
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
-    def _report_and_decide(self, trainer: Any, pl_module: Any, epoch: int) -> bool:
-        report = self._live_report(trainer, epoch)
+    def _report_and_decide(self, trainer: Any, pl_module: Any, epoch: int, report: Report | None) -> bool:
         if report is None:
             report = probe.measure(pl_module, **self.measure_options.kwargs())
         report_measures(self._trial, report, epoch, names=self._names)
@@ -152,11 +153,9 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
             self._trial.report(float(value), epoch)
         return self._trial.should_prune()
 
-    def _live_report(self, trainer: Any, epoch: int) -> Report | None:
+    def _live_report(self, trainer: Any, pl_module: Any) -> Report | None:
         for callback in trainer.callbacks:
-            if callback is self:
-                return None
-            report = getattr(callback, "last_report", None)
-            if isinstance(report, Report) and getattr(callback, "last_epoch", None) == epoch:
-                return report
+            fresh_report = getattr(callback, "fresh_report", None)
+            if callback is not self and callable(fresh_report):
+                return fresh_report(trainer, pl_module)
         return None
