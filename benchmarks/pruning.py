@@ -25,14 +25,18 @@ standard deviation (and worst) over the orders.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
+import types
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
+import scipy.stats
 from optuna.pruners import (
     BasePruner,
     HyperbandPruner,
@@ -101,34 +105,32 @@ def setups(epochs: int, *, quick: bool = False) -> list[Setup]:
     ]
     if quick:
         return rows + [("hyperband (min 1, η=3)", None, lambda: HyperbandPruner(min_resource=1, max_resource=epochs))]
-    for warmup in (0, 3, 5):
+    for warmup in (3, 5):
         rows.append((f"median (warmup {warmup})", None, median(warmup)))
-    for keep, warmup in ((75, 1), (75, 3), (75, 5), (90, 3), (25, 3)):
+    for keep, warmup in ((75, 1), (75, 3), (90, 3), (25, 3)):
         rows.append((f"percentile {keep} (warmup {warmup})", None,
                      lambda keep=keep, warmup=warmup: PercentilePruner(keep, n_startup_trials=STARTUP, n_warmup_steps=warmup)))
     for eta in (2, 3, 4):
         rows.append((f"successive halving (min 1, η={eta})", None,
                      lambda eta=eta: SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)))
-    rows.append(("successive halving (min 3, η=3)", None, lambda: SuccessiveHalvingPruner(min_resource=3, reduction_factor=3)))
-    for minimum, eta in ((1, 3), (3, 3), (1, 2)):
+    for minimum, eta in ((1, 3), (3, 3)):
         rows.append((f"hyperband (min {minimum}, η={eta})", None,
                      lambda minimum=minimum, eta=eta: HyperbandPruner(min_resource=minimum, max_resource=epochs, reduction_factor=eta)))
     for threshold in (0.1, 0.01):
         rows.append((f"wilcoxon (p {threshold:g})", None, lambda threshold=threshold: WilcoxonPruner(p_threshold=threshold)))
-    for patience, warmup in ((1, 1), (2, 1), (1, 3)):
+    for patience, warmup in ((1, 1), (1, 3)):
         rows.append((f"patient {patience} + median (warmup {warmup})", None,
                      lambda patience=patience, warmup=warmup: PatientPruner(median(warmup)(), patience=patience)))
     for measure in ("E_L2_BE", "F_p_BE"):
-        for keep in (75, 50):
-            rows.append((f"measure percentile {keep} (each epoch ≥ 3)", measure,
-                         lambda keep=keep, measure=measure: MeasurePruner(measure=measure, percentile=keep,
-                                                                          n_startup_trials=STARTUP, n_warmup_steps=3)))
+        rows.append(("measure percentile 75 (each epoch ≥ 3)", measure,
+                     lambda measure=measure: MeasurePruner(measure=measure, percentile=75,
+                                                           n_startup_trials=STARTUP, n_warmup_steps=3)))
         rows.append(("measure percentile 50 (epoch 3 only)", measure,
                      lambda measure=measure: MeasurePruner(measure=measure, n_startup_trials=STARTUP, n_warmup_steps=3,
                                                            interval_steps=epochs)))
-        rows.append(("measure learned, one measure (ρ > 0.5, epoch 3 only)", measure,
-                     lambda measure=measure: LearnedMeasurePruner(measures=[measure], objective=False, trust_threshold=0.5,
-                                                                  n_warmup_steps=3, interval_steps=epochs)))
+    rows.append(("measure learned, one measure (ρ > 0.5, epoch 3 only)", "F_p_BE",
+                 lambda: LearnedMeasurePruner(measures=["F_p_BE"], objective=False, trust_threshold=0.5,
+                                              n_warmup_steps=3, interval_steps=epochs)))
     rows.append(("hybrid: measure percentile 50 (epoch 3 only) + median (warmup 3)", "F_p_BE",
                  lambda: MeasurePruner(measure="F_p_BE", n_startup_trials=STARTUP, n_warmup_steps=3, interval_steps=epochs,
                                        wrapped_pruner=median(3)())))
@@ -142,6 +144,21 @@ _STATE: dict[str, tuple[list[RecordedRun], int, bool]] = {}
 def _init(families: dict[str, tuple[list[RecordedRun], int, bool]]) -> None:
     _STATE.update(families)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    _asymptotic_wilcoxon()
+
+
+def _asymptotic_wilcoxon() -> None:
+    """Make ``WilcoxonPruner``'s test use scipy's normal approximation.
+
+    Accuracies on a few hundred images tie often; for tied or zero differences scipy ≥ 1.13
+    answers ``wilcoxon(method="auto")`` with a 9,999-resample permutation test — seconds per
+    ``should_prune``, minutes per replayed study. scipy < 1.13 used the normal approximation
+    there (the behaviour ``WilcoxonPruner`` was written against), and so does this benchmark.
+    """
+    import optuna.pruners._wilcoxon as module
+
+    module.ss = types.SimpleNamespace(wilcoxon=functools.partial(scipy.stats.wilcoxon, method="asymptotic"))
 
 
 def _study(task: tuple[str, int, int]) -> tuple[int, float]:

@@ -79,4 +79,4 @@ def pruning_reason(trial: FrozenTrial) -> dict[str, Any] | None:
 
 def pruner_settings(study: optuna.study.Study) -> dict[str, Any] | None:
     """The measure pruner's class and arguments recorded with ``study``, or ``None``."""
-    return study.system_attrs.get(SETTINGS_KEY)
+    return study._storage.get_study_system_attrs(study._study_id).get(SETTINGS_KEY)

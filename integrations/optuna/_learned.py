@@ -140,7 +140,7 @@ class LearnedMeasurePruner(BasePruner):
         *,
         measures: Sequence[str] = HEADLINE_NAMES,
         objective: bool = True,
-        percentile: float = 50.0,
+        percentile: float = 75.0,
         trust_threshold: float = 0.3,
         confidence: float = 0.95,
         n_trust_trials: int = 10,
@@ -217,9 +217,9 @@ class LearnedMeasurePruner(BasePruner):
     def _judge(self, study: optuna.study.Study, trial: FrozenTrial, completed: list[FrozenTrial], step: int) -> dict | None:
         trusted = self._trusted(study, completed, step)
         maximize = study.direction == StudyDirection.MAXIMIZE
-        fallback = [] if any(s.name == OBJECTIVE for s in trusted) or not self._objective else [
+        fallback = [] if trusted or not self._objective or self._objective_refuted(completed, step) else [
             Signal(OBJECTIVE, maximize, math.nan, 0, math.nan)]
-        usable = [(signal, self._value(trial, signal.name, step)) for signal in trusted + fallback]
+        usable = [(signal, self._own_value(trial, signal, step)) for signal in trusted + fallback]
         usable = [(signal, value) for signal, value in usable if value is not None]
         if not usable:
             return None
@@ -227,7 +227,20 @@ class LearnedMeasurePruner(BasePruner):
         if not finite:
             signal, value = usable[0]
             return {"rule": "nan", "signal": signal.name, "step": step, "value": value} if self._nan_policy == "prune" else None
-        signal, value = finite[0]
+        verdicts = [self._verdict(signal, value, completed, step) for signal, value in finite]
+        return verdicts[0] if all(verdict is not None for verdict in verdicts) else None
+
+    def _objective_refuted(self, completed: list[FrozenTrial], step: int) -> bool:
+        """Whether the completed trials contradict the objective at ``step``: at least
+        ``n_trust_trials`` pairs, and its Spearman with the final value below ``trust_threshold``."""
+        pairs = [(t.intermediate_values.get(step), t.value) for t in completed]
+        pairs = [(v, final) for v, final in pairs if v is not None and final is not None]
+        if len(pairs) < self._n_trust_trials:
+            return False
+        rho = rank_correlation(*zip(*pairs))
+        return not rho >= self._trust_threshold
+
+    def _verdict(self, signal: Signal, value: float, completed: list[FrozenTrial], step: int) -> dict | None:
         others = [self._value(t, signal.name, step) for t in completed]
         others = [v for v in others if v is not None and math.isfinite(v)]
         if not others:
@@ -238,6 +251,17 @@ class LearnedMeasurePruner(BasePruner):
         return {"rule": "learned" if signal.n else "fallback", "signal": signal.name, "step": step, "value": value,
                 "threshold": threshold, "higher_is_better": signal.higher_is_better, "percentile": self._percentile,
                 "rho": signal.rho, "n": signal.n}
+
+    def _own_value(self, trial: FrozenTrial, signal: Signal, step: int) -> float | None:
+        """The judged trial's value: a measure at ``step``; the objective's best so far (as Optuna's pruners)."""
+        if signal.name != OBJECTIVE:
+            return stored_measure(trial, step, signal.name)
+        if step not in trial.intermediate_values:
+            return None
+        values = np.array([v for s, v in trial.intermediate_values.items() if s <= step], dtype=float)
+        if np.isnan(values).all():
+            return math.nan
+        return float(np.nanmax(values) if signal.higher_is_better else np.nanmin(values))
 
     def _value(self, trial: FrozenTrial, name: str, step: int) -> float | None:
         if name == OBJECTIVE:
