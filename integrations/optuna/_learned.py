@@ -47,28 +47,35 @@ class LearnedMeasurePruner(BasePruner):
     """The recommended default: prune on whichever signal *this study* has shown to rank its
     final objective — no measure to choose, no sign to know.
 
-    How it decides, at each step ``s`` (the latest with stored measures or a reported value):
+    How it decides, at each step ``s`` (the latest with stored measures or a reported value)
+    from ``n_warmup_steps`` on, once ``n_startup_trials`` trials have completed:
 
     1. **Candidates**: every measure in ``measures`` (the eight headline ones by default),
-       either sign, and the objective's own ``trial.report`` value at ``s`` (higher is better
-       in the study's direction: the sign Optuna's pruners assume).
+       either sign, and the objective's own ``trial.report`` value (higher is better in the
+       study's direction: the sign Optuna's pruners assume).
     2. **Trust**: over the completed trials with a finite value at ``s``, the Spearman
        correlation ``rho`` of each candidate with the final objective is tested against
-       ``|rho| <= trust_threshold`` (Fisher z; a measure's p-value doubled because its sign is
-       chosen from the data). Holm's step-down procedure over all candidates keeps the
-       family-wise chance of trusting any useless candidate below ``1 - confidence``;
-       fewer than ``n_trust_trials`` pairs never earn trust. Trusted candidates are
-       ranked by the lower confidence bound of ``|rho|``.
-    3. **Judge**: the trial is judged by the best-ranked trusted candidate it has a finite
-       value for: pruned when that value is worse than the ``percentile``-th best of the
-       completed trials' values at ``s`` (Optuna's ``PercentilePruner`` rule; the sign is the
-       learned one). When no candidate is trusted, the objective's value is judged by the
-       same percentile rule without trust (the **fallback**: what ``PercentilePruner``
-       does); a trial without a reported value at ``s`` then runs on. A measure that has
-       not earned trust in this study never prunes.
-    4. **NaN**: a trial whose every usable signal at ``s`` is NaN (diverged weights or
+       ``|rho| <= trust_threshold`` (Fisher z; a measure's p-value is doubled because its
+       sign is chosen from the data). Holm's step-down procedure over all candidates keeps
+       the chance of trusting any useless candidate at this step below ``1 - confidence``;
+       fewer than ``n_trust_trials`` pairs never earn trust.
+    3. **Judge**: the trial is pruned when **every** trusted candidate it has a finite
+       value for ranks it worse than the ``percentile``-th best of the completed trials'
+       values at ``s`` (Optuna's ``PercentilePruner`` rule, with the learned sign; the
+       default 75 prunes the bottom quarter). The objective is judged, as Optuna's pruners
+       do, by the trial's best value so far.
+    4. **Fallback**: with nothing trusted, the objective alone is judged by the same rule —
+       ``PercentilePruner``'s decisions — unless at least ``n_trust_trials`` completed
+       trials show its value at ``s`` ranking the final objective below
+       ``trust_threshold`` (early epochs often do): then the trial runs on. A measure that
+       has not earned trust in this study never prunes.
+    5. **NaN**: a trial whose every usable signal at ``s`` is NaN (diverged weights or
        objective) is pruned with ``nan_policy="prune"`` (default). Other trials' NaN or
        missing values are left out.
+
+    Holm bounds the error of one look; the pruner looks at every step and after every
+    completed trial, so with few trials a chance correlation can still earn trust for a
+    while (raise ``n_trust_trials`` or ``confidence`` to make that rarer).
 
     Why a trial was pruned (rule, signal, value, threshold, ``rho``, step) is stored in its
     system attribute ``probe:pruned`` (:func:`pruning_reason`); the settings in the study's
@@ -77,13 +84,13 @@ class LearnedMeasurePruner(BasePruner):
     Worked example (maximize; 20 completed trials; step 3; defaults): ``F_p_BE`` at step 3
     has ``rho = +0.80`` with the final objective over the 20, ``SQ_p_BE`` ``-0.75``, the
     objective's own step-3 value ``+0.30``, the other measures ``|rho| < 0.3``. For
-    ``F_p_BE``, z = (atanh 0.80 − atanh 0.30) / sqrt((1 + 0.80²/2)/17) = 0.79 / 0.28 = 2.84,
-    two-sided p = 0.0045 ≤ 0.05 / 9 (Holm's first level: 9 candidates): trusted. ``SQ_p_BE``
-    (p ≈ 0.01 ≤ 0.05 / 8 = 0.006? no) is not, and Holm stops there. A new trial whose
-    ``F_p_BE`` at step 3 is below the ``percentile``-th best of the 20 completed trials'
-    step-3 ``F_p_BE`` values is pruned, whatever its objective says. With 8 completed
-    trials nothing is trusted yet (fewer than ``n_trust_trials``): the trial is judged on its
-    step-3 objective value, as ``PercentilePruner`` would.
+    ``F_p_BE``, z = (atanh 0.80 − atanh 0.30) / sqrt((1 + 0.80²/2) / 17) = 0.79 / 0.28 = 2.83,
+    two-sided p = 0.0046 ≤ 0.05 / 9 (Holm's first level, 9 candidates): trusted. For
+    ``SQ_p_BE``, z = 2.42, p = 0.016 > 0.05 / 8: not trusted, and Holm stops there. A new
+    trial whose step-3 ``F_p_BE`` lies in the bottom quarter of the 20 completed trials'
+    step-3 values is pruned, whatever its objective says. With 8 completed trials nothing
+    can be trusted yet: the trial's best objective value so far is compared with the
+    bottom quarter of the 8 trials' step-3 values, as ``PercentilePruner(75)`` would.
 
     Example:
 
@@ -118,7 +125,7 @@ class LearnedMeasurePruner(BasePruner):
         default ``True``. With ``False`` the pruner abstains until a measure earns trust.
     percentile:
         Share of the best completed trials kept at a step, in percent, 0–100 (Optuna's
-        convention); default 50.
+        convention); default 75 (prune the bottom quarter).
     trust_threshold:
         The ``|rho|`` a candidate must exceed (0 ≤ value < 1); default 0.3.
     confidence:
