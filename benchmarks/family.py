@@ -93,7 +93,7 @@ def _evaluate(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tens
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _datasets(name: str) -> tuple:
     """The data set's splits, loaded once per process (MNIST's loader takes seconds)."""
     return DATASETS[name](seed=0)

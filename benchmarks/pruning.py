@@ -49,7 +49,12 @@ from optuna.pruners import (
 )
 
 import probe
-from integrations.optuna import LearnedMeasurePruner, MeasurePruner, RecordedRun, replay_study
+from integrations.optuna import (
+    LearnedMeasurePruner,
+    MeasurePruner,
+    RecordedRun,
+    replay_study,
+)
 
 DATA = Path(__file__).parent / "data"
 FIGURES = Path(__file__).parent / "figures"
@@ -96,7 +101,7 @@ Setup = tuple[str, str | None, Callable[[], BasePruner]]
 def setups(epochs: int, *, quick: bool = False) -> list[Setup]:
     """The compared setups. Warm-ups are in epochs (the same on every family); only the
     resources of SuccessiveHalving/Hyperband follow the family's length, as Optuna's do."""
-    median = lambda warmup: lambda: MedianPruner(n_startup_trials=STARTUP, n_warmup_steps=warmup)  # noqa: E731
+    median = lambda warmup: lambda: MedianPruner(n_startup_trials=STARTUP, n_warmup_steps=warmup)
     rows: list[Setup] = [
         (DEFAULT, None, LearnedMeasurePruner),
         ("none", None, NopPruner),

@@ -31,7 +31,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import probe
-from integrations.optuna import LearnedMeasurePruner, MeasurePruner, get_measures, pruning_reason, report_measures
+from integrations.optuna import (
+    LearnedMeasurePruner,
+    MeasurePruner,
+    get_measures,
+    pruning_reason,
+    report_measures,
+)
 from probe.zoo import GenProbNet, digits_datasets
 
 

@@ -9,7 +9,13 @@ import numpy as np
 import optuna
 import pytest
 
-from integrations.optuna import LearnedMeasurePruner, RecordedRun, pruner_settings, pruning_reason, replay_study
+from integrations.optuna import (
+    LearnedMeasurePruner,
+    RecordedRun,
+    pruner_settings,
+    pruning_reason,
+    replay_study,
+)
 from probe import HEADLINE_NAMES
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -87,7 +93,7 @@ def test_prunes_on_the_measure_that_predicts_among_noise():
 
 
 def test_learns_an_inverted_sign_and_reads_it_against_a_minimized_objective():
-    runs, quality = _runs({**NOISE, "SQ_p_BE": "-q"})
+    runs, _ = _runs({**NOISE, "SQ_p_BE": "-q"})
     study = _study(runs, LearnedMeasurePruner())
     reasons = [pruning_reason(t) for t in _pruned(study)]
     assert len(reasons) >= 8 and {(r["signal"], r["higher_is_better"]) for r in reasons} == {("SQ_p_BE", False)}
@@ -110,7 +116,7 @@ def test_abstains_when_every_measure_is_noise(seed):
 
 
 def test_falls_back_on_the_objective_when_no_measure_is_trusted():
-    runs, quality = _runs(NOISE, objective="q")
+    runs, _ = _runs(NOISE, objective="q")
     study = _study(runs, LearnedMeasurePruner(percentile=50.0, n_startup_trials=5, n_trust_trials=10))
     reasons = {t.number: pruning_reason(t) for t in _pruned(study)}
     # with fewer than 10 completed trials nothing can be trusted: the percentile rule on the objective
@@ -138,7 +144,7 @@ def test_the_fallback_stands_down_where_the_objective_is_refuted():
 def test_a_trusted_measure_beats_a_misleading_objective():
     """The objective's early values point the wrong way (negative rho): never trusted, and
     once the measure is trusted it judges instead of the fallback."""
-    runs, quality = _runs({**NOISE, "S_p_BE": "q"}, objective="-q")
+    runs, _ = _runs({**NOISE, "S_p_BE": "q"}, objective="-q")
     reasons = [pruning_reason(t) for t in _pruned(_study(runs, LearnedMeasurePruner()))]
     late = [r for r in reasons if r["rule"] != "fallback"]
     assert late and {r["signal"] for r in late} == {"S_p_BE"}
@@ -146,7 +152,7 @@ def test_a_trusted_measure_beats_a_misleading_objective():
 
 def test_nan_measures_are_left_out_and_an_all_nan_trial_is_pruned():
     # AE measures NaN everywhere (EVBMF kept nothing): never trusted, never a reason to prune
-    runs, quality = _runs({**NOISE, "E_L2_AE": "nan", "F_p_AE": "nan", "F_p_BE": "q"})
+    runs, _ = _runs({**NOISE, "E_L2_AE": "nan", "F_p_AE": "nan", "F_p_BE": "q"})
     study = _study(runs, LearnedMeasurePruner())
     reasons = [pruning_reason(t) for t in _pruned(study)]
     assert len(reasons) >= 8 and {r["signal"] for r in reasons} == {"F_p_BE"}

@@ -8,7 +8,14 @@ import numpy as np
 import optuna
 import pytest
 
-from integrations.optuna import MeasurePruner, RecordedRun, pruner_settings, pruning_reason, replay_study, report_measures
+from integrations.optuna import (
+    MeasurePruner,
+    RecordedRun,
+    pruner_settings,
+    pruning_reason,
+    replay_study,
+    report_measures,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -43,7 +50,7 @@ def test_percentile_rule_prunes_trials_the_measure_ranks_low():
     kept, dropped = _kept_quality(pruned, quality)
     assert pruned[:5] == [None] * 5  # startup trials run to the end
     assert len(dropped) >= 10
-    assert set(p for p in pruned if p is not None) == {1}  # first judged step after warmup
+    assert {p for p in pruned if p is not None} == {1}  # first judged step after warmup
     # every pruned run was worse than the median of the runs completed before it
     for i, p in enumerate(pruned):
         if p is not None:
@@ -158,7 +165,7 @@ def test_valid_measure_names():
 
 
 def test_replay_tells_completed_values_and_marks_pruned_trials():
-    runs, quality = _runs("predicts")
+    runs, _ = _runs("predicts")
     pruner = MeasurePruner(n_startup_trials=5)
     pruned = replay_study(runs[:12], pruner=pruner)
     assert pruned[:5] == [None] * 5 and any(p is not None for p in pruned)

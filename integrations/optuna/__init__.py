@@ -17,11 +17,20 @@ from __future__ import annotations
 from typing import Any
 
 from integrations.optuna._common import pruner_settings, pruning_reason
-from integrations.optuna._measures import check_measure_name, get_measures, report_measures
 from integrations.optuna._learned import LearnedMeasurePruner, Signal
+from integrations.optuna._measures import (
+    check_measure_name,
+    get_measures,
+    report_measures,
+)
 from integrations.optuna._pruner import MeasurePruner
 from integrations.optuna._replay import RecordedRun, replay_study
-from integrations.optuna._trust import correlation_lower_bound, holm, is_poor, rank_correlation
+from integrations.optuna._trust import (
+    correlation_lower_bound,
+    holm,
+    is_poor,
+    rank_correlation,
+)
 
 __all__ = [
     "LearnedMeasurePruner",

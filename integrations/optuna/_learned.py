@@ -22,8 +22,18 @@ from integrations.optuna._common import (
     record_pruned,
     record_settings,
 )
-from integrations.optuna._measures import check_measure_name, get_measures, stored_measure
-from integrations.optuna._trust import correlation_lower_bound, holm, percentile_threshold, rank_correlation, trust_p_value
+from integrations.optuna._measures import (
+    check_measure_name,
+    get_measures,
+    stored_measure,
+)
+from integrations.optuna._trust import (
+    correlation_lower_bound,
+    holm,
+    percentile_threshold,
+    rank_correlation,
+    trust_p_value,
+)
 from probe.aggregate import HEADLINE_NAMES
 
 OBJECTIVE = "objective"
@@ -157,7 +167,7 @@ class LearnedMeasurePruner(BasePruner):
         nan_policy: str = "prune",
     ) -> None:
         if isinstance(measures, str):
-            raise ValueError(f"measures must be a sequence of measure names, got measures={measures!r}")
+            raise ValueError(f"measures must be a sequence of measure names, got measures={measures!r}")  # noqa: TRY004
         measures = tuple(check_measure_name(name, argument="measures") for name in measures)
         if len(set(measures)) != len(measures):
             raise ValueError(f"measures must not repeat a name, got measures={list(measures)!r}")

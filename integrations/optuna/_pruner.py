@@ -17,7 +17,11 @@ from integrations.optuna._common import (
     record_pruned,
     record_settings,
 )
-from integrations.optuna._measures import check_measure_name, get_measures, stored_measure
+from integrations.optuna._measures import (
+    check_measure_name,
+    get_measures,
+    stored_measure,
+)
 from integrations.optuna._trust import percentile_threshold
 
 DIRECTIONS = ("maximize", "minimize")
