@@ -2,6 +2,7 @@
 # project (CPU build of torch) and run. A second call reuses the environment.
 # `make demo QUICK=1`: the demo shrunk to well under a minute (what CI runs);
 # `make demo DEMO_OUT=dir`: where its outputs go (default demo_out/).
+# `make screenshots`: regenerate docs/*.png (runs the full demo; needs chromium).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: test demo bench clean venv
+.PHONY: test demo bench screenshots clean venv
 
 venv: $(STAMP)
 
@@ -28,6 +29,10 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
+
+# the README's pictures (docs/*.png) from a fresh full demo; needs Debian's chromium; not part of CI
+screenshots: $(STAMP)
+	$(PY) docs/screenshots.py --out docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache

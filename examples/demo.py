@@ -25,8 +25,11 @@ Each run starts over: the demo's own entries in ``--out`` (listed at the end) ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import logging
+import shlex
 import shutil
 import sys
 import time
@@ -86,6 +89,21 @@ def evaluate(model: nn.Module, data: TensorDataset) -> tuple[float, float]:
 # ---------------------------------------------------------------- 1. Lightning
 
 
+@contextlib.contextmanager
+def quiet_lightning():
+    """Hide Lightning's informational lines (accelerator summary, tips) while fitting; warnings still show."""
+    names = ("lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric")
+    loggers = [logging.getLogger(name) for name in names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 def lightning_package():
     """``lightning.pytorch`` when installed, else ``pytorch_lightning``."""
     for name in ("lightning.pytorch", "pytorch_lightning"):
@@ -130,9 +148,10 @@ def train_lightning(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -
     checkpoints = callbacks.ModelCheckpoint(dirpath=args.out / "lightning_checkpoints", filename="digits-{epoch:02d}",
                                             every_n_epochs=1, save_top_k=-1)
     probe_callback = ProbeCallback()
-    trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=logger,
-                         callbacks=[probe_callback, checkpoints], log_every_n_steps=5, enable_model_summary=False)
-    with warnings.catch_warnings():  # advice on DataLoader workers does not apply to in-memory tensors; no library deprecations
+    with quiet_lightning(), warnings.catch_warnings():  # DataLoader-worker advice does not apply to in-memory tensors
+        trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1, logger=logger,
+                             callbacks=[probe_callback, checkpoints], log_every_n_steps=5, enable_model_summary=False,
+                             enable_progress_bar=False)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
@@ -152,6 +171,7 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
 
     from integrations.loop import ProbeHook
     from integrations.optuna import report_measures
+    from integrations.tensorboard import LogOptions
     from probe.replay import genprob_filename, save_genprob_checkpoint
 
     train, val, test = data
@@ -167,7 +187,9 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
         loader = DataLoader(train, batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(args.seed + trial.number))
         hparams = (f"lr{lr:.4g}", "bs64", f"trial{trial.number}")
         history: dict[int, dict[str, float]] = {}
-        with ProbeHook(model, log_dir=args.out / "tensorboard" / "study" / f"trial{trial.number:03d}", layers="genprob") as hook:
+        log_dir = args.out / "tensorboard" / "study" / f"trial{trial.number:03d}"
+        # 20 small runs are compared by their network measures: no per-layer heatmaps
+        with ProbeHook(model, log_dir=log_dir, layers="genprob", options=LogOptions(heatmaps=())) as hook:
             for epoch in range(args.epochs):
                 model.train()
                 for images, labels in loader:
@@ -181,7 +203,10 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
                 name = genprob_filename(optimizer=optimizer_name, channel_code=code, dataset=DATASET, epoch=epoch, hparams=hparams)
                 save_genprob_checkpoint(args.out / "genprob_checkpoints" / name, model.state_dict(), performance, history=history)
                 history[epoch] = performance
-                report_measures(trial, hook.epoch_end(epoch), epoch)  # measures: TensorBoard and the trial
+                # x axis as Lightning's epoch metrics: the index of the epoch's last optimizer step
+                step = (epoch + 1) * len(loader) - 1
+                hook.writer.add_scalar("val/acc", val_acc, step)
+                report_measures(trial, hook.epoch_end(epoch, step=step), epoch)  # measures: TensorBoard and the trial
                 trial.report(val_acc, epoch)  # the objective's curve, for the dashboard (the pruner uses the measure)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
@@ -290,14 +315,25 @@ def run(args: argparse.Namespace) -> None:
     print(f"  genprob_checkpoints/    one GenProb checkpoint per trial and epoch")
     print(f"  replay/                 checkpoints.csv, layers.csv (probe replay)")
     print(f"  report/                 correlations.csv and plots (probe report)")
-    print("\nopen TensorBoard:")
-    print(f"  tensorboard --logdir {out / 'tensorboard'}")
+    tensorboard = command("tensorboard", "tensorboard.main")
+    print("\nopen TensorBoard (then http://localhost:6006):")
+    print(f"  {tensorboard} --logdir {shlex.quote(str(out / 'tensorboard'))}")
     if importlib.util.find_spec("optuna_dashboard") is not None:
-        print("open the Optuna dashboard:")
-        print(f"  optuna-dashboard {storage}")
+        print("open the Optuna dashboard (then http://localhost:8080):")
+        print(f"  {command('optuna-dashboard', 'optuna_dashboard')} {shlex.quote(storage)}")
     else:
-        print(f"Optuna dashboard (pip install optuna-dashboard): optuna-dashboard {storage}")
-    print(f"replay the Lightning checkpoints too: probe replay {out / 'lightning_checkpoints'} --out {out / 'replay_lightning'}")
+        print(f"Optuna dashboard: {shlex.quote(sys.executable)} -m pip install optuna-dashboard, then "
+              f"{shlex.quote(str(Path(sys.executable).parent / 'optuna-dashboard'))} {shlex.quote(storage)}")
+    print("replay the Lightning checkpoints too (they carry no accuracy, so there is no report to draw):")
+    print(f"  {command('probe', 'probe.cli')} replay {shlex.quote(str(out / 'lightning_checkpoints'))} "
+          f"--out {shlex.quote(str(out / 'replay_lightning'))}")
+
+
+def command(script: str, module: str) -> str:
+    """How to run ``script`` exactly as printed: its absolute path next to this Python, else ``python -m module``."""
+    path = Path(sys.executable).parent / script
+    return shlex.quote(str(path)) if path.is_file() else f"{shlex.quote(sys.executable)} -m {module}"
+
 
 if __name__ == "__main__":
     sys.exit(main())

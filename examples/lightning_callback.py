@@ -27,7 +27,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from integrations.lightning import ProbeCallback
-from integrations.tensorboard import LogOptions
+from integrations.tensorboard import LAYER_QUANTITIES, LogOptions
 from probe.zoo import GenProbNet, digits_datasets
 
 
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--background", choices=["thread", "process"], default=None,
                         help="measure off the training thread (default: in the epoch-end hook)")
-    parser.add_argument("--heatmap", action="store_true", help="also write a layer x quantity image per epoch")
+    parser.add_argument("--layer-scalars", action="store_true", help="also write per-layer scalars and spectra histograms (many tags)")
     parser.add_argument("--package", choices=["lightning.pytorch", "pytorch_lightning"], default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -87,7 +87,8 @@ def main() -> None:
 
     logger = loggers.TensorBoardLogger(args.log_dir, name="digits")
     best = callbacks.ModelCheckpoint(monitor="probe/E_L2_BE", mode="max", filename="best-E_L2_BE-{epoch}")
-    probe_callback = ProbeCallback(background=args.background or False, options=LogOptions(heatmap=args.heatmap))
+    probe_callback = ProbeCallback(background=args.background or False, options=LogOptions(
+        layer_quantities=LAYER_QUANTITIES if args.layer_scalars else (), histograms=args.layer_scalars))
     # background mode: callback_metrics lag by an epoch, so select checkpoints only in synchronous mode
     monitors = [] if args.background else [best]
     trainer = pl.Trainer(max_epochs=args.epochs, accelerator="cpu", logger=logger, callbacks=[probe_callback, *monitors],

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import multiprocessing
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import replace
 from time import perf_counter
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import torch
 
 import probe
+from probe.options import MeasureOptions
 
 Kind = Literal["thread", "process"]
 KINDS = ("thread", "process")
@@ -33,15 +35,15 @@ def every_tensor(name: str, tensor: torch.Tensor) -> bool:
     return True
 
 
-def measure_selected(tensors: dict[str, torch.Tensor], measure_kwargs: dict[str, Any]) -> tuple[probe.Report, float]:
-    """``probe.measure`` of already-selected tensors, and the seconds it took."""
+def measure_selected(tensors: dict[str, torch.Tensor], options: MeasureOptions) -> tuple[probe.Report, float]:
+    """``probe.measure`` of already-selected tensors (``options.layers`` ignored), and the seconds it took."""
     start = perf_counter()
-    report = probe.measure(tensors, layers=every_tensor, **measure_kwargs)
+    report = probe.measure(tensors, **replace(options, layers=every_tensor).kwargs())
     return report, perf_counter() - start
 
 
-def _measure_arrays(arrays: dict[str, np.ndarray], measure_kwargs: dict[str, Any]) -> tuple[probe.Report, float]:
-    return measure_selected({name: torch.from_numpy(a) for name, a in arrays.items()}, measure_kwargs)
+def _measure_arrays(arrays: dict[str, np.ndarray], options: MeasureOptions) -> tuple[probe.Report, float]:
+    return measure_selected({name: torch.from_numpy(a) for name, a in arrays.items()}, options)
 
 
 def _start_process() -> None:
@@ -60,14 +62,14 @@ class Measurer:
     ----------
     kind:
         ``"thread"`` or ``"process"`` (module docstring).
-    measure_kwargs:
-        Keyword arguments of ``probe.measure`` (``method``, ``device``, ``nonfinite``).
+    options:
+        How to measure; ``options.layers`` is ignored (the tensors submitted are the selection).
     """
 
-    def __init__(self, kind: Kind, measure_kwargs: dict[str, Any]) -> None:
+    def __init__(self, kind: Kind, options: MeasureOptions) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self._kwargs = measure_kwargs
+        self._options = replace(options, layers="auto")  # a user's callable need not pickle
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-measure")
         self._process: ProcessPoolExecutor | None = None
         if kind == "process":
@@ -88,9 +90,9 @@ class Measurer:
 
     def _job(self, tensors: dict[str, torch.Tensor]) -> tuple[probe.Report, float]:
         if self._process is None:
-            return measure_selected(tensors, self._kwargs)
+            return measure_selected(tensors, self._options)
         arrays = {name: _as_array(t.cpu()) for name, t in tensors.items()}
-        return self._process.submit(_measure_arrays, arrays, self._kwargs).result()
+        return self._process.submit(_measure_arrays, arrays, self._options).result()
 
     def shutdown(self) -> None:
         """Wait for submitted work, then stop the thread and let the process exit on its own."""

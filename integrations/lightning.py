@@ -17,7 +17,7 @@ Example::
 Where the measures go, at the end of every ``every_n_epochs``-th training epoch:
 
 - TensorBoard loggers get the full output of :func:`integrations.tensorboard.write_report`
-  (``probe/<name>`` scalars, per-layer charts, spectra histograms, optional heatmap);
+  (``probe/<name>`` scalars and layers × epochs heatmaps; per-layer scalars and spectra opt-in);
   every other logger gets the ``probe/<name>`` scalars through ``log_metrics``;
 - ``trainer.callback_metrics`` gets ``probe/<name>`` (logged with ``logger=False``) before
   ``on_validation_end`` (measured in ``on_validation_start`` of the end-of-epoch
@@ -51,6 +51,7 @@ from integrations._background import KINDS, Measurer, measure_selected
 from integrations.tensorboard import LogOptions, add_layout, check_measure_names, network_metrics, write_report
 from probe.aggregate import HEADLINE_NAMES
 from probe.layers import LayerSelector, select_layers
+from probe.options import MeasureOptions
 from probe.spectrum import Method
 
 log = logging.getLogger(__name__)
@@ -181,19 +182,16 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             background = "thread"
         if background is not False and background not in KINDS:
             raise ValueError(f"background must be False, True, 'thread' or 'process', got {background!r}")
-        if nonfinite not in ("raise", "nan"):
-            raise ValueError(f"nonfinite must be 'raise' or 'nan', got {nonfinite!r}")
         if not isinstance(options, LogOptions):
             raise TypeError(f"options must be an integrations.tensorboard.LogOptions, got {type(options).__name__}")
         self.every_n_epochs = every_n_epochs
         self.measures = check_measure_names(measures)
         self.options = options
-        self.layers = layers
+        self.measure_options = MeasureOptions(layers=layers, method=method, nonfinite=nonfinite, device=device)
         self.background: Literal["thread", "process"] | None = background or None
         self.copy_to = copy_to
         self.use_loggers = bool(use_loggers)
         self.step = step
-        self._measure_kwargs: dict[str, Any] = {"method": method, "device": device, "nonfinite": nonfinite}
         self.last_report: probe.Report | None = None
         self.last_epoch: int | None = None
         self.timings: list[EpochTiming] = []
@@ -218,11 +216,11 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 "ProbeCallback(use_loggers=False) to only put probe/* into trainer.callback_metrics for monitoring."
             )
         try:
-            select_layers(pl_module, self.layers)
+            select_layers(pl_module, self.measure_options.layers)
         except ValueError as error:
-            raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
+            raise ValueError(f"ProbeCallback(layers={self.measure_options.layers!r}) on {type(pl_module).__name__}: {error}") from error
         if self.background and trainer.is_global_zero and self._measurer is None:
-            self._measurer = Measurer(self.background, self._measure_kwargs)
+            self._measurer = Measurer(self.background, self.measure_options)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -297,10 +295,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _rank_zero_epoch_end(self, trainer: Any, pl_module: Any, epoch: int, due: bool) -> tuple[str, int, probe.Report] | None:
         step = trainer.global_step if self.step == "global_step" else epoch
-        tensors = dict(select_layers(pl_module, self.layers))
+        tensors = dict(select_layers(pl_module, self.measure_options.layers))
         if due and not self.background:
-            report, self._timing(epoch).measure_s = measure_selected(tensors, self._measure_kwargs)
-            self._write_tensorboard(report, step, self._tensorboard_writers(trainer))
+            report, self._timing(epoch).measure_s = measure_selected(tensors, self.measure_options)
+            self._write_tensorboard(report, step, epoch, self._tensorboard_writers(trainer))
             self._log_other(trainer, report, step)
             return ("report", epoch, report)
         latest = None
@@ -321,7 +319,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         """Wait for a background job (rank zero), log it at its own step, return the payload."""
         report, seconds = job.future.result()
         self._timing(job.epoch).measure_s = seconds
-        self._write_tensorboard(report, job.step, self._tensorboard_writers(trainer))
+        self._write_tensorboard(report, job.step, job.epoch, self._tensorboard_writers(trainer))
         self._log_other(trainer, report, job.step)
         return ("report", job.epoch, report)
 
@@ -347,9 +345,9 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 self._layout_written.add(id(writer))
         return writers
 
-    def _write_tensorboard(self, report: probe.Report, step: int, writers: list[Any]) -> None:
+    def _write_tensorboard(self, report: probe.Report, step: int, epoch: int, writers: list[Any]) -> None:
         for writer in writers:
-            write_report(writer, report, step, measures=self.measures, options=self.options)
+            write_report(writer, report, step, measures=self.measures, options=self.options, epoch=epoch)
 
     def _log_other(self, trainer: Any, report: probe.Report, step: int) -> None:
         """Network scalars to every logger that is not a TensorBoard one (training thread)."""

@@ -6,9 +6,16 @@ Example::
 
     with ProbeHook(model, log_dir="runs/probe") as hook:
         for epoch in range(epochs):
-            train_one_epoch(model)
-            report = hook.epoch_end(epoch)  # measures, writes probe/* at step=epoch
+            train_one_epoch(model, loader)
+            steps = (epoch + 1) * len(loader)  # optimizer steps taken so far
+            report = hook.epoch_end(epoch, step=steps - 1)  # measures, writes probe/* there
             print(report.network["E_L2_BE"])
+
+x axis: the project logs epoch-level values where Lightning logs its own epoch metrics, at
+the index of the epoch's last optimizer step (``optimizer steps so far - 1``). Pass that
+as ``step`` (and log your own epoch-level metrics at the same step) so that plain-loop runs,
+Lightning runs and Optuna trials line up in one TensorBoard logdir. Without ``step`` the
+x axis is the epoch.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import probe
 from integrations.tensorboard import LogOptions, add_layout, check_measure_names, write_report
 from probe.aggregate import HEADLINE_NAMES
 from probe.layers import LayerSelector, select_layers
+from probe.options import MeasureOptions
 from probe.spectrum import Method
 
 log = logging.getLogger(__name__)
@@ -47,7 +55,7 @@ class ProbeHook:
     measures:
         Network measures written as ``probe/<name>`` (default the eight headline ones).
     options:
-        Per-layer scalars, histograms and heatmap (:class:`~integrations.tensorboard.LogOptions`).
+        Heatmaps, per-layer scalars and histograms (:class:`~integrations.tensorboard.LogOptions`).
     layers, method, device:
         Passed to :func:`probe.measure` (default ``"auto"``, ``"auto"``, ``None``).
     nonfinite:
@@ -84,8 +92,7 @@ class ProbeHook:
         self.measures = check_measure_names(measures)
         self.options = options
         self.every_n_epochs = every_n_epochs
-        self._measure_kwargs = {"method": method, "device": device, "nonfinite": nonfinite}
-        self._layers = layers
+        self.measure_options = MeasureOptions(layers=layers, method=method, nonfinite=nonfinite, device=device)
         select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
         self._model = model
         if writer is None:
@@ -108,7 +115,9 @@ class ProbeHook:
         epoch:
             The epoch that just ended (0-based).
         step:
-            TensorBoard step (x axis); default ``epoch``.
+            TensorBoard step (x axis): by the project's convention the index of this
+            epoch's last optimizer step, ``optimizer steps so far - 1`` (see the module
+            docstring); default ``epoch``. The heatmaps' columns are labelled by ``epoch``.
 
         Returns
         -------
@@ -117,11 +126,12 @@ class ProbeHook:
         """
         if (epoch + 1) % self.every_n_epochs:
             return None
-        report = probe.measure(self._model, layers=self._layers, **self._measure_kwargs)  # type: ignore[arg-type]
+        report = probe.measure(self._model, **self.measure_options.kwargs())
         if not self._layout_written:
             add_layout(self.writer, self.measures, self.options)
             self._layout_written = True
-        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.options)
+        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.options,
+                     epoch=epoch)
         self.writer.flush()
         log.debug("probe: epoch %d measured (%d layers)", epoch, len(report.layers))
         self.last_report, self.last_epoch = report, epoch

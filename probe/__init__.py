@@ -4,11 +4,30 @@
 >>> report = probe.measure(torch.nn.Linear(8, 4))
 >>> sorted(report.network)[:2]
 ['E_L2_AE', 'E_L2_BE']
+
+The names below are imported on first use (PEP 562): ``import probe`` (and the ``probe``
+command's ``--help``) does not import torch.
 """
 
-from probe.aggregate import HEADLINE_NAMES
-from probe.api import measure
-from probe.report import LayerResult, Report, Unfolding
+from __future__ import annotations
 
-__all__ = ["measure", "Report", "LayerResult", "Unfolding", "HEADLINE_NAMES"]
+import importlib
+from typing import Any
+
+_MODULE_OF = {"measure": "api", "MeasureOptions": "options", "Report": "report", "LayerResult": "report",
+              "Unfolding": "report", "HEADLINE_NAMES": "aggregate"}
+
+__all__ = ["measure", "MeasureOptions", "Report", "LayerResult", "Unfolding", "HEADLINE_NAMES"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])

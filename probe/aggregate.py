@@ -8,6 +8,7 @@ non-finite weights measured with ``nonfinite="nan"``) make the aggregate NaN.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,17 +36,39 @@ AGGREGATE_NAMES = tuple(
 _NAMES = frozenset((*HEADLINE_NAMES, *AGGREGATE_NAMES))
 
 
-def check_measure_name(name: object, *, argument: str = "measure") -> str:
-    """Return ``name`` if it names a network measure, else raise ``ValueError`` naming ``argument``.
+class MeasureName(NamedTuple):
+    """A network-measure name split into its parts (``parse_measure_name``)."""
 
-    Valid: ``HEADLINE_NAMES`` (``E_L2_BE`` …) and ``AGGREGATE_NAMES`` (``ER_L2_t6_BE`` …).
+    name: str
+    measure: str
+    aggregation: str
+    transform: str
+    variant: str
+
+
+def parse_measure_name(name: object, *, argument: str = "measure") -> MeasureName:
+    """Split a network-measure name into its parts; the one grammar of measure names.
+
+    Valid: ``HEADLINE_NAMES`` (``E_L2_BE`` …) and ``AGGREGATE_NAMES``
+    (``{measure}_{aggregation}_{transform}_{variant}``, e.g. ``ER_L2_t6_BE``). Anything
+    else raises ``ValueError`` naming ``argument``.
+
+    >>> parse_measure_name("E_L2_BE")
+    MeasureName(name='E_L2_BE', measure='ER', aggregation='L2', transform='t6', variant='BE')
     """
     if isinstance(name, str) and name in _NAMES:
-        return name
+        base, _, variant = name.rpartition("_")
+        parts = HEADLINE.get(base) or tuple(base.split("_"))
+        return MeasureName(name, *parts, variant)
     raise ValueError(
         f"unknown network measure {argument}={name!r}: use one of {', '.join(HEADLINE_NAMES)} "
         "or an aggregate '{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}', e.g. 'ER_L2_t6_BE'"
     )
+
+
+def check_measure_name(name: object, *, argument: str = "measure") -> str:
+    """Return ``name`` if it names a network measure, else raise ``ValueError`` (``parse_measure_name``)."""
+    return parse_measure_name(name, argument=argument).name
 
 
 def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
@@ -53,6 +76,8 @@ def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
 
     Returns NaN if every entry is missing or any entry is NaN.
     """
+    if how not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
     x = np.asarray(values, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     if np.isnan(x).any():
@@ -71,9 +96,7 @@ def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
             return float(np.exp(np.log(x).sum() / count))
         if how == "wmean":
             return float((w * np.abs(x)).sum() / w.sum())
-        if how == "wp":
-            return float(np.exp((w * np.log(x)).sum() / w.sum()))
-    raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
+        return float(np.exp((w * np.log(x)).sum() / w.sum()))  # "wp"
 
 
 def transform(value: float, how: str, count: int) -> float:

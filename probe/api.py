@@ -13,15 +13,13 @@ from torch import nn
 
 from probe.evbmf import DEFAULT_XATOL, evbmf
 from probe.layers import LayerSelector, select_layers
+from probe.options import MeasureOptions
 from probe.quantities import QUANTITIES, quantities
 from probe.report import LayerResult, Report, Unfolding
 from probe.spectrum import Method, singular_values
 from probe.unfold import UNFOLDINGS, unfold
 
 log = logging.getLogger(__name__)
-
-NONFINITE = ("raise", "nan")
-
 
 def measure(
     model_or_state_dict: nn.Module | Mapping[str, object],
@@ -54,15 +52,15 @@ def measure(
         Compute there (e.g. ``"cuda"``) instead of on each weight's own device; each
         weight is copied there alone, never the whole model.
 
+    The settings are checked by :class:`probe.options.MeasureOptions` (front ends build one
+    and pass ``**options.kwargs()``).
+
     Returns
     -------
     Report
         Per-layer quantities (``in``/``out`` × BE/AE) and ``Report.network``.
     """
-    if nonfinite not in NONFINITE:
-        raise ValueError(f"nonfinite must be one of {NONFINITE}, got {nonfinite!r}")
-    if not evbmf_xatol > 0:
-        raise ValueError(f"evbmf_xatol must be positive, got {evbmf_xatol!r}")
+    MeasureOptions(layers=layers, method=method, evbmf_xatol=evbmf_xatol, nonfinite=nonfinite, device=device)
     selected = select_layers(model_or_state_dict, layers)
 
     weights = []

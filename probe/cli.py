@@ -1,4 +1,8 @@
-"""The ``probe`` command. Subcommands register themselves in ``_SUBCOMMANDS``."""
+"""The ``probe`` command. Subcommands register themselves in ``_SUBCOMMANDS``.
+
+Building the parser imports neither torch nor scipy (``probe --help`` answers at once);
+each subcommand imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,11 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from probe.replay.commands import SUBCOMMANDS as _REPLAY_SUBCOMMANDS
+
+UNDEFINED = "–"  # as probe.report.UNDEFINED (not imported: it would import numpy for --help)
+
+
 
 def _add_measure(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -14,11 +23,12 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
         help="print the per-layer table and network measures of a checkpoint or state dict",
         description="Measure one checkpoint (GenProb .pth.tar, Lightning .ckpt, .pt/.pth state dict, .safetensors).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="""output:
+        epilog=f"""output:
   one line per layer x unfolding (in/out) x variant (BE = raw weights, AE = after EVBMF):
   kept rank, S (normalised stable rank), C (condition number), ER (spectral entropy),
   spec (spectral norm), fro (Frobenius norm), SQ (stable quality); then the network
-  measures E_L2, SQ_p, S_p, F_p (BE and AE; nan where EVBMF kept nothing anywhere).
+  measures E_L2, SQ_p, S_p, F_p (BE and AE). {UNDEFINED} marks an undefined value: an AE row
+  where EVBMF kept nothing (kept 0), or a network AE measure where it kept nothing anywhere.
 
 examples:
   probe measure SGD_NIN10001_lr0.08_wd0.0005_DIGITS10_epoch_4.pth.tar
@@ -49,22 +59,24 @@ def _run_measure(args: argparse.Namespace) -> int:
     return 0
 
 
-def _replay_subcommands() -> list:
-    from probe.replay.commands import SUBCOMMANDS
-
-    return SUBCOMMANDS
+_SUBCOMMANDS = [_add_measure, *_REPLAY_SUBCOMMANDS]
 
 
-_SUBCOMMANDS = [_add_measure, *_replay_subcommands()]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The ``probe`` argument parser; ``-v`` is accepted before or after the subcommand."""
     parser = argparse.ArgumentParser(prog="probe", description="Layer-wise generalization measures from network weights.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in _SUBCOMMANDS:
         add(sub)
-    args = parser.parse_args(argv)
+    for subparser in sub.choices.values():  # SUPPRESS: an absent -v leaves the main parser's value
+        subparser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="log progress details")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``probe`` command; return its exit status (2 for a bad input, with a message on stderr)."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

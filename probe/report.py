@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, check_measure_name, grid
+from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, grid, parse_measure_name
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
 
@@ -101,11 +101,10 @@ class Report:
         if name in self.network:
             return self.network[name]
         try:
-            check_measure_name(name, argument="name")
+            parts = parse_measure_name(name, argument="name")
         except ValueError as error:
             raise KeyError(str(error)) from None
-        measure, how, t, variant = name.split("_")
-        return self.aggregate(measure, variant, how, t)
+        return self.aggregate(parts.measure, parts.variant, parts.aggregation, parts.transform)
 
     def genprob_rows(self) -> list[dict[str, object]]:
         """One dict per probed layer: ``layer``, the 20 metric columns and 4 weights (SPEC §6)."""
@@ -140,19 +139,28 @@ class Report:
         return rows
 
     def format(self) -> str:
-        """A plain-text per-layer table (BE and AE) followed by the network measures."""
+        """A plain-text per-layer table (BE and AE) followed by the network measures.
+
+        ``–`` marks an undefined value: NaN, or every quantity of a row whose spectrum is
+        missing (``kept`` 0: EVBMF kept nothing, or an all-zero matrix; SPEC §5).
+        """
         columns = ("S", "C", "ER", "spec", "fro", "SQ")
         width = max([len(layer.name) for layer in self.layers] + [5])
         header = f"{'layer':<{width}}  unf var  kept " + " ".join(f"{c:>10}" for c in columns)
         lines = [header, "-" * len(header)]
         for row in self.records():
-            cells = " ".join(_cell(row[c]) for c in columns)
+            missing = row["kept"] == 0 or row["spec"] == 0.0
+            cells = " ".join(f"{UNDEFINED:>10}" if missing else _cell(row[c]) for c in columns)
             lines.append(f"{row['layer']:<{width}}  {row['unfolding']:<3} {row['variant']}  {row['kept']:>4} {cells}")
         lines.append("")
-        lines.extend(f"{name:<8} {value: .6g}" for name, value in self.network.items())
+        lines.extend(f"{name:<8} {value: .6g}" if value == value else f"{name:<8}  {UNDEFINED}" for name, value in self.network.items())
         return "\n".join(lines)
+
+
+UNDEFINED = "–"
+"""How tables show an undefined value."""
 
 
 def _cell(value: object) -> str:
     v = float(value)  # type: ignore[arg-type]
-    return f"{v:>10.4g}" if math.isfinite(v) else f"{v!s:>10}"
+    return f"{v:>10.4g}" if math.isfinite(v) else f"{UNDEFINED if math.isnan(v) else v!s:>10}"

@@ -28,6 +28,11 @@ def scalars(events: EventAccumulator, tag: str) -> dict[int, float]:
     return out
 
 
+def value_at(events: EventAccumulator, tag: str, step: int) -> float:
+    """The scalar ``tag`` at ``step``, NaN when it was not written (undefined values are not)."""
+    return scalars(events, tag).get(step, math.nan) if tag in events.Tags()["scalars"] else math.nan
+
+
 def layout(events: EventAccumulator) -> layout_pb2.Layout:
     """The last custom-scalars layout written to the run."""
     tensor = events.Tensors("custom_scalars__config__")[-1].tensor_proto

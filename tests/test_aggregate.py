@@ -36,6 +36,8 @@ def test_nan_entry_propagates():
 def test_unknown_names_are_errors():
     with pytest.raises(ValueError, match="aggregation"):
         aggregate(np.ones(2), np.ones(2), "median")
+    with pytest.raises(ValueError, match="aggregation"):  # checked before the all-missing early return
+        aggregate(np.zeros(2), np.ones(2), "median")
     with pytest.raises(ValueError, match="transform"):
         transform(1.0, "t9", 2)
 
@@ -48,3 +50,14 @@ def test_measure_names_are_checked_in_one_place():
     for bad in ("E_L2", "ER_L2_t8_BE", "ER_median_t0_BE", 3):
         with pytest.raises(ValueError, match=r"unknown network measure monitor="):
             check_measure_name(bad, argument="monitor")
+
+
+def test_measure_names_parse_into_their_parts():
+    from probe.aggregate import parse_measure_name
+
+    assert tuple(parse_measure_name("SQ_p_AE")) == ("SQ_p_AE", "SQ", "p", "t0", "AE")
+    assert tuple(parse_measure_name("E_L2_BE")) == ("E_L2_BE", "ER", "L2", "t6", "BE")
+    assert tuple(parse_measure_name("fro_wp_t3_BE")) == ("fro_wp_t3_BE", "fro", "wp", "t3", "BE")
+    for bad in ("E_L2", "ER_median_t0_BE", "ER_L2_t9_BE", "SQ_p_XE", None):
+        with pytest.raises(ValueError, match="unknown network measure names="):
+            parse_measure_name(bad, argument="names")

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import logging
 import math
+import shlex
+import subprocess
 from pathlib import Path
 
 import matplotlib.image
@@ -16,6 +19,7 @@ import torch
 
 import probe
 from integrations.optuna import get_measures
+from integrations.tensorboard import HEATMAP_QUANTITIES, heatmap_tag
 from probe.replay import parse_genprob_name
 from tests import tb_events
 
@@ -36,15 +40,34 @@ def demo_run(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("probe_demo", DEMO)
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    printed, threads = io.StringIO(), torch.get_num_threads()
-    with contextlib.redirect_stdout(printed):
-        assert demo.main(["--out", str(out), "--quick"]) == 0
+    printed, errors, threads = io.StringIO(), io.StringIO(), torch.get_num_threads()
+    lightning_records = _Records()
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "pytorch_lightning")]
+    for logger in loggers:
+        logger.addHandler(lightning_records)
+    try:
+        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+            assert demo.main(["--out", str(out), "--quick"]) == 0
+    finally:
+        for logger in loggers:
+            logger.removeHandler(lightning_records)
     assert torch.get_num_threads() == threads  # the demo's one-thread setting does not leak
-    return out, demo, printed.getvalue()
+    return out, demo, printed.getvalue(), errors.getvalue(), lightning_records.messages
+
+
+class _Records(logging.Handler):
+    """Every log message Lightning emits (the demo should leave only warnings)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(f"{record.levelname} {record.getMessage()}")
 
 
 def test_prints_trials_and_where_things_are(demo_run):
-    out, demo, printed = demo_run
+    out, demo, printed, _, _ = demo_run
     assert f"tensorboard --logdir {out.resolve() / 'tensorboard'}" in printed
     assert f"sqlite:///{out.resolve() / 'study.db'}" in printed
     # one line per trial, saying what the study recorded
@@ -60,28 +83,47 @@ def test_prints_trials_and_where_things_are(demo_run):
     assert (out / "notes.txt").read_text() == "not the demo's"
 
 
-def test_tensorboard_has_probe_scalars(demo_run):
-    out, _, _ = demo_run
+def test_lightning_output_is_quiet_and_hints_run_as_printed(demo_run):
+    out, _, printed, errors, lightning_messages = demo_run
+    assert [m for m in lightning_messages if not m.startswith(("WARNING", "ERROR"))] == []  # no tips, no device summary
+    for text in (printed, errors):
+        assert "Epoch 0:" not in text and "Sanity Checking" not in text  # no progress bar
+    lines = printed.splitlines()
+    hints = lines[lines.index("open TensorBoard (then http://localhost:6006):"):]
+    commands = [shlex.split(line) for line in hints if line.startswith("  ")]
+    assert len(commands) >= 2
+    for command in commands:
+        assert Path(command[0]).is_absolute() and Path(command[0]).is_file(), command  # runs from any directory
+    replay = next(command for command in commands if "replay" in command)
+    done = subprocess.run(replay, capture_output=True, text=True, timeout=300, cwd=Path.home())
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (out / "replay_lightning" / "checkpoints.csv").is_file()
+
+
+def test_tensorboard_has_probe_scalars_and_heatmaps_on_lightnings_axis(demo_run):
+    out, _, _, _, _ = demo_run
     lightning = tb_events.load(out / "tensorboard" / "lightning" / "digits")
     tags = lightning.Tags()["scalars"]
-    for name in probe.HEADLINE_NAMES:
+    for name in probe.HEADLINE_NAMES[:4]:
         assert f"probe/{name}" in tags
+    assert not [tag for tag in tags if tag.startswith("probe_")]  # per-layer scalars are opt-in
+    assert sorted(lightning.Tags()["images"]) == sorted(heatmap_tag(q) for q in HEATMAP_QUANTITIES)
     e_l2 = tb_events.scalars(lightning, "probe/E_L2_BE")
     assert len(e_l2) == 2 and all(math.isfinite(v) and v > 0 for v in e_l2.values())  # one per epoch
-    assert "val/acc" in tags
+    epoch_steps = sorted(tb_events.scalars(lightning, "val/acc"))
     trials = sorted((out / "tensorboard" / "study").iterdir())
     assert len(trials) == 5
-    first = tb_events.scalars(tb_events.load(trials[0]), "probe/F_p_BE")
-    assert sorted(first) == [0, 1]  # trial 0 completes: both epochs
+    first = tb_events.load(trials[0])  # trial 0 completes: both epochs, where Lightning logs its epoch metrics
+    assert sorted(tb_events.scalars(first, "probe/F_p_BE")) == sorted(tb_events.scalars(first, "val/acc")) == epoch_steps
 
 
 def test_lightning_checkpoints_per_epoch(demo_run):
-    out, _, _ = demo_run
+    out, _, _, _, _ = demo_run
     assert sorted(p.name for p in (out / "lightning_checkpoints").iterdir()) == ["digits-epoch=00.ckpt", "digits-epoch=01.ckpt"]
 
 
 def test_study_has_pruned_and_completed_trials(demo_run):
-    out, demo, _ = demo_run
+    out, demo, _, _, _ = demo_run
     study = optuna.load_study(study_name=demo.STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state for t in study.trials]
     assert len(states) == 5
@@ -101,7 +143,7 @@ def test_study_has_pruned_and_completed_trials(demo_run):
 
 
 def test_report_csv_and_plots(demo_run):
-    out, _, _ = demo_run
+    out, _, _, _, _ = demo_run
     checkpoints = pd.read_csv(out / "replay" / "checkpoints.csv")
     assert len(checkpoints) == len(list((out / "genprob_checkpoints").iterdir()))
     assert checkpoints["test_acc"].between(0, 1).all() and checkpoints["E_L2_BE"].notna().all()

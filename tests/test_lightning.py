@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import probe
 from integrations.lightning import ProbeCallback
-from integrations.tensorboard import LogOptions, layer_tag, spectrum_tag
-from tests.tb_events import close, layout, load, scalars
+from integrations.tensorboard import LAYER_QUANTITIES, LogOptions, heatmap_tag, layer_tag, spectrum_tag
+from tests.tb_events import close, layout, load, scalars, value_at
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps).*")]
 
@@ -118,7 +118,7 @@ def _expected(state: dict) -> probe.Report:
 
 
 def test_logged_values_are_the_measures_of_each_epochs_weights(pl, tmp_path) -> None:
-    recorder, callback = _recorder(pl), ProbeCallback(options=LogOptions(heatmap=True))
+    recorder, callback = _recorder(pl), ProbeCallback(options=LogOptions(layer_quantities=LAYER_QUANTITIES, histograms=True))
     trainer = _trainer(pl, tmp_path, [recorder, callback])  # recorder first: order must not matter
     trainer.fit(_module(pl))
 
@@ -129,14 +129,14 @@ def test_logged_values_are_the_measures_of_each_epochs_weights(pl, tmp_path) -> 
         step = recorder.steps[epoch]
         assert step == BATCHES * (epoch + 1)
         for name in probe.HEADLINE_NAMES:
-            assert close(scalars(events, f"probe/{name}")[step], expected.network[name]), (epoch, name)
+            assert close(value_at(events, f"probe/{name}", step), expected.network[name]), (epoch, name)
             # in callback_metrics before on_validation_end, as float32
             assert close(recorder.at_validation_end[epoch][f"probe/{name}"], expected.network[name])
         layer = expected.layers[-1]
-        assert close(scalars(events, layer_tag("ER", "AE", "in", layer.name))[step], layer.unfoldings["in"].AE["ER"])
+        assert close(scalars(events, layer_tag("ER", "BE", "in", layer.name))[step], layer.unfoldings["in"].BE["ER"])
         assert [h.step for h in events.Histograms(spectrum_tag("net.0.weight", "out"))] == [4, 8, 12]
     assert sorted(scalars(events, "probe/E_L2_BE")) == [4, 8, 12]
-    assert [image.step for image in events.Images("probe_heatmap")] == [4, 8, 12]
+    assert [image.step for image in events.Images(heatmap_tag("SQ"))] == [4, 8, 12]
     assert "probe layers BE" in [category.title for category in layout(events).category]
     assert callback.last_epoch == 2
     assert callback.last_report.network == pytest.approx(_expected(recorder.states[2]).network, nan_ok=True)
@@ -212,7 +212,8 @@ def test_resume_restores_state_and_logs_no_duplicate_step(pl, tmp_path) -> None:
 
 @pytest.mark.parametrize(("pl", "kind"), [("lightning.pytorch", True), ("pytorch_lightning", "process")], indirect=["pl"])
 def test_background_mode_logs_each_epoch_and_blocks_little(pl, kind, tmp_path) -> None:
-    callback = ProbeCallback(background=kind, options=LogOptions(layer_quantities=("SQ",), histograms=False))
+    # heatmaps are drawn on the training thread (when a report is logged); this test times the measuring
+    callback = ProbeCallback(background=kind, options=LogOptions(heatmaps=(), layer_quantities=("SQ",), histograms=False))
     recorder = _recorder(pl, callback)
     trainer = _trainer(pl, tmp_path, [recorder, callback], max_epochs=3)
     trainer.fit(_module(pl, depth=8, step_sleep=0.1))  # measuring takes much longer than copying
@@ -223,7 +224,7 @@ def test_background_mode_logs_each_epoch_and_blocks_little(pl, kind, tmp_path) -
     for epoch, state in recorder.states.items():
         expected = _expected(state)  # the copy, not the later weights, was measured
         assert close(logged[recorder.steps[epoch]], expected.network["E_L2_BE"])
-        assert close(scalars(events, "probe/F_p_AE")[recorder.steps[epoch]], expected.network["F_p_AE"])
+        assert close(value_at(events, "probe/F_p_AE", recorder.steps[epoch]), expected.network["F_p_AE"])
     assert callback.last_epoch == 2 and callback._measurer is None  # flushed and shut down
     assert [t.epoch for t in callback.timings] == [0, 1, 2]
     # epoch 0 also pays for opening the event file and writing the layout: compare the later epochs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import probe
 from integrations.loop import ProbeHook
-from integrations.tensorboard import LogOptions, layer_tag
+from integrations.tensorboard import LogOptions, _history, heatmap_tag, layer_tag
 from tests.tb_events import close, layout, load, scalars
 
 
@@ -35,7 +36,7 @@ def test_logged_values_are_the_measures_of_each_epochs_weights(tmp_path) -> None
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     snapshots, returned = {}, {}
-    with ProbeHook(model, log_dir=tmp_path) as hook:
+    with ProbeHook(model, log_dir=tmp_path, options=LogOptions(layer_quantities=("SQ",))) as hook:
         for epoch in range(3):
             _train_epoch(model, optimizer, epoch)
             snapshots[epoch] = copy.deepcopy(model.state_dict())
@@ -47,12 +48,33 @@ def test_logged_values_are_the_measures_of_each_epochs_weights(tmp_path) -> None
         expected = probe.measure(state)
         assert returned[epoch].network == pytest.approx(expected.network, nan_ok=True)
         for name in probe.HEADLINE_NAMES:
-            assert close(scalars(events, f"probe/{name}")[epoch], expected.network[name]), (epoch, name)
+            logged = scalars(events, f"probe/{name}") if f"probe/{name}" in events.Tags()["scalars"] else {}
+            if math.isnan(expected.network[name]):
+                assert epoch not in logged, (epoch, name)  # undefined: not drawn
+            else:
+                assert close(logged[epoch], expected.network[name]), (epoch, name)
         layer = expected.layers[1]
         logged = scalars(events, layer_tag("SQ", "BE", "out", layer.name))[epoch]
         assert close(logged, layer.unfoldings["out"].BE["SQ"])
     assert sorted(scalars(events, "probe/E_L2_BE")) == [0, 1, 2]
+    assert [image.step for image in events.Images(heatmap_tag("SQ"))] == [0, 1, 2]
     assert "probe network" in {category.title for category in layout(events).category}
+
+
+def test_steps_follow_lightnings_convention_and_heatmaps_count_epochs(tmp_path) -> None:
+    """``step=steps - 1`` puts the measures where Lightning logs its epoch metrics; the
+    heatmap's columns are the epochs, whatever the step."""
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    with ProbeHook(model, log_dir=tmp_path, options=LogOptions(heatmaps=("ER",))) as hook:
+        for epoch in range(2):
+            _train_epoch(model, optimizer, epoch)  # 4 optimizer steps per epoch
+            hook.epoch_end(epoch, step=4 * (epoch + 1) - 1)
+        history = _history(hook.writer)
+    events = load(tmp_path)
+    assert sorted(scalars(events, "probe/F_p_BE")) == [3, 7]
+    assert [image.step for image in events.Images(heatmap_tag("ER"))] == [3, 7]
+    assert sorted(history.columns) == [0, 1] and history.labelled_by_epoch
 
 
 def test_every_n_epochs_and_an_existing_writer(tmp_path) -> None:

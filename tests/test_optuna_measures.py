@@ -10,7 +10,13 @@ import pytest
 import torch
 
 import probe
-from integrations.optuna import MeasurePruner, get_measures, report_measures
+from integrations.optuna import (
+    MeasurePruner,
+    get_measures,
+    measured_trial,
+    report_measures,
+)
+from integrations.optuna._measures import stored_measure
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -34,7 +40,8 @@ def test_report_is_stored_per_step_and_read_back():
         assert sorted(measures[step]) == sorted(probe.HEADLINE_NAMES)
     report_measures(trial, {"E_L2_BE": 7.0}, 3)  # same step again: replaced
     assert get_measures(trial)[3] == {"E_L2_BE": 7.0}
-    assert trial.user_attrs["probe:measures:0"]["E_L2_BE"] == pytest.approx(reports[0].network["E_L2_BE"])
+    assert study.trials[0].system_attrs["probe:measures:0"]["E_L2_BE"] == pytest.approx(reports[0].network["E_L2_BE"])
+    assert trial.user_attrs["probe:E_L2_BE"] == 7.0 and trial.user_attrs["probe:last_step"] == 3
 
 
 def test_default_names_add_the_pruner_aggregate_and_names_select():
@@ -43,11 +50,10 @@ def test_default_names_add_the_pruner_aggregate_and_names_select():
     trial = study.ask()
     stored = report_measures(trial, report, 0)
     assert set(stored) == set(probe.HEADLINE_NAMES) | {"ER_L2_t6_BE"}
-    assert stored["ER_L2_t6_BE"] == pytest.approx(report.value("ER_L2_t6_BE"))
     assert stored["ER_L2_t6_BE"] == pytest.approx(report.network["E_L2_BE"])  # same definition
-    stored = report_measures(trial, report, 1, names=["SQ_p_BE", "fro_wmean_t0_AE"])
+    stored = report_measures(trial, report, 1, names=["SQ_p_BE", "SQ_p_t0_AE"])
     assert get_measures(trial)[1] == pytest.approx({"SQ_p_BE": report.network["SQ_p_BE"],
-                                                     "fro_wmean_t0_AE": report.value("fro_wmean_t0_AE")}, nan_ok=True)
+                                                     "SQ_p_t0_AE": report.network["SQ_p_AE"]}, nan_ok=True)
     assert report_measures(trial, {"E_L2_BE": 1, "SQ_p_BE": 2.5}, 2, names=["SQ_p_BE"]) == {"SQ_p_BE": 2.5}
 
 
@@ -66,13 +72,101 @@ def test_non_finite_values_are_stored_json_safely(tmp_path):
     study.tell(trial, 0.0)
 
     loaded = optuna.load_study(study_name="s", storage=storage).trials[0]
-    raw = {key: value for key, value in loaded.user_attrs.items()}
-    json.dumps(raw, allow_nan=False)  # strict JSON: no NaN / Infinity tokens
-    assert raw["probe:measures:0"] == {name: None for name in probe.HEADLINE_NAMES}
-    assert raw["probe:measures:1"] == {"E_L2_BE": "inf", "SQ_p_BE": "-inf", "S_p_BE": 1.5}
+    raw = loaded.user_attrs
+    assert not any(key.startswith("probe:measures:") for key in raw)  # the history is a system attribute
+    history = {key: value for key, value in loaded.system_attrs.items() if key.startswith("probe:measures:")}
+    json.dumps(history, allow_nan=False)  # the history is strict JSON: no NaN / Infinity tokens
+    assert history == {"probe:measures:0": {name: None for name in probe.HEADLINE_NAMES},
+                       "probe:measures:1": {"E_L2_BE": "inf", "SQ_p_BE": "-inf", "S_p_BE": 1.5}}
+    # the latest values are plain floats, non-finite ones included, so that columns stay numeric
+    assert (raw["probe:E_L2_BE"], raw["probe:SQ_p_BE"], raw["probe:S_p_BE"]) == (math.inf, -math.inf, 1.5)
+    assert math.isnan(raw["probe:F_p_BE"]) and math.isnan(raw["probe:E_L2_AE"]) and raw["probe:last_step"] == 1
     measures = get_measures(loaded)
     assert all(math.isnan(v) for v in measures[0].values())
     assert measures[1] == {"E_L2_BE": math.inf, "SQ_p_BE": -math.inf, "S_p_BE": 1.5}
+
+
+def test_latest_values_follow_the_latest_step_of_each_measure():
+    trial = optuna.create_study().ask()
+    report_measures(trial, {"E_L2_BE": 0.5, "SQ_p_BE": 2.0}, 2)
+    report_measures(trial, {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 0)  # an earlier step: history only
+    assert (trial.user_attrs["probe:last_step"], trial.user_attrs["probe:E_L2_BE"]) == (2, 0.5)
+    report_measures(trial, {"E_L2_BE": 0.7}, 5)  # only E_L2_BE at the new latest step
+    report_measures(trial, {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 4)  # before the latest step: history only
+    attrs = trial.user_attrs
+    assert (attrs["probe:last_step"], attrs["probe:E_L2_BE"], attrs["probe:SQ_p_BE"]) == (5, 0.7, 2.0)
+    assert get_measures(trial) == {0: {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 2: {"E_L2_BE": 0.5, "SQ_p_BE": 2.0},
+                                   4: {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 5: {"E_L2_BE": 0.7}}
+
+
+def test_measured_trial_carries_the_layout_report_measures_writes():
+    trial = measured_trial({1: {"E_L2_BE": 0.5, "SQ_p_BE": math.nan}, 0: {"E_L2_BE": 0.25}},
+                           value=2.0, user_attrs={"seed": 3})
+    attrs = dict(trial.user_attrs)
+    assert math.isnan(attrs.pop("probe:SQ_p_BE"))
+    assert attrs == {"seed": 3, "probe:E_L2_BE": 0.5, "probe:last_step": 1}
+    assert trial.system_attrs == {"probe:measures:0": {"E_L2_BE": 0.25},
+                                  "probe:measures:1": {"E_L2_BE": 0.5, "SQ_p_BE": None}}
+    study = optuna.create_study()
+    study.add_trials([trial])
+    measures = get_measures(study.trials[0])
+    assert math.isnan(measures[1].pop("SQ_p_BE"))
+    assert measures == {0: {"E_L2_BE": 0.25}, 1: {"E_L2_BE": 0.5}}
+    assert study.trials[0].value == 2.0
+
+
+def test_fixed_trial_keeps_the_measures_to_itself():
+    """Re-running the best parameters with FixedTrial: the measures are returned and kept in its user_attrs."""
+    report = probe.measure(_model())
+
+    def objective(trial: optuna.trial.BaseTrial) -> float:
+        trial.suggest_float("x", 0.0, 1.0)
+        for epoch in range(2):
+            report_measures(trial, report, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return 1.0
+
+    fixed = optuna.trial.FixedTrial({"x": 0.5})
+    assert objective(fixed) == 1.0
+    assert report_measures(fixed, report, 2) == pytest.approx(report.network, nan_ok=True)
+    assert list(get_measures(fixed)) == [0, 1, 2]
+    assert fixed.user_attrs["probe:E_L2_BE"] == pytest.approx(report.network["E_L2_BE"])
+    assert fixed.user_attrs["probe:measures:2"]["E_L2_BE"] == pytest.approx(report.network["E_L2_BE"])
+
+
+FOREIGN_ATTRS = {
+    "probe:measures:best": {"E_L2_BE": 100.0},  # not a step
+    "probe:measures:-1": {"E_L2_BE": 100.0},
+    "probe:measures:٣": {"E_L2_BE": 100.0},  # Arabic-Indic digit three
+    "probe:measures:": 1.0,
+    "probe:measures:7": "done",  # not a mapping
+    "probe:best": "trial 3",
+}
+
+
+def test_attributes_of_other_code_are_ignored():
+    study = optuna.create_study(direction="maximize", pruner=MeasurePruner(n_startup_trials=2, n_min_trials=2))
+    for value in (1.0, 2.0):
+        trial = study.ask()
+        for key, foreign in FOREIGN_ATTRS.items():
+            trial.set_user_attr(key, foreign)
+        study._storage.set_trial_system_attr(trial._trial_id, "probe:measures:best", {"E_L2_BE": 100.0})
+        report_measures(trial, {"E_L2_BE": value}, 0)
+        # an older study's layout (history in user attributes), with entries no report_measures wrote
+        trial.set_user_attr("probe:measures:1", {"E_L2_BE": "high", "SQ_p_BE": True, "S_p_BE": [1], "F_p_BE": 3})
+        study.tell(trial, value)
+    done = study.trials[0]
+    assert get_measures(done) == {0: {"E_L2_BE": 1.0}, 1: {"F_p_BE": 3.0}}
+    assert stored_measure(done, 1, "E_L2_BE") is None and stored_measure(done, 7, "E_L2_BE") is None
+
+    judged = study.ask()
+    for key, foreign in FOREIGN_ATTRS.items():
+        judged.set_user_attr(key, foreign)
+    report_measures(judged, {"E_L2_BE": 1.2}, 0)
+    assert judged.should_prune()  # below the median 1.5 of the completed trials
+    report_measures(judged, {"E_L2_BE": 2.5}, 0)
+    assert not judged.should_prune()
 
 
 @pytest.mark.parametrize(

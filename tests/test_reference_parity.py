@@ -82,6 +82,8 @@ def test_genprob_headline_measures(genprob_report, genprob_reference):
             continue
         tol = 1e-4 if name.endswith("BE") else 2e-3
         assert value == pytest.approx(genprob_reference["aggregates"][name], rel=tol), name
-    # the headline names are the documented aggregates
-    assert report.network["E_L2_BE"] == report.aggregate("ER", "BE", "L2", "t6")
-    assert report.network["F_p_AE"] == report.value("fro_p_t7_AE")
+    # the headline names are the documented cells of the reference's 5×8 grids (SPEC §5 table):
+    # rows mean, L2, p, wmean, wp; columns t0..t7
+    aggregates = genprob_reference["aggregates"]
+    assert report.network["E_L2_BE"] == pytest.approx(aggregates["grid_ER_BE"][1][6], rel=1e-4)
+    assert report.network["S_p_BE"] == pytest.approx(aggregates["grid_spec_BE"][2][7], rel=1e-4)

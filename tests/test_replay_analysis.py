@@ -17,7 +17,6 @@ from probe.replay.analysis import (
     filter_checkpoints,
     load_tables,
     network_measure,
-    parse_measure,
     with_measures,
     write_report,
 )
@@ -110,14 +109,6 @@ def test_filters():
     assert len(filter_checkpoints(table, hparams=["lr0.1"])) == 8  # whole tokens, not prefixes
     with pytest.raises(ValueError, match=r"optimizer=\['SAM'\].*AdaM"):
         filter_checkpoints(table, optimizers=["SAM"])
-
-
-def test_parse_measure():
-    assert parse_measure("SQ_p_AE") == ("SQ", "p", "t0", "AE")
-    assert parse_measure("fro_wp_t3_BE") == ("fro", "wp", "t3", "BE")
-    for bad in ("E_L2", "ER_median_t0_BE", "ER_L2_t9_BE", "SQ_p_XE"):
-        with pytest.raises(ValueError, match="unknown measure"):
-            parse_measure(bad)
 
 
 def test_measures_recomputed_from_the_layer_table_equal_the_report(tmp_path):

@@ -68,7 +68,7 @@ def test_replay_merge_report_from_the_command_line(tmp_path, capsys):
         (["report", "{tmp}/nowhere"], "no checkpoints.csv"),
         (["replay", "{tmp}/none.pt", "--out", "{tmp}/o"], "none.pt"),
         (["merge", "{tmp}", "{tmp}"], "--out is required"),
-        (["report", "{out}", "--measures", "E_L2"], "unknown measure 'E_L2'"),
+        (["report", "{out}", "--measures", "E_L2"], "unknown network measure measure='E_L2'"),
         (["report", "{out}", "--optimizer", "SAM"], "no checkpoint matches optimizer"),
     ],
 )

@@ -1,6 +1,6 @@
 """Optuna integration: prune trials from early-epoch network measures.
 
-- :func:`report_measures` stores a step's measures with a trial (user attributes, never
+- :func:`report_measures` stores a step's measures with a trial (trial attributes, never
   ``trial.report``); :func:`get_measures` reads them back, from any worker.
 - :class:`LearnedMeasurePruner` (the recommended default) learns from the study which
   measures, with what sign, rank the final objective, and falls back on the objective's
@@ -10,6 +10,7 @@
 - :class:`MeasurePruningCallback` does both each epoch in Lightning (single process or DDP);
   it imports Lightning only when first used.
 - :func:`replay_study` replays recorded runs through a pruner (for benchmarks).
+- :func:`plot_measure_history` draws a stored measure against the step for every trial.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from integrations.optuna._learned import LearnedMeasurePruner, Signal
 from integrations.optuna._measures import (
     check_measure_name,
     get_measures,
+    measured_trial,
     report_measures,
 )
+from integrations.optuna._plot import plot_measure_history
 from integrations.optuna._pruner import MeasurePruner
 from integrations.optuna._replay import RecordedRun, replay_study
 from integrations.optuna._trust import (
@@ -43,6 +46,8 @@ __all__ = [
     "get_measures",
     "holm",
     "is_poor",
+    "measured_trial",
+    "plot_measure_history",
     "pruner_settings",
     "pruning_reason",
     "rank_correlation",

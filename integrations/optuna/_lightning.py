@@ -11,6 +11,7 @@ import probe
 from integrations.lightning import callback_bases
 from integrations.optuna._measures import check_measure_name, report_measures
 from probe.layers import LayerSelector
+from probe.options import MeasureOptions
 from probe.report import Report
 
 log = logging.getLogger(__name__)
@@ -81,7 +82,7 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
             names = [check_measure_name(name, argument="names") for name in names]
         self._trial = trial
         self._monitor = monitor
-        self._layers = layers
+        self.measure_options = MeasureOptions(layers=layers, nonfinite="nan")
         self._names = names
         self._distributed = False
         self.last_report: Report | None = None
@@ -138,7 +139,7 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
     def _report_and_decide(self, trainer: Any, pl_module: Any, epoch: int) -> bool:
         report = self._live_report(trainer, epoch)
         if report is None:
-            report = probe.measure(pl_module, layers=self._layers, nonfinite="nan")
+            report = probe.measure(pl_module, **self.measure_options.kwargs())
         report_measures(self._trial, report, epoch, names=self._names)
         self.last_report, self.last_epoch = report, epoch
         if self._monitor is not None:

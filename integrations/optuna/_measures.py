@@ -1,40 +1,63 @@
 """Network measures stored with an Optuna trial, readable by every worker sharing the storage.
 
-The measures go into the trial's *user attributes*, one key per step
-(``probe:measures:<step>`` → ``{name: value}``), never through ``Trial.report``: Optuna
-takes a pruned trial's last reported value as its result and the samplers learn from
-it, so a measure reported there would corrupt the study. Values are stored JSON-safely:
-NaN as ``None``, ±∞ as ``"inf"``/``"-inf"``; :func:`get_measures` turns them back into floats.
+The measures are stored as trial attributes, never through ``Trial.report``: Optuna takes a
+pruned trial's last reported value as its result and the samplers learn from it, so a
+measure reported there would corrupt the study. Two kinds of attribute:
+
+- ``probe:<name>`` (e.g. ``probe:E_L2_BE``), a *user attribute* holding a float: the measure
+  at the trial's latest step, and ``probe:last_step``, that step. These are plain numbers
+  (NaN and ±∞ included, so a column stays numeric): float columns of
+  ``study.trials_dataframe()`` and sortable columns of optuna-dashboard's trial table.
+- ``probe:measures:<step>`` → ``{name: value}``, a *system attribute*: every step's measures
+  (the history that :func:`get_measures` and the pruners read), kept out of the user
+  attributes so that dashboards show one compact row per trial. Stored as strict JSON: NaN
+  as ``None``, ±∞ as ``"inf"``/``"-inf"``. Trials without a storage (``FixedTrial``) keep it
+  in their user attributes, where studies written by earlier versions have it too; both
+  places are read.
+
+Attributes that other code sets under the same prefix (``probe:measures:best``, a
+non-mapping value, a non-numeric entry) are ignored when reading.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import optuna
 
 from probe.aggregate import HEADLINE_NAMES, check_measure_name
 from probe.report import Report
 
-if TYPE_CHECKING:
-    import optuna
-
 KEY_PREFIX = "probe:measures:"
-"""User-attribute key prefix; the step follows it (``probe:measures:3``)."""
+"""Attribute key prefix of a step's measures; the step follows it (``probe:measures:3``)."""
+LATEST_PREFIX = "probe:"
+"""User-attribute key prefix of a measure's value at the latest step (``probe:E_L2_BE``)."""
+STEP_KEY = "probe:last_step"
+"""User-attribute key of the step the latest values come from."""
+
+_NON_FINITE = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+AnyTrial = optuna.trial.Trial | optuna.trial.FixedTrial | optuna.trial.FrozenTrial
+"""The trials measures are stored with and read from."""
+
 
 def report_measures(
-    trial: optuna.trial.Trial,
+    trial: AnyTrial,
     report: Report | Mapping[str, float],
     step: int,
     *,
     names: Iterable[str] | None = None,
 ) -> dict[str, float]:
-    """Store the network measures of ``step`` with ``trial`` (user attributes, not ``trial.report``).
+    """Store the network measures of ``step`` with ``trial`` (trial attributes, not ``trial.report``; layout above).
 
     Parameters
     ----------
     trial:
-        The running trial (``optuna.trial.Trial``).
+        The running trial (``optuna.trial.Trial``). An ``optuna.trial.FixedTrial`` (re-running
+        chosen parameters outside a study) works too: the measures are returned and kept in
+        its own ``user_attrs``; no study sees them.
     report:
         A ``probe.Report`` or a plain mapping ``name -> float``.
     step:
@@ -63,35 +86,80 @@ def report_measures(
             values[name] = _as_float(report[name], name)
         else:
             raise ValueError(f"names={name!r} is not in the measures given: {sorted(report)}")
-    trial.set_user_attr(f"{KEY_PREFIX}{step}", {name: _encode(v) for name, v in values.items()})
+    latest, history = _step_attrs(trial.user_attrs.get(STEP_KEY), step, values)
+    for key, value in latest.items():
+        trial.set_user_attr(key, value)
+    if isinstance(trial, optuna.trial.Trial):
+        trial.storage.set_trial_system_attr(trial._trial_id, *history)
+    else:  # FixedTrial, FrozenTrial: no storage
+        trial.set_user_attr(*history)
     return values
 
 
-def get_measures(trial: optuna.trial.Trial | optuna.trial.FrozenTrial) -> dict[int, dict[str, float]]:
+def _step_attrs(last_step: object, step: int, values: Mapping[str, float]) -> tuple[dict[str, Any], tuple[str, Any]]:
+    """What storing ``values`` at ``step`` writes: the latest-value user attributes, and the history entry.
+
+    The latest values are written when ``step`` is not before the trial's ``last_step``
+    (storing an earlier step again changes the history only).
+    """
+    latest: dict[str, Any] = {}
+    if not isinstance(last_step, int) or step >= last_step:
+        latest = {f"{LATEST_PREFIX}{name}": value for name, value in values.items()}
+        latest[STEP_KEY] = step
+    return latest, (f"{KEY_PREFIX}{step}", {name: _encode(value) for name, value in values.items()})
+
+
+def measured_trial(measures: Mapping[int, Mapping[str, float]], **kwargs: Any) -> optuna.trial.FrozenTrial:
+    """``optuna.trial.create_trial(**kwargs)`` carrying ``measures`` (``{step: {name: value}}``) as
+    :func:`report_measures` stores them; for adding finished trials in bulk (``study.add_trials``)."""
+    user_attrs, system_attrs = dict(kwargs.pop("user_attrs", {})), dict(kwargs.pop("system_attrs", {}))
+    for step in sorted(measures):
+        latest, (key, value) = _step_attrs(user_attrs.get(STEP_KEY), step, measures[step])
+        user_attrs.update(latest)
+        system_attrs[key] = value
+    return optuna.trial.create_trial(user_attrs=user_attrs, system_attrs=system_attrs, **kwargs)
+
+
+def get_measures(trial: AnyTrial) -> dict[int, dict[str, float]]:
     """Measures stored with ``trial`` by :func:`report_measures`: ``{step: {name: value}}``, steps ascending."""
-    attrs = trial.user_attrs
-    steps = sorted(int(key[len(KEY_PREFIX):]) for key in attrs if key.startswith(KEY_PREFIX))
-    return {step: _decode_all(attrs[f"{KEY_PREFIX}{step}"]) for step in steps}
+    history = {**_history(trial.user_attrs), **_history(_system_attrs(trial))}
+    return {step: _decode_all(history[step]) for step in sorted(history)}
 
 
-def stored_measure(trial: optuna.trial.FrozenTrial, step: int, name: str) -> float | None:
+def stored_measure(trial: AnyTrial, step: int, name: str) -> float | None:
     """One stored value: a float (NaN where undefined), or ``None`` when not stored at ``step``."""
-    values = trial.user_attrs.get(f"{KEY_PREFIX}{step}")
-    if values is None or name not in values:
+    key = f"{KEY_PREFIX}{step}"
+    values = _system_attrs(trial).get(key)
+    if not isinstance(values, Mapping):
+        values = trial.user_attrs.get(key)
+    if not isinstance(values, Mapping) or name not in values:
         return None
     return _decode(values[name])
 
 
-def latest_step(trial: optuna.trial.FrozenTrial) -> int | None:
-    """The latest step with measures stored for ``trial``, or ``None``."""
-    return max((int(key[len(KEY_PREFIX):]) for key in trial.user_attrs if key.startswith(KEY_PREFIX)), default=None)
+def _system_attrs(trial: AnyTrial) -> dict[str, Any]:
+    if isinstance(trial, optuna.trial.Trial):  # a live trial has no system_attrs property
+        return trial.storage.get_trial_system_attrs(trial._trial_id)
+    return trial.system_attrs
 
 
-def _default_names(trial: optuna.trial.Trial) -> list[str]:
+def _history(attrs: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
+    """``{step: raw stored mapping}`` from the attributes that follow the layout; others are skipped."""
+    history = {}
+    for key, value in attrs.items():
+        if key.startswith(KEY_PREFIX) and isinstance(value, Mapping):
+            suffix = key[len(KEY_PREFIX):]
+            if suffix.isascii() and suffix.isdigit():
+                history[int(suffix)] = value
+    return history
+
+
+def _default_names(trial: AnyTrial) -> list[str]:
     from integrations.optuna._pruner import MeasurePruner
 
     names = list(HEADLINE_NAMES)
-    pruner = trial.study.pruner
+    study = getattr(trial, "study", None)  # FixedTrial and FrozenTrial have none
+    pruner = getattr(study, "pruner", None)
     if isinstance(pruner, MeasurePruner) and pruner.measure not in names:
         names.append(pruner.measure)
     return names
@@ -112,9 +180,17 @@ def _encode(value: float) -> float | str | None:
     return value
 
 
-def _decode(value: Any) -> float:
-    return math.nan if value is None else float(value)
+def _decode(value: Any) -> float | None:
+    """A stored entry as a float; ``None`` for an entry no :func:`report_measures` wrote."""
+    if value is None:
+        return math.nan
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        return _NON_FINITE.get(value)
+    return None
 
 
 def _decode_all(values: Mapping[str, Any]) -> dict[str, float]:
-    return {name: _decode(value) for name, value in values.items()}
+    decoded = {name: _decode(value) for name, value in values.items()}
+    return {name: value for name, value in decoded.items() if value is not None}

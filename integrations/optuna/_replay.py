@@ -24,7 +24,12 @@ class RecordedRun(NamedTuple):
 
 
 def replay_study(
-    runs: Iterable[RecordedRun], *, pruner: BasePruner, direction: str = "maximize", study_name: str | None = None
+    runs: Iterable[RecordedRun],
+    *,
+    pruner: BasePruner | None = None,
+    direction: str = "maximize",
+    study_name: str | None = None,
+    study: optuna.Study | None = None,
 ) -> list[int | None]:
     """Replay ``runs`` in order, each as one trial of a fresh in-memory study using ``pruner``.
 
@@ -36,12 +41,16 @@ def replay_study(
     runs:
         Recorded runs, in the order the study would have run them.
     pruner:
-        The pruner to evaluate (e.g. a :class:`MeasurePruner`).
+        The pruner to evaluate (e.g. a :class:`MeasurePruner`); required unless ``study`` is given.
     direction:
         The study's direction, ``"maximize"`` (default) or ``"minimize"``.
     study_name:
         Name of the in-memory study (default: random). Fix it for repeatable results with
         pruners that depend on it (``HyperbandPruner`` assigns brackets by hashing it).
+    study:
+        Replay into this study instead (its own pruner, direction and storage, e.g. SQLite
+        or PostgreSQL), and read it afterwards (``study.best_value``, ``trials_dataframe()``,
+        the pruned trials' reasons). ``pruner`` and ``study_name`` must then be left unset.
 
     Returns
     -------
@@ -49,7 +58,14 @@ def replay_study(
         For each run, the step at which it was pruned, or ``None`` if it ran to the end
         (its ``value`` is then told to the study, so later runs are judged against it).
     """
-    study = optuna.create_study(direction=direction, pruner=pruner, study_name=study_name)
+    if study is None:
+        if pruner is None:
+            raise ValueError("replay_study needs pruner= (a fresh in-memory study) or study= (an existing one)")
+        study = optuna.create_study(direction=direction, pruner=pruner, study_name=study_name)
+    elif pruner is not None or study_name is not None:
+        raise ValueError(
+            f"replay_study got study={study.study_name!r}: leave pruner and study_name unset (the study's own are used)"
+        )
     pruned_at: list[int | None] = []
     for run in runs:
         trial = study.ask()

@@ -1,35 +1,33 @@
 """Offline mode: read checkpoint families, replay them into tables, correlate with accuracy.
 
-Heavy optional imports (pandas, matplotlib, safetensors) happen inside the functions
-that need them.
+The names below are imported on first use (PEP 562), so that importing a submodule
+such as ``probe.replay.commands`` (the CLI's parser) does not import torch; heavy
+optional imports (pandas, matplotlib, safetensors) happen inside the functions that need them.
 """
 
-from probe.replay.genprob import (
-    GenProbName,
-    genprob_filename,
-    parse_genprob_name,
-    save_genprob_checkpoint,
-    write_genprob_csv,
-)
-from probe.replay.readers import Checkpoint, CheckpointError, UnsafeCheckpointError, load_checkpoint
-from probe.replay.runner import Options, Outcome, Tables, consolidate, find_checkpoints, iter_replay, merge, replay
+from __future__ import annotations
 
-__all__ = [
-    "Checkpoint",
-    "CheckpointError",
-    "GenProbName",
-    "Options",
-    "Outcome",
-    "Tables",
-    "UnsafeCheckpointError",
-    "consolidate",
-    "find_checkpoints",
-    "genprob_filename",
-    "iter_replay",
-    "load_checkpoint",
-    "merge",
-    "parse_genprob_name",
-    "replay",
-    "save_genprob_checkpoint",
-    "write_genprob_csv",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "genprob": ("GenProbName", "genprob_filename", "parse_genprob_name", "save_genprob_checkpoint", "write_genprob_csv"),
+    "readers": ("Checkpoint", "CheckpointError", "UnsafeCheckpointError", "load_checkpoint"),
+    "runner": ("Options", "Outcome", "Tables", "consolidate", "find_checkpoints", "iter_replay", "merge", "replay"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_MODULE_OF])
+
+
+__all__ = sorted(_MODULE_OF)

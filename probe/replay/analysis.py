@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.aggregate import AGGREGATIONS, HEADLINE, HEADLINE_NAMES, MEASURES, TRANSFORMS, VARIANTS, aggregate, transform
+from probe.aggregate import HEADLINE_NAMES, aggregate, parse_measure_name, transform
 from probe.replay.runner import CHECKPOINTS_CSV, LAYERS_CSV
 
 if TYPE_CHECKING:
@@ -106,25 +106,6 @@ def _check_nonempty(keep: np.ndarray, column: str, wanted: Sequence[str], values
         raise ValueError(f"no checkpoint matches {column}={list(wanted)}; values present: {seen}")
 
 
-def parse_measure(name: str) -> tuple[str, str, str, str]:
-    """``name`` → ``(measure, aggregation, transform, variant)``; headline names included.
-
-    >>> parse_measure("E_L2_BE")
-    ('ER', 'L2', 't6', 'BE')
-    """
-    base, _, variant = name.rpartition("_")
-    if variant in VARIANTS and base in HEADLINE:
-        return (*HEADLINE[base], variant)
-    parts = name.split("_")
-    if len(parts) == 4 and parts[0] in MEASURES and parts[1] in AGGREGATIONS and parts[2] in TRANSFORMS and parts[3] in VARIANTS:
-        return parts[0], parts[1], parts[2], parts[3]
-    raise ValueError(
-        f"unknown measure {name!r}: use a headline name {HEADLINE_NAMES} or "
-        f"'{{measure}}_{{aggregation}}_{{transform}}_{{variant}}' with measure in {MEASURES}, "
-        f"aggregation in {AGGREGATIONS}, transform t0..t7, variant BE/AE (e.g. 'ER_mean_t0_AE')"
-    )
-
-
 def network_measure(layers: pd.DataFrame, name: str) -> pd.Series:
     """Recompute a network measure per checkpoint from the tidy layer table (SPEC §5).
 
@@ -133,14 +114,14 @@ def network_measure(layers: pd.DataFrame, name: str) -> pd.Series:
     layers:
         ``layers.csv`` as a DataFrame.
     name:
-        A headline or aggregate name (``parse_measure``).
+        A headline or aggregate name (``probe.aggregate.parse_measure_name``).
 
     Returns
     -------
     Series
         Indexed by checkpoint ``path``.
     """
-    measure, how, t, variant = parse_measure(name)
+    _, measure, how, t, variant = parse_measure_name(name)
     rows = layers[layers["variant"] == variant].sort_values(["path", "unfolding", "layer_index"])  # "in" before "out"
 
     def one(group: pd.DataFrame) -> float:
@@ -187,9 +168,10 @@ def correlations(
     Returns
     -------
     DataFrame
-        Columns ``*by, epoch, measure, target, n, pearson, pearson_p, spearman, spearman_p,
-        kendall, kendall_p``; one row per group × epoch × measure × target. Pairs where
-        either value is NaN or infinite are left out (``n`` counts the rest).
+        Columns ``*by, epoch, measure, target, models, n, pearson, pearson_p, spearman,
+        spearman_p, kendall, kendall_p``; one row per group × epoch × measure × target.
+        ``models`` counts the group's checkpoints at that epoch; pairs where either value
+        is NaN or infinite are left out (``n`` counts the rest).
     """
     from scipy import stats
     import pandas as pd
@@ -209,7 +191,7 @@ def correlations(
                 x, y = group[measure].to_numpy(np.float64), group[target].to_numpy(np.float64)
                 ok = np.isfinite(x) & np.isfinite(y)
                 x, y = x[ok], y[ok]
-                row = {**labels, "measure": measure, "target": target, "n": int(ok.sum())}
+                row = {**labels, "measure": measure, "target": target, "models": len(group), "n": int(ok.sum())}
                 if len(x) < min_count or np.ptp(x) == 0 or np.ptp(y) == 0:
                     row.update(dict.fromkeys([f"{m}{s}" for m in METHODS for s in ("", "_p")], math.nan))
                 else:
@@ -217,8 +199,25 @@ def correlations(
                         result = test(x, y)
                         row[method], row[f"{method}_p"] = float(result[0]), float(result[1])
                 rows.append(row)
-    columns = [*keys, "measure", "target", "n", *(f"{m}{s}" for m in METHODS for s in ("", "_p"))]
+    columns = [*keys, "measure", "target", "models", "n", *(f"{m}{s}" for m in METHODS for s in ("", "_p"))]
     return pd.DataFrame(rows, columns=columns)
+
+
+_TARGET_NEEDS = {"test_acc": "a test accuracy", "gap": "a test and a train accuracy (gap = test_acc - train_acc)"}
+
+
+def _check_target(table: pd.DataFrame, target: str, out_dir: str | os.PathLike[str]) -> None:
+    """Raise ``ValueError`` naming ``target`` when no checkpoint has a value for it: nothing to correlate."""
+    if target not in table.columns:
+        raise ValueError(f"unknown target {target!r}: checkpoints.csv has no such column; use test_acc, gap or one of {list(table.columns)}")
+    if np.isfinite(table[target].to_numpy(np.float64)).any():
+        return
+    formats = ", ".join(f"{name} ({count})" for name, count in table["format"].value_counts().items()) if "format" in table else "?"
+    raise ValueError(
+        f"nothing to correlate: none of the {len(table)} checkpoints in {str(out_dir)!r} has {_TARGET_NEEDS.get(target, target)}, "
+        f"so the target {target!r} is empty (formats: {formats}). Only GenProb checkpoints carry accuracies "
+        "(save_genprob_checkpoint); Lightning .ckpt files, state dicts and .safetensors carry none"
+    )
 
 
 @dataclass(frozen=True)
@@ -279,9 +278,11 @@ def write_report(
     table = filter_checkpoints(checkpoints, optimizers=optimizers, datasets=datasets, hparams=hparams)
     missing = [name for name in measures if name not in table.columns]
     if missing:
-        needed = {parse_measure(name)[0] for name in missing}
+        needed = {parse_measure_name(name).measure for name in missing}
         layers = load_layers(out_dir, columns=["path", "layer_index", "unfolding", "variant", "weight", *sorted(needed)])
         table = with_measures(table, layers, missing)
+    for target in targets:
+        _check_target(table, target, out_dir)
     result = correlations(table, measures=measures, targets=targets, by=by)
     target_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
     target_dir.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+UNDEFINED = "–"
+
 _OUTPUTS = """\
 outputs in --out DIR:
   checkpoints.csv  one row per checkpoint: path, format, run, model_id, optimizer, dataset,
@@ -32,10 +34,12 @@ examples:
 
 _REPORT_EPILOG = """\
 outputs in --out (default DIR/report):
-  correlations.csv   per group (--by), epoch, measure and target: n, pearson, pearson_p,
-                     spearman, spearman_p, kendall, kendall_p (across models)
-  corr_TARGET_METHOD.png          correlation against epoch, one line per measure (Fig. 5c/d)
+  correlations.csv   per group (--by), epoch, measure and target: models (checkpoints), n (pairs
+                     without NaN), pearson, pearson_p, spearman, spearman_p, kendall, kendall_p
+  corr_TARGET_METHOD.png          correlation against epoch, one line per measure (Fig. 5c/d),
+                                  models per epoch below, NaN pairs left out counted in the legend
   scatter_TARGET_epochE.png       measure against target at epoch E, one panel per measure (Fig. 5a/b)
+targets: test_acc, and gap = test_acc - train_acc (positive: better on test than on train).
 
 measures: the headline names E_L2_BE SQ_p_BE S_p_BE F_p_BE (and _AE), or any aggregate
 {ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}, e.g. ER_mean_t0_AE.
@@ -146,19 +150,18 @@ def _print_tables(tables) -> None:  # noqa: ANN001 - runner.Tables
 
 def add_report(sub: argparse._SubParsersAction) -> None:
     """Register ``probe report``."""
-    from probe.aggregate import HEADLINE_NAMES
-
     p = sub.add_parser(
         "report",
         help="correlate measures with test accuracy and gap, epoch by epoch; CSV and plots",
         description="For each epoch (and --by group), correlate each measure with test accuracy and with the "
-        "generalisation gap (test_acc - train_acc) across the checkpoints of a replay directory.",
+        "generalisation gap (test_acc - train_acc) across the checkpoints of a replay directory. Checkpoints "
+        "without accuracies (Lightning .ckpt, state dicts) give nothing to correlate: the command then fails (exit 2).",
         epilog=_REPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("dir", metavar="DIR", help="a probe replay output directory")
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="where to write (default DIR/report)")
-    p.add_argument("--measures", type=_csv_list, default=list(HEADLINE_NAMES), help="comma-separated measures (default: the 8 headline)")
+    p.add_argument("--measures", type=_csv_list, default=None, help="comma-separated measures (default: the 8 headline)")
     p.add_argument("--targets", type=_csv_list, default=["test_acc", "gap"], help="comma-separated targets (default test_acc,gap)")
     p.add_argument("--by", type=_csv_list, default=["dataset"], help="grouping columns besides epoch (default dataset), e.g. dataset,optimizer")
     p.add_argument("--optimizer", action="append", default=[], help="keep this optimizer (repeatable)")
@@ -172,8 +175,10 @@ def add_report(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from probe.aggregate import HEADLINE_NAMES
     from probe.replay.analysis import write_report
 
+    args.measures = args.measures or list(HEADLINE_NAMES)
     files = write_report(
         args.dir, report_dir=args.out, measures=args.measures, targets=args.targets, by=args.by,
         optimizers=args.optimizer, datasets=args.dataset, hparams=args.hparam, plot_methods=args.methods,
@@ -188,9 +193,13 @@ def _run_report(args: argparse.Namespace) -> int:
         for key, group in rows.groupby(args.by, dropna=False, sort=True) if args.by else [((), rows)]:
             keys = key if isinstance(key, tuple) else (key,)
             label = ", ".join(f"{c}={v}" for c, v in zip(args.by, keys))
-            n = int(group["n"].max()) if len(group) else 0
-            print(f"\n{method} correlation with {target} ({label}; up to {n} models per epoch):")
-            print(group.pivot(index="measure", columns="epoch", values=method).reindex(args.measures).round(3).to_string())
+            print(f"\n{method} correlation with {target} ({label}; {UNDEFINED} = undefined: fewer than 3 models "
+                  "with values, or constant values):")
+            table = group.pivot(index="measure", columns="epoch", values=method).reindex(args.measures)
+            cells = table.apply(lambda column: column.map(lambda v: UNDEFINED if v != v else f"{v:.3f}"))
+            cells["NaN left out"] = (group["models"] - group["n"]).groupby(group["measure"]).sum().reindex(args.measures).map(str)
+            cells.loc["(models)"] = [str(v) for v in group.groupby("epoch")["models"].max().reindex(table.columns)] + [""]
+            print(cells.to_string())
     if len(shown) < len(epochs):
         print(f"\n({len(shown)} of {len(epochs)} epochs shown; all in {files.correlations_csv})")
     print(f"\ncorrelations: {files.correlations_csv}")

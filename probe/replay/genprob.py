@@ -24,6 +24,8 @@ from pathlib import Path
 
 import torch
 
+from probe._atomic import atomic_write
+
 SUFFIX = ".pth.tar"
 PERFORMANCE_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss")
 """Performance of one epoch as the project names it; ``gap = test_acc - train_acc`` is derived."""
@@ -197,9 +199,8 @@ def save_genprob_checkpoint(
     state = {name: t.detach().cpu().clone() if isinstance(t, torch.Tensor) else t for name, t in model_state.items()}
     payload = {"state_dict_network": state, "performance_statistics": statistics, "epoch": epoch}
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_write(path, "wb") as handle:
+        torch.save(payload, handle)
     return path
 
 
@@ -226,8 +227,7 @@ def write_genprob_csv(
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="") as handle:
+    with atomic_write(path, newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(CSV_HEADER)
         for performance, model_id, layer_rows in models:
@@ -236,7 +236,6 @@ def write_genprob_csv(
             for row in layer_rows:
                 writer.writerow([*perf, *(row[c] for c in CSV_HEADER[5:25]), 0, model_id, *(row[c] for c in CSV_HEADER[27:])])
             writer.writerow([])
-    os.replace(tmp, path)
     return path
 
 

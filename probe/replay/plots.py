@@ -1,5 +1,8 @@
 """Paper-style PNG plots (Agg, no pyplot state): correlation against epoch per measure
-(Fig. 5c/d) and measure-against-target scatter panels at one epoch (Fig. 5a/b)."""
+(Fig. 5c/d) and measure-against-target scatter panels at one epoch (Fig. 5a/b).
+
+Each plot says how many models stand behind it and how many were left out for a NaN
+(e.g. an AE measure where EVBMF kept nothing); legends sit outside the data."""
 
 from __future__ import annotations
 
@@ -16,7 +19,13 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _BASE_COLOURS = {"E_L2": "tab:blue", "SQ_p": "tab:red", "S_p": "tab:green", "F_p": "tab:purple"}
-_TITLES = {"test_acc": "test accuracy", "gap": "generalisation gap", "pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ"}
+_TITLES = {"test_acc": "test accuracy", "gap": "generalisation gap\n(test acc − train acc)",
+           "pearson": "Pearson r", "spearman": "Spearman ρ", "kendall": "Kendall τ"}
+
+
+def title(name: str) -> str:
+    """What a target or coefficient column is, for an axis label (the gap says how it is computed)."""
+    return _TITLES.get(name, name)
 
 
 def measure_label(name: str) -> str:
@@ -31,16 +40,8 @@ def _style(name: str, index: int) -> dict[str, object]:
     return {"color": colour, "linestyle": "--" if variant == "AE" else "-", "marker": "s" if variant == "AE" else "o"}
 
 
-def _grid(count: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
-    from matplotlib.figure import Figure
-
-    ncols = max(1, min(ncols, count))
-    nrows = math.ceil(count / ncols)
-    figure = Figure(figsize=(size[0] * ncols, size[1] * nrows), layout="constrained")
-    axes = figure.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for extra in axes[count:]:
-        extra.set_visible(False)
-    return figure, axes[:count]
+def _left_out(count: int, total: int | None = None) -> str:
+    return f", {count}{f' of {total}' if total else ''} NaN left out" if count else ""
 
 
 def plot_correlation_by_epoch(
@@ -51,14 +52,25 @@ def plot_correlation_by_epoch(
     method: str = "spearman",
     by: Sequence[str] = ("dataset",),
 ) -> Path:
-    """One line per measure: the ``method`` coefficient with ``target`` against epoch.
+    """Write :func:`correlation_figure` to the PNG file ``path`` and return ``path``."""
+    return _save(correlation_figure(correlations, target=target, method=method, by=by), path)
+
+
+def correlation_figure(
+    correlations: pd.DataFrame,
+    *,
+    target: str = "test_acc",
+    method: str = "spearman",
+    by: Sequence[str] = ("dataset",),
+) -> Figure:
+    """One line per measure: the ``method`` coefficient with ``target`` against epoch, and
+    under it the number of models behind each epoch.
 
     Parameters
     ----------
     correlations:
-        The output of ``analysis.correlations``.
-    path:
-        PNG file to write.
+        The output of ``analysis.correlations`` (its ``models`` and ``n`` columns give the
+        bars and, per measure, how many models were left out for a NaN, shown in the legend).
     target, method:
         Which target column and coefficient to draw.
     by:
@@ -66,26 +78,47 @@ def plot_correlation_by_epoch(
 
     Returns
     -------
-    Path
-        ``path``.
+    Figure
+        A matplotlib ``Figure`` (Agg canvas, no pyplot state); the legend sits outside the panels.
     """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     rows = correlations[correlations["target"] == target]
     groups = list(rows.groupby(list(by), dropna=False, sort=True)) if by else [((), rows)]
-    figure, axes = _grid(max(len(groups), 1), ncols=3, size=(5.0, 3.6))
-    for axis, (key, group) in zip(axes, groups):
-        for index, (measure, series) in enumerate(group.groupby("measure", sort=False)):
+    ncols = max(1, min(3, len(groups)))
+    nrows = math.ceil(max(len(groups), 1) / ncols)
+    figure = Figure(figsize=(4.6 * ncols + 2.2, 4.4 * nrows), layout="constrained")
+    FigureCanvasAgg(figure)
+    grid = figure.subplots(2 * nrows, ncols, squeeze=False, sharex="col", gridspec_kw={"height_ratios": [3, 1] * nrows})
+    for index in range(len(groups), nrows * ncols):
+        grid[2 * (index // ncols), index % ncols].set_visible(False)
+        grid[2 * (index // ncols) + 1, index % ncols].set_visible(False)
+    handles: dict[str, object] = {}
+    for index, (key, group) in enumerate(groups):
+        axis, counts = grid[2 * (index // ncols), index % ncols], grid[2 * (index // ncols) + 1, index % ncols]
+        for number, (measure, series) in enumerate(group.groupby("measure", sort=False)):
             series = series.sort_values("epoch")
-            axis.plot(series["epoch"], series[method], label=measure_label(measure), **_style(measure, index))
+            total = int(series["models"].sum())
+            label = f"{measure_label(measure)}{_left_out(total - int(series['n'].sum()), total)}"
+            (line,) = axis.plot(series["epoch"], series[method], label=label, **_style(measure, number))
+            handles.setdefault(label, line)
         axis.axhline(0.0, color="0.6", linewidth=0.8)
         axis.set_ylim(-1.05, 1.05)
-        axis.set_xlabel("epoch")
-        axis.set_ylabel(f"{_TITLES.get(method, method)} with {_TITLES.get(target, target)}")
+        axis.set_ylabel(f"{title(method)} with {title(target)}", fontsize=9)
         keys = key if isinstance(key, tuple) else (key,)
         axis.set_title(", ".join(f"{c}={v}" for c, v in zip(by, keys)) or "all checkpoints", fontsize=10)
         axis.grid(alpha=0.3)
-    if groups:
-        axes[0].legend(fontsize=8, ncols=2)
-    return _save(figure, path)
+        models = group.groupby("epoch")["models"].max()
+        counts.bar(models.index, models.to_numpy(), color="0.6", width=0.8)
+        counts.set_ylabel("models", fontsize=9)
+        counts.set_xlabel("epoch")
+        counts.set_ylim(0, max(1, int(models.max()) if len(models) else 1) * 1.15)
+        counts.grid(alpha=0.3, axis="y")
+    if handles:
+        figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
+                      title="measure (dashed: AE)", title_fontsize=8)
+    return figure
 
 
 def plot_scatter(
@@ -97,18 +130,29 @@ def plot_scatter(
     target: str = "test_acc",
     color_by: str = "optimizer",
 ) -> Path:
+    """Write :func:`scatter_figure` to the PNG file ``path`` and return ``path``."""
+    return _save(scatter_figure(table, epoch=epoch, measures=measures, target=target, color_by=color_by), path)
+
+
+def scatter_figure(
+    table: pd.DataFrame,
+    *,
+    epoch: int,
+    measures: Sequence[str],
+    target: str = "test_acc",
+    color_by: str = "optimizer",
+) -> Figure:
     """One panel per measure: each checkpoint of ``epoch`` as a point (measure, target).
 
     Parameters
     ----------
     table:
         One row per checkpoint with ``epoch``, the measures, the target and ``color_by``.
-    path:
-        PNG file to write.
     epoch:
         The epoch to show.
     measures:
-        Measure columns, one panel each; the panel title gives Spearman's ρ.
+        Measure columns, one panel each; the panel title gives Spearman's ρ, the number
+        of points drawn and how many were left out for a NaN.
     target:
         The y axis (default ``test_acc``).
     color_by:
@@ -116,30 +160,46 @@ def plot_scatter(
 
     Returns
     -------
-    Path
-        ``path``.
+    Figure
+        A matplotlib ``Figure`` (Agg canvas, no pyplot state); the legend sits outside the panels.
     """
     from scipy import stats
 
     rows = table[table["epoch"] == epoch]
     colours = rows[color_by].fillna("").astype(str) if color_by in rows.columns else None
     categories = sorted(colours.unique()) if colours is not None else [""]
-    figure, axes = _grid(len(measures), ncols=4, size=(3.6, 3.2))
+    figure, axes = _grid(len(measures), ncols=4, size=(3.6, 3.3))
+    handles = {}
     for axis, measure in zip(axes, measures):
         x, y = rows[measure].to_numpy(np.float64), rows[target].to_numpy(np.float64)
         ok = np.isfinite(x) & np.isfinite(y)
         for index, category in enumerate(categories):
             pick = ok & ((colours == category).to_numpy() if colours is not None else True)
-            axis.scatter(x[pick], y[pick], s=14, alpha=0.8, color=f"C{index % 10}", label=category or None)
+            handles[category] = axis.scatter(x[pick], y[pick], s=14, alpha=0.8, color=f"C{index % 10}")
         rho = stats.spearmanr(x[ok], y[ok])[0] if ok.sum() >= 3 and np.ptp(x[ok]) > 0 and np.ptp(y[ok]) > 0 else math.nan
-        axis.set_title(f"{measure_label(measure)}  ρ={rho:.2f}", fontsize=10)
+        axis.set_title(f"{measure_label(measure)}: ρ={rho:.2f}, n={int(ok.sum())}{_left_out(int((~ok).sum()))}", fontsize=9)
         axis.set_xlabel(measure)
-        axis.set_ylabel(_TITLES.get(target, target))
+        axis.set_ylabel(title(target), fontsize=9)
         axis.grid(alpha=0.3)
     if colours is not None and len(categories) > 1:
-        axes[0].legend(fontsize=7, title=color_by, title_fontsize=7)
-    figure.suptitle(f"epoch {epoch}: measures against {_TITLES.get(target, target)} ({int(len(rows))} checkpoints)", fontsize=11)
-    return _save(figure, path)
+        figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, title=color_by,
+                      title_fontsize=8)
+    figure.suptitle(f"epoch {epoch}: measures against {title(target).replace(chr(10), ' ')}, {int(len(rows))} models", fontsize=11)
+    return figure
+
+
+def _grid(count: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, count))
+    nrows = math.ceil(count / ncols)
+    figure = Figure(figsize=(size[0] * ncols + 1.2, size[1] * nrows), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+    for extra in axes[count:]:
+        extra.set_visible(False)
+    return figure, axes[:count]
 
 
 def _save(figure: Figure, path: str | os.PathLike[str]) -> Path:

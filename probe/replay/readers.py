@@ -126,7 +126,21 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
     return _plain(path, "state_dict", _tensors(path, nested), obj)
 
 
+def _check_torch_file(path: Path) -> None:
+    """Refuse a file that is neither a zip archive (``torch.save``) nor a pickle (legacy ``torch.save``)."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: empty file, not a checkpoint (an interrupted save?)")
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise CheckpointError(
+            f"{path}: not a checkpoint: a torch.save file is a zip archive or a pickle, and this file is neither "
+            f"(it starts with {head!r}); give a GenProb .pth.tar, a Lightning .ckpt, a .pt/.pth state dict or a .safetensors file"
+        )
+
+
 def _torch_load(path: Path, *, unsafe: bool) -> object:
+    _check_torch_file(path)
     try:
         if unsafe:
             return torch.load(path, map_location="cpu", weights_only=False)

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
+from probe._atomic import atomic_write
 from probe.evbmf import DEFAULT_XATOL
 from probe.replay.genprob import PERFORMANCE_COLUMNS, write_genprob_csv
 from probe.replay.readers import is_checkpoint_file, load_checkpoint
@@ -402,13 +403,8 @@ def _measure_one(path: str, out_dir: str, options: dict[str, object], unsafe: bo
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that ``path`` is either absent, old, or complete."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_write(path, "wb") as handle:
         handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def _read(path: Path) -> dict:
@@ -423,15 +419,10 @@ def _record_order(meta: dict) -> tuple:
 @contextmanager
 def _csv_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[dict], None]]:
     """Yield a function adding one row; the file appears (atomically) only if all went well."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", restval="")
-            writer.writeheader()
-            yield lambda row: writer.writerow({k: _cell(v) for k, v in row.items()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", restval="")
+        writer.writeheader()
+        yield lambda row: writer.writerow({k: _cell(v) for k, v in row.items()})
 
 
 def _cell(value: object) -> object:

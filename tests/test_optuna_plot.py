@@ -1,0 +1,95 @@
+"""plot_measure_history: one line per trial with the stored values, coloured by the objective, pruned ones marked."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import optuna
+import pytest
+from matplotlib.colors import to_rgba
+from optuna.trial import TrialState
+
+from integrations.optuna import plot_measure_history, report_measures
+
+matplotlib.use("Agg")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+VALUES = [0.1, 0.4, 0.7, 1.0]
+
+
+def _curve(value: float, steps: int) -> list[float]:
+    return [value * (step + 1) for step in range(steps)]
+
+
+def _study() -> optuna.Study:
+    """Four completed trials (one with a NaN at step 1), two pruned, one running, one failed."""
+    study = optuna.create_study(direction="maximize")
+    for value in VALUES:
+        trial = study.ask()
+        for step, y in enumerate(_curve(value, 4)):
+            report_measures(trial, {"E_L2_BE": math.nan if (value, step) == (0.4, 1) else y, "SQ_p_BE": -y}, step)
+        study.tell(trial, value)
+    for value, state in [(0.05, TrialState.PRUNED), (0.02, TrialState.PRUNED), (9.0, TrialState.FAIL)]:
+        trial = study.ask()
+        for step, y in enumerate(_curve(value, 2)):
+            report_measures(trial, {"E_L2_BE": y}, step)
+        study.tell(trial, state=state)
+    report_measures(study.ask(), {"E_L2_BE": 50.0}, 0)  # running
+    return study
+
+
+def _drawn(ax) -> list[tuple[list[float], list[float], str, tuple, str]]:
+    return [(list(line.get_xdata()), list(line.get_ydata()), line.get_linestyle(), to_rgba(line.get_color()),
+             line.get_marker()) for line in ax.get_lines() if len(line.get_xdata())]
+
+
+def _same(a: list[float], b: list[float]) -> bool:
+    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == pytest.approx(y) for x, y in zip(a, b))
+
+
+def test_lines_values_colours_and_pruned_marks():
+    ax = plot_measure_history(_study())
+    drawn = _drawn(ax)
+    viridis = matplotlib.colormaps["viridis"]
+    solid = [d for d in drawn if d[2] == "-"]
+    assert len(solid) == len(VALUES)
+    for value in VALUES:
+        expected = _curve(value, 4)
+        if value == 0.4:
+            expected[1] = math.nan
+        [line] = [d for d in solid if _same(d[1], expected)]
+        assert line[0] == [0, 1, 2, 3]
+        assert line[3] == pytest.approx(viridis((value - 0.1) / (1.0 - 0.1)))
+    dashed = [d for d in drawn if d[2] == "--"]
+    assert sorted(d[1] for d in dashed) == sorted([_curve(0.05, 2), _curve(0.02, 2)])
+    assert all(d[3] == pytest.approx(to_rgba("0.6")) for d in dashed)
+    marks = sorted((d[0], d[1]) for d in drawn if d[4] == "x")
+    assert marks == [([1], [pytest.approx(0.04)]), ([1], [pytest.approx(0.1)])]
+    assert ax.get_title(loc="left") == (
+        "E_L2_BE per step: 4 completed, 2 pruned trials; 1 undefined (NaN) values not drawn"
+    )
+    assert ax.get_ylabel() == "E_L2_BE"
+    assert ax.figure.axes[-1].get_ylabel() == "Objective Value (completed trials)"
+    matplotlib.pyplot.close(ax.figure)
+
+
+def test_target_measure_and_axes_are_chosen():
+    fig, ax = matplotlib.pyplot.subplots()
+    out = plot_measure_history(_study(), measure="SQ_p_BE", target=lambda t: -t.value, target_name="loss", ax=ax)
+    assert out is ax
+    drawn = _drawn(ax)
+    assert sorted(d[1] for d in drawn) == sorted([[-y for y in _curve(v, 4)] for v in VALUES])
+    lowest = next(d for d in drawn if _same(d[1], [-y for y in _curve(1.0, 4)]))
+    assert lowest[3] == pytest.approx(matplotlib.colormaps["viridis"](0.0))  # target -1.0 is the smallest
+    assert fig.axes[-1].get_ylabel() == "loss (completed trials)"
+    assert "0 pruned" in ax.get_title(loc="left")  # no pruned trial stored SQ_p_BE
+    matplotlib.pyplot.close(fig)
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="measure='E_L2'"):
+        plot_measure_history(_study(), measure="E_L2")
+    multi = optuna.create_study(directions=["maximize", "minimize"])
+    with pytest.raises(ValueError, match="pass target="):
+        plot_measure_history(multi)
