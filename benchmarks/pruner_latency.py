@@ -35,7 +35,12 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from integrations.optuna import LearnedMeasurePruner, MeasurePruner, measured_trial, report_measures
+from integrations.optuna import (
+    LearnedMeasurePruner,
+    MeasurePruner,
+    measured_trial,
+    report_measures,
+)
 from probe import HEADLINE_NAMES
 
 STORAGES = ("inmemory", "sqlite", "journal", "postgresql")
