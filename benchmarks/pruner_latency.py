@@ -35,13 +35,18 @@ from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from integrations.optuna import MeasurePruner, measured_trial, report_measures
+from integrations.optuna import (
+    LearnedMeasurePruner,
+    MeasurePruner,
+    measured_trial,
+    report_measures,
+)
 from probe import HEADLINE_NAMES
 
 STORAGES = ("inmemory", "sqlite", "journal", "postgresql")
 PRUNERS: dict[str, Callable[[], BasePruner]] = {
     "percentile": lambda: MeasurePruner(n_startup_trials=5),
-    "learned": lambda: MeasurePruner(mode="learned", n_startup_trials=5),
+    "learned": lambda: LearnedMeasurePruner(n_startup_trials=5),
 }
 
 

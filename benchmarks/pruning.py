@@ -1,66 +1,83 @@
-"""Does pruning pay? Replay Optuna studies over the recorded family and compare pruners.
+"""Does pruning pay? Replay Optuna studies over recorded families and compare every pruner.
 
-Each study runs every recorded configuration of ``benchmarks/data/family.csv`` once, in a
-random order (one order per seed); a trial replays its run epoch by epoch exactly as a
-training objective would: ``report_measures`` (the eight headline measures), then
-``trial.report`` (validation accuracy), then ``trial.should_prune()``. A pruned trial has
-consumed the epochs it trained; a completed one returns its final test accuracy.
+Each study runs every recorded configuration of a family table (``benchmarks/data/*.csv``,
+written by ``family.py``) once, in a random order (one order per seed), through
+``integrations.optuna.replay_study``: a trial replays its run epoch by epoch as a training
+objective would — ``report_measures`` (the eight headline measures), ``trial.report``
+(validation accuracy), ``trial.should_prune()``. A pruned trial has consumed the epochs it
+trained; a completed one returns its final test accuracy.
 
-For each pruner: epochs consumed as a share of no pruning, and regret = the family's best
-final test accuracy minus the best found (percentage points), mean ± standard deviation
-over the orders.
+Compared, with the same settings on every family (chosen on the two digits families, before
+the MNIST family was benchmarked): Optuna's ``MedianPruner``, ``PercentilePruner``,
+``SuccessiveHalvingPruner``, ``HyperbandPruner``, ``WilcoxonPruner`` and
+``PatientPruner(MedianPruner)`` at a few settings each; the earlier measure setups
+(``MeasurePruner`` percentile rule on ``E_L2_BE`` and ``F_p_BE``, single-measure learned
+rule, hybrid); a no-pruning and a random-pruning baseline; and the recommended default,
+``LearnedMeasurePruner()``. For each: epochs consumed as a share of no pruning, and regret =
+the family's best final test accuracy minus the best found (percentage points), mean ±
+standard deviation (and worst) over the orders.
 
-    .venv/bin/python benchmarks/pruning.py            # markdown table
-    .venv/bin/python benchmarks/pruning.py --json     # the same numbers as JSON
+    .venv/bin/python benchmarks/pruning.py --workers 2                 # every family: tables, Pareto plots
+    .venv/bin/python benchmarks/pruning.py --data benchmarks/data/family.csv --json
+    .venv/bin/python benchmarks/pruning.py --quick                     # smoke test, seconds
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
+import types
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pandas as pd
-from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner, NopPruner, PercentilePruner
-from optuna.trial import TrialState
+import scipy.stats
+from optuna.pruners import (
+    BasePruner,
+    HyperbandPruner,
+    MedianPruner,
+    NopPruner,
+    PatientPruner,
+    PercentilePruner,
+    SuccessiveHalvingPruner,
+    WilcoxonPruner,
+)
 
 import probe
-from integrations.optuna import MeasurePruner, report_measures
+from integrations.optuna import (
+    LearnedMeasurePruner,
+    MeasurePruner,
+    RecordedRun,
+    replay_study,
+)
 
-DEFAULT_DATA = Path(__file__).parent / "data" / "family.csv"
-WARMUP = 3
-"""Measure pruners and the percentile sweep on validation accuracy judge from this epoch on
-(15 % of the 20 recorded epochs)."""
-
-
-@dataclass(frozen=True)
-class Run:
-    """One recorded training run, as a trial sees it."""
-
-    measures: dict[int, dict[str, float]]  # epoch -> headline measures
-    val_acc: dict[int, float]  # epoch -> validation accuracy (what trial.report gets)
-    test_acc: float  # final test accuracy: the trial's value when it completes
+DATA = Path(__file__).parent / "data"
+FIGURES = Path(__file__).parent / "figures"
+DEFAULT = "default: LearnedMeasurePruner()"
+STARTUP = 5
+"""Completed trials before any pruner with a startup setting prunes (Optuna's default)."""
 
 
-def load_runs(path: Path) -> tuple[list[Run], int]:
-    """The family table as runs (epochs ``1..E``; epoch 0, before training, is not replayed) and ``E``."""
+def load_runs(path: Path) -> tuple[list[RecordedRun], int]:
+    """The family table as recorded runs (epochs ``1..E``; epoch 0, before training, is not
+    replayed; validation accuracy as the intermediate values, final test accuracy as the value) and ``E``."""
     frame = pd.read_csv(path, dtype={"channel_code": str})
     frame = frame[frame["epoch"] > 0]
     epochs = int(frame["epoch"].max())
     runs = []
-    for _, group in frame.groupby("run_id", sort=True):
+    for run_id, group in frame.groupby("run_id", sort=True):
         group = group.set_index("epoch").sort_index()
         if list(group.index) != list(range(1, epochs + 1)):
-            raise ValueError(f"{path}: run {group['run_id'].iloc[0]!r} lacks epochs (has {list(group.index)})")
-        runs.append(Run(
+            raise ValueError(f"{path}: run {run_id!r} lacks epochs (has {list(group.index)})")
+        runs.append(RecordedRun(
             measures={e: {name: float(group.at[e, name]) for name in probe.HEADLINE_NAMES} for e in group.index},
-            val_acc={e: float(group.at[e, "val_acc"]) for e in group.index},
-            test_acc=float(group.at[epochs, "test_acc"]),
+            value=float(group.at[epochs, "test_acc"]),
+            intermediate_values={e: float(group.at[e, "val_acc"]) for e in group.index},
         ))
     return runs, epochs
 
@@ -77,125 +94,220 @@ class RandomPruner(BasePruner):
         return bool(np.random.default_rng((self._seed, trial.number)).random() < self._share)
 
 
-def pruners(epochs: int, measure: str) -> dict[str, Callable[[], BasePruner]]:
-    """The compared pruner configurations, by name (factories: one fresh pruner per study).
+Setup = tuple[str, str | None, Callable[[], BasePruner]]
+"""(name, measure or None, factory of a fresh pruner per study)."""
 
-    Objective pruners judge validation accuracy, measure pruners ``measure``; the percentile
-    sweeps (``p`` = share of trials kept, Optuna's convention; 50 is the median rule) judge
-    at every epoch from ``WARMUP`` on, so the two signals are compared on equal terms.
+
+def setups(epochs: int, *, quick: bool = False) -> list[Setup]:
+    """The compared setups. Warm-ups are in epochs (the same on every family); only the
+    resources of SuccessiveHalving/Hyperband follow the family's length, as Optuna's do."""
+    median = lambda warmup: lambda: MedianPruner(n_startup_trials=STARTUP, n_warmup_steps=warmup)
+    rows: list[Setup] = [
+        (DEFAULT, None, LearnedMeasurePruner),
+        ("none", None, NopPruner),
+        ("random 50% at epoch 3 (chance baseline)", None, lambda: RandomPruner(step=3, share=0.5)),
+        ("median (warmup 1)", None, median(1)),
+    ]
+    if quick:
+        return rows + [("hyperband (min 1, η=3)", None, lambda: HyperbandPruner(min_resource=1, max_resource=epochs))]
+    for warmup in (3, 5):
+        rows.append((f"median (warmup {warmup})", None, median(warmup)))
+    for keep, warmup in ((75, 1), (75, 3), (90, 3), (25, 3)):
+        rows.append((f"percentile {keep} (warmup {warmup})", None,
+                     lambda keep=keep, warmup=warmup: PercentilePruner(keep, n_startup_trials=STARTUP, n_warmup_steps=warmup)))
+    for eta in (2, 3, 4):
+        rows.append((f"successive halving (min 1, η={eta})", None,
+                     lambda eta=eta: SuccessiveHalvingPruner(min_resource=1, reduction_factor=eta)))
+    for minimum, eta in ((1, 3), (3, 3)):
+        rows.append((f"hyperband (min {minimum}, η={eta})", None,
+                     lambda minimum=minimum, eta=eta: HyperbandPruner(min_resource=minimum, max_resource=epochs, reduction_factor=eta)))
+    for threshold in (0.1, 0.01):
+        rows.append((f"wilcoxon (p {threshold:g})", None, lambda threshold=threshold: WilcoxonPruner(p_threshold=threshold)))
+    for patience, warmup in ((1, 1), (1, 3)):
+        rows.append((f"patient {patience} + median (warmup {warmup})", None,
+                     lambda patience=patience, warmup=warmup: PatientPruner(median(warmup)(), patience=patience)))
+    for measure in ("E_L2_BE", "F_p_BE"):
+        rows.append(("measure percentile 75 (each epoch ≥ 3)", measure,
+                     lambda measure=measure: MeasurePruner(measure=measure, percentile=75,
+                                                           n_startup_trials=STARTUP, n_warmup_steps=3)))
+        rows.append(("measure percentile 50 (epoch 3 only)", measure,
+                     lambda measure=measure: MeasurePruner(measure=measure, n_startup_trials=STARTUP, n_warmup_steps=3,
+                                                           interval_steps=epochs)))
+    rows.append(("measure learned, one measure (ρ > 0.5, epoch 3 only)", "F_p_BE",
+                 lambda: LearnedMeasurePruner(measures=["F_p_BE"], objective=False, trust_threshold=0.5,
+                                              n_warmup_steps=3, interval_steps=epochs)))
+    rows.append(("hybrid: measure percentile 50 (epoch 3 only) + median (warmup 3)", "F_p_BE",
+                 lambda: MeasurePruner(measure="F_p_BE", n_startup_trials=STARTUP, n_warmup_steps=3, interval_steps=epochs,
+                                       wrapped_pruner=median(3)())))
+    return rows
+
+
+_STATE: dict[str, tuple[list[RecordedRun], int, bool]] = {}
+"""Per worker process: family name -> (runs, epochs, quick), set by :func:`_init`."""
+
+
+def _init(families: dict[str, tuple[list[RecordedRun], int, bool]]) -> None:
+    _STATE.update(families)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    _asymptotic_wilcoxon()
+
+
+def _asymptotic_wilcoxon() -> None:
+    """Make ``WilcoxonPruner``'s test use scipy's normal approximation.
+
+    Accuracies on a few hundred images tie often; for tied or zero differences scipy ≥ 1.13
+    answers ``wilcoxon(method="auto")`` with a 9,999-resample permutation test — seconds per
+    ``should_prune``, minutes per replayed study. scipy < 1.13 used the normal approximation
+    there (the behaviour ``WilcoxonPruner`` was written against), and so does this benchmark.
     """
-    def on_val(percentile: float, warmup: int = WARMUP) -> PercentilePruner:
-        return PercentilePruner(percentile, n_startup_trials=5, n_warmup_steps=warmup)
+    import optuna.pruners._wilcoxon as module
 
-    def by_measure(**options) -> MeasurePruner:
-        return MeasurePruner(measure=measure, n_startup_trials=5, n_warmup_steps=WARMUP, **options)
-
-    configurations: dict[str, Callable[[], BasePruner]] = {
-        "none": NopPruner,
-        f"random 50% at epoch {WARMUP} (chance baseline)": lambda: RandomPruner(step=WARMUP, share=0.5),
-        "median (warmup 1)": lambda: MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-        "hyperband (min 1, η=3)": lambda: HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3),
-    }
-    for p in (75.0, 50.0, 25.0):
-        name = f"median (warmup {WARMUP})" if p == 50 else f"val-acc percentile {p:g} (warmup {WARMUP})"
-        configurations[name] = lambda p=p: MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP) if p == 50 else on_val(p)
-    for p in (75.0, 50.0, 25.0):
-        configurations[f"measure percentile {p:g} (each epoch ≥ {WARMUP})"] = (
-            lambda p=p: by_measure(mode="percentile", direction="maximize", percentile=p))
-    configurations.update({
-        f"measure percentile 50 (epoch {WARMUP} only)":
-            lambda: by_measure(mode="percentile", direction="maximize", interval_steps=epochs),
-        f"measure learned (ρ ≥ 0.6, epoch {WARMUP} only)": lambda: by_measure(mode="learned", interval_steps=epochs),
-        f"hybrid: learned + median (warmup {WARMUP})":
-            lambda: by_measure(mode="learned", interval_steps=epochs,
-                               wrapped_pruner=MedianPruner(n_startup_trials=5, n_warmup_steps=WARMUP)),
-    })
-    return configurations
+    module.ss = types.SimpleNamespace(wilcoxon=functools.partial(scipy.stats.wilcoxon, method="asymptotic"))
 
 
-def replay(runs: list[Run], order: np.ndarray, pruner: BasePruner, *, name: str) -> tuple[int, float]:
-    """One study over ``runs`` in ``order``; returns (epochs consumed, best final test accuracy found).
-
-    Like ``integrations.optuna.replay_study``, with a fixed study name: Hyperband assigns
-    brackets by hashing it, so a fixed name keeps the benchmark reproducible.
-    """
-    study = optuna.create_study(study_name=name, direction="maximize", pruner=pruner)
-    consumed = 0
-    for index in order:
-        run, trial = runs[index], study.ask()
-        for epoch in sorted(run.measures):
-            report_measures(trial, run.measures[epoch], epoch)
-            trial.report(run.val_acc[epoch], epoch)
-            if trial.should_prune():
-                study.tell(trial, state=TrialState.PRUNED)
-                consumed += epoch
-                break
-        else:
-            study.tell(trial, run.test_acc)
-            consumed += len(run.measures)
-    return consumed, study.best_value
-
-
-_RUNS: tuple[list[Run], int] | None = None
-"""The recorded runs and epoch count, set in each worker by :func:`_init`."""
-
-
-def _init(runs: list[Run], epochs: int) -> None:
-    global _RUNS
-    _RUNS = (runs, epochs)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def _study(task: tuple[str, str, int]) -> tuple[int, float]:
-    """One replayed study: measure, pruner label, order seed -> (epochs consumed, best found)."""
-    measure, label, seed = task
-    runs, epochs = _RUNS  # type: ignore[misc]
+def _study(task: tuple[str, int, int]) -> tuple[int, float]:
+    """One replayed study: (family, setup index, order seed) -> (epochs consumed, best final value found)."""
+    family, index, seed = task
+    runs, epochs, quick = _STATE[family]
     order = np.random.default_rng(seed).permutation(len(runs))
-    return replay(runs, order, pruners(epochs, measure)[label](), name=f"order-{seed}")
+    ordered = [runs[i] for i in order]
+    pruner = setups(epochs, quick=quick)[index][2]()
+    pruned_at = replay_study(ordered, pruner=pruner, study_name=f"order-{seed}")
+    consumed = sum(epochs if step is None else step for step in pruned_at)
+    return consumed, max(run.value for run, step in zip(ordered, pruned_at) if step is None)
+
+
+def benchmark(paths: list[Path], *, orders: int, workers: int, quick: bool = False) -> list[dict]:
+    """Replay every setup on every family; one record per (family, setup)."""
+    families = {}
+    for path in paths:
+        runs, epochs = load_runs(path)
+        if quick:
+            runs = runs[:: max(1, len(runs) // 24)]
+        families[path.stem] = (runs, epochs, quick)
+    tasks = [(family, index, seed) for family, (_, epochs, _) in families.items()
+             for index in range(len(setups(epochs, quick=quick))) for seed in range(orders)]
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(families,)) as pool:
+            results = pool.map(_study, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+    else:
+        _init(families)
+        results = list(map(_study, tasks))
+    records = []
+    for family, (runs, epochs, _) in families.items():
+        best, full = max(run.value for run in runs), len(runs) * epochs
+        for index, (name, measure, _) in enumerate(setups(epochs, quick=quick)):
+            outcomes = [result for task, result in zip(tasks, results) if task[:2] == (family, index)]
+            shares = [consumed / full for consumed, _ in outcomes]
+            regrets = [100.0 * (best - found) for _, found in outcomes]
+            records.append({
+                "family": family, "runs": len(runs), "epochs": epochs, "best": best,
+                "pruner": name, "measure": measure,
+                "epochs_share": statistics.fmean(shares), "epochs_share_std": statistics.pstdev(shares),
+                "regret_pp": statistics.fmean(regrets), "regret_pp_std": statistics.pstdev(regrets),
+                "regret_pp_max": max(regrets), "orders": orders,
+            })
+    return records
+
+
+def is_optuna(record: dict) -> bool:
+    """An Optuna pruner setup (not ours, not a baseline)."""
+    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, "none", "random"))
+
+
+def verdict(records: list[dict]) -> list[str]:
+    """The targets, per family: the default at ≤ 0.25 pp mean regret with ≤ 50 % of the epochs,
+    and no Optuna setup within 0.02 pp of its regret with fewer epochs."""
+    lines = []
+    for family in dict.fromkeys(r["family"] for r in records):
+        rows = [r for r in records if r["family"] == family]
+        default = next(r for r in rows if r["pruner"] == DEFAULT)
+        budget = default["regret_pp"] <= 0.25 and default["epochs_share"] <= 0.5
+        better = [r for r in rows if is_optuna(r) and r["regret_pp"] <= default["regret_pp"] + 0.02
+                  and r["epochs_share"] < default["epochs_share"]]
+        lines.append(
+            f"- {family}: default {default['regret_pp']:.2f} pp at {default['epochs_share']:.1%} of the epochs — "
+            f"≤ 0.25 pp with ≤ 50%: {'met' if budget else 'MISSED'}; Optuna setups as good (±0.02 pp) with fewer epochs: "
+            + ("none" if not better else ", ".join(f"{r['pruner']} ({r['regret_pp']:.2f} pp, {r['epochs_share']:.1%})"
+                                                  for r in sorted(better, key=lambda r: r["epochs_share"]))))
+    return lines
+
+
+def pareto_plot(records: list[dict], path: Path) -> None:
+    """Regret versus epochs, one point per setup, the Optuna setups' Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = records[0]
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    kinds = {"Optuna pruners": (is_optuna, "tab:blue", "o"),
+             "measure setups (one chosen measure)": (lambda r: r["measure"] is not None, "tab:orange", "s"),
+             "baselines": (lambda r: r["pruner"].startswith(("none", "random")), "grey", "x"),
+             DEFAULT: (lambda r: r["pruner"] == DEFAULT, "tab:red", "*")}
+    for label, (keep, color, marker) in kinds.items():
+        rows = [r for r in records if keep(r)]
+        ax.scatter([100 * r["epochs_share"] for r in rows], [r["regret_pp"] for r in rows], c=color, marker=marker,
+                   s=220 if marker == "*" else 40, label=label, zorder=3)
+    front, lowest = [], float("inf")
+    for r in sorted((r for r in records if is_optuna(r)), key=lambda r: (r["epochs_share"], r["regret_pp"])):
+        if r["regret_pp"] < lowest:
+            front.append(r)
+            lowest = r["regret_pp"]
+    ax.step([100 * r["epochs_share"] for r in front], [r["regret_pp"] for r in front], where="post", c="tab:blue",
+            alpha=0.5, label="Optuna Pareto front")
+    for r in front:
+        ax.annotate(r["pruner"], (100 * r["epochs_share"], r["regret_pp"]), fontsize=7, xytext=(4, 4),
+                    textcoords="offset points", color="tab:blue")
+    ax.axhline(0.25, ls=":", c="k", lw=0.8)
+    ax.axvline(50, ls=":", c="k", lw=0.8)
+    ax.set_xlabel("epochs consumed (% of no pruning)")
+    ax.set_ylabel("regret, mean over orders (pp of final test accuracy)")
+    ax.set_title(f"{first['family']}: {first['runs']} runs × {first['epochs']} epochs, {first['orders']} orders")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="family table (default: %(default)s)")
-    parser.add_argument("--orders", type=int, default=30, help="random trial orders (studies per pruner; default: %(default)s)")
-    parser.add_argument("--measure", default="E_L2_BE", help="measure of the measure pruners (default: %(default)s)")
+    parser.add_argument("--data", type=Path, nargs="+", default=None,
+                        help="family tables (default: every benchmarks/data/*.csv)")
+    parser.add_argument("--orders", type=int, default=30, help="random trial orders (studies per setup; default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="processes replaying studies (default: %(default)s)")
-    parser.add_argument("--json", action="store_true", help="print a JSON list (one record per pruner) instead of a table")
+    parser.add_argument("--figures", type=Path, default=FIGURES, help="Pareto plots go here (default: %(default)s)")
+    parser.add_argument("--json", action="store_true", help="print a JSON list (one record per family and setup), no plots")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 24 runs per family, 5 setups, 2 orders, no plots")
     args = parser.parse_args(argv)
-    runs, epochs = load_runs(args.data)
-    best = max(run.test_acc for run in runs)
-    full = len(runs) * epochs
-    labels = list(pruners(epochs, args.measure))
-    tasks = [(args.measure, label, seed) for label in labels for seed in range(args.orders)]
-    if args.workers > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(args.workers, initializer=_init, initargs=(runs, epochs)) as pool:
-            results = pool.map(_study, tasks, chunksize=max(1, len(tasks) // (4 * args.workers)))
-    else:
-        _init(runs, epochs)
-        results = list(map(_study, tasks))
-    records = []
-    for label in labels:
-        outcomes = [result for task, result in zip(tasks, results) if task[1] == label]
-        shares = [consumed / full for consumed, _ in outcomes]
-        regrets = [100.0 * (best - found) for _, found in outcomes]
-        records.append({
-            "pruner": label, "measure": args.measure if label.startswith(("measure", "hybrid")) else None,
-            "epochs_share": statistics.fmean(shares), "epochs_share_std": statistics.pstdev(shares),
-            "regret_pp": statistics.fmean(regrets), "regret_pp_std": statistics.pstdev(regrets),
-            "regret_pp_max": max(regrets), "orders": args.orders,
-        })
+    paths = args.data or sorted(DATA.glob("*.csv"))
+    if args.quick:
+        args.orders = 2
+    records = benchmark(paths, orders=args.orders, workers=args.workers, quick=args.quick)
     if args.json:
         print(json.dumps(records, indent=1))
         return
-    print(f"{len(runs)} recorded runs × {epochs} epochs, family best final test accuracy {best:.2%}; "
-          f"{args.orders} random orders; measure pruners on {args.measure}\n")
-    print("| pruner | epochs (share of no pruning) | regret (pp), mean ± sd | regret max (pp) |")
-    print("|---|---:|---:|---:|")
-    for r in records:
-        print(f"| {r['pruner']} | {r['epochs_share']:.1%} ± {r['epochs_share_std']:.1%} | "
-              f"{r['regret_pp']:.2f} ± {r['regret_pp_std']:.2f} | {r['regret_pp_max']:.2f} |")
+    for family in dict.fromkeys(r["family"] for r in records):
+        rows = [r for r in records if r["family"] == family]
+        first = rows[0]
+        print(f"\n### {family}: {first['runs']} recorded runs × {first['epochs']} epochs, family best final test accuracy "
+              f"{first['best']:.2%}; {first['orders']} random orders\n")
+        print("| pruner | measure | epochs (share of no pruning) | regret (pp), mean ± sd | regret max (pp) |")
+        print("|---|---|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['pruner']} | {r['measure'] or ''} | {r['epochs_share']:.1%} ± {r['epochs_share_std']:.1%} | "
+                  f"{r['regret_pp']:.2f} ± {r['regret_pp_std']:.2f} | {r['regret_pp_max']:.2f} |")
+        if not args.quick:
+            figure = args.figures / f"pruning_{family}.png"
+            pareto_plot(rows, figure)
+            print(f"\nPareto plot: {figure}")
+    print("\nTargets:")
+    print("\n".join(verdict(records)))
 
 
 if __name__ == "__main__":

@@ -234,14 +234,14 @@ def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> None
     """Run the pruned study on ``sqlite:///OUT/study.db``, one line per trial, then a summary."""
     import optuna
 
-    from integrations.optuna import MeasurePruner
+    from integrations.optuna import LearnedMeasurePruner
 
     startup = max(2, args.trials // 4)
     warmup = 1 if args.epochs > 2 else 0
-    pruner = MeasurePruner(measure=PRUNE_MEASURE, mode="percentile", direction="maximize", percentile=50.0,
-                           n_startup_trials=startup, n_warmup_steps=warmup)
-    print(f"{args.trials} trials x {args.epochs} epochs; MeasurePruner: after {startup} completed trials, a trial "
-          f"whose {PRUNE_MEASURE} is below the completed trials' median at an epoch >= {warmup} is stopped")
+    pruner = LearnedMeasurePruner(n_startup_trials=startup, n_warmup_steps=warmup)  # the recommended default
+    print(f"{args.trials} trials x {args.epochs} epochs; LearnedMeasurePruner: after {startup} completed trials, a trial "
+          f"is stopped at an epoch >= {warmup} when the measures the study has learned to trust (or, until then, "
+          f"its validation accuracy) rank it low")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{args.out / 'study.db'}", direction="maximize",
                                 pruner=pruner, sampler=optuna.samplers.TPESampler(seed=args.seed))

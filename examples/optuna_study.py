@@ -3,15 +3,18 @@
 Each trial trains a small GenProb network (``probe.zoo.GenProbNet``, 8 + 4·digit channels per cell) with a sampled
 optimizer, learning rate and channel code, in a plain PyTorch loop. After every epoch it
 stores the network measures with the trial (``report_measures``: user attributes, so the
-sampler never sees them) and asks the study's ``MeasurePruner`` whether to stop. No
-validation pass is needed for pruning; ``--hybrid`` also reports validation accuracy and
-wraps a ``MedianPruner`` so either signal can prune.
+sampler never sees them), reports validation accuracy (``trial.report``) and asks the
+study's pruner whether to stop. The pruner is the recommended default,
+``LearnedMeasurePruner()``: it learns from the completed trials which measure (and which
+way) ranks the final accuracy and prunes on it, and falls back on validation accuracy
+while none has earned trust. ``--measure NAME`` uses ``MeasurePruner`` (percentile rule on
+that one measure) instead. The summary says why each pruned trial was pruned.
 
 Run::
 
     .venv/bin/python examples/optuna_study.py                        # 20 trials, sqlite:///optuna_study.db
-    .venv/bin/python examples/optuna_study.py --mode learned --trials 40
-    .venv/bin/python examples/optuna_study.py --storage sqlite:////tmp/s.db --hybrid
+    .venv/bin/python examples/optuna_study.py --trials 40
+    .venv/bin/python examples/optuna_study.py --storage sqlite:////tmp/s.db --measure F_p_BE
 
 Several processes can share one study: start the same command in each (same ``--storage``
 and ``--study-name``). The study is reloaded when it exists, so a rerun adds trials.
@@ -28,7 +31,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import probe
-from integrations.optuna import MeasurePruner, get_measures, rank_correlation, report_measures
+from integrations.optuna import (
+    LearnedMeasurePruner,
+    MeasurePruner,
+    get_measures,
+    pruning_reason,
+    report_measures,
+)
 from probe.zoo import GenProbNet, digits_datasets
 
 
@@ -59,8 +68,7 @@ def make_objective(args: argparse.Namespace):
                 nn.functional.cross_entropy(model(images), labels).backward()
                 optimizer.step()
             report_measures(trial, probe.measure(model, layers="genprob", nonfinite="nan"), epoch)
-            if args.hybrid:
-                trial.report(accuracy(model, val), epoch)
+            trial.report(accuracy(model, val), epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch}")
         return accuracy(model, val)
@@ -68,17 +76,19 @@ def make_objective(args: argparse.Namespace):
     return objective
 
 
-def summary(study: optuna.Study, measure: str) -> str:
-    """One line per trial: state, the epoch it stopped at, its measure there, params, value."""
-    lines = [f"{'trial':>5}  {'state':<8} {'epoch':>5} {measure:>9} {'optimizer':<9} {'lr':>8} {'code':<5} {'val_acc':>7}"]
+def summary(study: optuna.Study) -> str:
+    """One line per trial: state, the epoch it stopped at, params, value, and why it was pruned."""
+    lines = [f"{'trial':>5}  {'state':<8} {'epoch':>5} {'optimizer':<9} {'lr':>8} {'code':<5} {'val_acc':>7}  why pruned"]
     for t in study.trials:
-        measures = get_measures(t)
-        last = max(measures, default=None)
+        last = max(get_measures(t), default=None)
         value = "" if t.value is None else f"{t.value:.3f}"
-        at = "" if last is None else f"{measures[last].get(measure, math.nan):9.4f}"
-        lines.append(f"{t.number:>5}  {t.state.name:<8} {'' if last is None else last:>5} {at:>9} "
+        reason = pruning_reason(t)
+        why = "" if reason is None else (
+            f"{reason['signal']} {reason.get('value')} vs threshold {reason.get('threshold')} ({reason['rule']}"
+            + (f", rho {reason['rho']:+.2f} over {reason['n']} trials)" if reason.get("n") else ")"))
+        lines.append(f"{t.number:>5}  {t.state.name:<8} {'' if last is None else last:>5} "
                      f"{t.params.get('optimizer', ''):<9} {t.params.get('lr', math.nan):8.2g} "
-                     f"{t.params.get('channel_code', ''):<5} {value:>7}")
+                     f"{t.params.get('channel_code', ''):<5} {value:>7}  {why}")
     return "\n".join(lines)
 
 
@@ -88,22 +98,20 @@ def main() -> None:
     parser.add_argument("--study-name", default="probe-digits", help="default: %(default)s")
     parser.add_argument("--trials", type=int, default=20, help="trials to run in this process (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=8, help="epochs per trial (default: %(default)s)")
-    parser.add_argument("--mode", choices=["percentile", "learned"], default="percentile", help="default: %(default)s")
-    parser.add_argument("--measure", default="E_L2_BE", help="network measure to prune on (default: %(default)s)")
-    parser.add_argument("--percentile", type=float, default=50.0, help="share of trials kept, %% (default: %(default)s)")
-    parser.add_argument("--startup", type=int, default=5, help="completed trials before pruning (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=1, help="first epoch that can prune (default: %(default)s)")
-    parser.add_argument("--hybrid", action="store_true", help="also report val accuracy, wrap a MedianPruner")
+    parser.add_argument("--measure", default=None,
+                        help="prune on this one measure (MeasurePruner, percentile rule) instead of the default "
+                             "LearnedMeasurePruner()")
+    parser.add_argument("--percentile", type=float, default=None, help="share of trials kept, %% (default: the pruner's)")
+    parser.add_argument("--startup", type=int, default=None, help="completed trials before pruning (default: the pruner's)")
+    parser.add_argument("--warmup", type=int, default=None, help="first epoch that can prune (default: the pruner's)")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: %(default)s)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    wrapped = optuna.pruners.MedianPruner(n_startup_trials=args.startup, n_warmup_steps=args.warmup) if args.hybrid else None
-    pruner = MeasurePruner(
-        measure=args.measure, mode=args.mode, percentile=args.percentile, n_startup_trials=args.startup,
-        n_warmup_steps=args.warmup, wrapped_pruner=wrapped,
-    )
+    given = {"percentile": args.percentile, "n_startup_trials": args.startup, "n_warmup_steps": args.warmup}
+    options = {name: value for name, value in given.items() if value is not None}
+    pruner = LearnedMeasurePruner(**options) if args.measure is None else MeasurePruner(measure=args.measure, **options)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=args.study_name, storage=args.storage, load_if_exists=True, direction="maximize",
@@ -111,17 +119,12 @@ def main() -> None:
     )
     study.optimize(make_objective(args), n_trials=args.trials)
 
-    print(summary(study, args.measure))
+    print(summary(study))
     finished = [t for t in study.trials if t.state.is_finished()]
     pruned = [t for t in finished if t.state == optuna.trial.TrialState.PRUNED]
     epochs = sum(max(get_measures(t), default=-1) + 1 for t in finished)
     print(f"\n{len(pruned)} of {len(finished)} trials pruned; {epochs} epochs trained "
           f"of {len(finished) * args.epochs} without pruning")
-    complete = [t for t in finished if t.state == optuna.trial.TrialState.COMPLETE]
-    rhos = [rank_correlation([get_measures(t)[e][args.measure] for t in complete], [t.value for t in complete])
-            for e in range(args.epochs)]
-    print(f"Spearman of {args.measure} at each epoch with the final val_acc, over the {len(complete)} completed trials: "
-          + " ".join(f"{rho:+.2f}" for rho in rhos))
     print(f"best: trial {study.best_trial.number}, val_acc {study.best_value:.3f}, {study.best_params}")
 
 

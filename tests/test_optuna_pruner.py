@@ -1,4 +1,4 @@
-"""MeasurePruner on synthetic studies: a predictive, an anti-predictive and a noise measure."""
+"""MeasurePruner (percentile rule on one chosen measure) on synthetic studies."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import numpy as np
 import optuna
 import pytest
 
-from integrations.optuna import MeasurePruner, RecordedRun, correlation_lower_bound, is_poor, rank_correlation, replay_study, report_measures
+from integrations.optuna import (
+    MeasurePruner,
+    RecordedRun,
+    pruner_settings,
+    pruning_reason,
+    replay_study,
+    report_measures,
+)
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -36,14 +43,14 @@ def _kept_quality(pruned: list[int | None], quality: np.ndarray, skip: int = 10)
     return quality[skip:][kept], quality[skip:][~kept]
 
 
-def test_percentile_mode_prunes_trials_the_measure_ranks_low():
+def test_percentile_rule_prunes_trials_the_measure_ranks_low():
     runs, quality = _runs("predicts")
-    pruner = MeasurePruner(mode="percentile", n_startup_trials=5, n_warmup_steps=1)
+    pruner = MeasurePruner(n_startup_trials=5, n_warmup_steps=1)
     pruned = replay_study(runs, pruner=pruner)
     kept, dropped = _kept_quality(pruned, quality)
     assert pruned[:5] == [None] * 5  # startup trials run to the end
     assert len(dropped) >= 10
-    assert set(p for p in pruned if p is not None) == {1}  # first judged step after warmup
+    assert {p for p in pruned if p is not None} == {1}  # first judged step after warmup
     # every pruned run was worse than the median of the runs completed before it
     for i, p in enumerate(pruned):
         if p is not None:
@@ -53,60 +60,13 @@ def test_percentile_mode_prunes_trials_the_measure_ranks_low():
     assert kept.mean() > dropped.mean() + 0.3
 
 
-def test_percentile_mode_with_wrong_direction_prunes_the_good_ones():
+def test_percentile_rule_with_wrong_direction_prunes_the_good_ones():
     runs, quality = _runs("anti")
-    pruned = replay_study(runs, pruner=MeasurePruner(mode="percentile", direction="maximize"))
+    pruned = replay_study(runs, pruner=MeasurePruner(direction="maximize"))
     kept, dropped = _kept_quality(pruned, quality)
     assert dropped.mean() > kept.mean()
-    minimize = replay_study(runs, pruner=MeasurePruner(mode="percentile", direction="minimize"))
+    minimize = replay_study(runs, pruner=MeasurePruner(direction="minimize"))
     kept, dropped = _kept_quality(minimize, quality)
-    assert kept.mean() > dropped.mean() + 0.3
-
-
-def test_learned_mode_learns_a_positive_sign():
-    runs, quality = _runs("predicts")
-    pruned = replay_study(runs, pruner=MeasurePruner(mode="learned", n_trust_trials=10))
-    kept, dropped = _kept_quality(pruned, quality)
-    assert pruned[:10] == [None] * 10  # not trusted before 10 completed trials
-    assert len(dropped) >= 10
-    assert kept.mean() > dropped.mean() + 0.3
-
-
-def test_learned_mode_learns_a_negative_sign():
-    runs, quality = _runs("anti")
-    pruned = replay_study(runs, pruner=MeasurePruner(mode="learned", n_trust_trials=10))
-    kept, dropped = _kept_quality(pruned, quality)
-    assert len(dropped) >= 10
-    assert kept.mean() > dropped.mean() + 0.3
-    assert quality.argmax() not in np.flatnonzero([p is not None for p in pruned])
-
-
-def test_learned_mode_learns_sign_relative_to_a_minimized_objective():
-    """Objective = loss = 1 - q; a measure rising with q must be read as higher-is-better."""
-    runs, quality = _runs("predicts")
-    losses = [run._replace(value=1.0 - run.value) for run in runs]
-    pruned = replay_study(losses, pruner=MeasurePruner(mode="learned"), direction="minimize")
-    kept, dropped = _kept_quality(pruned, quality)
-    assert len(dropped) >= 10
-    assert kept.mean() > dropped.mean() + 0.3
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_learned_mode_does_not_prune_on_noise(seed):
-    runs, _ = _runs("noise", seed=seed)
-    assert replay_study(runs, pruner=MeasurePruner(mode="learned")) == [None] * N_RUNS
-    # the same noise does prune in percentile mode: learned mode's restraint is the trust test
-    assert any(p is not None for p in replay_study(runs, pruner=MeasurePruner(mode="percentile")))
-
-
-def test_learned_mode_defers_to_the_wrapped_objective_pruner_on_noise():
-    runs, quality = _runs("noise")
-    objective = [run._replace(intermediate_values={s: run.value for s in range(N_STEPS)}) for run in runs]
-    median = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-    pruned = replay_study(objective, pruner=MeasurePruner(mode="learned", wrapped_pruner=median))
-    assert pruned == replay_study(objective, pruner=median)  # exactly the objective pruner's decisions
-    kept, dropped = _kept_quality(pruned, quality)
-    assert min(p for p in pruned if p is not None) == 2  # the median pruner's first step
     assert kept.mean() > dropped.mean() + 0.3
 
 
@@ -183,14 +143,9 @@ def test_multi_objective_study_is_refused():
         ({"measure": "E_L3_BE"}, r"measure='E_L3_BE'"),
         ({"measure": "ER_L2_t8_BE"}, r"measure='ER_L2_t8_BE'"),
         ({"measure": "QS_p_t0_BE"}, r"measure='QS_p_t0_BE'"),
-        ({"mode": "trust"}, r"mode='trust'"),
         ({"percentile": 101.0}, r"percentile=101.0"),
         ({"percentile": -1}, r"percentile=-1"),
         ({"direction": "up"}, r"direction='up'"),
-        ({"mode": "learned", "direction": "maximize"}, r"learned.*direction='maximize'"),
-        ({"trust_threshold": 1.5}, r"trust_threshold=1.5"),
-        ({"confidence": 1.0}, r"confidence=1.0"),
-        ({"n_trust_trials": 3}, r"n_trust_trials=3"),
         ({"n_startup_trials": -1}, r"n_startup_trials=-1"),
         ({"n_warmup_steps": -1}, r"n_warmup_steps=-1"),
         ({"interval_steps": 0}, r"interval_steps=0"),
@@ -209,29 +164,8 @@ def test_valid_measure_names():
         assert MeasurePruner(measure=name).measure == name
 
 
-def test_pure_helpers():
-    assert rank_correlation([1, 2, 3, 4], [10, 20, 30, 45]) == pytest.approx(1.0)
-    assert rank_correlation([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
-    assert rank_correlation([1, 2, math.nan, 4, 5], [1, 2, 99, 3, 5]) == pytest.approx(1.0)
-    assert math.isnan(rank_correlation([1, 1, 1], [1, 2, 3]))
-    assert is_poor(1.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=True)
-    assert not is_poor(2.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=True)
-    assert is_poor(3.0, [1.0, 2.0, 3.0], percentile=50, higher_is_better=False)
-    assert is_poor(2.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=False)  # keeps < 1.75
-    assert not is_poor(1.5, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=False)
-    assert is_poor(3.0, [1.0, 2.0, 3.0, 4.0], percentile=25, higher_is_better=True)  # keeps > 3.25
-    assert correlation_lower_bound(1.0, 10) > 0.99
-    assert correlation_lower_bound(0.9, 10) == pytest.approx(0.626, abs=0.01)
-    assert correlation_lower_bound(0.6, 10) < 0.05  # not trusted at n=10...
-    assert correlation_lower_bound(0.6, 100) > 0.45  # ...but almost 0.5 at n=100
-    assert correlation_lower_bound(-0.9, 10) == correlation_lower_bound(0.9, 10)
-    assert math.isnan(correlation_lower_bound(0.9, 3))
-    with pytest.raises(ValueError, match="equal length"):
-        rank_correlation([1, 2], [1])
-
-
 def test_replay_tells_completed_values_and_marks_pruned_trials():
-    runs, quality = _runs("predicts")
+    runs, _ = _runs("predicts")
     pruner = MeasurePruner(n_startup_trials=5)
     pruned = replay_study(runs[:12], pruner=pruner)
     assert pruned[:5] == [None] * 5 and any(p is not None for p in pruned)
@@ -250,3 +184,31 @@ def test_replay_with_a_fixed_study_name_is_repeatable_for_hyperband():
     first = run("family-order-0")
     assert run("family-order-0") == first
     assert any(p is not None for p in first)
+
+
+def test_pruned_trials_record_why_and_the_study_records_the_settings(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    pruner = MeasurePruner(measure="F_p_BE", percentile=50.0, n_startup_trials=2, n_warmup_steps=1,
+                           wrapped_pruner=optuna.pruners.ThresholdPruner(lower=0.5))
+    study = optuna.create_study(direction="maximize", storage=storage, pruner=pruner)
+    for measure, objective in [(3.0, 0.9), (1.0, 0.9), (0.5, 0.9), (3.0, 0.1)]:
+        trial = study.ask()
+        for step in range(3):
+            report_measures(trial, {"F_p_BE": measure}, step)
+            trial.report(objective, step)
+            if trial.should_prune():
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                break
+        else:
+            study.tell(trial, objective)
+    trials = optuna.load_study(study_name=study.study_name, storage=storage).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED"]
+    assert pruning_reason(trials[0]) is None
+    # F_p_BE 0.5 < median(3.0, 1.0) = 2.0 at the first judged step
+    assert pruning_reason(trials[2]) == {"rule": "percentile", "signal": "F_p_BE", "step": 1, "value": 0.5,
+                                         "threshold": 2.0, "higher_is_better": True, "percentile": 50.0}
+    # a good measure, a poor objective: the wrapped ThresholdPruner prunes at step 0 (no warm-up of its own)
+    assert pruning_reason(trials[3]) == {"rule": "wrapped", "signal": "ThresholdPruner", "step": 0}
+    settings = pruner_settings(optuna.load_study(study_name=study.study_name, storage=storage))
+    assert settings["class"] == "MeasurePruner" and settings["measure"] == "F_p_BE"
+    assert settings["wrapped_pruner"] == "ThresholdPruner" and settings["n_warmup_steps"] == 1

@@ -2,8 +2,11 @@
 
 - :func:`report_measures` stores a step's measures with a trial (trial attributes, never
   ``trial.report``); :func:`get_measures` reads them back, from any worker.
-- :class:`MeasurePruner` prunes on a measure (percentile or learned-trust mode), alone or
-  together with an objective pruner.
+- :class:`LearnedMeasurePruner` (the recommended default) learns from the study which
+  measures, with what sign, rank the final objective, and falls back on the objective's
+  own values; :class:`MeasurePruner` prunes on one chosen measure (percentile rule), alone
+  or together with an objective pruner. :func:`pruning_reason` tells why a trial was
+  pruned, :func:`pruner_settings` with what settings.
 - :class:`MeasurePruningCallback` does both each epoch in Lightning (single process or DDP);
   it imports Lightning only when first used.
 - :func:`replay_study` replays recorded runs through a pruner (for benchmarks).
@@ -14,21 +17,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.optuna._measures import check_measure_name, get_measures, measured_trial, report_measures
+from integrations.optuna._common import pruner_settings, pruning_reason
+from integrations.optuna._learned import LearnedMeasurePruner, Signal
+from integrations.optuna._measures import (
+    check_measure_name,
+    get_measures,
+    measured_trial,
+    report_measures,
+)
 from integrations.optuna._plot import plot_measure_history
-from integrations.optuna._pruner import MeasurePruner, correlation_lower_bound, is_poor, rank_correlation
+from integrations.optuna._pruner import MeasurePruner
 from integrations.optuna._replay import RecordedRun, replay_study
+from integrations.optuna._trust import (
+    correlation_lower_bound,
+    holm,
+    is_poor,
+    rank_correlation,
+)
 
 __all__ = [
+    "LearnedMeasurePruner",
     "MeasurePruner",
     "MeasurePruningCallback",
     "RecordedRun",
+    "Signal",
     "check_measure_name",
     "correlation_lower_bound",
     "get_measures",
+    "holm",
     "is_poor",
     "measured_trial",
     "plot_measure_history",
+    "pruner_settings",
+    "pruning_reason",
     "rank_correlation",
     "replay_study",
     "report_measures",

@@ -1,0 +1,82 @@
+"""What the measure pruners share: argument checks, the judged step, and the record of why a
+trial was pruned (trial system attribute ``probe:pruned``) and of the pruner's settings (study
+system attribute ``probe:pruner``)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+PRUNED_KEY = "probe:pruned"
+"""Trial system attribute: why the trial was pruned (``{"rule", "signal", "value", "threshold", "step", …}``)."""
+SETTINGS_KEY = "probe:pruner"
+"""Study system attribute: the measure pruner's class and arguments."""
+NAN_POLICIES = ("prune", "ignore")
+
+
+def check_int(name: str, value: int, minimum: int) -> None:
+    """``ValueError`` naming the argument unless ``value`` is an integer ≥ ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {name}={value!r}")
+
+
+def check_choice(name: str, value: object, choices: Iterable[object]) -> None:
+    """``ValueError`` naming the argument unless ``value`` is one of ``choices``."""
+    choices = tuple(choices)
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {name}={value!r}")
+
+
+def check_single_objective(study: optuna.study.Study, pruner: object) -> None:
+    """Refuse multi-objective studies (Optuna cannot prune them)."""
+    if len(study.directions) > 1:
+        raise ValueError(
+            f"{type(pruner).__name__} cannot prune multi-objective study {study.study_name!r} "
+            f"({len(study.directions)} directions): Optuna's pruning supports single-objective studies only"
+        )
+
+
+def is_first_in_interval(step: int, steps: Iterable[int], *, n_warmup_steps: int, interval_steps: int) -> bool:
+    """Whether ``step`` is the first of the trial's ``steps`` in its pruning interval (as Optuna's pruners)."""
+    lowest = (step - n_warmup_steps) // interval_steps * interval_steps + n_warmup_steps
+    previous = max((s for s in steps if s != step), default=-1)
+    return previous < lowest
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else str(value)
+    return value
+
+
+def record_pruned(study: optuna.study.Study, trial: FrozenTrial, reason: Mapping[str, Any]) -> None:
+    """Store why ``trial`` is pruned in its system attribute ``probe:pruned`` (NaN as ``None``)."""
+    study._storage.set_trial_system_attr(trial._trial_id, PRUNED_KEY, {k: _json_safe(v) for k, v in reason.items()})
+
+
+def record_settings(study: optuna.study.Study, settings: Mapping[str, Any], recorded: set[tuple[int, int]]) -> None:
+    """Store the pruner's ``settings`` in the study's system attribute ``probe:pruner``, once per study."""
+    key = (id(study._storage), study._study_id)
+    if key not in recorded:
+        study._storage.set_study_system_attr(study._study_id, SETTINGS_KEY, dict(settings))
+        recorded.add(key)
+
+
+def pruning_reason(trial: FrozenTrial) -> dict[str, Any] | None:
+    """Why a measure pruner pruned ``trial`` (its ``probe:pruned`` record), or ``None``.
+
+    Keys: ``rule`` (``"percentile"``, ``"learned"``, ``"fallback"``, ``"nan"`` or
+    ``"wrapped"``), ``signal`` (the measure, or ``"objective"`` for ``trial.report`` values),
+    ``step``, ``value``, ``threshold``, ``higher_is_better`` and, for learned rules, the
+    Spearman ``rho`` and the number ``n`` of completed trials it was estimated on.
+    """
+    return trial.system_attrs.get(PRUNED_KEY)
+
+
+def pruner_settings(study: optuna.study.Study) -> dict[str, Any] | None:
+    """The measure pruner's class and arguments recorded with ``study``, or ``None``."""
+    return study._storage.get_study_system_attrs(study._study_id).get(SETTINGS_KEY)

@@ -1,0 +1,36 @@
+"""benchmarks/pruning.py --quick --json runs in seconds and reports what it replays."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).parents[1]
+FAMILY = ROOT / "benchmarks" / "data" / "family.csv"
+
+
+def test_quick_json_records(tmp_path):
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pruning.py"), "--quick", "--json", "--data", str(FAMILY)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    records = {r["pruner"]: r for r in json.loads(out)}
+    assert next(iter(records)).startswith("default")
+    frame = pd.read_csv(FAMILY)
+    final = frame[frame["epoch"] == frame["epoch"].max()]
+    for record in records.values():
+        assert set(record) >= {"pruner", "measure", "epochs_share", "epochs_share_std", "regret_pp", "regret_pp_std",
+                               "regret_pp_max", "family", "orders"}
+        assert record["family"] == "family" and record["orders"] == 2 and record["epochs"] == frame["epoch"].max()
+        assert 0.0 < record["epochs_share"] <= 1.0 and 0.0 <= record["regret_pp"] <= record["regret_pp_max"]
+        # the quick subset's best is one of the recorded final test accuracies
+        assert (final["test_acc"] - record["best"]).abs().min() < 1e-12
+    # no pruning: every epoch, the subset's best found
+    assert records["none"]["epochs_share"] == 1.0 and records["none"]["regret_pp"] == 0.0
+    # pruning a random half at epoch 3 of 20 saves about 0.5 × 17/20 of the epochs
+    assert 0.3 < records["random 50% at epoch 3 (chance baseline)"]["epochs_share"] < 0.8
+    assert records["default: LearnedMeasurePruner()"]["epochs_share"] < 1.0
