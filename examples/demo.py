@@ -217,15 +217,19 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
 
 def print_trial(study, trial) -> None:  # noqa: ANN001 - optuna.Study, FrozenTrial
     """One line per finished trial: its parameters, then pruned at epoch k or the final val acc."""
-    from integrations.optuna import get_measures
+    from integrations.optuna import get_measures, pruning_reason
 
     params = f"{trial.params['optimizer']:<4} lr={trial.params['lr']:<7.3g} code={trial.params['channel_code']}"
-    measures = get_measures(trial)
-    last = max(measures)
-    value = measures[last][PRUNE_MEASURE]
-    if trial.state.name == "PRUNED":
-        outcome = f"pruned at epoch {last}   ({PRUNE_MEASURE} {value:.4f} below the completed trials' median there)"
+    reason = pruning_reason(trial)
+    if trial.state.name == "PRUNED" and reason is not None:
+        why = f"{reason['rule']} rule on {reason['signal']}"
+        if "threshold" in reason:
+            side = "below" if reason["higher_is_better"] else "above"
+            why += f": {reason['value']:.4f} {side} the threshold {reason['threshold']:.4f}"
+        outcome = f"pruned at epoch {reason['step']}  ({why})"
     else:
+        measures = get_measures(trial)
+        value = measures[max(measures)][PRUNE_MEASURE] if measures else float("nan")
         outcome = f"completed: val acc {trial.value:.3f}  ({PRUNE_MEASURE} {value:.4f})"
     print(f"trial {trial.number:>2}  {params}  {outcome}", flush=True)
 
@@ -302,7 +306,7 @@ def run(args: argparse.Namespace) -> None:
 
     heading(f"1/3 Lightning: GenProbNet on digits with ProbeCallback, {args.epochs} epochs")
     lightning_run = train_lightning(args, data)
-    heading(f"2/3 Optuna: {args.trials} trials pruned by MeasurePruner on {PRUNE_MEASURE}")
+    heading(f"2/3 Optuna: {args.trials} trials pruned by LearnedMeasurePruner (it learns which measure to trust)")
     run_study(args, data)
     heading("3/3 Offline: replay the trials' checkpoints, correlate the measures with test accuracy")
     replay_and_report(args)

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 import probe
-from integrations.optuna import get_measures
+from integrations.optuna import get_measures, pruning_reason
 from integrations.tensorboard import HEATMAP_QUANTITIES, heatmap_tag
 from probe.replay import parse_genprob_name
 from tests import tb_events
@@ -75,7 +75,8 @@ def test_prints_trials_and_where_things_are(demo_run):
     for t in study.trials:
         line = next(line for line in printed.splitlines() if line.startswith(f"trial {t.number:>2} "))
         if t.state == optuna.trial.TrialState.PRUNED:
-            assert f"pruned at epoch {max(get_measures(t))}" in line
+            reason = pruning_reason(t)
+            assert f"pruned at epoch {reason['step']}  ({reason['rule']} rule on {reason['signal']}" in line
         else:
             assert f"completed: val acc {t.value:.3f}" in line
     # a rerun starts over: the demo's own entries are replaced, the user's are kept

@@ -155,14 +155,18 @@ def _history(attrs: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
 
 
 def _default_names(trial: AnyTrial) -> list[str]:
+    """The headline measures, and whatever else the study's measure pruner reads."""
+    from integrations.optuna._learned import LearnedMeasurePruner
     from integrations.optuna._pruner import MeasurePruner
 
     names = list(HEADLINE_NAMES)
     study = getattr(trial, "study", None)  # FixedTrial and FrozenTrial have none
     pruner = getattr(study, "pruner", None)
-    if isinstance(pruner, MeasurePruner) and pruner.measure not in names:
+    if isinstance(pruner, MeasurePruner):
         names.append(pruner.measure)
-    return names
+    elif isinstance(pruner, LearnedMeasurePruner):
+        names.extend(pruner.measures)
+    return list(dict.fromkeys(names))
 
 
 def _as_float(value: object, name: str) -> float:
