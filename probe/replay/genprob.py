@@ -149,8 +149,13 @@ def performance_from_statistics(statistics: Mapping[str, object], epoch: int) ->
     -------
     dict
         ``test_acc, test_loss, train_acc, train_loss, gap`` (fractions; NaN where a key is absent).
+
+    Raises
+    ------
+    ValueError
+        An entry is not one number (e.g. a tensor of several elements), naming the key.
     """
-    row = {key: _as_float(statistics.get(stat, math.nan)) for key, stat in statistics_keys(epoch).items()}
+    row = {key: _as_float(stat, statistics.get(stat, math.nan)) for key, stat in statistics_keys(epoch).items()}
     row["gap"] = row["test_acc"] - row["train_acc"]
     return row
 
@@ -239,7 +244,10 @@ def write_genprob_csv(
     return path
 
 
-def _as_float(value: object) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.item())
-    return float(value)  # type: ignore[arg-type]
+def _as_float(key: str, value: object) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ValueError(f"performance_statistics[{key!r}] is a tensor of shape {tuple(value.shape)}, not one number")
+    try:
+        return float(value.item() if isinstance(value, torch.Tensor) else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"performance_statistics[{key!r}] is not a number: {value!r:.80}") from error
