@@ -70,8 +70,8 @@ META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hp
 LAYER_COLUMNS = ("path", "run", "epoch", "layer_index", "layer", "ndim", "unfolding", "variant",
                  "rows", "cols", "weight", "kept", "S", "C", "ER", "spec", "fro", "SQ")
 CHECKPOINT_COLUMNS = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
-_INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "kept"})
-_FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, "weight", "S", "C", "ER", "spec", "fro", "SQ"})
+_INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "weight", "kept"})
+_FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, "S", "C", "ER", "spec", "fro", "SQ"})
 _SEPARATOR = "~"  # between a record's path key and its file identity
 _PARQUET_ROWS = 1 << 18  # rows per Parquet row group: bounds the memory of writing
 _VERSION = 2
