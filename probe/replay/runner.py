@@ -33,7 +33,6 @@ import hashlib
 import itertools
 import json
 import logging
-import math
 import multiprocessing
 import os
 import shutil
@@ -73,7 +72,7 @@ CHECKPOINT_COLUMNS = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
 _INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "weight", "kept"})
 _FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, "S", "C", "ER", "spec", "fro", "SQ"})
 _SEPARATOR = "~"  # between a record's path key and its file identity
-_PARQUET_ROWS = 1 << 18  # rows per Parquet row group: bounds the memory of writing
+_PARQUET_ROWS = 1 << 16  # rows per Parquet row group: bounds the memory of writing
 _VERSION = 2
 
 
@@ -454,19 +453,19 @@ def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, p
             for _, _, path in keys:
                 record = _read(path)
                 meta = record["checkpoint"]
-                row = {**meta, **record["performance"], **record["network"]}
+                values = {**meta, **record["performance"], **record["network"]}
+                checkpoint = [[values.get(c) for c in CHECKPOINT_COLUMNS]]
+                layers = [[meta["path"], meta["run"], meta["epoch"], *(row.get(c) for c in LAYER_COLUMNS[3:])]
+                          for row in record["layers"]]
                 for add in add_checkpoint:
-                    add(row)
-                for layer in record["layers"]:
-                    row = {"path": meta["path"], "run": meta["run"], "epoch": meta["epoch"], **layer}
-                    for add in add_layer:
-                        add(row)
+                    add(checkpoint)
+                for add in add_layer:
+                    add(layers)
         if not parquet:
             for path in parquet_paths:
                 path.unlink(missing_ok=True)
-        with _csv_table(out / ERRORS_CSV, ("path", "error")) as add_error:
-            for error in sorted(errors, key=lambda e: e["path"]):
-                add_error(error)
+        with _csv_table(out / ERRORS_CSV, ("path", "error")) as add_errors:
+            add_errors([[error["path"], error["error"]] for error in sorted(errors, key=lambda e: e["path"])])
         tables = Tables(
             checkpoints=out / CHECKPOINTS_CSV,
             layers=out / LAYERS_CSV,
@@ -679,49 +678,42 @@ def _record_order(meta: dict) -> tuple:
 
 
 @contextmanager
-def _csv_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[dict], None]]:
-    """Yield a function adding one row; the file appears (atomically) only if all went well."""
+def _csv_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[list[list]], None]]:
+    """Yield a function adding rows (lists in ``columns`` order; ``None`` is written empty,
+    NaN as ``nan``); the file appears (atomically) only if all went well."""
     with atomic_write(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", restval="")
-        writer.writeheader()
-        yield lambda row: writer.writerow({k: _cell(v) for k, v in row.items()})
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        yield writer.writerows
 
 
 @contextmanager
-def _parquet_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[dict], None]]:
+def _parquet_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[list[list]], None]]:
     """As ``_csv_table``, for Parquet: integer, float and text columns, one row group per ``_PARQUET_ROWS`` rows."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise ImportError("Parquet tables need pyarrow: pip install 'probeable[replay]' (or pyarrow)") from None
-    kinds = {c: pa.int64() if c in _INT_COLUMNS else pa.float64() if c in _FLOAT_COLUMNS else pa.string() for c in columns}
-    schema = pa.schema(list(kinds.items()))
-    buffer: dict[str, list] = {c: [] for c in columns}
+    kinds = [pa.int64() if c in _INT_COLUMNS else pa.float64() if c in _FLOAT_COLUMNS else pa.string() for c in columns]
+    schema = pa.schema(list(zip(columns, kinds)))
+    buffer: list[list] = [[] for _ in columns]
 
-    def flush(writer: Any) -> None:
-        writer.write_table(pa.table({c: pa.array(v, type=kinds[c]) for c, v in buffer.items()}, schema=schema))
-        for values in buffer.values():
+    def flush() -> None:
+        writer.write_table(pa.Table.from_arrays([pa.array(v, type=k) for v, k in zip(buffer, kinds)], schema=schema))
+        for values in buffer:
             values.clear()
 
-    def add(row: dict) -> None:
-        for column, values in buffer.items():
-            values.append(row.get(column))
-        if len(buffer[columns[0]]) >= _PARQUET_ROWS:
-            flush(writer)
+    def add(rows: list[list]) -> None:
+        for values, column in zip(buffer, zip(*rows)):
+            values.extend(column)
+        if len(buffer[0]) >= _PARQUET_ROWS:
+            flush()
 
     with atomic_write(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
         yield add
-        if buffer[columns[0]]:
-            flush(writer)
-
-
-def _cell(value: object) -> object:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return value
+        if buffer[0]:
+            flush()
 
 
 def _write_genprob_tables(out: Path, keys: list[tuple[tuple, str, Path]]) -> tuple[Path, ...]:
