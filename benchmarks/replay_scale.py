@@ -30,7 +30,8 @@ from pathlib import Path
 
 from probe.replay import iter_replay
 from probe.replay.genprob import genprob_filename
-from probe.replay.runner import NETWORK_COLUMNS, RECORDS, checkpoint_key
+from probe.replay.store import RECORDS, checkpoint_key
+from probe.replay.tables import NETWORK_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS = ("SGD", "AdaM", "AdaBound", "AdaGrad", "RMSProp", "SAM", "AdamW")

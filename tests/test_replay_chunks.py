@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from probe.replay import replay
-from probe.replay.analysis import iter_layers, layer_measures, load_layers, network_measure, write_report
+from probe.replay.analysis import (
+    iter_layers,
+    layer_measures,
+    load_layers,
+    network_measure,
+    write_report,
+)
 from tests.replay_helpers import make_family
 
 NAMES = ["ER_mean_t0_BE", "SQ_wp_t4_BE", "ER_L2_t6_AE", "E_L2_BE"]

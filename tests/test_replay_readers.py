@@ -13,7 +13,6 @@ import probe
 from probe.replay import CheckpointError, UnsafeCheckpointError, load_checkpoint
 from tests.replay_helpers import REFERENCE_FILE, garbage, make_malicious, truncate
 
-
 # The engine's fast route works in float32 where that is accurate enough (SPEC §2), so the
 # same weights in differently aligned memory (e.g. safetensors' buffers) agree to ~1e-9.
 REL = 1e-7

@@ -22,7 +22,8 @@ from probe.evbmf import DEFAULT_XATOL
 from probe.options import MeasureOptions
 from probe.replay import Options, consolidate, load_checkpoint, merge, replay
 from probe.replay.analysis import load_tables
-from probe.replay.runner import CorruptRecordError, parse_shard, usable_cpus
+from probe.replay.runner import parse_shard, usable_cpus
+from probe.replay.store import CorruptRecordError
 from tests.replay_helpers import group_processes, make_family
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,7 +120,7 @@ def test_a_checkpoint_rewritten_in_place_is_measured_again(tmp_path):
 @pytest.mark.parametrize("damage", [b"", b'{"key": "trunc', b"[1, 2]"])
 def test_a_corrupt_record_is_named_and_measured_again(tmp_path, caplog, damage):
     make_family(tmp_path / "family", models=1, epochs=3)
-    _, first = replay([tmp_path / "family"], tmp_path / "out")
+    replay([tmp_path / "family"], tmp_path / "out")
     complete = {name: (tmp_path / "out" / name).read_bytes() for name in TABLES}
     record = sorted((tmp_path / "out" / "records").iterdir())[1]
     record.write_bytes(damage)

@@ -11,12 +11,27 @@ from probe.replay.genprob import (
     save_genprob_checkpoint,
     write_genprob_csv,
 )
-from probe.replay.readers import Checkpoint, CheckpointError, UnsafeCheckpointError, load_checkpoint
-from probe.replay.runner import Options, Outcome, Tables, consolidate, find_checkpoints, iter_replay, merge, replay
+from probe.replay.readers import (
+    Checkpoint,
+    CheckpointError,
+    UnsafeCheckpointError,
+    load_checkpoint,
+)
+from probe.replay.runner import (
+    Options,
+    Outcome,
+    find_checkpoints,
+    iter_replay,
+    merge,
+    replay,
+)
+from probe.replay.store import CorruptRecordError
+from probe.replay.tables import Tables, consolidate
 
 __all__ = [
     "Checkpoint",
     "CheckpointError",
+    "CorruptRecordError",
     "GenProbName",
     "Options",
     "Outcome",

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.aggregate import HEADLINE_NAMES, aggregate, parse_measure_name, transform
-from probe.replay.runner import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET
+from probe.replay.tables import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,7 +107,7 @@ def _checked(chunk: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
     """``chunk``, after checking that none of its checkpoints appeared in an earlier chunk."""
     paths = set(chunk["path"].unique())
     if not paths.isdisjoint(seen):
-        raise ValueError(f"the layer table is not grouped by checkpoint (rows of {sorted(paths & seen)[0]!r} are apart): "
+        raise ValueError(f"the layer table is not grouped by checkpoint (rows of {min(paths & seen)!r} are apart): "
                          "rebuild it with `probe merge DIR`")
     seen.update(paths)
     return chunk

@@ -22,7 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from probe.replay.genprob import PERFORMANCE_COLUMNS, PERFORMANCE_KEYS, parse_genprob_name, performance_from_statistics
+from probe.replay.genprob import (
+    PERFORMANCE_COLUMNS,
+    PERFORMANCE_KEYS,
+    parse_genprob_name,
+    performance_from_statistics,
+)
 
 log = logging.getLogger(__name__)
 

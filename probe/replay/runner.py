@@ -27,57 +27,42 @@ processes end with the run, however it ends (``kill -9`` included).
 
 from __future__ import annotations
 
-import csv
 import glob
-import hashlib
-import itertools
 import json
 import logging
 import multiprocessing
 import os
-import shutil
 import signal
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from probe._atomic import atomic_write
 from probe.evbmf import DEFAULT_XATOL
 from probe.options import MeasureOptions
-from probe.replay.genprob import PERFORMANCE_COLUMNS, write_genprob_csv
 from probe.replay.readers import is_checkpoint_file, load_checkpoint
+from probe.replay.store import (
+    ERRORS,
+    MANIFEST,
+    RECORDS,
+    SEPARATOR,
+    VERSION,
+    checkpoint_key,
+    current_record,
+    identity,
+    init_dir,
+    link_or_copy,
+    read_json,
+    readable,
+    recorded,
+    write_atomic,
+)
+from probe.replay.tables import Tables, consolidate
 from probe.spectrum import Method
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "replay.json"
-LOCK = ".lock"
-RECORDS = "records"
-ERRORS = "errors"
-CHECKPOINTS_CSV = "checkpoints.csv"
-LAYERS_CSV = "layers.csv"
-ERRORS_CSV = "errors.csv"
-CHECKPOINTS_PARQUET = "checkpoints.parquet"
-LAYERS_PARQUET = "layers.parquet"
-GENPROB_DIR = "genprob_csv"
-NETWORK_COLUMNS = ("E_L2_BE", "SQ_p_BE", "S_p_BE", "F_p_BE", "E_L2_AE", "SQ_p_AE", "S_p_AE", "F_p_AE")
-META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hparams", "epoch", "preset", "n_layers")
-LAYER_COLUMNS = ("path", "run", "epoch", "layer_index", "layer", "ndim", "unfolding", "variant",
-                 "rows", "cols", "weight", "kept", "S", "C", "ER", "spec", "fro", "SQ")
-CHECKPOINT_COLUMNS = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
-_INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "weight", "kept"})
-_FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, "S", "C", "ER", "spec", "fro", "SQ"})
-_SEPARATOR = "~"  # between a record's path key and its file identity
-_PARQUET_ROWS = 1 << 16  # rows per Parquet row group: bounds the memory of writing
-_VERSION = 2
-
-
-class CorruptRecordError(ValueError):
-    """A record file of a replay directory does not parse (it is named in the message)."""
 
 
 @dataclass(frozen=True)
@@ -115,19 +100,6 @@ class Outcome:
     path: str
     status: Literal["measured", "done", "failed"]
     error: str | None = None
-
-
-@dataclass(frozen=True)
-class Tables:
-    """Paths of the consolidated tables and their sizes (``parquet``: empty unless asked for)."""
-
-    checkpoints: Path
-    layers: Path
-    errors: Path
-    genprob: tuple[Path, ...]
-    n_checkpoints: int
-    n_errors: int
-    parquet: tuple[Path, ...] = ()
 
 
 Progress = Callable[[Outcome, int], None]
@@ -206,22 +178,6 @@ def select_shard(paths: Sequence[Path], index: int, count: int) -> list[Path]:
     return sorted(paths, key=str)[index::count]
 
 
-def checkpoint_key(path: str | os.PathLike[str]) -> str:
-    """A checkpoint's name in ``records/`` and ``errors/``: its file stem and a hash of its absolute path."""
-    resolved = str(Path(path).resolve())
-    stem = "".join(c if c.isalnum() or c in "-." else "_" for c in Path(resolved).name)[:80]
-    return f"{stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:16]}"
-
-
-def file_identity(path: str | os.PathLike[str]) -> str:
-    """A short hash of the file's size and modification time: changes when the file is rewritten."""
-    return _identity(os.stat(path))
-
-
-def _identity(stat: os.stat_result) -> str:
-    return hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-
-
 def usable_cpus() -> int:
     """CPU cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -267,12 +223,12 @@ def iter_replay(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     out = Path(out_dir)
-    _init_dir(out, options)
+    init_dir(out, asdict(options))
     todo = []
-    recorded = _recorded(out)
+    names = recorded(out)
     for path in (Path(p).resolve() for p in paths):
-        record = _current_record(out, path, recorded)
-        if record is not None and _readable(record, path):
+        record = current_record(out, path, names)
+        if record is not None and readable(record, path):
             yield Outcome(str(path), "done")
         else:
             todo.append(str(path))
@@ -394,12 +350,12 @@ def merge(
         manifest = source / MANIFEST
         if not manifest.is_file():
             raise ValueError(f"{str(source)!r} is not a replay output directory (no {MANIFEST})")
-        manifests.append((source, _read(manifest)))
+        manifests.append((source, read_json(manifest)))
     first_source, first = manifests[0]
     for source, manifest in manifests[1:]:
         if manifest != first:
             raise ValueError(f"cannot merge {str(source)!r} (options {manifest}) with {str(first_source)!r} (options {first})")
-    _init_dir(out, _options_of(first, first_source))
+    init_dir(out, asdict(_options_of(first, first_source)))
     for source, _ in manifests:
         if source.resolve() == out.resolve():
             continue
@@ -407,196 +363,15 @@ def merge(
             present = {entry.name for entry in os.scandir(out / sub)}
             for entry in os.scandir(source / sub):
                 if entry.name.endswith(".json") and entry.name not in present:
-                    _link_or_copy(Path(entry.path), out / sub / entry.name)
+                    link_or_copy(Path(entry.path), out / sub / entry.name)
     return consolidate(out, genprob_csv=genprob_csv, parquet=parquet)
 
 
-def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, parquet: bool = False) -> Tables:
-    """Rebuild ``checkpoints.csv``, ``layers.csv`` and ``errors.csv`` from the records.
-
-    Records are read one at a time, so memory holds one record and the sort keys (about
-    100 bytes per checkpoint), whatever the family's size.
-
-    Parameters
-    ----------
-    out_dir:
-        A replay output directory.
-    genprob_csv:
-        Also write ``genprob_csv/results-{DATASET}-{EPOCH}.csv`` (SPEC §6), one file per
-        dataset and epoch, models in run order.
-    parquet:
-        Also write ``checkpoints.parquet`` and ``layers.parquet`` (same columns, typed);
-        without it, Parquet tables of an earlier consolidation are removed (they would be stale).
-
-    Returns
-    -------
-    Tables
-
-    Raises
-    ------
-    CorruptRecordError
-        A record does not parse; it is named, and removed so that a re-run of ``probe
-        replay`` on its checkpoint measures it again.
-    """
-    out = Path(out_dir)
-    with _exclusive(out):
-        keys = _sort_keys(out)
-        recorded = {key for _, key, _ in keys}
-        errors = [_read(p) for p in sorted((out / ERRORS).glob("*.json")) if p.stem not in recorded]
-        parquet_paths = (out / CHECKPOINTS_PARQUET, out / LAYERS_PARQUET)
-        with ExitStack() as stack:
-            add_checkpoint = [stack.enter_context(_csv_table(out / CHECKPOINTS_CSV, CHECKPOINT_COLUMNS))]
-            add_layer = [stack.enter_context(_csv_table(out / LAYERS_CSV, LAYER_COLUMNS))]
-            if parquet:
-                add_checkpoint.append(stack.enter_context(_parquet_table(parquet_paths[0], CHECKPOINT_COLUMNS)))
-                add_layer.append(stack.enter_context(_parquet_table(parquet_paths[1], LAYER_COLUMNS)))
-            for _, _, path in keys:
-                record = _read(path)
-                meta = record["checkpoint"]
-                values = {**meta, **record["performance"], **record["network"]}
-                checkpoint = [[values.get(c) for c in CHECKPOINT_COLUMNS]]
-                layers = [[meta["path"], meta["run"], meta["epoch"], *(row.get(c) for c in LAYER_COLUMNS[3:])]
-                          for row in record["layers"]]
-                for add in add_checkpoint:
-                    add(checkpoint)
-                for add in add_layer:
-                    add(layers)
-        if not parquet:
-            for path in parquet_paths:
-                path.unlink(missing_ok=True)
-        with _csv_table(out / ERRORS_CSV, ("path", "error")) as add_errors:
-            add_errors([[error["path"], error["error"]] for error in sorted(errors, key=lambda e: e["path"])])
-        tables = Tables(
-            checkpoints=out / CHECKPOINTS_CSV,
-            layers=out / LAYERS_CSV,
-            errors=out / ERRORS_CSV,
-            genprob=_write_genprob_tables(out, keys) if genprob_csv else (),
-            n_checkpoints=len(keys),
-            n_errors=len(errors),
-            parquet=parquet_paths if parquet else (),
-        )
-    log.info("%s: %d checkpoints, %d errors", out, tables.n_checkpoints, tables.n_errors)
-    return tables
-
-
-def _sort_keys(out: Path) -> list[tuple[tuple, str, Path]]:
-    """``(table order, key, record path)`` of each checkpoint's record, sorted.
-
-    Of several records of one key (a merge of directories that measured different versions
-    of one file), the one of the most recent file is kept and the others are removed.
-    """
-    chosen: dict[str, tuple[tuple, Path, int]] = {}
-    corrupt = []
-    for entry in sorted(os.scandir(out / RECORDS), key=lambda e: e.name):
-        if not entry.name.endswith(".json"):
-            continue
-        path = Path(entry.path)
-        try:
-            record = _read(path)
-            meta, mtime = record["checkpoint"], record["file"]["mtime_ns"]
-            order = _record_order(meta)
-        except (CorruptRecordError, KeyError, TypeError) as error:
-            corrupt.append(f"{path} ({error})")
-            path.unlink(missing_ok=True)
-            continue
-        key, candidate = path.name.split(_SEPARATOR)[0], (order, path, mtime)
-        if key in chosen:
-            keep, drop = sorted((chosen[key], candidate), key=lambda item: item[2], reverse=True)
-            log.warning("%s: two records of %s; keeping the one of the most recent file", out, meta["path"])
-            drop[1].unlink()
-            candidate = keep
-        chosen[key] = candidate
-    if corrupt:
-        raise CorruptRecordError(
-            f"{len(corrupt)} corrupt record(s) in {out}, removed: {'; '.join(corrupt[:5])}"
-            f"{' ...' if len(corrupt) > 5 else ''}; re-run `probe replay` on their checkpoints (same --out and "
-            "options) to measure them again"
-        )
-    return sorted((order, key, path) for key, (order, path, _) in chosen.items())
-
-
-def _recorded(out: Path) -> dict[str, str]:
-    """``{key: record file name}`` of every record (one directory listing, no reads)."""
-    return {entry.name.split(_SEPARATOR)[0]: entry.name for entry in os.scandir(out / RECORDS) if entry.name.endswith(".json")}
-
-
-def _current_record(out: Path, path: Path, recorded: dict[str, str]) -> Path | None:
-    """The record of ``path`` as the file is now, or ``None``; a record of an older version is removed."""
-    key = checkpoint_key(path)
-    name = recorded.get(key)
-    if name is None:
-        return None
-    try:
-        current = f"{key}{_SEPARATOR}{file_identity(path)}.json"
-    except OSError:
-        current = None
-    if name != current:
-        log.info("%s changed since it was measured: measuring it again", path)
-        (out / RECORDS / name).unlink(missing_ok=True)
-        return None
-    return out / RECORDS / name
-
-
-def _readable(record: Path, checkpoint: Path) -> bool:
-    """True if the record parses; a corrupt one is named in a warning and removed."""
-    try:
-        _read(record)["checkpoint"]["path"]
-        return True
-    except (CorruptRecordError, KeyError, TypeError) as error:
-        log.warning("corrupt record %s (%s): removed; measuring %s again", record, error, checkpoint)
-        record.unlink(missing_ok=True)
-        return False
-
-
-@contextmanager
-def _exclusive(out: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``out`` (released when the block ends or the process dies)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / LOCK, "a+b") as handle:
-        if os.name == "nt":
-            import msvcrt
-
-            msvcrt.locking(handle.fileno(), msvcrt.LK_LOCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        yield  # closing the file releases the lock
-
-
-def _init_dir(out: Path, options: Options) -> None:
-    """Create ``out`` or check that it was made with ``options``, atomically with respect to other runs."""
-    wanted = {"version": _VERSION, **asdict(options)}
-    with _exclusive(out):
-        for sub in (RECORDS, ERRORS):
-            (out / sub).mkdir(exist_ok=True)
-        manifest = out / MANIFEST
-        if manifest.is_file():
-            found = _read(manifest)
-            if found != wanted:
-                raise ValueError(
-                    f"output directory {str(out)!r} was made with options {found}, not {wanted}; "
-                    "use the same options to resume, or another --out"
-                )
-        else:
-            _write_atomic(manifest, json.dumps(wanted, indent=1).encode())
-
-
 def _options_of(manifest: dict, source: Path) -> Options:
-    if manifest.get("version") != _VERSION:
+    if manifest.get("version") != VERSION:
         raise ValueError(f"{str(source)!r} was written by another version of probe replay "
-                         f"(format {manifest.get('version')}, this one reads {_VERSION}): replay it again into a new --out")
+                         f"(format {manifest.get('version')}, this one reads {VERSION}): replay it again into a new --out")
     return Options(**{k: v for k, v in manifest.items() if k != "version"})
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except FileExistsError:
-        pass
-    except OSError:  # another file system, or links not allowed: copy (atomically)
-        with open(source, "rb") as handle, atomic_write(target, "wb") as copy:
-            shutil.copyfileobj(handle, copy)
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -638,7 +413,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     except Exception as error:  # one bad file must not end the run: record it and go on
         message = f"{type(error).__name__}: {error}"
         log.warning("skipping %s: %s", path, message)
-        _write_atomic(out / ERRORS / f"{key}.json", json.dumps({"path": path, "error": message}).encode())
+        write_atomic(out / ERRORS / f"{key}.json", json.dumps({"path": path, "error": message}).encode())
         return Outcome(path, "failed", message)
     position = {layer.name: (index, len(layer.shape)) for index, layer in enumerate(report.layers)}
     layers = [
@@ -652,88 +427,6 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
         "network": report.network,
         "layers": layers,
     }
-    _write_atomic(out / RECORDS / f"{key}{_SEPARATOR}{_identity(stat)}.json", json.dumps(record).encode())
+    write_atomic(out / RECORDS / f"{key}{SEPARATOR}{identity(stat)}.json", json.dumps(record).encode())
     (out / ERRORS / f"{key}.json").unlink(missing_ok=True)
     return Outcome(path, "measured")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
-
-
-def _read(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_bytes())
-    except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError
-        raise CorruptRecordError(f"{path}: not valid JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise CorruptRecordError(f"{path}: not a JSON object")
-    return value
-
-
-def _record_order(meta: dict) -> tuple:
-    """Table order: dataset, run, epoch (none first), path."""
-    return (meta["dataset"] or "", meta["run"], -1 if meta["epoch"] is None else meta["epoch"], meta["path"])
-
-
-@contextmanager
-def _csv_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[list[list]], None]]:
-    """Yield a function adding rows (lists in ``columns`` order; ``None`` is written empty,
-    NaN as ``nan``); the file appears (atomically) only if all went well."""
-    with atomic_write(path, newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(columns)
-        yield writer.writerows
-
-
-@contextmanager
-def _parquet_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[list[list]], None]]:
-    """As ``_csv_table``, for Parquet: integer, float and text columns, one row group per ``_PARQUET_ROWS`` rows."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ImportError("Parquet tables need pyarrow: pip install 'probeable[replay]' (or pyarrow)") from None
-    kinds = [pa.int64() if c in _INT_COLUMNS else pa.float64() if c in _FLOAT_COLUMNS else pa.string() for c in columns]
-    schema = pa.schema(list(zip(columns, kinds)))
-    buffer: list[list] = [[] for _ in columns]
-
-    def flush() -> None:
-        writer.write_table(pa.Table.from_arrays([pa.array(v, type=k) for v, k in zip(buffer, kinds)], schema=schema))
-        for values in buffer:
-            values.clear()
-
-    def add(rows: list[list]) -> None:
-        for values, column in zip(buffer, zip(*rows)):
-            values.extend(column)
-        if len(buffer[0]) >= _PARQUET_ROWS:
-            flush()
-
-    with atomic_write(path, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
-        yield add
-        if buffer[0]:
-            flush()
-
-
-def _write_genprob_tables(out: Path, keys: list[tuple[tuple, str, Path]]) -> tuple[Path, ...]:
-    """One CSV per (dataset, epoch), models in run order; checkpoints without an epoch are left out."""
-    by_group = sorted(((dataset or "unknown", epoch, run, p), path) for (dataset, run, epoch, p), _, path in keys if epoch >= 0)
-    if len(by_group) < len(keys):
-        log.warning("%d checkpoints have no epoch: left out of the GenProb CSVs", len(keys) - len(by_group))
-    written = []
-    for (dataset, epoch), group in itertools.groupby(by_group, key=lambda item: item[0][:2]):
-        models = ((r["performance"], r["checkpoint"]["model_id"], _genprob_rows(r["layers"])) for r in (_read(path) for _, path in group))
-        written.append(write_genprob_csv(out / GENPROB_DIR / f"results-{dataset}-{epoch}.csv", models))
-    return tuple(written)
-
-
-def _genprob_rows(layers: list[dict]) -> list[dict[str, object]]:
-    """Tidy layer rows of one checkpoint back to ``Report.genprob_rows()`` form."""
-    wide: dict[int, dict[str, object]] = {}
-    for row in layers:
-        target = wide.setdefault(row["layer_index"], {"layer": row["layer"], "type": row["ndim"]})
-        u, v = row["unfolding"], row["variant"]
-        target.update({f"{u}_{q}_{v}": row[q] for q in ("S", "C", "ER", "spec", "fro")})
-        target[f"{u}_weight_{v}"] = row["weight"]
-    return [wide[i] for i in sorted(wide)]
