@@ -75,8 +75,7 @@ def current_record(out: Path, path: Path, names: dict[str, str]) -> Path | None:
 def readable(record: Path, checkpoint: Path) -> bool:
     """True if the record parses; a corrupt one is named in a warning and removed."""
     try:
-        read_json(record)["checkpoint"]["path"]
-        return True
+        return isinstance(read_json(record)["checkpoint"]["path"], str)
     except (CorruptRecordError, KeyError, TypeError) as error:
         log.warning("corrupt record %s (%s): removed; measuring %s again", record, error, checkpoint)
         record.unlink(missing_ok=True)
@@ -118,6 +117,7 @@ def init_dir(out: Path, options: dict) -> None:
 
 
 def link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link ``source`` as ``target`` (records never change in place), else copy it atomically."""
     try:
         os.link(source, target)
     except FileExistsError:
@@ -128,11 +128,13 @@ def link_or_copy(source: Path, target: Path) -> None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is absent, old or complete (``probe._atomic.atomic_write``)."""
     with atomic_write(path, "wb") as handle:
         handle.write(data)
 
 
 def read_json(path: Path) -> dict:
+    """A JSON object from ``path``; ``CorruptRecordError`` naming the file if it is not one."""
     try:
         value = json.loads(path.read_bytes())
     except (ValueError, UnicodeDecodeError) as error:  # JSONDecodeError is a ValueError

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probe._atomic import atomic_write
+from probe.aggregate import HEADLINE_NAMES
+from probe.quantities import QUANTITIES
 from probe.replay.genprob import PERFORMANCE_COLUMNS, write_genprob_csv
 from probe.replay.store import (
     ERRORS,
@@ -30,13 +32,13 @@ ERRORS_CSV = "errors.csv"
 CHECKPOINTS_PARQUET = "checkpoints.parquet"
 LAYERS_PARQUET = "layers.parquet"
 GENPROB_DIR = "genprob_csv"
-NETWORK_COLUMNS = ("E_L2_BE", "SQ_p_BE", "S_p_BE", "F_p_BE", "E_L2_AE", "SQ_p_AE", "S_p_AE", "F_p_AE")
+NETWORK_COLUMNS = HEADLINE_NAMES
 META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hparams", "epoch", "preset", "n_layers")
 LAYER_COLUMNS = ("path", "run", "epoch", "layer_index", "layer", "ndim", "unfolding", "variant",
-                 "rows", "cols", "weight", "kept", "S", "C", "ER", "spec", "fro", "SQ")
+                 "rows", "cols", "weight", "kept", *QUANTITIES, "SQ")
 CHECKPOINT_COLUMNS = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
 _INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "weight", "kept"})
-_FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, "S", "C", "ER", "spec", "fro", "SQ"})
+_FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, *QUANTITIES, "SQ"})
 _PARQUET_ROWS = 1 << 16  # rows per Parquet row group: bounds the memory of writing
 
 
@@ -219,6 +221,6 @@ def _genprob_rows(layers: list[dict]) -> list[dict[str, object]]:
     for row in layers:
         target = wide.setdefault(row["layer_index"], {"layer": row["layer"], "type": row["ndim"]})
         u, v = row["unfolding"], row["variant"]
-        target.update({f"{u}_{q}_{v}": row[q] for q in ("S", "C", "ER", "spec", "fro")})
+        target.update({f"{u}_{q}_{v}": row[q] for q in QUANTITIES})
         target[f"{u}_weight_{v}"] = row["weight"]
     return [wide[i] for i in sorted(wide)]
