@@ -410,7 +410,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
         checkpoint = load_checkpoint(path, unsafe=unsafe)
         settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
         report = probe.measure(checkpoint.state_dict, **settings.kwargs())
-    except Exception as error:  # one bad file must not end the run: record it and go on
+    except Exception as error:  # noqa: BLE001 - one bad file must not end the run: record it and go on
         message = f"{type(error).__name__}: {error}"
         log.warning("skipping %s: %s", path, message)
         write_atomic(out / ERRORS / f"{key}.json", json.dumps({"path": path, "error": message}).encode())
