@@ -58,3 +58,19 @@ def garbage(target: Path, size: int = 600) -> Path:
     """Random bytes with a checkpoint suffix."""
     target.write_bytes(os.urandom(size))
     return target
+
+
+def group_processes(pgid: int) -> list[str]:
+    """Command lines of the live (not zombie) processes of process group ``pgid`` (Linux ``/proc``)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # ended meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(f"{entry}: {command[:120]}")
+    return found

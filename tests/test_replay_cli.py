@@ -62,6 +62,18 @@ def test_replay_merge_report_from_the_command_line(tmp_path, capsys):
     assert (out / "report" / "correlations.csv").is_file()
 
 
+def test_replay_unsafe_load_warns_and_merge_writes_parquet(tmp_path, capsys):
+    pytest.importorskip("pyarrow")
+    make_family(tmp_path / "family", models=1, epochs=2)
+    with pytest.warns(UserWarning, match="UNSAFE LOAD"):
+        assert main(["replay", str(tmp_path / "family"), "--out", str(tmp_path / "out"), "--no-progress", "--unsafe-load"]) == 0
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "out"), "--parquet"]) == 0
+    printed = capsys.readouterr().out
+    for table in ("checkpoints.parquet", "layers.parquet"):
+        assert f"parquet:     {tmp_path / 'out' / table}" in printed and (tmp_path / "out" / table).is_file()
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

@@ -13,7 +13,6 @@ import probe
 from probe.replay import CheckpointError, UnsafeCheckpointError, load_checkpoint
 from tests.replay_helpers import REFERENCE_FILE, garbage, make_malicious, truncate
 
-
 # The engine's fast route works in float32 where that is accurate enough (SPEC §2), so the
 # same weights in differently aligned memory (e.g. safetensors' buffers) agree to ~1e-9.
 REL = 1e-7
@@ -104,7 +103,8 @@ def test_malicious_pickle_is_refused_and_its_payload_never_runs(tmp_path):
     assert str(path) in str(caught.value)
     assert not marker.exists()
     # The payload is real: the explicit opt-in does run it.
-    load_checkpoint(path, unsafe=True)
+    with pytest.warns(UserWarning, match="UNSAFE LOAD"):
+        load_checkpoint(path, unsafe=True)
     assert marker.exists()
 
 
@@ -145,3 +145,46 @@ def test_file_without_tensors_and_missing_file(tmp_path):
         load_checkpoint(tmp_path / "empty.pt")
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_model_key_is_read_like_state_dict(tmp_path):
+    model = _mlp()
+    torch.save({"model": model.state_dict(), "epoch": 3, "optimizer": {"lr": 0.1}}, tmp_path / "run_epoch_3.pt")
+    checkpoint = load_checkpoint(tmp_path / "run_epoch_3.pt")
+    assert checkpoint.format == "state_dict" and checkpoint.epoch == 3
+    assert set(checkpoint.state_dict) == set(model.state_dict())
+    assert probe.measure(checkpoint.state_dict).network == pytest.approx(probe.measure(model).network, rel=REL, nan_ok=True)
+
+
+def test_sparse_and_expanded_tensors_are_densified_or_refused_by_name(tmp_path):
+    from probe.replay.readers import DENSE_LIMIT_BYTES
+
+    dense = _mlp().state_dict()
+    small = {**dense, "0.weight": dense["0.weight"].to_sparse(), "2.weight": torch.ones(1, 12).expand(3, 12)}
+    torch.save(small, tmp_path / "small.pt")
+    checkpoint = load_checkpoint(tmp_path / "small.pt")
+    assert all(t.layout == torch.strided for t in checkpoint.state_dict.values())
+    assert torch.equal(checkpoint.state_dict["0.weight"], dense["0.weight"])
+    assert torch.equal(checkpoint.state_dict["2.weight"], torch.ones(3, 12))
+    side = int((DENSE_LIMIT_BYTES / 4) ** 0.5) + 1  # float32: just over the limit
+    for name, huge in (("sparse", torch.sparse_coo_tensor(torch.zeros(2, 1, dtype=torch.long), torch.ones(1), (side, side))),
+                       ("expanded", torch.zeros(1, 1).expand(side, side))):
+        torch.save({"layer.weight": huge}, tmp_path / f"{name}.pt")
+        assert (tmp_path / f"{name}.pt").stat().st_size < 4096  # a tiny file that would ask for > 1 GiB
+        with pytest.raises(CheckpointError, match=f"'layer.weight' is {'sparse' if name == 'sparse' else 'an expanded view'}"):
+            load_checkpoint(tmp_path / f"{name}.pt")
+
+
+def test_malformed_performance_statistics_raise_checkpoint_error_naming_the_key(tmp_path):
+    statistics = {"test_acc1_epoch_2": torch.tensor([0.5, 0.6]), "test_loss_epoch_2": 0.9}
+    path = tmp_path / "SGD_NIN12345_CIFAR10_epoch_2.pth.tar"
+    torch.save({"state_dict_network": _mlp().state_dict(), "performance_statistics": statistics}, path)
+    with pytest.raises(CheckpointError, match=r"test_acc1_epoch_2.*shape \(2,\)") as caught:
+        load_checkpoint(path)
+    assert str(path) in str(caught.value)
+
+
+def test_unsafe_load_warns_loudly(tmp_path):
+    torch.save(_mlp().state_dict(), tmp_path / "w.pt")
+    with pytest.warns(UserWarning, match="UNSAFE LOAD.*runs any code"):
+        load_checkpoint(tmp_path / "w.pt", unsafe=True)

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 import probe
+from probe.cli import main
 from probe.replay import Options, find_checkpoints, load_checkpoint, merge, replay
 from probe.replay.analysis import load_tables, network_measure
-from probe.cli import main
-from probe.replay.runner import checkpoint_key, parse_shard, select_shard
+from probe.replay.runner import parse_shard, select_shard
+from probe.replay.store import checkpoint_key
 from tests.conftest import GENPROB_FILE
 from tests.replay_helpers import garbage, make_family, make_malicious, truncate
 

@@ -13,7 +13,9 @@ from typing import Any
 _EXPORTS = {
     "genprob": ("GenProbName", "genprob_filename", "parse_genprob_name", "save_genprob_checkpoint", "write_genprob_csv"),
     "readers": ("Checkpoint", "CheckpointError", "UnsafeCheckpointError", "load_checkpoint"),
-    "runner": ("Options", "Outcome", "Tables", "consolidate", "find_checkpoints", "iter_replay", "merge", "replay"),
+    "runner": ("Options", "Outcome", "find_checkpoints", "iter_replay", "merge", "replay"),
+    "store": ("CorruptRecordError",),
+    "tables": ("Tables", "consolidate"),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -3,7 +3,9 @@ with the generalisation gap across models (Pearson, Spearman, Kendall, with coun
 
 Works on the tables ``probe replay`` writes. Measures are the headline names
 (``E_L2_BE`` …) or any aggregate ``{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}``,
-recomputed from ``layers.csv`` when not a column of ``checkpoints.csv``.
+recomputed from ``layers.csv`` (or ``layers.parquet``) when not a column of
+``checkpoints.csv``. The layer table is read in chunks of whole checkpoints, so a report
+needs memory for one chunk and the checkpoint table, whatever the family's size.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.aggregate import HEADLINE_NAMES, aggregate, parse_measure_name, transform
-from probe.replay.runner import CHECKPOINTS_CSV, LAYERS_CSV
+from probe.replay.tables import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,6 +31,8 @@ log = logging.getLogger(__name__)
 TARGETS = ("test_acc", "gap")
 METHODS = ("pearson", "spearman", "kendall")
 CORRELATIONS_CSV = "correlations.csv"
+CHUNK_ROWS = 1 << 19
+"""Layer rows read at a time (plus the rows of one checkpoint that straddles the chunk's end)."""
 _TEXT_COLUMNS = {"path": str, "format": str, "run": str, "model_id": str, "optimizer": str, "dataset": str, "hparams": str, "preset": str}
 
 
@@ -53,7 +57,101 @@ def load_layers(out_dir: str | os.PathLike[str], *, columns: Sequence[str] | Non
     return _read_csv(Path(out_dir) / LAYERS_CSV, columns=columns)
 
 
-def _read_csv(path: Path, *, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def iter_layers(
+    out_dir: str | os.PathLike[str],
+    *,
+    columns: Sequence[str] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> Iterator[pd.DataFrame]:
+    """The layer table of a replay directory in chunks, each holding whole checkpoints.
+
+    Reads ``layers.parquet`` where the replay wrote one, else ``layers.csv``.
+
+    Parameters
+    ----------
+    columns:
+        Columns to read (``path`` is always read); default all.
+    chunk_rows:
+        About how many rows each chunk has.
+
+    Yields
+    ------
+    DataFrame
+        Consecutive rows; a checkpoint's rows are all in one chunk.
+    """
+    import pandas as pd
+
+    wanted = None if columns is None else list(dict.fromkeys(["path", *columns]))
+    parquet = Path(out_dir) / LAYERS_PARQUET
+    if parquet.is_file():
+        import pyarrow.parquet as pq
+
+        chunks = (batch.to_pandas() for batch in pq.ParquetFile(parquet).iter_batches(batch_size=chunk_rows, columns=wanted))
+    else:
+        chunks = iter(_read_csv(Path(out_dir) / LAYERS_CSV, columns=wanted, chunksize=chunk_rows))
+    seen: set[str] = set()
+    rest = None
+    for chunk in chunks:
+        if rest is not None:
+            chunk = pd.concat([rest, chunk], ignore_index=True)
+        paths = chunk["path"].to_numpy()
+        last = paths == paths[-1]
+        rest = chunk[last]
+        if not last.all():
+            yield _checked(chunk[~last], seen)
+    if rest is not None and len(rest):
+        yield _checked(rest, seen)
+
+
+def _checked(chunk: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
+    """``chunk``, after checking that none of its checkpoints appeared in an earlier chunk."""
+    paths = set(chunk["path"].unique())
+    if not paths.isdisjoint(seen):
+        raise ValueError(f"the layer table is not grouped by checkpoint (rows of {min(paths & seen)!r} are apart): "
+                         "rebuild it with `probe merge DIR`")
+    seen.update(paths)
+    return chunk
+
+
+def layer_measures(
+    out_dir: str | os.PathLike[str],
+    names: Sequence[str],
+    *,
+    paths: Collection[str] | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> pd.DataFrame:
+    """Recompute network measures per checkpoint from a replay directory's layer table, chunk by chunk.
+
+    Parameters
+    ----------
+    names:
+        Headline or aggregate names (``probe.aggregate.parse_measure_name``).
+    paths:
+        Only these checkpoints (``path`` values); default all.
+    chunk_rows:
+        As in ``iter_layers``.
+
+    Returns
+    -------
+    DataFrame
+        Indexed by checkpoint ``path``, one column per name.
+    """
+    import pandas as pd
+
+    needed = sorted({parse_measure_name(name).measure for name in names})
+    wanted = set(paths) if paths is not None else None
+    parts = []
+    for chunk in iter_layers(out_dir, columns=["layer_index", "unfolding", "variant", "weight", *needed], chunk_rows=chunk_rows):
+        if wanted is not None:
+            chunk = chunk[chunk["path"].isin(wanted)]
+        if len(chunk):
+            parts.append(pd.concat([network_measure(chunk, name) for name in names], axis=1))
+    if not parts:
+        return pd.DataFrame(columns=list(names), index=pd.Index([], name="path"), dtype=float)
+    return pd.concat(parts)
+
+
+def _read_csv(path: Path, *, columns: Sequence[str] | None = None, chunksize: int | None = None) -> pd.DataFrame:
     import pandas as pd
 
     if not path.is_file():
@@ -61,7 +159,7 @@ def _read_csv(path: Path, *, columns: Sequence[str] | None = None) -> pd.DataFra
             f"{str(path.parent)!r} has no {path.name}: run `probe replay ... --out {path.parent}` (or `probe merge`) first"
         )
     return pd.read_csv(path, usecols=list(columns) if columns is not None else None, dtype=_TEXT_COLUMNS,
-                       keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip")
+                       keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip", chunksize=chunksize)
 
 
 def filter_checkpoints(
@@ -278,9 +376,8 @@ def write_report(
     table = filter_checkpoints(checkpoints, optimizers=optimizers, datasets=datasets, hparams=hparams)
     missing = [name for name in measures if name not in table.columns]
     if missing:
-        needed = {parse_measure_name(name).measure for name in missing}
-        layers = load_layers(out_dir, columns=["path", "layer_index", "unfolding", "variant", "weight", *sorted(needed)])
-        table = with_measures(table, layers, missing)
+        computed = layer_measures(out_dir, missing, paths=set(table["path"]))
+        table = table.assign(**{name: table["path"].map(computed[name]) for name in missing})
     for target in targets:
         _check_target(table, target, out_dir)
     result = correlations(table, measures=measures, targets=targets, by=by)

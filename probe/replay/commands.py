@@ -16,6 +16,7 @@ outputs in --out DIR:
   layers.csv       one row per checkpoint x layer x unfolding (in/out) x variant (BE/AE):
                    rows, cols, weight, kept, S, C, ER, spec, fro, SQ
   errors.csv       path, error of each checkpoint that could not be read or measured
+  checkpoints.parquet, layers.parquet   with --parquet: the same tables, typed and columnar
   records/, errors/, replay.json   per-checkpoint results (what resuming relies on)
   genprob_csv/results-DATASET-EPOCH.csv   with --genprob-csv: the reference's per-layer CSV
 """
@@ -30,6 +31,12 @@ examples:
   # cluster array job with 16 tasks (K = 0..15), then join the shards:
   probe replay genprob/ --out runs/shard$K --shard $K/16
   probe merge runs/shard* --out runs/all
+  # SLURM (sbatch --array=0-15): the shard from SLURM_ARRAY_TASK_ID and _COUNT
+  probe replay genprob/ --out runs/shard$SLURM_ARRAY_TASK_ID --shard auto
+
+an empty shard (more tasks than files) measures nothing and exits 0; runs into one --out
+must use the same options (checked under a lock); a checkpoint rewritten since it was
+measured (a new size or modification time) is measured again.
 """
 
 _REPORT_EPILOG = """\
@@ -74,11 +81,15 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB", help="checkpoint files, directories (searched recursively) or quoted globs")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; an existing one is resumed)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process)")
-    p.add_argument("--shard", default=None, metavar="K/N", help="measure only shard K of N (0 <= K < N) of the sorted file list")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process; at most the usable CPU cores)")
+    p.add_argument("--shard", default=None, metavar="K/N|auto",
+                   help="measure only shard K of N (0 <= K < N) of the sorted file list; auto: from SLURM's array variables")
     p.add_argument("--layers", default=None, choices=["auto", "genprob"], help="force a layer preset (default: genprob for GenProb files, auto otherwise)")
     p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route (default auto)")
+    p.add_argument("--evbmf-xatol", type=float, default=None, metavar="TOL",
+                   help="EVBMF tolerance (default: the reference's 1e-5 for GenProb files, the library default otherwise)")
     p.add_argument("--genprob-csv", action="store_true", help="also write the reference-compatible per-layer CSVs")
+    p.add_argument("--parquet", action="store_true", help="also write checkpoints.parquet and layers.parquet (needs pyarrow)")
     p.add_argument("--unsafe-load", action="store_true", help="allow arbitrary unpickling (runs code from the file: only for files you trust)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_replay)
@@ -87,30 +98,30 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
 def _run_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from probe.replay.runner import Options, consolidate, find_checkpoints, iter_replay, parse_shard, select_shard
+    from probe.replay.runner import Options, Outcome, parse_shard, replay
 
-    paths = find_checkpoints(args.paths)
-    shard = parse_shard(args.shard) if args.shard else None
-    if shard is not None:
-        paths = select_shard(paths, *shard)
-    if not paths:
-        raise ValueError(f"no checkpoint found in {args.paths}" + (f" for shard {args.shard}" if shard else ""))
-    options = Options(layers=args.layers, method=args.method)
-    counts = {"measured": 0, "done": 0, "failed": 0}
-    failures = []
-    outcomes = iter_replay(paths, args.out, options=options, workers=args.workers, unsafe=args.unsafe_load)
-    with tqdm(total=len(paths), unit="ckpt", disable=args.no_progress, desc="replay") as bar:
-        for outcome in outcomes:
-            counts[outcome.status] += 1
-            if outcome.error:
-                failures.append(outcome)
-                bar.write(f"skipped {outcome.path}: {outcome.error}", file=sys.stderr)
-            bar.update()
-    tables = consolidate(args.out, genprob_csv=args.genprob_csv)
-    print(f"{len(paths)} checkpoints{f' (shard {args.shard})' if shard else ''}: "
+    shard = parse_shard(args.shard) if args.shard is not None else None
+    options = Options(layers=args.layers, method=args.method, evbmf_xatol=args.evbmf_xatol)
+    bars: list[tqdm] = []
+
+    def progress(outcome: Outcome, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(total=total, unit="ckpt", disable=args.no_progress, desc="replay"))
+        if outcome.error:
+            bars[0].write(f"skipped {outcome.path}: {outcome.error}", file=sys.stderr)
+        bars[0].update()
+
+    try:
+        outcomes, tables = replay(args.paths, args.out, options=options, workers=args.workers, shard=shard,
+                                  unsafe=args.unsafe_load, genprob_csv=args.genprob_csv, parquet=args.parquet, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("measured", "done", "failed")}
+    print(f"{len(outcomes)} checkpoints{f' (shard {shard[0]}/{shard[1]})' if shard else ''}: "
           f"{counts['measured']} measured, {counts['done']} already done, {counts['failed']} failed")
     _print_tables(tables)
-    return 1 if failures else 0
+    return 1 if counts["failed"] else 0
 
 
 def add_merge(sub: argparse._SubParsersAction) -> None:
@@ -127,6 +138,7 @@ def add_merge(sub: argparse._SubParsersAction) -> None:
     p.add_argument("sources", nargs="+", metavar="DIR", help="replay output directories")
     p.add_argument("--out", default=None, metavar="DIR", help="merged directory (default: the only source)")
     p.add_argument("--genprob-csv", action="store_true", help="also write the reference-compatible per-layer CSVs")
+    p.add_argument("--parquet", action="store_true", help="also write checkpoints.parquet and layers.parquet (needs pyarrow)")
     p.set_defaults(func=_run_merge)
 
 
@@ -135,7 +147,7 @@ def _run_merge(args: argparse.Namespace) -> int:
 
     if args.out is None and len(args.sources) != 1:
         raise ValueError(f"--out is required when merging {len(args.sources)} directories")
-    tables = merge(args.sources, args.out or args.sources[0], genprob_csv=args.genprob_csv)
+    tables = merge(args.sources, args.out or args.sources[0], genprob_csv=args.genprob_csv, parquet=args.parquet)
     _print_tables(tables)
     return 0
 
@@ -144,6 +156,8 @@ def _print_tables(tables) -> None:  # noqa: ANN001 - runner.Tables
     print(f"checkpoints: {tables.checkpoints} ({tables.n_checkpoints} rows)")
     print(f"layers:      {tables.layers}")
     print(f"errors:      {tables.errors} ({tables.n_errors} rows)")
+    for path in tables.parquet:
+        print(f"parquet:     {path}")
     if tables.genprob:
         print(f"genprob csv: {len(tables.genprob)} files in {tables.genprob[0].parent}")
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 
 from probe._atomic import atomic_write
+from probe.aggregate import VARIANTS
+from probe.quantities import QUANTITIES
 
 SUFFIX = ".pth.tar"
 PERFORMANCE_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss")
@@ -32,12 +34,9 @@ PERFORMANCE_KEYS = ("test_acc", "test_loss", "train_acc", "train_loss")
 PERFORMANCE_COLUMNS = (*PERFORMANCE_KEYS, "gap")
 _STATISTICS_STEMS = {"test_acc": "test_acc1", "test_loss": "test_loss", "train_acc": "train_acc1", "train_loss": "train_loss"}
 
-CSV_HEADER = (
-    *PERFORMANCE_COLUMNS,
-    *(f"{u}_{q}_{v}" for v in ("BE", "AE") for u in ("in", "out") for q in ("S", "C", "ER", "spec", "fro")),
-    "path", "model_id", "type",
-    "in_weight_BE", "out_weight_BE", "in_weight_AE", "out_weight_AE",
-)
+_METRIC_COLUMNS = tuple(f"{u}_{q}_{v}" for v in VARIANTS for u in ("in", "out") for q in QUANTITIES)
+_WEIGHT_COLUMNS = ("in_weight_BE", "out_weight_BE", "in_weight_AE", "out_weight_AE")
+CSV_HEADER = (*PERFORMANCE_COLUMNS, *_METRIC_COLUMNS, "path", "model_id", "type", *_WEIGHT_COLUMNS)
 """Header of the reference's per-layer CSV (SPEC §6), in its order."""
 
 _CODE = re.compile(r"NIN(\d{5})$")
@@ -149,8 +148,13 @@ def performance_from_statistics(statistics: Mapping[str, object], epoch: int) ->
     -------
     dict
         ``test_acc, test_loss, train_acc, train_loss, gap`` (fractions; NaN where a key is absent).
+
+    Raises
+    ------
+    ValueError
+        An entry is not one number (e.g. a tensor of several elements), naming the key.
     """
-    row = {key: _as_float(statistics.get(stat, math.nan)) for key, stat in statistics_keys(epoch).items()}
+    row = {key: _as_float(stat, statistics.get(stat, math.nan)) for key, stat in statistics_keys(epoch).items()}
     row["gap"] = row["test_acc"] - row["train_acc"]
     return row
 
@@ -234,12 +238,16 @@ def write_genprob_csv(
             perf = [float(performance[key]) for key in PERFORMANCE_KEYS]
             perf.append(perf[0] - perf[2])
             for row in layer_rows:
-                writer.writerow([*perf, *(row[c] for c in CSV_HEADER[5:25]), 0, model_id, *(row[c] for c in CSV_HEADER[27:])])
+                writer.writerow([*perf, *(row[c] for c in _METRIC_COLUMNS), 0, model_id, row["type"],
+                                 *(row[c] for c in _WEIGHT_COLUMNS)])
             writer.writerow([])
     return path
 
 
-def _as_float(value: object) -> float:
-    if isinstance(value, torch.Tensor):
-        return float(value.item())
-    return float(value)  # type: ignore[arg-type]
+def _as_float(key: str, value: object) -> float:
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ValueError(f"performance_statistics[{key!r}] is a tensor of shape {tuple(value.shape)}, not one number")
+    try:
+        return float(value.item() if isinstance(value, torch.Tensor) else value)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"performance_statistics[{key!r}] is not a number: {value!r:.80}") from error

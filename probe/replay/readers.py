@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +22,31 @@ import numpy as np
 import torch
 from torch import nn
 
-from probe.replay.genprob import PERFORMANCE_COLUMNS, PERFORMANCE_KEYS, parse_genprob_name, performance_from_statistics
+from probe.replay.genprob import (
+    PERFORMANCE_COLUMNS,
+    PERFORMANCE_KEYS,
+    parse_genprob_name,
+    performance_from_statistics,
+)
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".pth.tar", ".ckpt", ".pt", ".pth", ".safetensors")
 """File endings replay picks up when given a directory."""
-FORMATS = ("genprob", "lightning", "state_dict", "safetensors")
+DENSE_LIMIT_BYTES = 1 << 30
+"""Largest dense size of a tensor the file does not store densely (sparse, or an expanded
+stride-0 view): such a tensor is densified up to this size and refused above it."""
+NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+"""Keys under which a dict checkpoint may hold the state dict (the first that holds one is read)."""
 
 _EPOCH_IN_NAME = re.compile(r"epoch[=_-]?(\d+)", re.IGNORECASE)
 _MULTIARRAY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / 1
 _NUMPY_SCALARS = [_MULTIARRAY.scalar, np.dtype, *(type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "?"))]
 _UNSAFE_HINT = "if you trust its source, pass --unsafe-load (CLI) or unsafe=True (load_checkpoint / replay)"
+UNSAFE_WARNING = (
+    "UNSAFE LOAD: checkpoints are read with arbitrary unpickling (--unsafe-load / unsafe=True), which runs any code "
+    "a file holds; use it only for files from a source you trust"
+)
 
 
 class CheckpointError(ValueError):
@@ -89,10 +103,12 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
     ----------
     path:
         A GenProb ``.pth.tar``, a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict (or a
-        dict holding one under ``state_dict``/``model_state_dict``), or a ``.safetensors`` file.
+        dict holding one under ``state_dict``, ``model_state_dict`` or ``model``), or a
+        ``.safetensors`` file. Sparse tensors and expanded (stride-0) views are densified
+        up to ``DENSE_LIMIT_BYTES`` and refused, by name, above it.
     unsafe:
         Allow arbitrary unpickling (``torch.load(weights_only=False)``). Only for files you
-        trust: unpickling can run code. Default ``False``.
+        trust: unpickling can run code, and a ``UserWarning`` says so. Default ``False``.
 
     Returns
     -------
@@ -104,7 +120,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
     UnsafeCheckpointError
         The file needs arbitrary unpickling and ``unsafe`` is False.
     CheckpointError
-        The file is corrupt, truncated, or holds no tensors.
+        The file is corrupt, truncated, holds no tensors, holds a tensor too large to
+        densify, or holds malformed performance statistics.
     FileNotFoundError
         No such file.
     """
@@ -122,7 +139,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
         return _from_genprob(path, obj)
     if isinstance(obj.get("state_dict"), Mapping) and ("pytorch-lightning_version" in obj or path.suffix == ".ckpt"):
         return _from_lightning(path, obj)
-    nested = next((obj[k] for k in ("state_dict", "model_state_dict") if isinstance(obj.get(k), Mapping)), obj)
+    nested = next((obj[k] for k in NESTED_KEYS if isinstance(obj.get(k), (Mapping, nn.Module))), obj)
+    if isinstance(nested, nn.Module):
+        nested = nested.state_dict()
     return _plain(path, "state_dict", _tensors(path, nested), obj)
 
 
@@ -143,6 +162,7 @@ def _torch_load(path: Path, *, unsafe: bool) -> object:
     _check_torch_file(path)
     try:
         if unsafe:
+            warnings.warn(UNSAFE_WARNING, UserWarning, stacklevel=3)
             return torch.load(path, map_location="cpu", weights_only=False)
         with torch.serialization.safe_globals(_NUMPY_SCALARS):
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -172,10 +192,23 @@ def _detail(error: BaseException) -> str:
 
 
 def _tensors(path: Path, mapping: Mapping[object, object]) -> dict[str, torch.Tensor]:
-    tensors = {str(k): v for k, v in mapping.items() if isinstance(v, torch.Tensor)}
+    tensors = {str(k): _dense(path, str(k), v) for k, v in mapping.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors (keys: {list(mapping)[:8]})")
     return tensors
+
+
+def _dense(path: Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` as an ordinary strided tensor; its dense size is checked before any is allocated."""
+    sparse = tensor.layout != torch.strided
+    if not sparse and tensor.untyped_storage().nbytes() >= tensor.numel() * tensor.element_size():
+        return tensor
+    size = math.prod(tensor.shape) * tensor.element_size()
+    if size > DENSE_LIMIT_BYTES:
+        kind = f"sparse ({tensor.layout})" if sparse else "an expanded view (stride 0)"
+        raise CheckpointError(f"{path}: tensor {name!r} is {kind} of shape {tuple(tensor.shape)}: densifying it would "
+                              f"take {size / 2**30:.3g} GiB, more than DENSE_LIMIT_BYTES ({DENSE_LIMIT_BYTES / 2**30:.3g} GiB)")
+    return tensor.to_dense() if sparse else tensor.contiguous()
 
 
 def _from_genprob(path: Path, obj: Mapping[str, object]) -> Checkpoint:
@@ -186,7 +219,7 @@ def _from_genprob(path: Path, obj: Mapping[str, object]) -> Checkpoint:
     if epoch is None:
         performance = _unknown_performance()
     else:
-        performance = performance_from_statistics(statistics, epoch)
+        performance = _statistics(path, statistics, epoch)
         if math.isnan(performance["test_acc"]):
             log.warning("%s: performance_statistics has no entries for epoch %s", path, epoch)
     state = _tensors(path, obj["state_dict_network"])  # type: ignore[arg-type]
@@ -243,12 +276,12 @@ def _plain(
     else:
         run = str(path.parent / stem)
     if performance is None:
-        performance = _performance_entry(obj, epoch)
+        performance = _performance_entry(path, obj, epoch)
     return Checkpoint(path=path, format=fmt, state_dict=state, layers=layers, performance=performance, epoch=epoch,
                       run=run, model_id=Path(run).name, hparams=hparams)
 
 
-def _performance_entry(obj: Mapping[str, object], epoch: int | None) -> dict[str, float]:
+def _performance_entry(path: Path, obj: Mapping[str, object], epoch: int | None) -> dict[str, float]:
     """A ``performance`` dict (``test_acc``...) or GenProb-style ``performance_statistics``, else NaN."""
     given = obj.get("performance")
     if isinstance(given, Mapping) and all(k in given for k in PERFORMANCE_KEYS):
@@ -257,8 +290,15 @@ def _performance_entry(obj: Mapping[str, object], epoch: int | None) -> dict[str
         return row
     statistics = obj.get("performance_statistics")
     if isinstance(statistics, Mapping) and epoch is not None:
-        return performance_from_statistics(statistics, epoch)
+        return _statistics(path, statistics, epoch)
     return _unknown_performance()
+
+
+def _statistics(path: Path, statistics: Mapping[str, object], epoch: int) -> dict[str, float]:
+    try:
+        return performance_from_statistics(statistics, epoch)
+    except ValueError as error:
+        raise CheckpointError(f"{path}: {error}") from None
 
 
 def _unknown_performance() -> dict[str, float]:

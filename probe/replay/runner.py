@@ -2,72 +2,95 @@
 
 Layout of an output directory::
 
-    replay.json        the options the values depend on (a re-run must use the same)
-    records/KEY.json   one file per measured checkpoint, written atomically
+    replay.json        the options the values depend on (every run into it must use the same)
+    records/KEY~ID.json  one file per measured checkpoint, written atomically
     errors/KEY.json    one file per checkpoint that could not be read or measured
     checkpoints.csv    one row per checkpoint: metadata, performance, the 8 network measures
     layers.csv         one row per checkpoint × layer × unfolding × variant
     errors.csv         path, error of every checkpoint that failed
+    *.parquet          (optional) the two tables as Parquet (typed, columnar)
     genprob_csv/       (optional) the reference's per-layer CSV, one file per dataset and epoch
 
 Why a run can be killed at any point (even ``kill -9``) and resumed without losing or
-duplicating a row: a checkpoint's result exists only as ``records/KEY.json``, ``KEY`` a
-hash of the checkpoint's absolute path, and that file appears through ``os.replace`` of
-a complete, fsynced temporary file — so it is either whole or absent. A re-run skips the
-keys that exist and measures the rest; the tables are rebuilt from the records, one row
-set per key, in a fixed order.
+duplicating a row: a checkpoint's result exists only as ``records/KEY~ID.json`` (``KEY`` a
+hash of the checkpoint's absolute path, ``ID`` one of its size and modification time), and
+that file appears through ``os.replace`` of a complete, fsynced temporary file — so it is
+either whole or absent. A re-run skips the checkpoints whose record exists for the file as
+it is now and measures the rest: a file rewritten in place (``last.ckpt``) has a new ``ID``
+and is measured again; a record that does not parse is named in a warning and measured
+again. The tables are rebuilt from the records, one row set per key, in a fixed order.
+
+Runs may share a directory (e.g. the shards of an array job) only with the same options:
+the options are checked and written under an exclusive lock on ``DIR/.lock``. Worker
+processes end with the run, however it ends (``kill -9`` included).
 """
 
 from __future__ import annotations
 
-import csv
 import glob
-import hashlib
-import itertools
 import json
 import logging
-import math
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+import signal
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from probe._atomic import atomic_write
 from probe.evbmf import DEFAULT_XATOL
-from probe.replay.genprob import PERFORMANCE_COLUMNS, write_genprob_csv
+from probe.options import MeasureOptions
 from probe.replay.readers import is_checkpoint_file, load_checkpoint
+from probe.replay.store import (
+    ERRORS,
+    MANIFEST,
+    RECORDS,
+    SEPARATOR,
+    VERSION,
+    checkpoint_key,
+    current_record,
+    identity,
+    init_dir,
+    link_or_copy,
+    read_json,
+    readable,
+    recorded,
+    write_atomic,
+)
+from probe.replay.tables import Tables, consolidate
+from probe.spectrum import Method
 
 log = logging.getLogger(__name__)
-
-MANIFEST = "replay.json"
-RECORDS = "records"
-ERRORS = "errors"
-CHECKPOINTS_CSV = "checkpoints.csv"
-LAYERS_CSV = "layers.csv"
-ERRORS_CSV = "errors.csv"
-GENPROB_DIR = "genprob_csv"
-NETWORK_COLUMNS = ("E_L2_BE", "SQ_p_BE", "S_p_BE", "F_p_BE", "E_L2_AE", "SQ_p_AE", "S_p_AE", "F_p_AE")
-META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hparams", "epoch", "preset", "n_layers")
-LAYER_COLUMNS = ("path", "run", "epoch", "layer_index", "layer", "ndim", "unfolding", "variant",
-                 "rows", "cols", "weight", "kept", "S", "C", "ER", "spec", "fro", "SQ")
-_VERSION = 1
 
 
 @dataclass(frozen=True)
 class Options:
-    """The options that change measured values; an output directory holds one set.
+    """Replay's settings: the ``probe.options.MeasureOptions`` each file is measured with.
 
     ``layers``: a preset forced on every file, or ``None`` for each file's own (``genprob``
-    for GenProb files, ``auto`` otherwise). ``method``/``evbmf_xatol`` as in ``probe.measure``.
+    for GenProb files, ``auto`` otherwise). ``method`` as in ``probe.measure``.
+    ``evbmf_xatol``: EVBMF's tolerance, or ``None`` for each file's own: the reference's
+    ``probe.evbmf.DEFAULT_XATOL`` for GenProb files (their values match the reference),
+    ``MeasureOptions``' default otherwise. Replay always measures with ``nonfinite="nan"``.
+    Invalid values raise ``ValueError`` here, when built.
     """
 
     layers: str | None = None
-    method: str = "auto"
-    evbmf_xatol: float = DEFAULT_XATOL
+    method: Method = "auto"
+    evbmf_xatol: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.layers is not None and not isinstance(self.layers, str):
+            raise TypeError(f"replay's layers must be a preset name or None, got {type(self.layers).__name__}")
+        self.for_file("genprob", genprob=True)  # MeasureOptions checks every value
+
+    def for_file(self, preset: str, *, genprob: bool) -> MeasureOptions:
+        """The settings for one file whose own layer preset is ``preset``."""
+        xatol = self.evbmf_xatol if self.evbmf_xatol is not None else DEFAULT_XATOL if genprob else None
+        return MeasureOptions(layers=self.layers or preset, method=self.method, nonfinite="nan",
+                              **({} if xatol is None else {"evbmf_xatol": xatol}))
 
 
 @dataclass(frozen=True)
@@ -79,16 +102,8 @@ class Outcome:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class Tables:
-    """Paths of the consolidated tables and their sizes."""
-
-    checkpoints: Path
-    layers: Path
-    errors: Path
-    genprob: tuple[Path, ...]
-    n_checkpoints: int
-    n_errors: int
+Progress = Callable[[Outcome, int], None]
+"""``progress(outcome, total)``: called once per checkpoint as it finishes (``total``: of this run)."""
 
 
 def find_checkpoints(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -121,15 +136,39 @@ def find_checkpoints(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return sorted(found, key=str)
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``"K/N"`` (0 ≤ K < N) into ``(K, N)``."""
+def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
+    """Parse ``"K/N"`` (0 ≤ K < N) into ``(K, N)``; ``"auto"`` reads a SLURM array job's variables.
+
+    With ``"auto"``, ``K`` is the task's position in the array (``SLURM_ARRAY_TASK_ID`` counted
+    from ``SLURM_ARRAY_TASK_MIN`` in steps of ``SLURM_ARRAY_TASK_STEP``) and ``N`` is
+    ``SLURM_ARRAY_TASK_COUNT``; ``environ`` defaults to ``os.environ``.
+    """
+    if text.strip().lower() == "auto":
+        return _slurm_shard(os.environ if environ is None else environ)
     try:
         index, count = (int(part) for part in text.split("/"))
     except ValueError:
-        raise ValueError(f"shard must look like K/N with integers 0 <= K < N (e.g. 0/8), got {text!r}") from None
+        raise ValueError(f"shard must look like K/N with integers 0 <= K < N (e.g. 0/8), or auto, got {text!r}") from None
     if not 0 <= index < count:
         raise ValueError(f"shard K/N must satisfy 0 <= K < N, got {text!r}")
     return index, count
+
+
+def _slurm_shard(environ: Mapping[str, str]) -> tuple[int, int]:
+    names = ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_MAX")
+    missing = [name for name in names if name not in environ]
+    if missing:
+        raise ValueError(f"--shard auto reads a SLURM array job's variables, and {', '.join(missing)} is not set: "
+                         "run it as an array task (sbatch --array=0-N) or pass --shard K/N")
+    try:
+        task, count, low, high = (int(environ[name]) for name in names)
+        step = int(environ.get("SLURM_ARRAY_TASK_STEP", "1"))
+    except ValueError:
+        raise ValueError(f"--shard auto: SLURM array variables are not integers: {[environ[n] for n in names]}") from None
+    if step < 1 or (high - low) // step + 1 != count or (task - low) % step:
+        raise ValueError(f"--shard auto needs an evenly spaced array (e.g. --array=0-15 or 0-30:2); this one has "
+                         f"{count} tasks from {low} to {high} in steps of {step}: pass --shard K/N yourself")
+    return parse_shard(f"{(task - low) // step}/{count}")
 
 
 def select_shard(paths: Sequence[Path], index: int, count: int) -> list[Path]:
@@ -139,11 +178,9 @@ def select_shard(paths: Sequence[Path], index: int, count: int) -> list[Path]:
     return sorted(paths, key=str)[index::count]
 
 
-def checkpoint_key(path: str | os.PathLike[str]) -> str:
-    """The record name of a checkpoint: its file stem and a hash of its absolute path."""
-    resolved = str(Path(path).resolve())
-    stem = "".join(c if c.isalnum() or c in "-." else "_" for c in Path(resolved).name)[:80]
-    return f"{stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:16]}"
+def usable_cpus() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def iter_replay(
@@ -161,14 +198,17 @@ def iter_replay(
     paths:
         Checkpoint files (see ``find_checkpoints``).
     out_dir:
-        Output directory; created if needed. Records already there are skipped (``done``).
+        Output directory; created if needed. Checkpoints recorded there, unchanged since,
+        are skipped (``done``); changed files and corrupt records are measured again.
     options:
         Layer preset override, singular-value method, EVBMF tolerance. Must match the
-        options the directory was started with.
+        options the directory was started with (``ValueError`` otherwise).
     workers:
         Worker processes (forkserver, or spawn where unavailable; each uses one torch
-        thread). ``1`` measures in this process. Scripts using workers need the
-        ``if __name__ == "__main__":`` guard.
+        thread), at most the usable CPU cores (more is capped, with a warning). ``1``
+        measures in this process. Scripts using workers need the
+        ``if __name__ == "__main__":`` guard. Workers end with this process, even when it
+        is killed.
     unsafe:
         Allow arbitrary unpickling of checkpoints (only for trusted files). Default ``False``.
 
@@ -180,28 +220,48 @@ def iter_replay(
         A checkpoint with NaN/Inf weights (a diverged run) is ``measured``: its layers with
         non-finite weights, and so its network measures, are NaN.
     """
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers!r}")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
     out = Path(out_dir)
-    _init_dir(out, options)
-    done = {p.stem for p in (out / RECORDS).glob("*.json")}
+    init_dir(out, asdict(options))
     todo = []
-    for path in map(Path, paths):
-        if checkpoint_key(path) in done:
-            yield Outcome(str(path.resolve()), "done")
+    names = recorded(out)
+    for path in (Path(p).resolve() for p in paths):
+        record = current_record(out, path, names)
+        if record is not None and readable(record, path):
+            yield Outcome(str(path), "done")
         else:
-            todo.append(str(path.resolve()))
-    if workers == 1 or len(todo) <= 1:
+            todo.append(str(path))
+    usable = usable_cpus()
+    if workers > usable:
+        log.warning("workers=%d is more than the %d usable CPU cores: using %d", workers, usable, usable)
+    workers = min(workers, usable, len(todo))
+    settings = asdict(options)
+    if workers <= 1:
         for path in todo:
-            yield _measure_one(path, str(out), asdict(options), unsafe)
+            yield _measure_one(path, str(out), settings, unsafe)
         return
-    executor = ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=_context(), initializer=_init_worker)
+    yield from _measure_in_workers(todo, str(out), settings, unsafe, workers)
+
+
+def _measure_in_workers(todo: list[str], out: str, settings: dict, unsafe: bool, workers: int) -> Iterator[Outcome]:
+    """``_measure_one`` for each path in a pool whose workers die with this process.
+
+    Each worker watches a pipe that only this process writes to: when this process ends,
+    however it ends, the pipe closes and the worker kills itself. The forkserver and the
+    resource tracker end when their last client does.
+    """
+    context = _context()
+    parent_alive, keep_open = context.Pipe(duplex=False)
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(parent_alive,))
     try:
-        futures = [executor.submit(_measure_one, path, str(out), asdict(options), unsafe) for path in todo]
+        futures = [executor.submit(_measure_one, path, out, settings, unsafe) for path in todo]
         for future in as_completed(futures):
             yield future.result()
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        keep_open.close()
+        parent_alive.close()
 
 
 def replay(
@@ -213,6 +273,8 @@ def replay(
     shard: tuple[int, int] | None = None,
     unsafe: bool = False,
     genprob_csv: bool = False,
+    parquet: bool = False,
+    progress: Progress | None = None,
 ) -> tuple[list[Outcome], Tables]:
     """Find, measure (resuming) and consolidate: the library form of ``probe replay``.
 
@@ -225,9 +287,14 @@ def replay(
     options, workers, unsafe:
         As in ``iter_replay``.
     shard:
-        ``(K, N)``: measure only the K-th of N deterministic shards (``select_shard``).
+        ``(K, N)``: measure only the K-th of N deterministic shards (``select_shard``). An
+        empty shard (more shards than files) is not an error: it measures nothing.
     genprob_csv:
         Also write the reference-compatible per-layer CSVs. Default ``False``.
+    parquet:
+        Also write the tables as Parquet (needs ``pyarrow``). Default ``False``.
+    progress:
+        Called as ``progress(outcome, total)`` after each checkpoint.
 
     Returns
     -------
@@ -236,12 +303,18 @@ def replay(
     """
     patterns = [str(p) for p in patterns]
     paths = find_checkpoints(patterns)
+    if not paths:
+        raise ValueError(f"no checkpoint found in {patterns!r}")
     if shard is not None:
         paths = select_shard(paths, *shard)
-    if not paths:
-        raise ValueError(f"no checkpoint found in {patterns!r}" + (f" for shard {shard[0]}/{shard[1]}" if shard else ""))
-    outcomes = list(iter_replay(paths, out_dir, options=options, workers=workers, unsafe=unsafe))
-    return outcomes, consolidate(out_dir, genprob_csv=genprob_csv)
+        if not paths:
+            log.warning("shard %d/%d is empty: there are fewer checkpoints than shards", *shard)
+    outcomes = []
+    for outcome in iter_replay(paths, out_dir, options=options, workers=workers, unsafe=unsafe):
+        outcomes.append(outcome)
+        if progress is not None:
+            progress(outcome, len(paths))
+    return outcomes, consolidate(out_dir, genprob_csv=genprob_csv, parquet=parquet)
 
 
 def merge(
@@ -249,6 +322,7 @@ def merge(
     out_dir: str | os.PathLike[str],
     *,
     genprob_csv: bool = False,
+    parquet: bool = False,
 ) -> Tables:
     """Join the records of several output directories (e.g. one per shard) into ``out_dir``.
 
@@ -258,14 +332,15 @@ def merge(
         Output directories of ``replay`` runs made with the same options (``out_dir`` itself
         may be among them; shards that shared one directory need only it).
     out_dir:
-        Where the joined records and tables go.
-    genprob_csv:
-        Also write the reference-compatible per-layer CSVs.
+        Where the joined records and tables go. Records are hard-linked where the file
+        system allows (they are never modified in place), else copied.
+    genprob_csv, parquet:
+        As in ``replay``.
 
     Returns
     -------
     Tables
-        A checkpoint present in several sources appears once.
+        A checkpoint present in several sources appears once (its most recent file version).
     """
     if not sources:
         raise ValueError("merge needs at least one source directory")
@@ -275,84 +350,28 @@ def merge(
         manifest = source / MANIFEST
         if not manifest.is_file():
             raise ValueError(f"{str(source)!r} is not a replay output directory (no {MANIFEST})")
-        manifests.append((source, json.loads(manifest.read_text())))
+        manifests.append((source, read_json(manifest)))
     first_source, first = manifests[0]
     for source, manifest in manifests[1:]:
         if manifest != first:
             raise ValueError(f"cannot merge {str(source)!r} (options {manifest}) with {str(first_source)!r} (options {first})")
-    _init_dir(out, Options(**{k: v for k, v in first.items() if k != "version"}))
+    init_dir(out, asdict(_options_of(first, first_source)))
     for source, _ in manifests:
         if source.resolve() == out.resolve():
             continue
         for sub in (RECORDS, ERRORS):
-            for item in sorted((source / sub).glob("*.json")):
-                target = out / sub / item.name
-                if not target.exists():
-                    _write_atomic(target, item.read_bytes())
-    return consolidate(out, genprob_csv=genprob_csv)
+            present = {entry.name for entry in os.scandir(out / sub)}
+            for entry in os.scandir(source / sub):
+                if entry.name.endswith(".json") and entry.name not in present:
+                    link_or_copy(Path(entry.path), out / sub / entry.name)
+    return consolidate(out, genprob_csv=genprob_csv, parquet=parquet)
 
 
-def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False) -> Tables:
-    """Rebuild ``checkpoints.csv``, ``layers.csv`` and ``errors.csv`` from the records.
-
-    Parameters
-    ----------
-    out_dir:
-        A replay output directory.
-    genprob_csv:
-        Also write ``genprob_csv/results-{DATASET}-{EPOCH}.csv`` (SPEC §6), one file per
-        dataset and epoch, models in run order.
-
-    Returns
-    -------
-    Tables
-    """
-    out = Path(out_dir)
-    files = sorted((out / RECORDS).glob("*.json"))
-    # Records are read one at a time (twice, thrice with genprob_csv): a family of any size
-    # needs memory only for one record and the sort keys.
-    keys = [(_record_order(_read(path)["checkpoint"]), path) for path in files]
-    ordered = [path for _, path in sorted(keys)]
-    recorded = {path.stem for path in files}
-    errors = [_read(p) for p in sorted((out / ERRORS).glob("*.json")) if p.stem not in recorded]
-
-    columns = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
-    with _csv_table(out / CHECKPOINTS_CSV, columns) as add_checkpoint, _csv_table(out / LAYERS_CSV, LAYER_COLUMNS) as add_layer:
-        for path in ordered:
-            record = _read(path)
-            meta = record["checkpoint"]
-            add_checkpoint({**meta, **record["performance"], **record["network"]})
-            for row in record["layers"]:
-                add_layer({"path": meta["path"], "run": meta["run"], "epoch": meta["epoch"], **row})
-    with _csv_table(out / ERRORS_CSV, ("path", "error")) as add_error:
-        for error in sorted(errors, key=lambda e: e["path"]):
-            add_error(error)
-    tables = Tables(
-        checkpoints=out / CHECKPOINTS_CSV,
-        layers=out / LAYERS_CSV,
-        errors=out / ERRORS_CSV,
-        genprob=_write_genprob_tables(out, keys) if genprob_csv else (),
-        n_checkpoints=len(files),
-        n_errors=len(errors),
-    )
-    log.info("%s: %d checkpoints, %d errors", out, tables.n_checkpoints, tables.n_errors)
-    return tables
-
-
-def _init_dir(out: Path, options: Options) -> None:
-    for sub in (RECORDS, ERRORS):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    wanted = {"version": _VERSION, **asdict(options)}
-    manifest = out / MANIFEST
-    if manifest.is_file():
-        found = json.loads(manifest.read_text())
-        if found != wanted:
-            raise ValueError(
-                f"output directory {str(out)!r} was made with options {found}, not {wanted}; "
-                "use the same options to resume, or another --out"
-            )
-    else:
-        _write_atomic(manifest, json.dumps(wanted, indent=1).encode())
+def _options_of(manifest: dict, source: Path) -> Options:
+    if manifest.get("version") != VERSION:
+        raise ValueError(f"{str(source)!r} was written by another version of probe replay "
+                         f"(format {manifest.get('version')}, this one reads {VERSION}): replay it again into a new --out")
+    return Options(**{k: v for k, v in manifest.items() if k != "version"})
 
 
 def _context() -> multiprocessing.context.BaseContext:
@@ -365,26 +384,36 @@ def _context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("spawn")
 
 
-def _init_worker() -> None:
+def _init_worker(parent_alive: Any) -> None:
+    """Worker set-up: one torch thread, and a watchdog that kills the worker when the run ends."""
     import torch
 
     torch.set_num_threads(1)
+    threading.Thread(target=_die_with_parent, args=(parent_alive,), name="probe-replay-watchdog", daemon=True).start()
 
 
-def _measure_one(path: str, out_dir: str, options: dict[str, object], unsafe: bool) -> Outcome:
+def _die_with_parent(parent_alive: Any) -> None:
+    try:
+        parent_alive.recv()  # nothing is ever sent: returns (EOFError) when the parent's end closes
+    except (EOFError, OSError):
+        pass
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool) -> Outcome:
     """Load, measure and record one checkpoint (runs in a worker process)."""
     import probe
 
     out, key = Path(out_dir), checkpoint_key(path)
     try:
+        stat = os.stat(path)  # before reading: a file rewritten meanwhile gets another identity next run
         checkpoint = load_checkpoint(path, unsafe=unsafe)
-        preset = options["layers"] or checkpoint.layers
-        report = probe.measure(checkpoint.state_dict, layers=preset, method=options["method"],  # type: ignore[arg-type]
-                               evbmf_xatol=options["evbmf_xatol"], nonfinite="nan")  # type: ignore[arg-type]
-    except Exception as error:  # one bad file must not end the run: record it and go on
+        settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
+        report = probe.measure(checkpoint.state_dict, **settings.kwargs())
+    except Exception as error:  # noqa: BLE001 - one bad file must not end the run: record it and go on
         message = f"{type(error).__name__}: {error}"
         log.warning("skipping %s: %s", path, message)
-        _write_atomic(out / ERRORS / f"{key}.json", json.dumps({"path": path, "error": message}).encode())
+        write_atomic(out / ERRORS / f"{key}.json", json.dumps({"path": path, "error": message}).encode())
         return Outcome(path, "failed", message)
     position = {layer.name: (index, len(layer.shape)) for index, layer in enumerate(report.layers)}
     layers = [
@@ -392,65 +421,12 @@ def _measure_one(path: str, out_dir: str, options: dict[str, object], unsafe: bo
     ]
     record = {
         "key": key,
-        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": preset, "n_layers": len(report.layers)},
+        "file": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": settings.layers, "n_layers": len(report.layers)},
         "performance": checkpoint.performance,
         "network": report.network,
         "layers": layers,
     }
-    _write_atomic(out / RECORDS / f"{key}.json", json.dumps(record).encode())
+    write_atomic(out / RECORDS / f"{key}{SEPARATOR}{identity(stat)}.json", json.dumps(record).encode())
     (out / ERRORS / f"{key}.json").unlink(missing_ok=True)
     return Outcome(path, "measured")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    with atomic_write(path, "wb") as handle:
-        handle.write(data)
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
-def _record_order(meta: dict) -> tuple:
-    """Table order: dataset, run, epoch (none first), path."""
-    return (meta["dataset"] or "", meta["run"], -1 if meta["epoch"] is None else meta["epoch"], meta["path"])
-
-
-@contextmanager
-def _csv_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[dict], None]]:
-    """Yield a function adding one row; the file appears (atomically) only if all went well."""
-    with atomic_write(path, newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore", restval="")
-        writer.writeheader()
-        yield lambda row: writer.writerow({k: _cell(v) for k, v in row.items()})
-
-
-def _cell(value: object) -> object:
-    if value is None:
-        return ""
-    if isinstance(value, float) and math.isnan(value):
-        return "nan"
-    return value
-
-
-def _write_genprob_tables(out: Path, keys: list[tuple[tuple, Path]]) -> tuple[Path, ...]:
-    """One CSV per (dataset, epoch), models in run order; checkpoints without an epoch are left out."""
-    by_group = sorted(((dataset or "unknown", epoch, run, p), path) for (dataset, run, epoch, p), path in keys if epoch >= 0)
-    if len(by_group) < len(keys):
-        log.warning("%d checkpoints have no epoch: left out of the GenProb CSVs", len(keys) - len(by_group))
-    written = []
-    for (dataset, epoch), group in itertools.groupby(by_group, key=lambda item: item[0][:2]):
-        models = ((r["performance"], r["checkpoint"]["model_id"], _genprob_rows(r["layers"])) for r in (_read(path) for _, path in group))
-        written.append(write_genprob_csv(out / GENPROB_DIR / f"results-{dataset}-{epoch}.csv", models))
-    return tuple(written)
-
-
-def _genprob_rows(layers: list[dict]) -> list[dict[str, object]]:
-    """Tidy layer rows of one checkpoint back to ``Report.genprob_rows()`` form."""
-    wide: dict[int, dict[str, object]] = {}
-    for row in layers:
-        target = wide.setdefault(row["layer_index"], {"layer": row["layer"], "type": row["ndim"]})
-        u, v = row["unfolding"], row["variant"]
-        target.update({f"{u}_{q}_{v}": row[q] for q in ("S", "C", "ER", "spec", "fro")})
-        target[f"{u}_weight_{v}"] = row["weight"]
-    return [wide[i] for i in sorted(wide)]
