@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
 
     frame = with_final_outcomes(pd.read_csv(args.data, dtype={"channel_code": str}))
     epochs = int(frame["epoch"].max())
-    early = int(math.floor(args.early_share * epochs))
+    early = math.floor(args.early_share * epochs)
     runs = frame["run_id"].nunique()
     final = frame[frame["epoch"] == epochs]["final_test_acc"]
     shown = sorted({0, 1, 2, early, 5, epochs // 2, epochs} & set(range(epochs + 1)))

@@ -173,7 +173,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     import lightning.pytorch as pl
-    import lightning.pytorch.callbacks  # noqa: F401
+    import lightning.pytorch.callbacks
     import lightning.pytorch.loggers  # noqa: F401
 
     warnings.filterwarnings("ignore", message=r".*(num_workers|log_every_n_steps|LeafSpec|val_dataloader).*")

@@ -101,7 +101,9 @@ Setup = tuple[str, str | None, Callable[[], BasePruner]]
 def setups(epochs: int, *, quick: bool = False) -> list[Setup]:
     """The compared setups. Warm-ups are in epochs (the same on every family); only the
     resources of SuccessiveHalving/Hyperband follow the family's length, as Optuna's do."""
-    median = lambda warmup: lambda: MedianPruner(n_startup_trials=STARTUP, n_warmup_steps=warmup)
+    def median(warmup: int) -> Callable[[], MedianPruner]:
+        return lambda: MedianPruner(n_startup_trials=STARTUP, n_warmup_steps=warmup)
+
     rows: list[Setup] = [
         (DEFAULT, None, LearnedMeasurePruner),
         ("none", None, NopPruner),

@@ -99,7 +99,7 @@ def proxy(target: str) -> http.server.ThreadingHTTPServer:
         def log_message(self, *args: object) -> None:  # quiet
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path.startswith(SEED_PAGE):
                 query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
                 page = FRAME_PAGE.format(settings=json.dumps(json.dumps(SETTINGS)), url=json.dumps(query["next"][0]),
@@ -108,7 +108,7 @@ def proxy(target: str) -> http.server.ThreadingHTTPServer:
             else:
                 self._forward(None)
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._forward(self.rfile.read(int(self.headers.get("Content-Length", 0))))
 
         def _forward(self, body: bytes | None) -> None:

@@ -215,7 +215,7 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
     return objective
 
 
-def print_trial(study, trial) -> None:  # noqa: ANN001 - optuna.Study, FrozenTrial
+def print_trial(study, trial) -> None:
     """One line per finished trial: its parameters, then pruned at epoch k or the final val acc."""
     from integrations.optuna import get_measures, pruning_reason
 
@@ -314,11 +314,11 @@ def run(args: argparse.Namespace) -> None:
     out, storage = args.out.resolve(), f"sqlite:///{(args.out / 'study.db').resolve()}"
     heading(f"done in {time.perf_counter() - start:.0f} s; everything is in {out}")
     print(f"  tensorboard/            live measures (probe/*): {lightning_run.relative_to(args.out)} and study/trial*")
-    print(f"  lightning_checkpoints/  one Lightning checkpoint per epoch")
+    print("  lightning_checkpoints/  one Lightning checkpoint per epoch")
     print(f"  study.db                the Optuna study '{STUDY_NAME}' ({storage})")
-    print(f"  genprob_checkpoints/    one GenProb checkpoint per trial and epoch")
-    print(f"  replay/                 checkpoints.csv, layers.csv (probe replay)")
-    print(f"  report/                 correlations.csv and plots (probe report)")
+    print("  genprob_checkpoints/    one GenProb checkpoint per trial and epoch")
+    print("  replay/                 checkpoints.csv, layers.csv (probe replay)")
+    print("  report/                 correlations.csv and plots (probe report)")
     tensorboard = command("tensorboard", "tensorboard.main")
     print("\nopen TensorBoard (then http://localhost:6006):")
     print(f"  {tensorboard} --logdir {shlex.quote(str(out / 'tensorboard'))}")

@@ -26,7 +26,6 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import probe
-
 from probe.replay import genprob_filename, replay, save_genprob_checkpoint
 from probe.replay.analysis import write_report
 from probe.zoo import GenProbNet, digits_datasets

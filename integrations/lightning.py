@@ -283,7 +283,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         try:
             self._flush(trainer)
-        except Exception as error:  # noqa: BLE001 - the original exception is the one to report
+        except Exception as error:
             log.warning("ProbeCallback: pending measurements lost after %r: %s", exception, error)
         finally:
             self._shutdown()
@@ -356,7 +356,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 result = self._rank_zero_point(trainer, pl_module, measure, wait, log_step)
             elif measure and self._sharded:
                 self._take_part_in_gathers(pl_module)
-        except Exception as caught:  # noqa: BLE001 - tell the other ranks before raising, or they wait forever
+        except Exception as caught:
             error = caught
         if trainer.is_global_zero and (measure or result is not None):
             self._timing(epoch).blocking_s += perf_counter() - start
@@ -375,8 +375,9 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             start = perf_counter()
             try:
                 report: probe.Report | None = probe.measure(pl_module, **self.measure_options.kwargs())
-            except Exception as error:  # noqa: BLE001 - a failure to measure must not end the fit
-                report = self._failed(error, epoch)
+            except Exception as error:
+                self._failed(error, epoch)
+                report = None
             self._timing(epoch).measure_s = perf_counter() - start
             return self._log(trainer, _Result(epoch, at, report, self._metrics(report)), log_step)
         latest = None
@@ -405,12 +406,13 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         """Wait for a background job (rank zero) and log it at its own step."""
         try:
             report, seconds = job.future.result()
-        except Exception as error:  # noqa: BLE001 - as in the synchronous case
-            report, seconds = self._failed(error, job.epoch), math.nan
+        except Exception as error:
+            self._failed(error, job.epoch)
+            report, seconds = None, math.nan
         self._timing(job.epoch).measure_s = seconds
         return self._log(trainer, _Result(job.epoch, job.at, report, self._metrics(report)), job.step)
 
-    def _failed(self, error: Exception, epoch: int) -> None:
+    def _failed(self, error: Exception, epoch: int) -> None:  # the report of a failed measurement is None
         """A measurement failed: raise with ``nonfinite="raise"``, else warn (the metrics are NaN)."""
         if self.measure_options.nonfinite == "raise":
             raise error

@@ -95,7 +95,7 @@ def check_measure_names(measures: Iterable[str], *, argument: str = "measures") 
 def _quantities(argument: str, given: object, allowed: tuple[str, ...]) -> tuple[str, ...]:
     if isinstance(given, str):
         raise TypeError(f"LogOptions({argument}=...) must be a sequence, got the string {given!r}")
-    unknown = [q for q in given if q not in allowed]  # type: ignore[union-attr]
+    unknown = [q for q in given if q not in allowed]  # type: ignore[attr-defined]
     if unknown:
         raise ValueError(f"LogOptions({argument}=...): unknown {unknown}; choose from {allowed}")
     return tuple(given)  # type: ignore[arg-type]

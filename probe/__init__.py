@@ -17,7 +17,7 @@ from typing import Any
 _MODULE_OF = {"measure": "api", "MeasureOptions": "options", "Report": "report", "LayerResult": "report",
               "Unfolding": "report", "HEADLINE_NAMES": "aggregate"}
 
-__all__ = ["measure", "MeasureOptions", "Report", "LayerResult", "Unfolding", "HEADLINE_NAMES"]
+__all__ = ["HEADLINE_NAMES", "LayerResult", "MeasureOptions", "Report", "Unfolding", "measure"]
 __version__ = "0.1.0"
 
 

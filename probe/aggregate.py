@@ -58,8 +58,8 @@ def parse_measure_name(name: object, *, argument: str = "measure") -> MeasureNam
     """
     if isinstance(name, str) and name in _NAMES:
         base, _, variant = name.rpartition("_")
-        parts = HEADLINE.get(base) or tuple(base.split("_"))
-        return MeasureName(name, *parts, variant)
+        measure, aggregation, transform = HEADLINE.get(base) or base.split("_")
+        return MeasureName(name, measure, aggregation, transform, variant)
     raise ValueError(
         f"unknown network measure {argument}={name!r}: use one of {', '.join(HEADLINE_NAMES)} "
         "or an aggregate '{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}', e.g. 'ER_L2_t6_BE'"

@@ -11,10 +11,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from probe._text import UNDEFINED
 from probe.replay.commands import SUBCOMMANDS as _REPLAY_SUBCOMMANDS
-
-UNDEFINED = "–"  # as probe.report.UNDEFINED (not imported: it would import numpy for --help)
-
 
 
 def _add_measure(sub: argparse._SubParsersAction) -> None:

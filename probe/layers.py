@@ -17,14 +17,13 @@ Names are normalised first: the components that wrappers insert (``torch.compile
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Union
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 LayerFilter = Callable[[str, torch.Tensor], bool]
-LayerSelector = Union[str, LayerFilter]
+LayerSelector = str | LayerFilter
 PRESETS = ("auto", "genprob")
 
 WRAPPER_COMPONENTS = frozenset({"_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module", "_forward_module"})
@@ -55,6 +54,7 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
 
 def state_tensors(source: nn.Module | Mapping[str, object], *, normalise: bool = True) -> dict[str, torch.Tensor]:
     """The detached tensors of a module's ``state_dict()`` or of a state dict, by normalised name."""
+    items: Iterable[tuple[str, object]]
     if isinstance(source, nn.Module):
         items = source.state_dict().items()
     elif isinstance(source, Mapping):

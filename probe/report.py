@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from probe._text import UNDEFINED
 from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, grid, parse_measure_name
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
@@ -157,7 +158,6 @@ class Report:
         return "\n".join(lines)
 
 
-UNDEFINED = "–"
 """How tables show an undefined value."""
 
 

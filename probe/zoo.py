@@ -32,9 +32,10 @@ class ConvBlock(nn.Module):
         self.shortcut = _relu_conv_bn(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n1 = self.RELUConvBN0(x)
-        n2 = self.RELUConvBN2(n1) + self.RELUConvBN1(x)
-        return self.RELUConvBN3(n2) + self.RELUConvBN4(n1) + self.shortcut(x)
+        op = [getattr(self, f"RELUConvBN{i}") for i in range(5)]  # GenProb's own names, as in its state dicts
+        n1 = op[0](x)
+        n2 = op[2](n1) + op[1](x)
+        return op[3](n2) + op[4](n1) + self.shortcut(x)
 
 
 class ResidualBlock(nn.Module):

@@ -21,12 +21,12 @@ from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import lightning.pytorch as L  # noqa: E402
-from lightning.pytorch.callbacks import EarlyStopping  # noqa: E402
-from lightning.pytorch.loggers import TensorBoardLogger  # noqa: E402
+import lightning.pytorch as L
+from lightning.pytorch.callbacks import EarlyStopping
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from integrations.lightning import ProbeCallback  # noqa: E402
-from integrations.tensorboard import LogOptions  # noqa: E402
+from integrations.lightning import ProbeCallback
+from integrations.tensorboard import LogOptions
 
 
 def _loader(seed: int) -> DataLoader:

@@ -96,7 +96,7 @@ def test_lightning_output_is_quiet_and_hints_run_as_printed(demo_run):
     for command in commands:
         assert Path(command[0]).is_absolute() and Path(command[0]).is_file(), command  # runs from any directory
     replay = next(command for command in commands if "replay" in command)
-    done = subprocess.run(replay, capture_output=True, text=True, timeout=300, cwd=Path.home())
+    done = subprocess.run(replay, capture_output=True, text=True, timeout=300, cwd=Path.home(), check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert (out / "replay_lightning" / "checkpoints.csv").is_file()
 

@@ -48,7 +48,7 @@ def test_wrapper_components_are_dropped_from_names():
     assert normalise_name("net._orig_mod.0._checkpoint_wrapped_module.weight") == "net.0.weight"
     assert normalise_name("model.module.weight") == "model.module.weight"  # a user's own `module` is kept
     report_module, report_compiled = probe.measure(net), probe.measure(compiled)
-    assert [l.name for l in report_compiled.layers] == AUTO
+    assert [layer.name for layer in report_compiled.layers] == AUTO
     assert report_compiled.network == pytest.approx(report_module.network, nan_ok=True)
 
 

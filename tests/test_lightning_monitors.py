@@ -25,7 +25,7 @@ from tests.tb_events import close
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps|LeafSpec|exists and is not empty).*")]
 
 L = pytest.importorskip("lightning.pytorch")
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402 - after the importorskip
 
 CONFIGURATIONS = {  # name: (Trainer options, ProbeCallback options, validation loop, EarlyStopping reads)
     "val every epoch": ({}, {}, True, 2),

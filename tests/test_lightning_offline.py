@@ -24,7 +24,7 @@ from tests.tb_events import close, load, value_at
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps|LeafSpec|enable_nested_tensor).*")]
 
 L = pytest.importorskip("lightning.pytorch")
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402 - after the importorskip
 
 
 class Transformer(nn.Module):

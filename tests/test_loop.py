@@ -123,6 +123,6 @@ def test_diverged_weights_give_nan_measures_by_default(tmp_path) -> None:
             model[0].weight.fill_(float("inf"))
         report = hook.epoch_end(0)
     assert all(v != v for v in report.network.values())
-    with ProbeHook(model, log_dir=tmp_path / "strict", nonfinite="raise") as hook:
-        with pytest.raises(ValueError, match="'0.weight' has non-finite weights"):
-            hook.epoch_end(0)
+    with ProbeHook(model, log_dir=tmp_path / "strict", nonfinite="raise") as hook, \
+            pytest.raises(ValueError, match="'0.weight' has non-finite weights"):
+        hook.epoch_end(0)

@@ -81,7 +81,7 @@ def test_prunes_on_the_measure_that_predicts_among_noise():
     assert len(pruned) >= 8
     reasons = [pruning_reason(t) for t in pruned]
     assert {r["signal"] for r in reasons} == {"F_p_BE"} and {r["rule"] for r in reasons} == {"learned"}
-    for trial, reason in zip(pruned, reasons):
+    for reason in reasons:
         assert reason["higher_is_better"] is True and reason["rho"] > 0.9 and reason["n"] >= 10
         assert reason["value"] < reason["threshold"]
         assert reason["step"] == 1  # the first step after the default warm-up

@@ -5,13 +5,12 @@ DDP runs are in test_optuna_ddp.py (a lean module: each spawned rank imports it)
 
 from __future__ import annotations
 
-
 import lightning.pytorch as L
 import optuna
 import pytest
 import pytorch_lightning as pl
-from lightning.pytorch.loggers import CSVLogger
 import torch
+from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset

@@ -17,7 +17,7 @@ AE_TOL = {"S": 2e-3, "C": 2e-2, "ER": 2e-3, "spec": 2e-3}
 
 def assert_metrics_match(row: dict, expected: list[float], where: str) -> None:
     for column, want in zip(METRIC_COLUMNS, expected):
-        unfolding, quantity, variant = column.split("_")
+        _, quantity, variant = column.split("_")
         if variant == "AE" and quantity == "fro":
             continue  # the reference's fro_AE is defective (SPEC §4); checked against Σd² below
         tol = (BE_TOL if variant == "BE" else AE_TOL)[quantity]

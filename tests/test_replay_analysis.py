@@ -22,7 +22,6 @@ from probe.replay.analysis import (
 )
 from tests.replay_helpers import make_family
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

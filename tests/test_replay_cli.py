@@ -11,7 +11,6 @@ from torch import nn
 from probe.cli import main
 from tests.replay_helpers import REFERENCE_FILE, make_family, make_malicious, truncate
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

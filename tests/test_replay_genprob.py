@@ -9,7 +9,14 @@ import pytest
 import torch
 
 import probe
-from probe.replay import GenProbName, genprob_filename, load_checkpoint, parse_genprob_name, save_genprob_checkpoint, write_genprob_csv
+from probe.replay import (
+    GenProbName,
+    genprob_filename,
+    load_checkpoint,
+    parse_genprob_name,
+    save_genprob_checkpoint,
+    write_genprob_csv,
+)
 from probe.replay.genprob import CSV_HEADER
 from probe.zoo import GenProbNet
 from tests.replay_helpers import REFERENCE_FILE

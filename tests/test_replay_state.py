@@ -3,6 +3,7 @@ directory, records keyed by file identity, corrupt records repaired, shards and 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -68,10 +69,8 @@ def test_killing_the_replay_leaves_no_process_behind(family, tmp_path, sig):
             time.sleep(0.05)
         assert left == []
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)  # anything left must not outlive the test
-        except ProcessLookupError:
-            pass
 
 
 def test_workers_are_capped_at_the_usable_cores(tmp_path):

@@ -167,7 +167,7 @@ class LearnedMeasurePruner(BasePruner):
         nan_policy: str = "prune",
     ) -> None:
         if isinstance(measures, str):
-            raise ValueError(f"measures must be a sequence of measure names, got measures={measures!r}")  # noqa: TRY004
+            raise ValueError(f"measures must be a sequence of measure names, got measures={measures!r}")
         measures = tuple(check_measure_name(name, argument="measures") for name in measures)
         if len(set(measures)) != len(measures):
             raise ValueError(f"measures must not repeat a name, got measures={list(measures)!r}")
@@ -236,8 +236,8 @@ class LearnedMeasurePruner(BasePruner):
         maximize = study.direction == StudyDirection.MAXIMIZE
         fallback = [] if trusted or not self._objective or self._objective_refuted(completed, step) else [
             Signal(OBJECTIVE, maximize, math.nan, 0, math.nan)]
-        usable = [(signal, self._own_value(trial, signal, step)) for signal in trusted + fallback]
-        usable = [(signal, value) for signal, value in usable if value is not None]
+        own = [(signal, self._own_value(trial, signal, step)) for signal in trusted + fallback]
+        usable = [(signal, value) for signal, value in own if value is not None]
         if not usable:
             return None
         finite = [(signal, value) for signal, value in usable if math.isfinite(value)]
@@ -258,8 +258,8 @@ class LearnedMeasurePruner(BasePruner):
         return not rho >= self._trust_threshold
 
     def _verdict(self, signal: Signal, value: float, completed: list[FrozenTrial], step: int) -> dict | None:
-        others = [self._value(t, signal.name, step) for t in completed]
-        others = [v for v in others if v is not None and math.isfinite(v)]
+        values = [self._value(t, signal.name, step) for t in completed]
+        others = [v for v in values if v is not None and math.isfinite(v)]
         if not others:
             return None
         threshold = percentile_threshold(others, percentile=self._percentile, higher_is_better=signal.higher_is_better)

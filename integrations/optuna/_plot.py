@@ -88,10 +88,10 @@ def plot_measure_history(
     colors = plt.get_cmap(cmap)
     values = [float(value_of(t)) for t, _ in completed]
     norm = Normalize(min(values, default=0.0), max(values, default=1.0))
-    for (trial, points), value in zip(completed, values):
+    for (_, points), value in zip(completed, values):
         steps, ys = zip(*points)
         ax.plot(steps, ys, marker=".", markersize=4, linewidth=1.2, color=colors(norm(value)), zorder=3)
-    for trial, points in pruned:
+    for _, points in pruned:
         steps, ys = zip(*points)
         ax.plot(steps, ys, marker=".", markersize=3, linewidth=0.8, linestyle="--", color=PRUNED_COLOR, zorder=2)
         ax.plot(steps[-1], ys[-1], marker="x", markersize=7, color=PRUNED_MARK, linestyle="none", zorder=4)

@@ -177,8 +177,8 @@ class MeasurePruner(BasePruner):
         value = measures[step][self.measure]
         if math.isnan(value):
             return {"rule": "nan", "signal": self.measure, "step": step, "value": value} if self._nan_policy == "prune" else None
-        others = [stored_measure(t, step, self.measure) for t in completed]
-        others = [v for v in others if v is not None and not math.isnan(v)]
+        stored = [stored_measure(t, step, self.measure) for t in completed]
+        others = [v for v in stored if v is not None and not math.isnan(v)]
         if len(others) < self._n_min_trials:
             return None
         threshold = percentile_threshold(others, percentile=self._percentile, higher_is_better=self._higher_is_better)

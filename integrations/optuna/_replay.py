@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import optuna
 from optuna.pruners import BasePruner
@@ -27,7 +27,7 @@ def replay_study(
     runs: Iterable[RecordedRun],
     *,
     pruner: BasePruner | None = None,
-    direction: str = "maximize",
+    direction: Literal["minimize", "maximize"] = "maximize",
     study_name: str | None = None,
     study: optuna.Study | None = None,
 ) -> list[int | None]:

@@ -10,7 +10,7 @@ import numpy as np
 from scipy.stats import norm, spearmanr
 
 
-def rank_correlation(x: Sequence[float], y: Sequence[float]) -> float:
+def rank_correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
     """Spearman rank correlation (``scipy.stats.spearmanr``) over the pairs where both values are finite.
 
     Returns NaN when fewer than two such pairs remain or either side is constant.

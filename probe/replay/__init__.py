@@ -32,4 +32,4 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_MODULE_OF])
 
 
-__all__ = sorted(_MODULE_OF)
+__all__ = sorted(_MODULE_OF)  # noqa: PLE0605 - the lazily imported names

@@ -271,8 +271,8 @@ def correlations(
         ``models`` counts the group's checkpoints at that epoch; pairs where either value
         is NaN or infinite are left out (``n`` counts the rest).
     """
-    from scipy import stats
     import pandas as pd
+    from scipy import stats
 
     missing = [c for c in (*by, "epoch", *measures, *targets) if c not in table.columns]
     if missing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-UNDEFINED = "–"
+from probe._text import UNDEFINED, cell
 
 _OUTPUTS = """\
 outputs in --out DIR:
@@ -152,7 +152,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_tables(tables) -> None:  # noqa: ANN001 - runner.Tables
+def _print_tables(tables) -> None:
     print(f"checkpoints: {tables.checkpoints} ({tables.n_checkpoints} rows)")
     print(f"layers:      {tables.layers}")
     print(f"errors:      {tables.errors} ({tables.n_errors} rows)")
@@ -210,7 +210,7 @@ def _run_report(args: argparse.Namespace) -> int:
             print(f"\n{method} correlation with {target} ({label}; {UNDEFINED} = undefined: fewer than 3 models "
                   "with values, or constant values):")
             table = group.pivot(index="measure", columns="epoch", values=method).reindex(args.measures)
-            cells = table.apply(lambda column: column.map(lambda v: UNDEFINED if v != v else f"{v:.3f}"))
+            cells = table.map(cell)
             cells["NaN left out"] = (group["models"] - group["n"]).groupby(group["measure"]).sum().reindex(args.measures).map(str)
             cells.loc["(models)"] = [str(v) for v in group.groupby("epoch")["models"].max().reindex(table.columns)] + [""]
             print(cells.to_string())

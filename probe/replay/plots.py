@@ -116,7 +116,7 @@ def correlation_figure(
         counts.set_ylim(0, max(1, int(models.max()) if len(models) else 1) * 1.15)
         counts.grid(alpha=0.3, axis="y")
     if handles:
-        figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,
+        figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,  # type: ignore[call-overload]
                       title="measure (dashed: AE)", title_fontsize=8)
     return figure
 
@@ -184,7 +184,7 @@ def scatter_figure(
     if colours is not None and len(categories) > 1:
         figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, title=color_by,
                       title_fontsize=8)
-    figure.suptitle(f"epoch {epoch}: measures against {title(target).replace(chr(10), ' ')}, {int(len(rows))} models", fontsize=11)
+    figure.suptitle(f"epoch {epoch}: measures against {title(target).replace(chr(10), ' ')}, {len(rows)} models", fontsize=11)
     return figure
 
 

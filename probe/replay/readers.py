@@ -8,6 +8,7 @@ raises ``CheckpointError``. Both name the file.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
 import os
@@ -17,6 +18,7 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 """Keys under which a dict checkpoint may hold the state dict (the first that holds one is read)."""
 
 _EPOCH_IN_NAME = re.compile(r"epoch[=_-]?(\d+)", re.IGNORECASE)
-_MULTIARRAY = np._core.multiarray if hasattr(np, "_core") else np.core.multiarray  # NumPy 2 / 1
+_MULTIARRAY = importlib.import_module("numpy._core.multiarray" if hasattr(np, "_core") else "numpy.core.multiarray")  # NumPy 2 / 1
 _NUMPY_SCALARS = [_MULTIARRAY.scalar, np.dtype, *(type(np.dtype(t)) for t in ("f2", "f4", "f8", "i4", "i8", "?"))]
 _UNSAFE_HINT = "if you trust its source, pass --unsafe-load (CLI) or unsafe=True (load_checkpoint / replay)"
 UNSAFE_WARNING = (
@@ -191,7 +193,7 @@ def _detail(error: BaseException) -> str:
     return lines[0][:300] if lines else type(error).__name__
 
 
-def _tensors(path: Path, mapping: Mapping[object, object]) -> dict[str, torch.Tensor]:
+def _tensors(path: Path, mapping: Mapping[Any, object]) -> dict[str, torch.Tensor]:
     tensors = {str(k): _dense(path, str(k), v) for k, v in mapping.items() if isinstance(v, torch.Tensor)}
     if not tensors:
         raise CheckpointError(f"{path}: holds no tensors (keys: {list(mapping)[:8]})")
@@ -233,7 +235,7 @@ def _from_genprob(path: Path, obj: Mapping[str, object]) -> Checkpoint:
 
 def _content_epoch(obj: Mapping[str, object], statistics: Mapping[str, object]) -> int | None:
     if isinstance(obj.get("epoch"), int):
-        return int(obj["epoch"])  # type: ignore[arg-type]
+        return int(obj["epoch"])  # type: ignore[call-overload]
     epochs = [int(m[1]) for key in statistics if (m := re.fullmatch(r"test_acc1_epoch_(\d+)", str(key)))]
     return max(epochs) if epochs else None
 
@@ -269,7 +271,7 @@ def _plain(
     stem = path.name[: -len(".pth.tar")] if path.name.endswith(".pth.tar") else path.stem
     match = _EPOCH_IN_NAME.search(stem)
     if epoch is None:
-        epoch = int(obj["epoch"]) if isinstance(obj.get("epoch"), int) else (int(match[1]) if match else None)  # type: ignore[arg-type]
+        epoch = int(obj["epoch"]) if isinstance(obj.get("epoch"), int) else (int(match[1]) if match else None)  # type: ignore[call-overload]
     if match:
         prefix = stem[: match.start()].strip("_-=. ")
         run = str(path.parent / prefix) if prefix else str(path.parent)
@@ -285,7 +287,7 @@ def _performance_entry(path: Path, obj: Mapping[str, object], epoch: int | None)
     """A ``performance`` dict (``test_acc``...) or GenProb-style ``performance_statistics``, else NaN."""
     given = obj.get("performance")
     if isinstance(given, Mapping) and all(k in given for k in PERFORMANCE_KEYS):
-        row = {k: float(given[k]) for k in PERFORMANCE_KEYS}  # type: ignore[arg-type]
+        row = {k: float(given[k]) for k in PERFORMANCE_KEYS}
         row["gap"] = row["test_acc"] - row["train_acc"]
         return row
     statistics = obj.get("performance_statistics")

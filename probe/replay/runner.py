@@ -27,6 +27,7 @@ processes end with the run, however it ends (``kill -9`` included).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import logging
@@ -238,8 +239,8 @@ def iter_replay(
     workers = min(workers, usable, len(todo))
     settings = asdict(options)
     if workers <= 1:
-        for path in todo:
-            yield _measure_one(path, str(out), settings, unsafe)
+        for todo_path in todo:
+            yield _measure_one(todo_path, str(out), settings, unsafe)
         return
     yield from _measure_in_workers(todo, str(out), settings, unsafe, workers)
 
@@ -352,9 +353,9 @@ def merge(
             raise ValueError(f"{str(source)!r} is not a replay output directory (no {MANIFEST})")
         manifests.append((source, read_json(manifest)))
     first_source, first = manifests[0]
-    for source, manifest in manifests[1:]:
-        if manifest != first:
-            raise ValueError(f"cannot merge {str(source)!r} (options {manifest}) with {str(first_source)!r} (options {first})")
+    for source, options in manifests[1:]:
+        if options != first:
+            raise ValueError(f"cannot merge {str(source)!r} (options {options}) with {str(first_source)!r} (options {first})")
     init_dir(out, asdict(_options_of(first, first_source)))
     for source, _ in manifests:
         if source.resolve() == out.resolve():
@@ -393,10 +394,8 @@ def _init_worker(parent_alive: Any) -> None:
 
 
 def _die_with_parent(parent_alive: Any) -> None:
-    try:
+    with contextlib.suppress(EOFError, OSError):
         parent_alive.recv()  # nothing is ever sent: returns (EOFError) when the parent's end closes
-    except (EOFError, OSError):
-        pass
     os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -410,7 +409,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
         checkpoint = load_checkpoint(path, unsafe=unsafe)
         settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
         report = probe.measure(checkpoint.state_dict, **settings.kwargs())
-    except Exception as error:  # noqa: BLE001 - one bad file must not end the run: record it and go on
+    except Exception as error:
         message = f"{type(error).__name__}: {error}"
         log.warning("skipping %s: %s", path, message)
         write_atomic(out / ERRORS / f"{key}.json", json.dumps({"path": path, "error": message}).encode())
