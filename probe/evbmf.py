@@ -87,7 +87,8 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
     kept = s[s > threshold]
     ratio = 1.0 - (L + M) * sigma2 / kept**2
     d = kept / 2.0 * (ratio + np.sqrt(ratio**2 - 4.0 * L * M * sigma2**2 / kept**4))
-    return EVBMFResult(np.ldexp(d, e), math.ldexp(sigma2, 2 * e))
+    with np.errstate(over="ignore"):  # σ² ~ s²/M may exceed float64 where s does not: inf
+        return EVBMFResult(np.ldexp(d, e), float(np.ldexp(sigma2, 2 * e)))
 
 
 def _objective(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) -> float:
