@@ -19,7 +19,7 @@ cheapest first:
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
 from the shape (``L/M`` above ~1/3: even random matrices are too ill-conditioned for
-float32) and a cheap stable-rank bound. A route that turns out not to hold hands the
+float32) and a cheap stable-rank estimate (trained layers: under ``L/4``). A route that turns out not to hold hands the
 matrix to the next one, so a hint or a prediction only ever costs time, never accuracy.
 ``method="gram64"`` starts at ``gram64`` and ``method="svd"`` uses ``svd`` alone. Every
 route gives each SPEC §4 quantity within 1e-5 relative of float64 ``svdvals``
@@ -56,6 +56,11 @@ _MIN_RATIO = {route: torch.finfo(dtype).eps / (2 * _MAX_RELATIVE_ERROR) for rout
 # Marchenko–Pastur: a random L × M matrix has condition (1 + √α)/(1 − √α), α = L/M; above
 # α ≈ 1/3 that exceeds the float32 bound (condition ≈ 4), so gram32 is not even tried.
 _MAX_GRAM32_ASPECT = 1 / 3
+# |entries| within 2**±safe: no A Aᵀ entry overflows (≤ M·2**(2·safe)), and underflowed
+# products stay far below the rounding of λ_max ≥ max|a|² (float32 also for gram32 of float64).
+_SAFE_EXPONENT = {torch.float32: 32, torch.float64: 32}
+# Below this fraction of L, a stable rank predicts gram32's rejection (see _gram32_unlikely).
+_MIN_STABLE_RANK = 0.25
 # Wide matrices go through QR first on the svd route (LAPACK's svdvals does not, here).
 _QR_ASPECT = 1.5
 
@@ -112,7 +117,7 @@ def _group_spectra(batch: list[torch.Tensor], method: Method, hints: list[Route 
             first: Route = "svd" if method == "svd" else "gram64"
         elif hint is not None:
             first = hint
-        elif rows > 1 and (rows > _MAX_GRAM32_ASPECT * cols or _surely_too_ill_conditioned(scaled[i])):
+        elif rows > 1 and (rows > _MAX_GRAM32_ASPECT * cols or _gram32_unlikely(scaled[i])):
             first = "gram64"
         else:
             first = "gram32"
@@ -142,14 +147,16 @@ def _group_spectra(batch: list[torch.Tensor], method: Method, hints: list[Route 
 
 
 def _normalise(batch: list[torch.Tensor]) -> tuple[list[int], list[torch.Tensor]]:
-    """Scale each matrix by ``2**-e`` so its largest |entry| is in [0.5, 1) (exact).
+    """Scale each matrix by ``2**-e`` so its largest |entry| is in [0.5, 1) (exact), where
+    its Gram matrix could otherwise overflow or lose ``λ_max``'s precision to underflow.
 
-    Returns the exponents ``e`` (0 for an all-zero matrix) and the scaled matrices, in
-    float32 (float64 for float64 input; half precision is upcast).
+    Returns the exponents ``e`` (0 where no scaling is needed) and the matrices, in float32
+    (float64 for float64 input; half precision is upcast).
     """
     work = [m if m.dtype in (torch.float32, torch.float64) else m.to(torch.float32) for m in batch]
     peaks = torch.stack([m.abs().amax().to(torch.float64) for m in work]).cpu().numpy()
-    exponents = [int(e) if p > 0 else 0 for p, e in zip(peaks, np.frexp(peaks)[1])]
+    safe = _SAFE_EXPONENT[work[0].dtype]
+    exponents = [int(e) if p > 0 and abs(e) > safe else 0 for p, e in zip(peaks, np.frexp(peaks)[1])]
     return exponents, [_ldexp(m, -e) for m, e in zip(work, exponents)]
 
 
@@ -161,12 +168,13 @@ def _ldexp(matrix: torch.Tensor, e: int) -> torch.Tensor:
     return matrix * 2.0**half * 2.0 ** (e - half)
 
 
-def _surely_too_ill_conditioned(matrix: torch.Tensor, iterations: int = 4) -> bool:
-    """True when gram32 would certainly be rejected, so it is not tried.
+def _gram32_unlikely(matrix: torch.Tensor, iterations: int = 2) -> bool:
+    """True when a cheap stable-rank estimate says gram32 would almost surely be rejected.
 
-    A few power iterations give ``λ ≤ λ_max``; if even ``‖A‖²_F / λ`` (≥ the stable rank)
-    is below ``L · min_ratio``, the mean eigenvalue, hence ``λ_min``, is under
-    ``min_ratio · λ_max``. Costs a few matrix-vector products.
+    A few power iterations give ``λ ≤ λ_max``, so ``‖A‖²_F / λ`` over-estimates the stable
+    rank. Below ``L/4`` the matrix is far from random-like: a Marchenko–Pastur matrix with
+    condition ≤ 4 has stable rank ≥ 0.4·L, while trained layers sit near ``L/10`` or below.
+    A wrong guess costs time only (gram64 is as exact). Costs a few matrix-vector products.
     """
     a = matrix.to(torch.float32)
     x = a.sum(dim=1)
@@ -177,7 +185,7 @@ def _surely_too_ill_conditioned(matrix: torch.Tensor, iterations: int = 4) -> bo
         x = x / x.norm().clamp_min(torch.finfo(torch.float32).tiny)
     estimate = float((a.mT @ x).square().sum())
     frobenius2 = float(a.square().sum())
-    return estimate > 0 and frobenius2 / estimate < a.shape[0] * _MIN_RATIO["gram32"]
+    return estimate > 0 and frobenius2 / estimate < a.shape[0] * _MIN_STABLE_RANK
 
 
 def _gram_eigenvalues(batch: list[torch.Tensor], dtype: torch.dtype) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import probe
-from probe.spectrum import ROUTES, _surely_too_ill_conditioned, singular_values
+from probe.spectrum import ROUTES, _gram32_unlikely, singular_values
 
 
 def matrix_with_condition(rows: int, cols: int, condition: float, seed: int = 0) -> torch.Tensor:
@@ -62,9 +62,11 @@ def test_routes_follow_the_conditioning():
     assert route(torch.randn(300, 300)) == "gram64"  # square: gram32 would never hold
 
 
-def test_stable_rank_bound_rules_out_gram32_only_when_it_must():
-    assert _surely_too_ill_conditioned(matrix_with_condition(256, 2304, 3e4))
-    assert not _surely_too_ill_conditioned(matrix_with_condition(256, 2304, 3.0))
+def test_stable_rank_estimate_predicts_gram32():
+    assert _gram32_unlikely(matrix_with_condition(256, 2304, 3e4))
+    assert _gram32_unlikely(matrix_with_condition(64, 576, 100.0))
+    assert not _gram32_unlikely(matrix_with_condition(256, 2304, 3.0))
+    assert not _gram32_unlikely(torch.randn(64, 576))
 
 
 @pytest.mark.parametrize(("condition", "hint", "taken"), [
