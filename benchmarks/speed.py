@@ -24,9 +24,11 @@ method="gram64")``; ``auto`` = ``probe.measure`` (the default); ``ww`` = WeightW
 The second table gives the accuracy: the largest relative deviation of any per-unfolding
 quantity (S, C, ER, spec, fro, SQ; BE and AE) of ``probe.measure`` from the same quantities
 computed from float64 ``svdvals`` (SPEC §2 allows 1e-5), with the routes taken.
+``--cliff ROWS`` adds a third: an ill-conditioned (1e7) against a well-conditioned (10)
+layer of one large shape, with ``auto`` alone and with the route hint a live caller passes.
 
 Usage: ``python benchmarks/speed.py [--models resnet18,bert-base] [--threads 1,2]
-[--repeats 3] [--blocks 4] [--clock wall|cpu] [--device cuda] [--quick]``
+[--repeats 3] [--blocks 4] [--clock wall|cpu] [--cliff 1024] [--device cuda] [--quick]``
 """
 
 from __future__ import annotations
@@ -195,6 +197,35 @@ def best_times(columns: dict[str, Callable[[], object]], repeats: int, sync: Cal
     return times
 
 
+def conditioned(rows: int, cols: int, condition: float, seed: int = 0) -> torch.Tensor:
+    """A float32 ``rows × cols`` matrix with log-spaced singular values from 1 to 1/condition."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(rows, rows, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(cols, rows, generator=g, dtype=torch.float64)).Q
+    return ((u * torch.logspace(0, -math.log10(condition), rows, dtype=torch.float64)) @ v.T).float()
+
+
+def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[], None], device: torch.device) -> None:
+    """Cost of an ill-conditioned layer against a well-conditioned one of the same shape
+    (VGG's first fc has 4096 × 25088; this is ``rows × 6.125·rows``), with and without a hint."""
+    cols = int(rows * 6.125)
+    print(f"\nill- vs well-conditioned linear layer {rows} x {cols} (VGG fc6 aspect), {torch.get_num_threads()} thread(s)")
+    print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<6} {'max rel. dev.':>13}")
+    for condition in (10.0, 1e7):
+        weights = {"fc.weight": conditioned(rows, cols, condition).to(device)}
+        first = probe.measure(weights)
+        matrix = weights["fc.weight"]
+        t = best_times({
+            "svd32": lambda: torch.linalg.svdvals(matrix),
+            "gram64": lambda: probe.measure(weights, method="gram64"),
+            "auto": lambda: probe.measure(weights),
+            "hint": lambda: probe.measure(weights, hints=first),
+        }, repeats, sync, clock)
+        dev = deviation(first, reference_records(weights))
+        print(f"{condition:>10.0e} {t['svd32']:>9.2f}s {t['gram64']:>9.2f}s {t['auto']:>9.2f}s {t['hint']:>10.2f}s  "
+              f"{first.layers[0].unfoldings['out'].route:<6} {dev:>13.1e}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
@@ -204,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="where the weights live and are measured (e.g. cuda)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="wall time, or this process's CPU time (steadier on a loaded machine; one thread only)")
+    parser.add_argument("--cliff", type=int, default=0, metavar="ROWS",
+                        help="also time an ill- vs a well-conditioned ROWS x 6.125·ROWS layer (e.g. 1024; VGG fc6 is 4096)")
     parser.add_argument("--quick", action="store_true", help="widths / 8, one block, one repeat, one thread: a smoke test")
     args = parser.parse_args(argv)
     models = args.models.split(",")
@@ -255,6 +288,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'model':<12} {'weights':<8} {'auto: max rel. dev.':>19} {'gram64: max rel. dev.':>22}  auto's routes (unfoldings)")
     for model, label, dev_auto, dev_gram, routes in accuracy:
         print(f"{model:<12} {label:<8} {dev_auto:>19.1e} {dev_gram:>22.1e}  {routes}")
+    if args.cliff or args.quick:
+        torch.set_num_threads(threads[0])
+        cliff(args.cliff or 64, repeats, clock, sync, device)
 
 
 if __name__ == "__main__":

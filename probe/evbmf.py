@@ -36,9 +36,9 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
     """Denoise the singular values ``s`` (descending) of an oriented ``rows × cols`` matrix.
 
     ``rows ≤ cols`` is required (``L = rows``, ``M = cols``). ``xatol``: ``None`` (default)
-    is scale-invariant: the bounded Brent search with only its relative tolerance,
-    then the root of ``dΦ/dσ²`` next to its result (Φ is so flat at its minimum that
-    Brent alone leaves σ² uncertain by ~1e-5; the root is exact to ~1e-12); a float is an absolute tolerance on σ², as in
+    is scale-invariant: a coarse bounded Brent search (tolerance ``1e-4`` of the lower
+    bound), then the root of ``dΦ/dσ²`` next to its result (Φ is so flat at its minimum
+    that a search on Φ alone leaves σ² uncertain by ~1e-5; the root is exact to ~1e-12); a float is an absolute tolerance on σ², as in
     the reference (:data:`REFERENCE_XATOL` reproduces it). Exactly-zero singular values add
     an infinite constant to the objective for every σ², so they are left out of the search
     (the limit); an all-zero spectrum keeps no component.
@@ -68,8 +68,8 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
     upper = total / (L * M)
 
     positive = s2[s2 > 0.0]
-    if xatol is None:  # Brent's own relative tolerance alone (√eps·σ²), then polished
-        tolerance = 0.0
+    if xatol is None:  # coarse (≤ 1e-4 relative: lower ≤ σ²), then polished
+        tolerance = 1e-4 * lower
     else:  # the absolute tolerance in the scaled units (capped: a huge one means "stop at once")
         tolerance = math.ldexp(xatol, -2 * e) if math.frexp(xatol)[1] - 2 * e < 1000 else upper
     result = minimize_scalar(
