@@ -1,15 +1,16 @@
 """Stage 2: matrices -> singular values (SPEC §2), on the matrices' own device.
 
-Only singular values are computed, never U or V. Each matrix is first scaled by a power
-of two so that its largest entry lies in [0.5, 1) (exact, and undone exactly on the
-values), so no route overflows or underflows at any scale the dtype holds. Three routes,
-cheapest first:
+Only singular values are computed, never U or V. A matrix whose entries are far from 1
+is first scaled by a power of two so that its largest entry lies in [0.5, 1) (exact, and
+undone exactly on the values), so no route overflows or underflows at any scale the dtype
+holds. Three routes, cheapest first:
 
 ``gram32``
     eigenvalues of the ``L × L`` Gram matrix ``A Aᵀ`` (``L ≤ M``; only its lower triangle
-    is formed), the product in float32, the eigenvalues in float64. Kept where ``λ_min / λ_max`` shows the
-    float32 rounding cannot move any singular value by more than about 1e-6 relative
-    (well-conditioned matrices, e.g. freshly initialised layers with ``L/M ≲ 1/3``).
+    is formed), the product in float32, the eigenvalues in float64. Kept where
+    ``λ_min / λ_max`` shows the float32 rounding cannot move any singular value by more
+    than about 1e-6 relative (well-conditioned matrices, e.g. freshly initialised layers
+    with ``L/M ≲ 1/3``).
 ``gram64``
     the same in float64. Kept where the same bound holds in float64 (condition ≲ 1e5).
 ``svd``
@@ -19,8 +20,9 @@ cheapest first:
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
 from the shape (``L/M`` above ~1/3: even random matrices are too ill-conditioned for
-float32) and a cheap stable-rank estimate (trained layers: under ``L/4``). A route that turns out not to hold hands the
-matrix to the next one, so a hint or a prediction only ever costs time, never accuracy.
+float32) and a cheap stable-rank estimate (trained layers: under ``L/4``). A route that
+turns out not to hold hands the matrix to the next one, so a hint or a prediction only
+ever costs time, never accuracy.
 ``method="gram64"`` starts at ``gram64`` and ``method="svd"`` uses ``svd`` alone. Every
 route gives each SPEC §4 quantity within 1e-5 relative of float64 ``svdvals``
 (``tests/test_spectrum.py`` checks this at each route's boundary and at scales 1e±30).
