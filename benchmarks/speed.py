@@ -180,7 +180,7 @@ def weightwatcher_analyze() -> Callable[[dict[str, torch.Tensor]], object] | Non
 
 def best_times(columns: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None],
                clock: Callable[[], float]) -> dict[str, float]:
-    """Best of ``repeats`` seconds per column, the columns interleaved (after one warm-up each)."""
+    """Best of ``repeats`` seconds per column, the columns interleaved (warm them up first)."""
     def once(fn: Callable[[], object]) -> float:
         sync()
         start = clock()
@@ -188,8 +188,6 @@ def best_times(columns: dict[str, Callable[[], object]], repeats: int, sync: Cal
         sync()
         return clock() - start
 
-    for fn in columns.values():
-        fn()
     times = {name: math.inf for name in columns}
     for _ in range(repeats):
         for name, fn in columns.items():
@@ -213,7 +211,7 @@ def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[]
     print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<6} {'max rel. dev.':>13}")
     for condition in (10.0, 1e7):
         weights = {"fc.weight": conditioned(rows, cols, condition).to(device)}
-        first = probe.measure(weights)
+        first = probe.measure(weights)  # also a warm-up
         matrix = weights["fc.weight"]
         t = best_times({
             "svd32": lambda: torch.linalg.svdvals(matrix),
@@ -273,16 +271,18 @@ def main(argv: list[str] | None = None) -> None:
             }
             if ww and device.type == "cpu":
                 columns["ww"] = lambda: ww(weights)
+            report, report64 = probe.measure(weights), probe.measure(weights, method="gram64")  # also warm-ups
+            reference = reference_records(weights)
+            if "ww" in columns:
+                columns["ww"]()
             for n in threads:
                 torch.set_num_threads(n)
                 t = best_times(columns, repeats, sync, clock)
                 cells = " ".join(f"{t[c] * 1e3:>8.0f} ms" if c in t else f"{'-':>11}" for c in names)
                 print(f"{model:<12} {label:<8} {n:>3} {cells} {t['auto'] / t['svd32 loop']:>10.3f}x "
                       f"{t['auto'] / t['svd64 loop']:>10.3f}x {t['auto'] / t['gram64']:>11.3f}x", flush=True)
-            report = probe.measure(weights)
             routes = Counter(u.route for layer in report.layers for u in layer.unfoldings.values())
-            accuracy.append((model, label, deviation(report, reference_records(weights)),
-                             deviation(probe.measure(weights, method="gram64"), reference_records(weights)),
+            accuracy.append((model, label, deviation(report, reference), deviation(report64, reference),
                              ", ".join(f"{r} {c}" for r, c in sorted(routes.items()))))
     print()
     print(f"{'model':<12} {'weights':<8} {'auto: max rel. dev.':>19} {'gram64: max rel. dev.':>22}  auto's routes (unfoldings)")
