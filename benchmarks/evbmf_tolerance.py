@@ -27,7 +27,7 @@ from probe.evbmf import REFERENCE_XATOL
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from speed import init_weights, resnet18, trained_like  # noqa: E402
+from speed import init_weights, resnet18, trained_like
 
 GENPROB = ROOT / "tests/data/genprob/SGD_NIN10001_lr0.08_wd0.0005_mom0.9_bs64_step10_DIGITS10_epoch_4.pth.tar"
 STDS = (None, 0.1, 0.01, 0.003, 0.001)  # None: the weights as they are

@@ -129,7 +129,8 @@ def _spectra(matrices: dict[tuple[int, str], torch.Tensor], names: list[str], me
     """One spectrum per distinct matrix (linear and 1×1 conv: ``in`` is ``out``), by ``id``."""
     unique: dict[int, torch.Tensor] = {}
     routes: list[Route | None] = []
-    previous = {(layer.name, u): unfolding.route for layer in (hints.layers if hints else ()) for u, unfolding in layer.unfoldings.items()}
+    previous = {(layer.name, u): unfolding.route
+                for layer in (hints.layers if hints else ()) for u, unfolding in layer.unfoldings.items()}
     for (index, u), matrix in matrices.items():
         if id(matrix) not in unique:
             unique[id(matrix)] = matrix

@@ -37,11 +37,12 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
 
     ``rows ≤ cols`` is required (``L = rows``, ``M = cols``). ``xatol``: ``None`` (default)
     is scale-invariant: a coarse bounded Brent search (tolerance ``1e-4`` of the lower
-    bound), then the root of ``dΦ/dσ²`` next to its result (Φ is so flat at its minimum
-    that a search on Φ alone leaves σ² uncertain by ~1e-5; the root is exact to ~1e-12); a float is an absolute tolerance on σ², as in
-    the reference (:data:`REFERENCE_XATOL` reproduces it). Exactly-zero singular values add
-    an infinite constant to the objective for every σ², so they are left out of the search
-    (the limit); an all-zero spectrum keeps no component.
+    bound), then the root of ``dΦ/dσ²`` next to its result, to float64 precision (Φ is so
+    flat at its minimum that a search on Φ alone leaves σ² uncertain by ~1e-5). A float is
+    an absolute tolerance on σ², as in the reference (:data:`REFERENCE_XATOL` reproduces
+    it). Exactly-zero singular values add an infinite constant to the objective for every
+    σ², so they are left out of the search (the limit); an all-zero spectrum keeps no
+    component.
 
     The search runs on ``s / 2**e`` (``s_1`` scaled into [0.5, 1), an exact rescaling
     undone on ``d`` and σ²), so no scale the float64 values hold overflows or underflows,

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 import torch
-
 from scipy.optimize import minimize_scalar
 
 from probe.evbmf import REFERENCE_XATOL, _objective, _slope, evbmf
