@@ -170,7 +170,7 @@ def _ldexp(matrix: torch.Tensor, e: int) -> torch.Tensor:
     return matrix * 2.0**half * 2.0 ** (e - half)
 
 
-def _gram32_unlikely(matrix: torch.Tensor, iterations: int = 2) -> bool:
+def _gram32_unlikely(matrix: torch.Tensor, iterations: int = 1) -> bool:
     """True when a cheap stable-rank estimate says gram32 would almost surely be rejected.
 
     A few power iterations give ``λ ≤ λ_max``, so ``‖A‖²_F / λ`` over-estimates the stable
