@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per cell (best kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per cell (best kept; 0: accuracy only)")
     parser.add_argument("--blocks", type=int, default=4, help="transformer blocks measured (shapes repeat per block)")
     parser.add_argument("--device", default="cpu", help="where the weights live and are measured (e.g. cuda)")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> None:
             reference = reference_records(weights)
             if "ww" in columns:
                 columns["ww"]()
-            for n in threads:
+            for n in threads if repeats else ():
                 torch.set_num_threads(n)
                 t = best_times(columns, repeats, sync, clock)
                 cells = " ".join(f"{t[c] * 1e3:>8.0f} ms" if c in t else f"{'-':>11}" for c in names)

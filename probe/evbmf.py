@@ -37,8 +37,9 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
 
     ``rows ≤ cols`` is required (``L = rows``, ``M = cols``). ``xatol``: ``None`` (default)
     is scale-invariant: a coarse bounded Brent search (tolerance ``1e-4`` of the lower
-    bound), then the root of ``dΦ/dσ²`` next to its result, to float64 precision (Φ is so
-    flat at its minimum that a search on Φ alone leaves σ² uncertain by ~1e-5). A float is
+    bound), then the exact minimum next to its result: the root of ``dΦ/dσ²`` or a jump of
+    Φ (Φ is so flat, or jumps, at its minimum that a search on Φ alone leaves σ² uncertain
+    by ~1e-5). A float is
     an absolute tolerance on σ², as in the reference (:data:`REFERENCE_XATOL` reproduces
     it). Exactly-zero singular values add an infinite constant to the objective for every
     σ², so they are left out of the search (the limit); an all-zero spectrum keeps no
@@ -119,9 +120,14 @@ def _slope(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) ->
 
 
 def _polish(sigma2: float, lower: float, upper: float, args: tuple) -> float:
-    """The root of ``dΦ/dσ²`` within 0.1% of Brent's ``sigma2``, where the slope changes
-    sign there (an interior minimum); ``sigma2`` unchanged otherwise (a bound)."""
+    """The minimum of Φ within 0.1% of Brent's ``sigma2``, exactly: the root of ``dΦ/dσ²``
+    where the slope changes sign there, or a point where Φ jumps (some ``x_i`` crossing
+    ``x̄`` switches branch, and Φ is not continuous there), whichever is lower."""
+    s2, M, _, x_bar = args
     a, b = max(lower, sigma2 * (1 - 1e-3)), min(upper, sigma2 * (1 + 1e-3))
+    candidates = [sigma2]
     if a < b and _slope(a, *args) < 0 < _slope(b, *args):
-        return float(brentq(_slope, a, b, args=args, xtol=1e-300, rtol=4 * np.finfo(float).eps))
-    return sigma2
+        candidates = [float(brentq(_slope, a, b, args=args, xtol=1e-300, rtol=4 * np.finfo(float).eps))]
+    jumps = s2[(s2 >= a * M * x_bar) & (s2 <= b * M * x_bar)] / (M * x_bar)
+    candidates += [float(j) * (1 + 4 * np.finfo(float).eps) for j in jumps]  # just past: x_i ≤ x̄
+    return min(candidates, key=lambda c: _objective(c, *args))

@@ -1,3 +1,6 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -76,3 +79,22 @@ def test_single_row_and_orientation_check():
         evbmf(np.ones(3), 5, 3)
     with pytest.raises(ValueError, match="xatol"):
         evbmf(np.ones(3), 3, 5, xatol=0.0)
+
+
+def test_sigma2_is_stable_where_the_objective_jumps():
+    """Φ jumps where some x_i crosses x̄, and σ² can sit at such a jump (found on a
+    trained-like ResNet-18 layer of benchmarks/speed.py): spectra equal to 1e-14 must give
+    σ² equal to ~1e-12, not ~1e-5 as a search on Φ alone did."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    from speed import init_weights, resnet18, trained_like
+
+    weights = trained_like(init_weights(resnet18()[:16]))
+    for name in ("layer15.weight", "layer14.weight"):
+        w = weights[name]
+        for matrix in (w.reshape(w.shape[0], -1), w.transpose(0, 1).reshape(w.shape[1], -1)):
+            rows, cols = sorted(matrix.shape)
+            s = torch.linalg.svdvals(matrix.double()).numpy()
+            base = evbmf(s, rows, cols)
+            nudged = evbmf(s * (1 + 1e-14 * np.random.default_rng(0).standard_normal(rows)), rows, cols)
+            assert nudged.sigma2 == pytest.approx(base.sigma2, rel=1e-10), name
+            np.testing.assert_allclose(nudged.d, base.d, rtol=1e-7)  # d near the threshold: amplified
