@@ -121,13 +121,17 @@ def _slope(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) ->
 
 def _polish(sigma2: float, lower: float, upper: float, args: tuple) -> float:
     """The minimum of Φ within 0.1% of Brent's ``sigma2``, exactly: the root of ``dΦ/dσ²``
-    where the slope changes sign there, or a point where Φ jumps (some ``x_i`` crossing
-    ``x̄`` switches branch, and Φ is not continuous there), whichever is lower."""
+    where the slope changes sign next to it, or a point where Φ jumps (some ``x_i``
+    crossing ``x̄`` switches branch, and Φ is not continuous there), whichever is lower."""
     s2, M, _, x_bar = args
     a, b = max(lower, sigma2 * (1 - 1e-3)), min(upper, sigma2 * (1 + 1e-3))
     candidates = [sigma2]
-    if a < b and _slope(a, *args) < 0 < _slope(b, *args):
-        candidates = [float(brentq(_slope, a, b, args=args, xtol=1e-300, rtol=4 * np.finfo(float).eps))]
+    for width in (1e-3, 1e-4, 1e-5, 1e-6):  # the slope itself jumps, so narrow until it brackets
+        lo, hi = max(lower, sigma2 * (1 - width)), min(upper, sigma2 * (1 + width))
+        if lo < hi and _slope(lo, *args) < 0 < _slope(hi, *args):
+            candidates = [float(brentq(_slope, lo, hi, args=args, xtol=1e-300, rtol=4 * np.finfo(float).eps))]
+            break
     jumps = s2[(s2 >= a * M * x_bar) & (s2 <= b * M * x_bar)] / (M * x_bar)
-    candidates += [float(j) * (1 + 4 * np.finfo(float).eps) for j in jumps]  # just past: x_i ≤ x̄
+    eps = 4 * np.finfo(float).eps
+    candidates += [float(j) * side for j in jumps for side in (1 - eps, 1 + eps)]  # either side of a jump
     return min(candidates, key=lambda c: _objective(c, *args))

@@ -81,15 +81,20 @@ def test_single_row_and_orientation_check():
         evbmf(np.ones(3), 3, 5, xatol=0.0)
 
 
-def test_sigma2_is_stable_where_the_objective_jumps():
+@pytest.mark.parametrize(("model", "names"), [
+    ("resnet18", ("layer15.weight", "layer14.weight")),  # σ² at a jump of Φ
+    ("resnet50", ("layer39.weight",)),                   # a root next to a jump of the slope
+])
+def test_sigma2_is_stable_where_the_objective_jumps(model, names):
     """Φ jumps where some x_i crosses x̄, and σ² can sit at such a jump (found on a
     trained-like ResNet-18 layer of benchmarks/speed.py): spectra equal to 1e-14 must give
     σ² equal to ~1e-12, not ~1e-5 as a search on Φ alone did."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-    from speed import init_weights, resnet18, trained_like
+    import speed
 
-    weights = trained_like(init_weights(resnet18()[:16]))
-    for name in ("layer15.weight", "layer14.weight"):
+    last = max(int(name[5:-7]) for name in names)
+    weights = speed.trained_like(speed.init_weights(getattr(speed, model)()[:last + 1]))
+    for name in names:
         w = weights[name]
         for matrix in (w.reshape(w.shape[0], -1), w.transpose(0, 1).reshape(w.shape[1], -1)):
             rows, cols = sorted(matrix.shape)
