@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: test demo bench screenshots clean venv
+.PHONY: test lint demo bench screenshots clean venv
 
 venv: $(STAMP)
 
@@ -21,8 +21,13 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[all,test]"
 	touch $(STAMP)
 
-test: $(STAMP)
+# the linter and the type checker first (seconds), then the suite with the docstrings' examples
+test: lint
 	$(PY) -m pytest -q -ra
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 demo: $(STAMP)
 	$(PY) examples/demo.py --out "$(DEMO_OUT)" $(if $(QUICK),--quick,)

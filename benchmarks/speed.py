@@ -1,132 +1,296 @@
-"""Speed of ``probe.measure`` (BE+AE) against a plain ``svdvals`` loop, on ResNet-18 shapes.
+"""Speed of ``probe.measure`` (BE+AE) against plain ``svdvals`` loops, across architectures.
 
-Prints one table; every row is timed in the same run (this machine is noisy, so compare
-ratios, not seconds across runs). Two weight sets:
+Prints two tables; every cell of a row is timed in the same run, interleaved (each repeat
+runs every column once, in turn) and the best of ``--repeats`` is kept: this machine is
+shared and noisy, so compare ratios within a row, not seconds across runs.
 
-* ``init``: a freshly initialised ResNet-18 (CIFAR variant: 20 convs + fc).
-* ``trained-like``: the same shapes with power-law spectra (condition numbers 10–1000),
-  as trained layers have; these take the float64 route of ``probe.spectrum``.
+Weights (conv and linear weights only, as ``layers="auto"`` picks them):
 
-Columns: ``svdvals loop`` = ``torch.linalg.svdvals`` over every unfolding in the weights'
-dtype (float32); ``gram64 floor`` = float64 Gram + ``eigvalsh`` per unfolding, nothing
-else; ``probe.measure`` = the whole engine (spectra, EVBMF, quantities, aggregates).
+* ``resnet18``: CIFAR ResNet-18 (20 convs + fc); ``resnet50``: ImageNet ResNet-50 (53 convs,
+  most of them 1×1, + fc); ``bert-base``: ``--blocks`` encoder blocks of BERT-base (Q, K, V,
+  O 768×768, FFN 768×3072 and 3072×768); ``gpt2-medium``: ``--blocks`` blocks of
+  GPT-2-medium (1024×3072 attention, 1024×1024 projection, 1024×4096 and 4096×1024 MLP).
+  Transformer blocks all have the same shapes, so the ratios do not depend on the depth.
+* ``init``: PyTorch's default initialisation. ``trained``: the same shapes with power-law
+  spectra (``s_i = i^-p``, ``p`` in [0.5, 1.5], condition numbers up to ~3e4), as trained
+  layers have.
 
-A second table gives the accuracy the speed costs: the largest relative deviation of any
-per-unfolding quantity (BE and AE) of ``probe.measure`` from the same pipeline fed float64
-``svdvals`` (SPEC §2 allows 1e-5).
+Columns: ``svd32 loop`` / ``svd64 loop`` = ``torch.linalg.svdvals`` over every distinct
+unfolding in float32 (the weights' dtype) / float64; ``gram64`` = ``probe.measure(...,
+method="gram64")``; ``auto`` = ``probe.measure`` (the default); ``ww`` = WeightWatcher's
+``analyze()`` (only when ``weightwatcher`` is installed; it is not a dependency). Both
+``probe.measure`` columns include everything: spectra, EVBMF, quantities, aggregates.
 
-Usage: ``python benchmarks/speed.py [--repeats 5] [--threads N]``
+The second table gives the accuracy: the largest relative deviation of any per-unfolding
+quantity (S, C, ER, spec, fro, SQ; BE and AE) of ``probe.measure`` from the same quantities
+computed from float64 ``svdvals`` (SPEC §2 allows 1e-5), with the routes taken.
+``--cliff ROWS`` adds a third: an ill-conditioned (1e7) against a well-conditioned (10)
+layer of one large shape, with ``auto`` alone and with the route hint a live caller passes.
+
+Usage: ``python benchmarks/speed.py [--models resnet18,bert-base] [--threads 1,2]
+[--repeats 3] [--blocks 4] [--clock wall|cpu] [--cliff 1024] [--device cuda] [--quick]``
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
+from collections import Counter
+from collections.abc import Callable
 
 import torch
-from torch import nn
 
 import probe
+from probe.evbmf import evbmf
 from probe.layers import select_layers
+from probe.quantities import quantities
 from probe.unfold import unfold
 
+MODELS = ("resnet18", "resnet50", "bert-base", "gpt2-medium")
 
-def resnet18_weights() -> dict[str, torch.Tensor]:
-    """Conv and fc weights of a CIFAR ResNet-18 (default PyTorch initialisation)."""
-    torch.manual_seed(0)
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 3, bias=False)]
-    c_in = 64
-    for width, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+
+def resnet18(width: int = 64) -> list[tuple[int, ...]]:
+    """Conv and fc weight shapes of a CIFAR ResNet-18."""
+    shapes = [(width, 3, 3, 3)]
+    c_in = width
+    for factor, stride in ((1, 1), (2, 2), (4, 2), (8, 2)):
+        w = width * factor
         for block in range(2):
-            layers += [nn.Conv2d(c_in, width, 3, bias=False), nn.Conv2d(width, width, 3, bias=False)]
-            if block == 0 and (stride != 1 or c_in != width):
-                layers.append(nn.Conv2d(c_in, width, 1, bias=False))
-            c_in = width
-    layers.append(nn.Linear(512, 10))
-    return {f"layer{i}.weight": m.weight.detach() for i, m in enumerate(layers)}
+            shapes += [(w, c_in, 3, 3), (w, w, 3, 3)]
+            if block == 0 and (stride != 1 or c_in != w):
+                shapes.append((w, c_in, 1, 1))
+            c_in = w
+    return shapes + [(10, c_in)]
 
 
-def trained_like(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Same shapes; each out-unfolding gets singular values decaying as a power law."""
-    generator = torch.Generator().manual_seed(1)
+def resnet50(width: int = 64) -> list[tuple[int, ...]]:
+    """Conv and fc weight shapes of an ImageNet ResNet-50 (bottleneck blocks 3, 4, 6, 3)."""
+    shapes = [(width, 3, 7, 7)]
+    c_in = width
+    for factor, blocks in ((1, 3), (2, 4), (4, 6), (8, 3)):
+        w = width * factor
+        for block in range(blocks):
+            shapes += [(w, c_in, 1, 1), (w, w, 3, 3), (4 * w, w, 1, 1)]
+            if block == 0:
+                shapes.append((4 * w, c_in, 1, 1))
+            c_in = 4 * w
+    return shapes + [(1000, c_in)]
+
+
+def transformer(d: int, qkv_fused: bool, blocks: int) -> list[tuple[int, ...]]:
+    """Linear weight shapes of ``blocks`` transformer blocks (BERT: separate Q, K, V; GPT-2: fused)."""
+    attention = [(3 * d, d)] if qkv_fused else [(d, d)] * 3
+    return (attention + [(d, d), (4 * d, d), (d, 4 * d)]) * blocks
+
+
+def shapes_of(model: str, blocks: int, quick: bool) -> list[tuple[int, ...]]:
+    """``quick``: every width divided by 8, one transformer block (a smoke test)."""
+    div = 8 if quick else 1
+    blocks = 1 if quick else blocks
+    return {
+        "resnet18": lambda: resnet18(64 // div),
+        "resnet50": lambda: resnet50(64 // div),
+        "bert-base": lambda: transformer(768 // div, False, blocks),
+        "gpt2-medium": lambda: transformer(1024 // div, True, blocks),
+    }[model]()
+
+
+def init_weights(shapes: list[tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
+    """PyTorch's default (Kaiming-uniform) initialisation of each conv/linear weight."""
+    torch.manual_seed(seed)
+    weights = {}
+    for i, shape in enumerate(shapes):
+        w = torch.empty(shape)
+        torch.nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+        weights[f"layer{i}.weight"] = w
+    return weights
+
+
+def trained_like(weights: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
+    """Same shapes; each weight's ``out`` unfolding gets power-law singular values ``i^-p``
+    (random orthonormal factors, float32 QR), scaled to the original Frobenius norm."""
+    g = torch.Generator().manual_seed(seed)
     out = {}
     for name, w in weights.items():
-        matrix = w.reshape(w.shape[0], -1).double()
-        u, _, vh = torch.linalg.svd(matrix, full_matrices=False)
-        k = min(matrix.shape)
-        exponent = 0.5 + 1.0 * torch.rand((), generator=generator, dtype=torch.float64)
-        s = torch.arange(1, k + 1, dtype=torch.float64) ** -exponent
-        out[name] = ((u * s) @ vh).reshape(w.shape).float()
+        rows, cols = w.shape[0], w[0].numel()
+        k = min(rows, cols)
+        u = torch.linalg.qr(torch.randn(rows, k, generator=g)).Q
+        v = torch.linalg.qr(torch.randn(cols, k, generator=g)).Q
+        p = 0.5 + float(torch.rand((), generator=g))
+        s = torch.arange(1, k + 1, dtype=torch.float32) ** -p
+        matrix = (u * s) @ v.T
+        out[name] = (matrix * (w.norm() / matrix.norm())).reshape(w.shape)
     return out
 
 
 def unfoldings(weights: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-    mats = {}
+    """Every distinct oriented unfolding (as ``probe.measure`` computes them)."""
+    mats: dict[int, torch.Tensor] = {}
     for name, w in select_layers(weights, "auto"):
         for m in unfold(w, name).values():
-            mats[id(m)] = m.contiguous()
-    return list(mats.values())
+            mats[id(m)] = m
+    return [m.contiguous() for m in mats.values()]
 
 
-def svdvals_loop(mats: list[torch.Tensor]) -> None:
-    for m in mats:
-        torch.linalg.svdvals(m)
+def reference_records(weights: dict[str, torch.Tensor]) -> list[dict[str, float]]:
+    """Per unfolding, BE and AE quantities from float64 ``torch.linalg.svdvals``."""
+    records = []
+    for name, w in select_layers(weights, "auto"):
+        for matrix in unfold(w, name).values():
+            s = torch.linalg.svdvals(matrix.double()).cpu().numpy()
+            rows, cols = matrix.shape
+            records.append({**{f"{q}_BE": v for q, v in quantities(s, rows).items()},
+                            **{f"{q}_AE": v for q, v in quantities(evbmf(s, rows, cols).d, rows).items()}})
+    return records
 
 
-def gram64_floor(mats: list[torch.Tensor]) -> None:
-    for m in mats:
-        a = m.double()
-        torch.linalg.eigvalsh(a @ a.mT)
-
-
-def max_deviation(weights: dict[str, torch.Tensor]) -> float:
-    """Largest relative deviation of any quantity of the default route from float64 svdvals."""
-    fast, exact = probe.measure(weights), probe.measure(weights, method="svd")
+def deviation(report: probe.Report, reference: list[dict[str, float]]) -> float:
+    """Largest relative deviation of any quantity of ``report`` from ``reference``."""
+    got = [{f"{q}_{v}": x for v in ("BE", "AE") for q, x in getattr(u, v).items()}
+           for layer in report.layers for u in layer.unfoldings.values()]
     worst = 0.0
-    for a, b in zip(fast.records(), exact.records()):
-        for q in ("S", "C", "ER", "spec", "fro", "SQ"):
-            if b[q] != 0 and math.isfinite(b[q]):
-                worst = max(worst, abs(a[q] - b[q]) / abs(b[q]))
+    for a, b in zip(got, reference, strict=True):
+        for key, want in b.items():
+            if want != 0 and math.isfinite(want):
+                worst = max(worst, abs(a[key] - want) / abs(want))
+            elif a[key] != want:
+                return math.inf
     return worst
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def weightwatcher_analyze() -> Callable[[dict[str, torch.Tensor]], object] | None:
+    """WeightWatcher's ``analyze()`` on a model holding the weights, if it is installed."""
+    try:
+        import weightwatcher  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+
+    def analyze(weights: dict[str, torch.Tensor]) -> object:
+        model = torch.nn.ModuleList()
+        for w in weights.values():
+            layer = torch.nn.Linear(w.shape[1], w.shape[0], bias=False) if w.ndim == 2 else \
+                torch.nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), bias=False)
+            layer.weight.data = w
+            model.append(layer)
+        return weightwatcher.WeightWatcher(model=model).analyze()
+
+    return analyze
+
+
+def best_times(columns: dict[str, Callable[[], object]], repeats: int, sync: Callable[[], None],
+               clock: Callable[[], float]) -> dict[str, float]:
+    """Best of ``repeats`` seconds per column, the columns interleaved (warm them up first)."""
+    def once(fn: Callable[[], object]) -> float:
+        sync()
+        start = clock()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        sync()
+        return clock() - start
+
+    times = {name: math.inf for name in columns}
+    for _ in range(repeats):
+        for name, fn in columns.items():
+            times[name] = min(times[name], once(fn))
+    return times
 
 
-def main() -> None:
+def conditioned(rows: int, cols: int, condition: float, seed: int = 0) -> torch.Tensor:
+    """A float32 ``rows × cols`` matrix with log-spaced singular values from 1 to 1/condition."""
+    g = torch.Generator().manual_seed(seed)
+    u = torch.linalg.qr(torch.randn(rows, rows, generator=g, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(cols, rows, generator=g, dtype=torch.float64)).Q
+    return ((u * torch.logspace(0, -math.log10(condition), rows, dtype=torch.float64)) @ v.T).float()
+
+
+def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[], None], device: torch.device) -> None:
+    """Cost of an ill-conditioned layer against a well-conditioned one of the same shape
+    (VGG's first fc has 4096 × 25088; this is ``rows × 6.125·rows``), with and without a hint."""
+    cols = int(rows * 6.125)
+    print(f"\nill- vs well-conditioned linear layer {rows} x {cols} (VGG fc6 aspect), {torch.get_num_threads()} thread(s)")
+    print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<6} {'max rel. dev.':>13}")
+    for condition in (10.0, 1e7):
+        weights = {"fc.weight": conditioned(rows, cols, condition).to(device)}
+        first = probe.measure(weights)  # also a warm-up
+        matrix = weights["fc.weight"]
+        t = best_times({
+            "svd32": lambda: torch.linalg.svdvals(matrix),
+            "gram64": lambda: probe.measure(weights, method="gram64"),
+            "auto": lambda: probe.measure(weights),
+            "hint": lambda: probe.measure(weights, hints=first),
+        }, repeats, sync, clock)
+        dev = deviation(first, reference_records(weights))
+        print(f"{condition:>10.0e} {t['svd32']:>9.2f}s {t['gram64']:>9.2f}s {t['auto']:>9.2f}s {t['hint']:>10.2f}s  "
+              f"{first.layers[0].unfoldings['out'].route:<6} {dev:>13.1e}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions per cell (median reported)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
+    parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per cell (best kept; 0: accuracy only)")
+    parser.add_argument("--blocks", type=int, default=4, help="transformer blocks measured (shapes repeat per block)")
+    parser.add_argument("--device", default="cpu", help="where the weights live and are measured (e.g. cuda)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall time, or this process's CPU time (steadier on a loaded machine; one thread only)")
+    parser.add_argument("--cliff", type=int, default=0, metavar="ROWS",
+                        help="also time an ill- vs a well-conditioned ROWS x 6.125·ROWS layer (e.g. 1024; VGG fc6 is 4096)")
+    parser.add_argument("--quick", action="store_true", help="widths / 8, one block, one repeat, one thread: a smoke test")
+    args = parser.parse_args(argv)
+    models = args.models.split(",")
+    if unknown := set(models) - set(MODELS):
+        parser.error(f"unknown model(s) {sorted(unknown)}; choose from {MODELS}")
+    threads = [1] if args.quick else [int(t) for t in args.threads.split(",")]
+    repeats = 1 if args.quick else args.repeats
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    ww = weightwatcher_analyze()
+    if args.clock == "cpu" and threads != [1]:
+        parser.error("--clock cpu sums every thread's time: use it with --threads 1")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats}")
-    header = f"{'weights':<13} {'svdvals loop':>13} {'gram64 floor':>13} {'probe.measure':>14} {'floor/loop':>11} {'measure/loop':>13}"
+    print(f"torch {torch.__version__}, device {device}, {args.clock} clock, best of {repeats} interleaved; "
+          f"transformers: {1 if args.quick else args.blocks} block(s){'; --quick: widths / 8' if args.quick else ''}")
+    names = ["svd32 loop", "svd64 loop", "gram64", "auto"] + (["ww"] if ww else [])
+    header = (f"{'model':<12} {'weights':<8} {'thr':>3} " + " ".join(f"{n:>11}" for n in names)
+              + f" {'auto/svd32':>11} {'auto/svd64':>11} {'auto/gram64':>12}")
     print(header)
     print("-" * len(header))
-    base = resnet18_weights()
-    sets = (("init", base), ("trained-like", trained_like(base)))
-    for label, weights in sets:
-        mats = unfoldings(weights)
-        loop = timed(lambda: svdvals_loop(mats), args.repeats)
-        floor = timed(lambda: gram64_floor(mats), args.repeats)
-        engine = timed(lambda: probe.measure(weights), args.repeats)
-        print(f"{label:<13} {loop * 1e3:>10.0f} ms {floor * 1e3:>10.0f} ms {engine * 1e3:>11.0f} ms "
-              f"{floor / loop:>10.3f}x {engine / loop:>12.3f}x")
+    accuracy = []
+    for model in models:
+        base = init_weights(shapes_of(model, args.blocks, args.quick))
+        for label, weights in (("init", base), ("trained", trained_like(base))):
+            weights = {k: v.to(device) for k, v in weights.items()}
+            mats = unfoldings(weights)
+            mats64 = [m.double() for m in mats]
+            columns: dict[str, Callable[[], object]] = {
+                "svd32 loop": lambda: [torch.linalg.svdvals(m) for m in mats],
+                "svd64 loop": lambda: [torch.linalg.svdvals(m) for m in mats64],
+                "gram64": lambda: probe.measure(weights, method="gram64"),
+                "auto": lambda: probe.measure(weights),
+            }
+            if ww and device.type == "cpu":
+                columns["ww"] = lambda: ww(weights)
+            report, report64 = probe.measure(weights), probe.measure(weights, method="gram64")  # also warm-ups
+            reference = reference_records(weights)
+            if "ww" in columns:
+                columns["ww"]()
+            for n in threads if repeats else ():
+                torch.set_num_threads(n)
+                t = best_times(columns, repeats, sync, clock)
+                cells = " ".join(f"{t[c] * 1e3:>8.0f} ms" if c in t else f"{'-':>11}" for c in names)
+                print(f"{model:<12} {label:<8} {n:>3} {cells} {t['auto'] / t['svd32 loop']:>10.3f}x "
+                      f"{t['auto'] / t['svd64 loop']:>10.3f}x {t['auto'] / t['gram64']:>11.3f}x", flush=True)
+            routes = Counter(u.route for layer in report.layers for u in layer.unfoldings.values())
+            accuracy.append((model, label, deviation(report, reference), deviation(report64, reference),
+                             ", ".join(f"{r} {c}" for r, c in sorted(routes.items()))))
     print()
-    print(f"{'weights':<13} {'max rel. deviation from float64 svdvals (any quantity, BE+AE)':>60}")
-    for label, weights in sets:
-        print(f"{label:<13} {max_deviation(weights):>60.1e}")
+    print(f"{'model':<12} {'weights':<8} {'auto: max rel. dev.':>19} {'gram64: max rel. dev.':>22}  auto's routes (unfoldings)")
+    for model, label, dev_auto, dev_gram, routes in accuracy:
+        print(f"{model:<12} {label:<8} {dev_auto:>19.1e} {dev_gram:>22.1e}  {routes}")
+    if args.cliff or args.quick:
+        torch.set_num_threads(threads[0])
+        cliff(args.cliff or 64, repeats, clock, sync, device)
 
 
 if __name__ == "__main__":

@@ -374,7 +374,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         if measure and not self.background:
             start = perf_counter()
             try:
-                report: probe.Report | None = probe.measure(pl_module, **self.measure_options.kwargs())
+                report: probe.Report | None = probe.measure(pl_module, **self.measure_options.kwargs(), hints=self.last_report)
             except Exception as error:
                 self._failed(error, epoch)
                 report = None

@@ -126,7 +126,7 @@ class ProbeHook:
         """
         if (epoch + 1) % self.every_n_epochs:
             return None
-        report = probe.measure(self._model, **self.measure_options.kwargs())
+        report = probe.measure(self._model, **self.measure_options.kwargs(), hints=self.last_report)
         if not self._layout_written:
             add_layout(self.writer, self.measures, self.options)
             self._layout_written = True

@@ -6,30 +6,32 @@ import logging
 import math
 import sys
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import torch
 from torch import nn
 
-from probe.evbmf import DEFAULT_XATOL, evbmf
+from probe.evbmf import evbmf
 from probe.layers import LayerSelector, every_tensor, select_layers
 from probe.options import MeasureOptions
 from probe.quantities import QUANTITIES, quantities
 from probe.report import LayerResult, Report, Unfolding
-from probe.spectrum import Method, singular_values
+from probe.spectrum import Method, Route, Spectrum, singular_values
 from probe.unfold import UNFOLDINGS, unfold
 
 log = logging.getLogger(__name__)
+
 
 def measure(
     model_or_state_dict: nn.Module | Mapping[str, object],
     *,
     layers: LayerSelector = "auto",
     method: Method = "auto",
-    evbmf_xatol: float = DEFAULT_XATOL,
+    evbmf_xatol: float | None = None,
     nonfinite: Literal["raise", "nan"] = "raise",
     device: torch.device | str | None = None,
+    hints: Report | None = None,
 ) -> Report:
     """Measure every probed layer of a model or state dict (SPEC §1–§5).
 
@@ -43,10 +45,18 @@ def measure(
         ``(name, tensor) -> bool`` over the state dict's tensors.
     method:
         Singular-value route: ``"auto"`` (Gram fast path with precision chosen per
-        matrix, svdvals fallback), ``"gram64"`` or ``"svd"`` (float64 ``svdvals``).
+        matrix, svdvals fallback), ``"gram64"`` (float64 Gram, svdvals fallback) or
+        ``"svd"`` (float64 ``svdvals``); all within 1e-5 of float64 ``svdvals``.
     evbmf_xatol:
-        Absolute tolerance on σ² of EVBMF's bounded Brent search; the default
-        reproduces the reference (and GenProb's numbers).
+        Tolerance of EVBMF's search for σ². ``None`` (default): relative to the spectrum,
+        so AE values do not depend on the weights' scale. A float: the reference's
+        absolute tolerance on σ²; ``probe.evbmf.REFERENCE_XATOL`` (1e-5) reproduces
+        GenProb's numbers exactly.
+    hints:
+        A previous ``Report`` of the same model (e.g. last epoch's): each unfolding
+        starts at the spectrum route it took then (``Unfolding.route``), skipping routes
+        that failed. Saves time on ill-conditioned layers; never changes the values'
+        accuracy.
     nonfinite:
         A layer with NaN/Inf weights raises ``ValueError`` naming it (``"raise"``), or
         gets NaN quantities, which make every network measure NaN (``"nan"``).
@@ -85,8 +95,7 @@ def measure(
         if finite[index]:
             for u, matrix in unfold(weight, name).items():
                 matrices[(index, u)] = matrix
-    unique: dict[int, torch.Tensor] = {id(m): m for m in matrices.values()}  # linear: in is out
-    spectra = dict(zip(unique, singular_values(list(unique.values()), method=method)))
+    spectra = _spectra(matrices, [name for name, _ in selected], method, hints)
 
     results = []
     for index, ((name, _), weight) in enumerate(zip(selected, weights)):
@@ -111,7 +120,7 @@ def is_sharded(tensor: torch.Tensor) -> bool:
 
 def gather(tensor: torch.Tensor) -> torch.Tensor:
     """The full tensor of a DTensor (a collective: every rank of its mesh must call it), else ``tensor``."""
-    return tensor.full_tensor() if is_sharded(tensor) else tensor
+    return tensor.full_tensor() if is_sharded(tensor) else tensor  # type: ignore[attr-defined]
 
 
 def _measure_sharded(selected: list[tuple[str, torch.Tensor]], **options: object) -> Report:
@@ -143,9 +152,25 @@ def _finite_flags(weights: list[torch.Tensor]) -> list[bool]:
     return [bool(f) for f in flags]
 
 
-def _unfolding(s: np.ndarray, rows: int, cols: int, *, xatol: float) -> Unfolding:
+def _spectra(matrices: dict[tuple[int, str], torch.Tensor], names: list[str], method: Method,
+             hints: Report | None) -> dict[int, Spectrum]:
+    """One spectrum per distinct matrix (linear and 1×1 conv: ``in`` is ``out``), by ``id``."""
+    unique: dict[int, torch.Tensor] = {}
+    routes: list[Route | None] = []
+    previous = {(layer.name, u): unfolding.route
+                for layer in (hints.layers if hints else ()) for u, unfolding in layer.unfoldings.items()}
+    for (index, u), matrix in matrices.items():
+        if id(matrix) not in unique:
+            unique[id(matrix)] = matrix
+            routes.append(cast("Route | None", previous.get((names[index], u)) or None))
+    return dict(zip(unique, singular_values(list(unique.values()), method=method, hints=routes)))
+
+
+def _unfolding(spectrum: Spectrum, rows: int, cols: int, *, xatol: float | None) -> Unfolding:
+    s = spectrum.values
     denoised = evbmf(s, rows, cols, xatol=xatol)
-    return Unfolding(rows, cols, s, denoised.d, denoised.sigma2, quantities(s, rows), quantities(denoised.d, rows))
+    return Unfolding(rows, cols, s, denoised.d, denoised.sigma2, quantities(s, rows), quantities(denoised.d, rows),
+                     route=spectrum.route)
 
 
 def _nan_unfolding(weight: torch.Tensor, u: str, name: str) -> Unfolding:

@@ -7,7 +7,6 @@ from typing import Any, Literal
 
 import torch
 
-from probe.evbmf import DEFAULT_XATOL
 from probe.layers import PRESETS, LayerSelector
 from probe.spectrum import METHODS, Method
 
@@ -25,7 +24,8 @@ class MeasureOptions:
     method:
         Singular-value route: ``"auto"``, ``"gram64"`` or ``"svd"``.
     evbmf_xatol:
-        EVBMF's tolerance on σ² (positive).
+        EVBMF's tolerance on σ²: ``None`` (relative to the spectrum, scale-invariant) or a
+        positive absolute tolerance (``probe.evbmf.REFERENCE_XATOL`` reproduces the reference).
     nonfinite:
         ``"raise"`` (a layer with NaN/Inf weights raises ``ValueError`` naming it) or
         ``"nan"`` (its quantities, and so the network measures, are NaN).
@@ -43,7 +43,7 @@ class MeasureOptions:
 
     layers: LayerSelector = "auto"
     method: Method = "auto"
-    evbmf_xatol: float = DEFAULT_XATOL
+    evbmf_xatol: float | None = None
     nonfinite: Literal["raise", "nan"] = "raise"
     device: torch.device | str | None = None
 
@@ -55,8 +55,9 @@ class MeasureOptions:
             raise TypeError(f"layers must be a preset name {PRESETS} or a callable, got {type(self.layers).__name__}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
-        if isinstance(self.evbmf_xatol, bool) or not isinstance(self.evbmf_xatol, (int, float)) or not self.evbmf_xatol > 0:
-            raise ValueError(f"evbmf_xatol must be a positive number, got {self.evbmf_xatol!r}")
+        xatol = self.evbmf_xatol
+        if xatol is not None and (isinstance(xatol, bool) or not isinstance(xatol, (int, float)) or not xatol > 0):
+            raise ValueError(f"evbmf_xatol must be a positive number or None, got {xatol!r}")
         if self.nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.device is not None:

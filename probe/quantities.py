@@ -40,9 +40,15 @@ def quantities(values: np.ndarray, rank: int) -> dict[str, float]:
         "C": condition,
         "ER": entropy + 0.0,  # +0.0 turns -0.0 into 0.0
         "spec": top,
-        "fro": float(np.sqrt((v * v).sum())),
+        "fro": _norm(v),
         "SQ": stable_quality(stable, condition),
     }
+
+
+def _norm(v: np.ndarray) -> float:
+    """``sqrt(Σ v²)`` without overflow or underflow: summed on ``v / 2**e``, ``v_1`` in [0.5, 1)."""
+    e = int(np.frexp(v[0])[1])
+    return float(np.ldexp(np.sqrt(np.square(np.ldexp(v, -e)).sum()), e))
 
 
 def stable_quality(stable: float, condition: float) -> float:

@@ -19,7 +19,8 @@ class Unfolding:
 
     ``s`` are its singular values (BE), ``d`` the EVBMF-kept, shrunk values (AE), both
     descending; ``sigma2`` the EVBMF noise variance. ``BE``/``AE`` map each of
-    ``S, C, ER, spec, fro, SQ`` to a float.
+    ``S, C, ER, spec, fro, SQ`` to a float. ``route``: how ``s`` was computed
+    (``probe.spectrum.ROUTES``; empty for a non-finite layer), a hint for the next measure.
     """
 
     rows: int
@@ -29,6 +30,7 @@ class Unfolding:
     sigma2: float
     BE: dict[str, float]
     AE: dict[str, float]
+    route: str = ""
 
     @property
     def weight(self) -> int:

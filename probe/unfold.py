@@ -1,10 +1,14 @@
 """Stage 1b: a weight tensor -> its ``in`` and ``out`` matrices (SPEC §1).
 
 Matrices are returned *oriented*: rows ≤ columns (a tall matrix is transposed), so
-``L = rows`` and ``M = cols``. A linear weight gives the same matrix twice.
+``L = rows`` and ``M = cols``. A linear weight, and a conv whose kernel has one element
+(1×1, 1×1×1), gives the same matrix object twice (its two unfoldings are transposes of
+each other), so its spectrum is computed once.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -28,6 +32,9 @@ def unfold(weight: torch.Tensor, name: str = "weight") -> dict[str, torch.Tensor
     if weight.ndim in (3, 4, 5):
         out_ch, in_ch = weight.shape[0], weight.shape[1]
         out_matrix = weight.reshape(out_ch, -1)
+        if math.prod(weight.shape[2:]) == 1:
+            matrix = orient(out_matrix)
+            return {"in": matrix, "out": matrix}
         in_matrix = weight.transpose(0, 1).reshape(in_ch, -1)
         return {"in": orient(in_matrix), "out": orient(out_matrix)}
     raise ValueError(

@@ -13,7 +13,7 @@ from probe.options import MeasureOptions
         ({"method": "lapack"}, r"method must be one of \('auto', 'gram64', 'svd'\), got 'lapack'"),
         ({"layers": "convs"}, r"layers must be one of \('auto', 'genprob'\)"),
         ({"nonfinite": "skip"}, r"nonfinite must be one of"),
-        ({"evbmf_xatol": 0.0}, r"evbmf_xatol must be a positive number, got 0.0"),
+        ({"evbmf_xatol": 0.0}, r"evbmf_xatol must be a positive number or None, got 0.0"),
         ({"device": "gpu7"}, r"device must be a torch device"),
     ],
 )
@@ -33,6 +33,6 @@ def test_bad_settings_fail_at_construction_in_every_front_end(tmp_path, kwargs, 
 
 def test_options_are_the_keyword_arguments_of_measure():
     options = MeasureOptions(method="svd", nonfinite="nan")
-    assert options.kwargs() == {"layers": "auto", "method": "svd", "evbmf_xatol": 1e-5, "nonfinite": "nan", "device": None}
+    assert options.kwargs() == {"layers": "auto", "method": "svd", "evbmf_xatol": None, "nonfinite": "nan", "device": None}
     with pytest.raises(TypeError, match="layers must be a preset name"):
         MeasureOptions(layers=3)  # type: ignore[arg-type]

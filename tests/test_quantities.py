@@ -43,3 +43,10 @@ def test_empty_or_zero_spectrum_is_missing(values):
 def test_stable_quality_missing_inputs():
     assert stable_quality(0.0, 3.0) == 0.0
     assert stable_quality(0.5, 0.0) == 0.0
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200])
+def test_norms_neither_overflow_nor_underflow(scale):
+    q = quantities(np.array([4.0, 3.0]) * scale, rank=2)
+    assert q["fro"] == pytest.approx(5.0 * scale, rel=1e-15)
+    assert q["spec"] == 4.0 * scale and q["S"] == pytest.approx(7 / 8) and q["C"] == pytest.approx(4 / 3)

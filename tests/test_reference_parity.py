@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import probe
+from probe.evbmf import REFERENCE_XATOL
 from tests.conftest import METRIC_COLUMNS, WEIGHT_COLUMNS
 
 # SPEC §7 tolerances, per column of METRIC_COLUMNS (20 values: in/out × BE, in/out × AE).
@@ -26,7 +27,7 @@ def assert_metrics_match(row: dict, expected: list[float], where: str) -> None:
 
 def test_public_tensors_match_reference(reference_tensors, reference_measures):
     for name, expected in reference_measures.items():
-        report = probe.measure({name: reference_tensors[name]}, layers=lambda key, tensor: True)
+        report = probe.measure({name: reference_tensors[name]}, layers=lambda key, tensor: True, evbmf_xatol=REFERENCE_XATOL)
         (row,) = report.genprob_rows()
         assert_metrics_match(row, expected["metrics"], name)
         assert [row[c] for c in WEIGHT_COLUMNS] == expected["weights"], name
@@ -35,7 +36,7 @@ def test_public_tensors_match_reference(reference_tensors, reference_measures):
 
 @pytest.fixture(scope="module")
 def genprob_report(genprob_checkpoint) -> probe.Report:
-    return probe.measure(genprob_checkpoint["state_dict_network"], layers="genprob")
+    return probe.measure(genprob_checkpoint["state_dict_network"], layers="genprob", evbmf_xatol=REFERENCE_XATOL)
 
 
 def test_genprob_layers_match_reference(genprob_report, genprob_reference):

@@ -17,6 +17,7 @@ import pytest
 
 import probe
 from probe.cli import main
+from probe.evbmf import REFERENCE_XATOL
 from probe.replay import Options, find_checkpoints, load_checkpoint, merge, replay
 from probe.replay.analysis import load_tables, network_measure
 from probe.replay.runner import parse_shard, select_shard
@@ -77,7 +78,7 @@ def test_replayed_values_match_the_genprob_reference(tmp_path, genprob_reference
             variant, quantity = name.split("_")[-1], name.split("_")[1]
             tol = {("BE", "C"): 1e-3, ("AE", "C"): 2e-2}.get((variant, quantity), 1e-4 if variant == "BE" else 2e-3)
             assert got == pytest.approx(expected, rel=tol, abs=1e-12), (ref["key"], name)
-    report = probe.measure(load_checkpoint(GENPROB_FILE).state_dict, layers="genprob")
+    report = probe.measure(load_checkpoint(GENPROB_FILE).state_dict, layers="genprob", evbmf_xatol=REFERENCE_XATOL)
     for row, layer in zip(body, report.layers):
         for u in ("in", "out"):
             assert float(row[f"{u}_fro_AE"]) == pytest.approx(float(np.sqrt(np.sum(layer.unfoldings[u].d ** 2))), rel=1e-12)

@@ -19,7 +19,7 @@ import torch
 
 import probe
 from probe.cli import main
-from probe.evbmf import DEFAULT_XATOL
+from probe.evbmf import REFERENCE_XATOL
 from probe.options import MeasureOptions
 from probe.replay import Options, consolidate, load_checkpoint, merge, replay
 from probe.replay.analysis import load_tables
@@ -112,7 +112,7 @@ def test_a_checkpoint_rewritten_in_place_is_measured_again(tmp_path):
     assert tables.n_checkpoints == 2 and len(list((tmp_path / "out" / "records").iterdir())) == 2
     checkpoints, _ = load_tables(tmp_path / "out")
     row = checkpoints[checkpoints["path"] == str(paths[1].resolve())]
-    expected = probe.measure(load_checkpoint(paths[1]).state_dict, layers="genprob", evbmf_xatol=DEFAULT_XATOL).network
+    expected = probe.measure(load_checkpoint(paths[1]).state_dict, layers="genprob", evbmf_xatol=REFERENCE_XATOL).network
     assert len(row) == 1 and row.iloc[0]["E_L2_BE"] == expected["E_L2_BE"]
 
 
@@ -177,7 +177,7 @@ def test_shard_auto_reads_slurm_array_variables(tmp_path, capsys, monkeypatch):
 
 
 def test_options_are_measure_options_with_the_reference_tolerance_for_genprob_files(tmp_path, capsys):
-    assert Options().for_file("genprob", genprob=True) == MeasureOptions(layers="genprob", evbmf_xatol=DEFAULT_XATOL, nonfinite="nan")
+    assert Options().for_file("genprob", genprob=True) == MeasureOptions(layers="genprob", evbmf_xatol=REFERENCE_XATOL, nonfinite="nan")
     assert Options().for_file("auto", genprob=False) == MeasureOptions(nonfinite="nan")
     assert Options(layers="auto", evbmf_xatol=0.5).for_file("genprob", genprob=True).evbmf_xatol == 0.5
     for bad, error in (({"method": "lapack"}, ValueError), ({"evbmf_xatol": -1.0}, ValueError), ({"layers": "all"}, ValueError)):

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import numpy as np
 import pytest
 import torch
 
 import probe
-from probe.spectrum import singular_values
+from probe.spectrum import ROUTES, _gram32_unlikely, singular_values
 
 
 def matrix_with_condition(rows: int, cols: int, condition: float, seed: int = 0) -> torch.Tensor:
@@ -21,65 +19,109 @@ def matrix_with_condition(rows: int, cols: int, condition: float, seed: int = 0)
     return ((u * s) @ v.T).float()
 
 
-def routes(caplog, matrices) -> str:
-    with caplog.at_level(logging.DEBUG, logger="probe.spectrum"):
-        caplog.clear()
-        singular_values(matrices)
-    return caplog.text
+def route(matrix: torch.Tensor, **kwargs) -> str:
+    (spectrum,) = singular_values([matrix], **kwargs)
+    return spectrum.route
 
 
-# conditions on each side of the float32 (cond ≈ 4) and float64 (cond ≈ 1e5) tier limits
-CONDITIONS = [1.5, 3.9, 4.2, 60.0, 5e4, 2e5, 1e9]
+def assert_quantities_match(fast: probe.Report, exact: probe.Report, rel: float = 1e-5) -> None:
+    for layer_fast, layer_exact in zip(fast.layers, exact.layers):
+        for u, want in layer_exact.unfoldings.items():
+            got = layer_fast.unfoldings[u]
+            assert len(got.d) == len(want.d), (layer_exact.name, u)
+            for variant in ("BE", "AE"):
+                for name, value in getattr(want, variant).items():
+                    assert getattr(got, variant)[name] == pytest.approx(value, rel=rel), (layer_exact.name, u, variant, name)
 
 
+# conditions on each side of the gram32 (cond ≈ 4) and gram64 (cond ≈ 1e5) limits
+CONDITIONS = [1.5, 3.9, 4.2, 60.0, 5e4, 2e5, 1e9, 1e12]
+
+
+@pytest.mark.parametrize("method", ["auto", "gram64"])
 @pytest.mark.parametrize("shape", [(200, 1800), (128, 1152), (27, 64), (40, 40), (1, 50)])
 @pytest.mark.parametrize("condition", CONDITIONS)
-def test_every_route_matches_float64_svdvals(shape, condition):
+def test_every_route_matches_float64_svdvals(shape, condition, method):
     rows, cols = shape
     w = matrix_with_condition(rows, cols, condition if rows > 1 else 1.0)
-    fast = probe.measure({"w.weight": w}, method="auto").layers[0].unfoldings["out"]
-    exact = probe.measure({"w.weight": w}, method="svd").layers[0].unfoldings["out"]
-    np.testing.assert_allclose(fast.s, exact.s, rtol=2e-6, atol=0)
-    for variant in ("BE", "AE"):
-        for name, value in getattr(exact, variant).items():
-            assert getattr(fast, variant)[name] == pytest.approx(value, rel=1e-5), (variant, name)
+    fast = probe.measure({"w.weight": w}, method=method)
+    exact = probe.measure({"w.weight": w}, method="svd")
+    reference = torch.linalg.svdvals(w.double()).numpy()
+    np.testing.assert_allclose(exact.layers[0].unfoldings["out"].s, reference, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(fast.layers[0].unfoldings["out"].s, reference, rtol=2e-6, atol=0)
+    assert_quantities_match(fast, exact)
 
 
-def test_tiers_are_chosen_by_conditioning(caplog):
-    assert "1 of 1 by torch.float32" in routes(caplog, [matrix_with_condition(64, 576, 2.0)])
-    text = routes(caplog, [matrix_with_condition(64, 576, 1e3)])
-    assert "0 of 1 by torch.float32" in text and "1 of 1 by torch.float64" in text
-    assert "1 by float64 svdvals" in routes(caplog, [matrix_with_condition(64, 576, 1e9)])
+def test_routes_follow_the_conditioning():
+    assert route(matrix_with_condition(64, 576, 2.0)) == "gram32"
+    assert route(matrix_with_condition(64, 576, 1e3)) == "gram64"
+    assert route(matrix_with_condition(64, 576, 1e9)) == "svd"
+    assert route(matrix_with_condition(64, 576, 2.0), method="gram64") == "gram64"
+    assert route(matrix_with_condition(64, 576, 1e9), method="gram64") == "svd"  # its precision cannot hold
+    assert route(matrix_with_condition(64, 576, 2.0), method="svd") == "svd"
+    assert route(torch.randn(300, 300)) == "gram64"  # square: gram32 would never hold
 
 
-def test_float32_is_not_tried_where_the_stable_rank_rules_it_out(caplog):
-    text = routes(caplog, [matrix_with_condition(256, 2304, 3e4)])
-    assert "torch.float32" not in text and "1 of 1 by torch.float64" in text
+def test_stable_rank_estimate_predicts_gram32():
+    assert _gram32_unlikely(matrix_with_condition(256, 2304, 3e4))
+    assert _gram32_unlikely(matrix_with_condition(64, 576, 100.0))
+    assert not _gram32_unlikely(matrix_with_condition(256, 2304, 3.0))
+    assert not _gram32_unlikely(torch.randn(64, 576))
 
 
-def test_rank_deficient_matrix_takes_the_svd_fallback(caplog):
+@pytest.mark.parametrize(("condition", "hint", "taken"), [
+    (1e9, "svd", "svd"),        # straight to svd: no Gram spent
+    (1e9, "gram32", "svd"),     # a stale hint falls through to the route that holds
+    (1e3, "gram32", "gram64"),
+    (2.0, "gram64", "gram64"),  # a hint may skip a cheaper route
+    (2.0, None, "gram32"),
+])
+def test_hints_choose_where_to_start_never_the_accuracy(condition, hint, taken):
+    w = matrix_with_condition(64, 576, condition)
+    (spectrum,) = singular_values([w], hints=[hint])
+    assert spectrum.route == taken
+    reference = torch.linalg.svdvals(w.double()).numpy()
+    np.testing.assert_allclose(spectrum.values, reference, rtol=2e-6, atol=0)
+
+
+def test_measure_passes_the_previous_routes_back():
+    w = {"a.weight": matrix_with_condition(32, 288, 1e9).reshape(32, 32, 3, 3), "b.weight": torch.randn(10, 64)}
+    first = probe.measure(w)
+    assert {u.route for layer in first.layers for u in layer.unfoldings.values()} <= set(ROUTES)
+    assert first.layers[0].unfoldings["out"].route == "svd"
+    second = probe.measure(w, hints=first)
+    assert [u.route for layer in second.layers for u in layer.unfoldings.values()] == \
+        [u.route for layer in first.layers for u in layer.unfoldings.values()]
+    assert second.network == first.network
+
+
+def test_rank_deficient_matrix_takes_the_svd_route():
     w = torch.randn(16, 3) @ torch.randn(3, 40)
-    assert "1 by float64 svdvals" in routes(caplog, [w])
-    (s,) = singular_values([w])
-    np.testing.assert_allclose(s[:3], torch.linalg.svdvals(w.double()).numpy()[:3], rtol=1e-6)
-    assert s[3:].max() < 1e-5 * s[0]
+    (spectrum,) = singular_values([w])
+    assert spectrum.route == "svd"
+    np.testing.assert_allclose(spectrum.values[:3], torch.linalg.svdvals(w.double()).numpy()[:3], rtol=1e-6)
+    assert spectrum.values[3:].max() < 1e-5 * spectrum.values[0]
 
 
 def test_batched_groups_keep_input_order():
     mats = [torch.randn(8, 20), torch.randn(5, 9), torch.randn(8, 20) * 3]
     for got, m in zip(singular_values(mats), mats):
-        np.testing.assert_allclose(got, torch.linalg.svdvals(m.double()).numpy(), rtol=1e-5)
+        np.testing.assert_allclose(got.values, torch.linalg.svdvals(m.double()).numpy(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_half_precision_is_upcast_per_matrix(dtype):
     w = torch.randn(32, 288).to(dtype)
-    (s,) = singular_values([w])
-    np.testing.assert_allclose(s, torch.linalg.svdvals(w.double()).numpy(), rtol=1e-5)
+    (spectrum,) = singular_values([w])
+    np.testing.assert_allclose(spectrum.values, torch.linalg.svdvals(w.double()).numpy(), rtol=1e-5)
 
 
-def test_unknown_method_and_unoriented_input():
+def test_bad_arguments():
     with pytest.raises(ValueError, match="method"):
         singular_values([torch.randn(2, 3)], method="lapack")
     with pytest.raises(ValueError, match="orient"):
         singular_values([torch.randn(5, 3)])
+    with pytest.raises(ValueError, match="hints"):
+        singular_values([torch.randn(2, 3)], hints=[None, None])
+    with pytest.raises(ValueError, match="hint 0 is 'fast'"):
+        singular_values([torch.randn(2, 3)], hints=["fast"])

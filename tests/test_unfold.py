@@ -23,6 +23,15 @@ def test_conv_unfoldings(kernel):
     assert torch.equal(mats["in"][1].sort().values, w[:, 1].flatten().sort().values)
 
 
+@pytest.mark.parametrize("shape", [(12, 5, 1), (12, 5, 1, 1), (5, 12, 1, 1, 1)])
+def test_one_element_kernel_gives_one_matrix(shape):
+    """Its in and out unfoldings are transposes: one matrix, one spectrum (like linear)."""
+    w = torch.randn(*shape)
+    mats = unfold(w)
+    assert mats["in"] is mats["out"] and mats["in"].shape == (5, 12)
+    assert torch.equal(mats["in"], w.reshape(shape[0], shape[1]) if shape[0] < shape[1] else w.reshape(shape[0], shape[1]).T)
+
+
 def test_tall_unfolding_is_transposed():
     w = torch.randn(56, 48, 1, 1)
     assert unfold(w)["out"].shape == (48, 56)

@@ -41,7 +41,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from probe.evbmf import DEFAULT_XATOL
+from probe.evbmf import REFERENCE_XATOL
 from probe.options import MeasureOptions
 from probe.replay.readers import is_checkpoint_file, load_checkpoint
 from probe.replay.store import (
@@ -73,7 +73,7 @@ class Options:
     ``layers``: a preset forced on every file, or ``None`` for each file's own (``genprob``
     for GenProb files, ``auto`` otherwise). ``method`` as in ``probe.measure``.
     ``evbmf_xatol``: EVBMF's tolerance, or ``None`` for each file's own: the reference's
-    ``probe.evbmf.DEFAULT_XATOL`` for GenProb files (their values match the reference),
+    ``probe.evbmf.REFERENCE_XATOL`` for GenProb files (their values match the reference),
     ``MeasureOptions``' default otherwise. Replay always measures with ``nonfinite="nan"``.
     Invalid values raise ``ValueError`` here, when built.
     """
@@ -89,9 +89,8 @@ class Options:
 
     def for_file(self, preset: str, *, genprob: bool) -> MeasureOptions:
         """The settings for one file whose own layer preset is ``preset``."""
-        xatol = self.evbmf_xatol if self.evbmf_xatol is not None else DEFAULT_XATOL if genprob else None
-        return MeasureOptions(layers=self.layers or preset, method=self.method, nonfinite="nan",
-                              **({} if xatol is None else {"evbmf_xatol": xatol}))
+        xatol = self.evbmf_xatol if self.evbmf_xatol is not None else REFERENCE_XATOL if genprob else None
+        return MeasureOptions(layers=self.layers or preset, method=self.method, nonfinite="nan", evbmf_xatol=xatol)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,31 @@
+"""benchmarks/speed.py --quick runs end to end and its accuracy table stays within SPEC §2's 1e-5."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from probe.spectrum import ROUTES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_speed_quick_prints_every_model_within_tolerance():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "benchmarks/speed.py", "--quick"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300, check=True)
+    lines = result.stdout.splitlines()
+    rows = [line.split() for line in lines]
+    timing = [row for row in rows if len(row) > 3 and row[1] in ("init", "trained")]
+    models = ("resnet18", "resnet50", "bert-base", "gpt2-medium")
+    speed_rows = [row for row in timing if row[2] == "1"]  # model, weights, threads, ...
+    accuracy_rows = [row for row in timing if row[2] != "1"]
+    assert [(r[0], r[1]) for r in speed_rows] == [(m, w) for m in models for w in ("init", "trained")]
+    assert [(r[0], r[1]) for r in accuracy_rows] == [(m, w) for m in models for w in ("init", "trained")]
+    for row in accuracy_rows:
+        assert float(row[2]) <= 1e-5 and float(row[3]) <= 1e-5, row  # auto, gram64: max rel. deviation
+        assert {word for word in row[4:] if not word.rstrip(",").isdigit()} <= set(ROUTES), row
+    cliff = [row for row in rows if row[:1] in (["1e+01"], ["1e+07"])]
+    assert [row[5] for row in cliff] == ["gram64", "svd"] and all(float(row[6]) <= 1e-5 for row in cliff)
