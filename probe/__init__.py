@@ -11,8 +11,7 @@ command's ``--help``) does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from probe._lazy import lazy_exports
 
 _MODULE_OF = {"measure": "api", "MeasureOptions": "options", "Report": "report", "LayerResult": "report",
               "Unfolding": "report", "HEADLINE_NAMES": "aggregate"}
@@ -21,13 +20,4 @@ __all__ = ["HEADLINE_NAMES", "LayerResult", "MeasureOptions", "Report", "Unfoldi
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_MODULE_OF])
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF)

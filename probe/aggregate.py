@@ -90,8 +90,9 @@ def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
     with np.errstate(divide="ignore", invalid="ignore"):
         if how == "mean":
             return float(np.abs(x).sum() / count)
-        if how == "L2":
-            return float(math.sqrt((x * x).sum()) / math.sqrt(count))
+        if how == "L2":  # scaled by the largest entry, so that x² cannot overflow
+            top = np.abs(x).max()
+            return float(top * math.sqrt(((x / top) ** 2).sum()) / math.sqrt(count))
         if how == "p":
             return float(np.exp(np.log(x).sum() / count))
         if how == "wmean":

@@ -29,6 +29,11 @@ def test_all_missing_is_nan_not_an_error():
     assert np.isnan(table).all()
 
 
+def test_l2_of_huge_entries_does_not_overflow():
+    x = np.array([3e300, 4e300])
+    assert aggregate(x, np.ones(2), "L2") == pytest.approx(5e300 / math.sqrt(2))
+
+
 def test_nan_entry_propagates():
     assert math.isnan(aggregate(np.array([1.0, math.nan]), np.ones(2), "mean"))
 

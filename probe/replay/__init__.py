@@ -7,8 +7,7 @@ optional imports (pandas, matplotlib, safetensors) happen inside the functions t
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from probe._lazy import lazy_exports
 
 _EXPORTS = {
     "genprob": ("GenProbName", "genprob_filename", "parse_genprob_name", "save_genprob_checkpoint", "write_genprob_csv"),
@@ -20,16 +19,7 @@ _EXPORTS = {
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _MODULE_OF:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_MODULE_OF])
+__getattr__, __dir__ = lazy_exports(__name__, _MODULE_OF)
 
 
 __all__ = sorted(_MODULE_OF)  # noqa: PLE0605 - the lazily imported names
