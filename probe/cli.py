@@ -1,4 +1,4 @@
-"""The ``probe`` command. Subcommands register themselves in ``_SUBCOMMANDS``.
+"""The ``probe`` command: ``measure`` here, ``replay``, ``merge`` and ``report`` from ``probe.replay.commands``.
 
 Building the parser imports neither torch nor scipy (``probe --help`` answers at once);
 each subcommand imports what it needs when it runs.

@@ -169,9 +169,10 @@ def test_resume_with_changed_options_warns_once_and_keeps_the_state(pl, tmp_path
     assert sorted(scalars(events, "probe/F_p_BE")) == [11]
 
 
-@pytest.mark.parametrize(("pl", "kind"), [("lightning.pytorch", True), ("pytorch_lightning", "process")], indirect=["pl"])
-def test_background_mode_logs_each_epoch_at_its_own_step(pl, kind, tmp_path) -> None:
-    callback = ProbeCallback(background=kind, options=LogOptions(layer_quantities=("SQ",), histograms=False))
+@pytest.mark.parametrize(("pl", "kind", "copy_to"), [("lightning.pytorch", True, "cpu"), ("pytorch_lightning", "process", "cpu"),
+                                                     ("lightning.pytorch", "thread", "model")], indirect=["pl"])
+def test_background_mode_logs_each_epoch_at_its_own_step(pl, kind, copy_to, tmp_path) -> None:
+    callback = ProbeCallback(background=kind, copy_to=copy_to, options=LogOptions(layer_quantities=("SQ",), histograms=False))
     record = recorder(pl, callback)
     trainer(pl, tmp_path, [record, callback], max_epochs=3).fit(module(pl))
 

@@ -10,7 +10,8 @@ import optuna
 import probe
 from integrations.lightning import callback_bases
 from integrations.optuna._measures import check_measure_name, report_measures
-from probe.layers import LayerSelector
+from probe.api import is_sharded
+from probe.layers import LayerSelector, select_layers
 from probe.options import MeasureOptions
 from probe.report import Report
 
@@ -108,6 +109,8 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch
         live = self._live_report(trainer, pl_module)  # every rank: the live callback may broadcast
+        if live is None and any(is_sharded(tensor) for _, tensor in select_layers(pl_module, self.measure_options.layers)):
+            live = probe.measure(pl_module, **self.measure_options.kwargs())  # gathering is collective: every rank
         prune, error = False, None
         if trainer.is_global_zero:
             try:
