@@ -37,6 +37,8 @@ examples:
     p.add_argument("--layers", default=None, choices=["auto", "genprob"],
                    help="layer preset (default: genprob for GenProb files, auto otherwise)")
     p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route")
+    p.add_argument("--evbmf-xatol", type=float, default=None, metavar="TOL",
+                   help="EVBMF tolerance (default: the reference's 1e-5 for GenProb files, the library default otherwise)")
     p.add_argument("--unsafe-load", action="store_true",
                    help="allow arbitrary unpickling (only for files you trust)")
     p.set_defaults(func=_run_measure)
@@ -45,10 +47,14 @@ examples:
 def _run_measure(args: argparse.Namespace) -> int:
     import probe
     from probe.replay.readers import load_checkpoint
+    from probe.replay.runner import Options
 
     checkpoint = load_checkpoint(args.path, unsafe=args.unsafe_load)
-    layers = args.layers or checkpoint.layers
-    report = probe.measure(checkpoint.state_dict, layers=layers, method=args.method)
+    # the settings `probe replay` measures this file with, so both print the same numbers
+    options = Options(layers=args.layers, method=args.method, evbmf_xatol=args.evbmf_xatol).for_file(
+        checkpoint.layers, genprob=checkpoint.format == "genprob")
+    layers = options.layers
+    report = probe.measure(checkpoint.state_dict, **options.kwargs())
     known = {k: v for k, v in checkpoint.performance.items() if v == v}  # drop NaN (unknown)
     print(f"{checkpoint.path} ({checkpoint.format}, epoch {checkpoint.epoch}, layers={layers})")
     if known:

@@ -8,13 +8,16 @@ import pytest
 import torch
 from torch import nn
 
+import probe
 from probe.cli import main
+from probe.evbmf import REFERENCE_XATOL
+from probe.replay import load_checkpoint
 from tests.replay_helpers import REFERENCE_FILE, make_family, make_malicious, truncate
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_measure_reads_safetensors_and_reports_genprob_metadata(tmp_path, capsys):
+def test_measure_reads_safetensors_and_reports_genprob_metadata(tmp_path, capsys, genprob_reference):
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -25,6 +28,11 @@ def test_measure_reads_safetensors_and_reports_genprob_metadata(tmp_path, capsys
     assert main(["measure", str(REFERENCE_FILE)]) == 0
     out = capsys.readouterr().out
     assert "(genprob, epoch 4, layers=genprob)" in out and "test_acc=0.9179" in out
+    # GenProb files are measured with the reference's EVBMF tolerance, as `probe replay` does
+    printed = {name: float(value) for name, value in (line.split() for line in out.splitlines()[-8:])}
+    expected = probe.measure(load_checkpoint(REFERENCE_FILE).state_dict, layers="genprob", evbmf_xatol=REFERENCE_XATOL)
+    assert printed == pytest.approx(expected.network, rel=5e-6)  # printed to 6 significant digits
+    assert printed["E_L2_AE"] == pytest.approx(genprob_reference["aggregates"]["E_L2_AE"], rel=2e-3)
 
 
 def test_measure_refuses_a_malicious_pickle_unless_opted_in(tmp_path, capsys):
