@@ -11,9 +11,7 @@ import torch
 
 import probe
 from probe.evbmf import REFERENCE_XATOL, evbmf
-from tests.test_spectrum import matrix_with_condition
-
-NORMS = ("spec", "fro")
+from tests.test_spectrum import assert_quantities_match, matrix_with_condition
 
 
 def weights(dtype: torch.dtype) -> dict[str, torch.Tensor]:
@@ -32,17 +30,7 @@ def weights(dtype: torch.dtype) -> dict[str, torch.Tensor]:
 
 
 def assert_scaled(scaled: probe.Report, base: probe.Report, factor: float) -> None:
-    for layer_s, layer_b in zip(scaled.layers, base.layers):
-        for u, want in layer_b.unfoldings.items():
-            got = layer_s.unfoldings[u]
-            assert len(got.d) == len(want.d), (layer_b.name, u)
-            for variant in ("BE", "AE"):
-                for name, value in getattr(want, variant).items():
-                    expected = value * factor if name in NORMS else value
-                    assert getattr(got, variant)[name] == pytest.approx(expected, rel=1e-5), (layer_b.name, u, variant, name)
-    for name, value in base.network.items():
-        if name.startswith(("E_", "SQ_")):  # S and F are log-norms: shifted by log(factor)
-            assert scaled.network[name] == pytest.approx(value, rel=1e-5, nan_ok=True), name
+    assert_quantities_match(scaled, base, norm_factor=factor)
 
 
 @pytest.mark.parametrize("method", ["auto", "gram64", "svd"])
