@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 import optuna
-from optuna.trial import FrozenTrial
+from optuna.trial import FrozenTrial, TrialState
 
 PRUNED_KEY = "probe:pruned"
 """Trial system attribute: why the trial was pruned (``{"rule", "signal", "value", "threshold", "step", …}``)."""
@@ -40,11 +40,27 @@ def check_single_objective(study: optuna.study.Study, pruner: object) -> None:
         )
 
 
-def is_first_in_interval(step: int, steps: Iterable[int], *, n_warmup_steps: int, interval_steps: int) -> bool:
-    """Whether ``step`` is the first of the trial's ``steps`` in its pruning interval (as Optuna's pruners)."""
+def step_to_judge(
+    study: optuna.study.Study, steps: Iterable[int], *, n_startup_trials: int, n_warmup_steps: int, interval_steps: int
+) -> tuple[int, list[FrozenTrial]] | None:
+    """The trial's latest step and the study's completed trials, when the pruner judges now, else ``None``.
+
+    As Optuna's pruners: not before ``n_warmup_steps``, once per ``interval_steps`` (the first
+    step of the trial in each interval), and only after ``n_startup_trials`` (at least one)
+    trials have completed.
+    """
+    steps = set(steps)
+    if not steps:
+        return None
+    step = max(steps)
     lowest = (step - n_warmup_steps) // interval_steps * interval_steps + n_warmup_steps
-    previous = max((s for s in steps if s != step), default=-1)
-    return previous < lowest
+    previous = max(steps - {step}, default=-1)
+    if step < n_warmup_steps or previous >= lowest:
+        return None
+    completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if len(completed) < max(1, n_startup_trials):
+        return None
+    return step, completed
 
 
 def _json_safe(value: Any) -> Any:

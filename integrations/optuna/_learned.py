@@ -18,9 +18,9 @@ from integrations.optuna._common import (
     check_choice,
     check_int,
     check_single_objective,
-    is_first_in_interval,
     record_pruned,
     record_settings,
+    step_to_judge,
 )
 from integrations.optuna._measures import (
     check_measure_name,
@@ -213,15 +213,11 @@ class LearnedMeasurePruner(BasePruner):
         record_settings(study, self._settings, self._recorded)
         measures = get_measures(trial)
         steps = set(measures) | (set(trial.intermediate_values) if self._objective else set())
-        if not steps:
+        judged = step_to_judge(study, steps, n_startup_trials=self._n_startup_trials,
+                               n_warmup_steps=self._n_warmup_steps, interval_steps=self._interval_steps)
+        if judged is None:
             return False
-        step = max(steps)
-        if step < self._n_warmup_steps or not is_first_in_interval(
-                step, steps, n_warmup_steps=self._n_warmup_steps, interval_steps=self._interval_steps):
-            return False
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if len(completed) < max(1, self._n_startup_trials):
-            return False
+        step, completed = judged
         reason = self._judge(study, trial, completed, step)
         if reason is not None:
             record_pruned(study, trial, reason)

@@ -6,16 +6,16 @@ import math
 
 import optuna
 from optuna.pruners import BasePruner
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from integrations.optuna._common import (
     NAN_POLICIES,
     check_choice,
     check_int,
     check_single_objective,
-    is_first_in_interval,
     record_pruned,
     record_settings,
+    step_to_judge,
 )
 from integrations.optuna._measures import (
     check_measure_name,
@@ -160,15 +160,11 @@ class MeasurePruner(BasePruner):
     def _judge(self, study: optuna.study.Study, trial: FrozenTrial) -> dict | None:
         """The reason to prune ``trial`` on the measure, or ``None``."""
         measures = get_measures(trial)
-        if not measures:
+        judged = step_to_judge(study, measures, n_startup_trials=self._n_startup_trials,
+                               n_warmup_steps=self._n_warmup_steps, interval_steps=self._interval_steps)
+        if judged is None:
             return None
-        step = max(measures)
-        if step < self._n_warmup_steps or not is_first_in_interval(
-                step, measures, n_warmup_steps=self._n_warmup_steps, interval_steps=self._interval_steps):
-            return None
-        completed = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not completed or len(completed) < self._n_startup_trials:
-            return None
+        step, completed = judged
         if self.measure not in measures[step]:
             raise ValueError(
                 f"measure {self.measure!r} was not stored at step {step} of trial {trial.number} "
