@@ -16,7 +16,9 @@ Weights (conv and linear weights only, as ``layers="auto"`` picks them):
   layers have.
 
 Columns: ``svd32 loop`` / ``svd64 loop`` = ``torch.linalg.svdvals`` over every distinct
-unfolding in float32 (the weights' dtype) / float64; ``gram64`` = ``probe.measure(...,
+unfolding in float32 (the weights' dtype) / float64; ``np svd32`` = numpy's float32
+``svd(compute_uv=False)`` loop (OpenBLAS in numpy's wheels, the library the engine's CPU
+kernels use: the same-BLAS baseline; torch's MKL is slow on AMD CPUs); ``gram64`` = ``probe.measure(...,
 method="gram64")``; ``auto`` = ``probe.measure`` (the default); ``ww`` = WeightWatcher's
 ``analyze()`` (only when ``weightwatcher`` is installed; it is not a dependency). Both
 ``probe.measure`` columns include everything: spectra, EVBMF, quantities, aggregates.
@@ -27,8 +29,14 @@ computed from float64 ``svdvals`` (SPEC §2 allows 1e-5), with the routes taken.
 ``--cliff ROWS`` adds a third: an ill-conditioned (1e7) against a well-conditioned (10)
 layer of one large shape, with ``auto`` alone and with the route hint a live caller passes.
 
+``--kernels`` times the CPU kernels themselves in torch (MKL) and numpy (OpenBLAS), one
+thread: why :mod:`probe.linalg` uses numpy on the CPU. ``--profile`` splits one thread's
+``probe.measure`` per model into its parts (scaling, stable-rank estimate, Gram products,
+eigensolver, svd, EVBMF + quantities, the rest): where the time goes.
+
 Usage: ``python benchmarks/speed.py [--models resnet18,bert-base] [--threads 1,2]
-[--repeats 3] [--blocks 4] [--clock wall|cpu] [--cliff 1024] [--device cuda] [--quick]``
+[--repeats 3] [--blocks 4] [--clock wall|cpu] [--cliff 1024] [--kernels] [--profile]
+[--device cuda] [--quick]``
 """
 
 from __future__ import annotations
@@ -39,7 +47,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 import probe
 from probe.evbmf import evbmf
@@ -224,6 +234,71 @@ def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[]
               f"{first.layers[0].unfoldings['out'].route:<6} {dev:>13.1e}", flush=True)
 
 
+KERNEL_SHAPES = ((256, 2304), (512, 4608), (768, 768), (768, 3072), (1024, 4096))
+
+
+def kernels(repeats: int) -> None:
+    """Gram product, symmetric eigensolver and svdvals, torch (MKL) against numpy (OpenBLAS), 1 thread."""
+    print("\nCPU kernels, 1 thread, best of", repeats, "(ms): torch's MKL against numpy's OpenBLAS")
+    print(f"{'shape':>12} {'kernel':<22} {'torch':>8} {'numpy':>8} {'numpy/torch':>12}")
+    torch.set_num_threads(1)
+    with threadpool_limits(1, user_api="blas"):
+        for rows, cols in KERNEL_SHAPES:
+            a32 = torch.randn(rows, cols)
+            a64 = a32.double()
+            gram = a64 @ a64.T
+            n32, n64, ngram = a32.numpy(), a64.numpy(), gram.numpy()
+            pairs = {
+                "A Aᵀ float32": (lambda: a32 @ a32.T, lambda: n32 @ n32.T),
+                "A Aᵀ float64": (lambda: a64 @ a64.T, lambda: n64 @ n64.T),
+                "eigvalsh float64": (lambda: torch.linalg.eigvalsh(gram), lambda: np.linalg.eigvalsh(ngram)),
+                "svdvals float32": (lambda: torch.linalg.svdvals(a32), lambda: np.linalg.svd(n32, compute_uv=False)),
+            }
+            for kernel, (in_torch, in_numpy) in pairs.items():
+                t = best_times({"torch": in_torch, "numpy": in_numpy}, repeats, lambda: None, time.perf_counter)
+                print(f"{f'{rows}x{cols}':>12} {kernel:<22} {t['torch'] * 1e3:>8.1f} {t['numpy'] * 1e3:>8.1f} "
+                      f"{t['numpy'] / t['torch']:>11.2f}x", flush=True)
+
+
+def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
+    """Where one thread's ``probe.measure`` spends its time, per model (the routes ``auto`` takes)."""
+    from probe.linalg import NUMPY, single_threaded_blas
+
+    parts = ("scale", "estimate", "A Aᵀ", "eigvalsh", "svd", "EVBMF+q", "rest")
+    print("\nwhere the time goes: probe.measure, 1 thread, CPU, best of", repeats, "(ms)")
+    print(f"{'model':<12} {'weights':<8} {'measure':>8} " + " ".join(f"{p:>9}" for p in parts))
+    torch.set_num_threads(1)
+    for model in models:
+        base = init_weights(shapes_of(model, blocks, quick))
+        for label, weights in (("init", base), ("trained", trained_like(base))):
+            report = probe.measure(weights)
+            units = {id(m): (m, u) for layer, (name, w) in zip(report.layers, select_layers(weights, "auto"))
+                     for m, u in ((m, layer.unfoldings[k]) for k, m in unfold(w, name).items())}
+            total = {p: 0.0 for p in parts}
+            with single_threaded_blas():
+                for matrix, unit in units.values():
+                    a, _ = NUMPY.prepare(matrix)
+                    rows, cols = matrix.shape
+                    steps: dict[str, Callable[[], object]] = {"scale": lambda: NUMPY.prepare(matrix)}
+                    if rows > 1 and rows <= cols / 3:
+                        steps["estimate"] = lambda: NUMPY.stable_rank(a)
+                    if unit.route == "svd":
+                        steps["svd"] = lambda: NUMPY.svd_values(a)
+                    else:
+                        b = a.astype(np.float64 if unit.route == "gram64" else np.float32)
+                        gram = (b @ b.T).astype(np.float64)
+                        steps["A Aᵀ"] = lambda: b @ b.T
+                        steps["eigvalsh"] = lambda: np.linalg.eigvalsh(gram)
+                    steps["EVBMF+q"] = lambda: (evbmf(unit.s, rows, cols), quantities(unit.s, rows))
+                    for part, seconds in best_times(steps, repeats, lambda: None, time.perf_counter).items():
+                        total[part] += seconds
+            measured = best_times({"measure": lambda: probe.measure(weights)}, repeats, lambda: None,
+                                  time.perf_counter)["measure"]
+            total["rest"] = measured - sum(total.values())
+            print(f"{model:<12} {label:<8} {measured * 1e3:>8.0f} " + " ".join(f"{total[p] * 1e3:>9.0f}" for p in parts),
+                  flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
@@ -235,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="wall time, or this process's CPU time (steadier on a loaded machine; one thread only)")
     parser.add_argument("--cliff", type=int, default=0, metavar="ROWS",
                         help="also time an ill- vs a well-conditioned ROWS x 6.125·ROWS layer (e.g. 1024; VGG fc6 is 4096)")
+    parser.add_argument("--kernels", action="store_true", help="also time the CPU kernels in torch (MKL) and numpy (OpenBLAS)")
+    parser.add_argument("--profile", action="store_true", help="also split one thread's probe.measure into its parts")
     parser.add_argument("--quick", action="store_true", help="widths / 8, one block, one repeat, one thread: a smoke test")
     args = parser.parse_args(argv)
     models = args.models.split(",")
@@ -251,9 +328,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, device {device}, {args.clock} clock, best of {repeats} interleaved; "
           f"transformers: {1 if args.quick else args.blocks} block(s){'; --quick: widths / 8' if args.quick else ''}")
-    names = ["svd32 loop", "svd64 loop", "gram64", "auto"] + (["ww"] if ww else [])
+    names = ["svd32 loop", "svd64 loop", "np svd32", "gram64", "auto"] + (["ww"] if ww else [])
     header = (f"{'model':<12} {'weights':<8} {'thr':>3} " + " ".join(f"{n:>11}" for n in names)
-              + f" {'auto/svd32':>11} {'auto/svd64':>11} {'auto/gram64':>12}")
+              + f" {'auto/svd32':>11} {'auto/svd64':>11} {'auto/np32':>10} {'auto/gram64':>12}")
     print(header)
     print("-" * len(header))
     accuracy = []
@@ -263,8 +340,10 @@ def main(argv: list[str] | None = None) -> None:
             weights = {k: v.to(device) for k, v in weights.items()}
             mats = unfoldings(weights)
             mats64 = [m.double() for m in mats]
+            arrays = [m.numpy() for m in mats] if device.type == "cpu" else []
             columns: dict[str, Callable[[], object]] = {
                 "svd32 loop": lambda: [torch.linalg.svdvals(m) for m in mats],
+                "np svd32": lambda: [np.linalg.svd(a, compute_uv=False) for a in arrays],
                 "svd64 loop": lambda: [torch.linalg.svdvals(m) for m in mats64],
                 "gram64": lambda: probe.measure(weights, method="gram64"),
                 "auto": lambda: probe.measure(weights),
@@ -275,12 +354,16 @@ def main(argv: list[str] | None = None) -> None:
             reference = reference_records(weights)
             if "ww" in columns:
                 columns["ww"]()
+            if device.type != "cpu":
+                del columns["np svd32"]
             for n in threads if repeats else ():
                 torch.set_num_threads(n)
-                t = best_times(columns, repeats, sync, clock)
+                with threadpool_limits(n, user_api="blas"):
+                    t = best_times(columns, repeats, sync, clock)
                 cells = " ".join(f"{t[c] * 1e3:>8.0f} ms" if c in t else f"{'-':>11}" for c in names)
+                np32 = f"{t['auto'] / t['np svd32']:>9.3f}x" if "np svd32" in t else f"{'-':>10}"
                 print(f"{model:<12} {label:<8} {n:>3} {cells} {t['auto'] / t['svd32 loop']:>10.3f}x "
-                      f"{t['auto'] / t['svd64 loop']:>10.3f}x {t['auto'] / t['gram64']:>11.3f}x", flush=True)
+                      f"{t['auto'] / t['svd64 loop']:>10.3f}x {np32} {t['auto'] / t['gram64']:>11.3f}x", flush=True)
             routes = Counter(u.route for layer in report.layers for u in layer.unfoldings.values())
             accuracy.append((model, label, deviation(report, reference), deviation(report64, reference),
                              ", ".join(f"{r} {c}" for r, c in sorted(routes.items()))))
@@ -291,6 +374,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.cliff or args.quick:
         torch.set_num_threads(threads[0])
         cliff(args.cliff or 64, repeats, clock, sync, device)
+    if args.profile or args.quick:
+        profile(models, args.blocks, args.quick, max(repeats, 1))
+    if args.kernels:
+        kernels(max(repeats, 1))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ def test_speed_quick_prints_every_model_within_tolerance():
     result = subprocess.run([sys.executable, "benchmarks/speed.py", "--quick"], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300, check=True)
     lines = result.stdout.splitlines()
+    cut = next(i for i, line in enumerate(lines) if line.startswith("where the time goes"))
+    lines, profile = lines[:cut], [line.split() for line in lines[cut + 2:]]
     rows = [line.split() for line in lines]
     timing = [row for row in rows if len(row) > 3 and row[1] in ("init", "trained")]
     models = ("resnet18", "resnet50", "bert-base", "gpt2-medium")
@@ -29,3 +31,6 @@ def test_speed_quick_prints_every_model_within_tolerance():
         assert {word for word in row[4:] if not word.rstrip(",").isdigit()} <= set(ROUTES), row
     cliff = [row for row in rows if row[:1] in (["1e+01"], ["1e+07"])]
     assert [row[5] for row in cliff] == ["gram64", "svd"] and all(float(row[6]) <= 1e-5 for row in cliff)
+    models_weights = [(m, w) for m in models for w in ("init", "trained")]
+    assert [(row[0], row[1]) for row in profile] == models_weights  # measure, 6 parts, rest (ms)
+    assert all(len(row) == 10 and float(row[2]) > 0 and all(float(x) >= 0 for x in row[3:9]) for row in profile)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import probe
-from probe.spectrum import ROUTES, _gram32_unlikely, singular_values
+from probe.linalg import NUMPY, TORCH
+from probe.spectrum import ROUTES, singular_values
 
 
 def matrix_with_condition(rows: int, cols: int, condition: float, seed: int = 0) -> torch.Tensor:
@@ -64,11 +65,15 @@ def test_routes_follow_the_conditioning():
     assert route(torch.randn(300, 300)) == "gram64"  # square: gram32 would never hold
 
 
-def test_stable_rank_estimate_predicts_gram32():
-    assert _gram32_unlikely(matrix_with_condition(256, 2304, 3e4))
-    assert _gram32_unlikely(matrix_with_condition(64, 576, 100.0))
-    assert not _gram32_unlikely(matrix_with_condition(256, 2304, 3.0))
-    assert not _gram32_unlikely(torch.randn(64, 576))
+@pytest.mark.parametrize("kernels", [NUMPY, TORCH], ids=["numpy", "torch"])
+def test_stable_rank_estimate_predicts_gram32(kernels):
+    def low(matrix: torch.Tensor) -> bool:
+        return kernels.stable_rank(kernels.prepare(matrix)[0]) < 0.25 * matrix.shape[0]
+
+    assert low(matrix_with_condition(256, 2304, 3e4))
+    assert low(matrix_with_condition(64, 576, 100.0))
+    assert not low(matrix_with_condition(256, 2304, 3.0))
+    assert not low(torch.randn(64, 576))
 
 
 @pytest.mark.parametrize(("condition", "hint", "taken"), [
@@ -127,3 +132,31 @@ def test_bad_arguments():
         singular_values([torch.randn(2, 3)], hints=[None, None])
     with pytest.raises(ValueError, match="hint 0 is 'fast'"):
         singular_values([torch.randn(2, 3)], hints=["fast"])
+
+
+@pytest.mark.parametrize("condition", [2.0, 1e3, 1e9])
+def test_torch_kernels_agree_with_numpy_kernels(condition):
+    """The kernels other devices use (torch) give the CPU's (numpy's) values; run here on the CPU."""
+    w = matrix_with_condition(48, 432, condition) * 2.0**40  # also exercises the scaling
+    (a_np, e_np), (a_t, e_t) = NUMPY.prepare(w), TORCH.prepare(w)
+    assert e_np == e_t == np.frexp(float(w.abs().max()))[1] > 32
+    reference = torch.linalg.svdvals(w.double()).numpy() * 2.0**-e_np
+    for double in (False, True):
+        np.testing.assert_allclose(TORCH.gram_eigenvalues(a_t, double), NUMPY.gram_eigenvalues(a_np, double),
+                                   rtol=1e-5, atol=1e-6 * reference[0] ** 2)
+    np.testing.assert_allclose(TORCH.svd_values(a_t), reference, rtol=1e-7)
+    np.testing.assert_allclose(NUMPY.svd_values(a_np), reference, rtol=1e-7)
+    assert TORCH.stable_rank(a_t) == pytest.approx(NUMPY.stable_rank(a_np), rel=1e-4)
+
+
+def test_cpu_matrices_are_spread_over_threads_in_input_order():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        mats = [matrix_with_condition(rows, 3 * rows, c, seed=rows) for rows in (16, 64, 32, 8) for c in (2.0, 1e9)]
+        spectra = singular_values(mats)
+    finally:
+        torch.set_num_threads(before)
+    assert [s.route for s in spectra] == ["gram32", "svd"] * 4
+    for got, m in zip(spectra, mats):
+        np.testing.assert_allclose(got.values, torch.linalg.svdvals(m.double()).numpy(), rtol=2e-6)
