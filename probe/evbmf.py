@@ -66,8 +66,6 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
     upper = total / (L * M)
 
     positive = s2[s2 > 0.0]
-    if np.any(positive[1:] > positive[:-1]):  # the objective splits by position (descending)
-        positive = np.sort(positive)[::-1]
     if xatol is None:  # coarse (≤ 1e-4 relative: lower ≤ σ²), then polished
         tolerance = 1e-4 * lower
     else:  # the absolute tolerance in the scaled units (capped: a huge one means "stop at once")
@@ -92,9 +90,10 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
 
 
 def _objective(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) -> float:
-    """Φ(σ²) of SPEC §3 (the negative free energy up to constants); ``s2`` descending."""
+    """Φ(σ²) of SPEC §3 (the negative free energy up to constants)."""
     x = s2 / (M * sigma2)
-    big, small = _split(x, x_bar)
+    small = x[x <= x_bar]
+    big = x[x > x_bar]
     shifted = big - (1.0 + alpha)
     tau = 0.5 * (shifted + np.sqrt(shifted * shifted - 4.0 * alpha))
     return float(
@@ -106,20 +105,14 @@ def _objective(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float
 def _slope(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) -> float:
     """``dΦ/dσ²`` (``dx_i/dσ² = −x_i/σ²``; ``τ' = τ / sqrt((x − (1+α))² − 4α)``)."""
     x = s2 / (M * sigma2)
-    big, small = _split(x, x_bar)
+    small = x[x <= x_bar]
+    big = x[x > x_bar]
     shifted = big - (1.0 + alpha)
     root = np.sqrt(shifted * shifted - 4.0 * alpha)
     tau = 0.5 * (shifted + root)
     dtau = tau / root
     dphi_dx = 1.0 - 1.0 / big + dtau * (1.0 / (tau + 1.0) + alpha / (tau + alpha) - 1.0)
     return -float((small - 1.0).sum() + (big * dphi_dx).sum()) / sigma2
-
-
-def _split(x: np.ndarray, x_bar: float) -> tuple[np.ndarray, np.ndarray]:
-    """``(x[x > x̄], x[x ≤ x̄])`` of a descending ``x``, as views (the same elements in the
-    same order as boolean indexing, so the sums are bit-for-bit the same)."""
-    k = int(np.count_nonzero(x > x_bar))
-    return x[:k], x[k:]
 
 
 def _polish(sigma2: float, lower: float, upper: float, args: tuple) -> float:
