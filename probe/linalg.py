@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
+import scipy.linalg
 import torch
 
 # |entries| within 2**±safe: no A Aᵀ entry overflows (≤ M·2**(2·safe)), and underflowed
@@ -41,8 +42,9 @@ class Kernels(Protocol[Array]):
     def prepare(self, matrix: torch.Tensor) -> tuple[Array, int]:
         """The matrix as float32 (float64 if it is float64) times ``2**-e``, and ``e``."""
 
-    def gram_eigenvalues(self, a: Array, double: bool) -> np.ndarray:
-        """Ascending float64 eigenvalues of ``A Aᵀ`` formed in float64 or float32."""
+    def gram_eigenvalues(self, a: Array, double: bool, floor: float = 0.0) -> np.ndarray | None:
+        """Ascending float64 eigenvalues of ``A Aᵀ`` formed in float64 or float32, or ``None``
+        (nothing solved) where a Cholesky factorisation shows ``λ_min < floor · λ_max``."""
 
     def svd_values(self, a: Array) -> np.ndarray:
         """Float64 singular values (descending), via QR for wide matrices."""
@@ -74,10 +76,12 @@ class NumpyKernels:
         e = scale_exponent(float(max(a.max(), -a.min()))) if a.size else 0
         return (_ldexp(a, -e) if e else a), e
 
-    def gram_eigenvalues(self, a: np.ndarray, double: bool) -> np.ndarray:
+    def gram_eigenvalues(self, a: np.ndarray, double: bool, floor: float = 0.0) -> np.ndarray | None:
         a = a.astype(np.float64 if double else np.float32, copy=False)
-        gram = (a @ a.T).astype(np.float64, copy=False)  # numpy forms A Aᵀ with one syrk
-        return np.linalg.eigvalsh(gram, UPLO="L")
+        gram = a @ a.T  # numpy forms A Aᵀ with one syrk
+        if floor and not _definite_above(gram, floor):
+            return None
+        return np.linalg.eigvalsh(gram.astype(np.float64, copy=False), UPLO="L")
 
     def svd_values(self, a: np.ndarray) -> np.ndarray:
         a = a.astype(np.float64, copy=False)
@@ -102,9 +106,12 @@ class TorchKernels:
         e = scale_exponent(float(matrix.abs().amax())) if matrix.numel() else 0
         return (_ldexp(matrix, -e) if e else matrix), e
 
-    def gram_eigenvalues(self, a: torch.Tensor, double: bool) -> np.ndarray:
+    def gram_eigenvalues(self, a: torch.Tensor, double: bool, floor: float = 0.0) -> np.ndarray | None:
         a = a.to(torch.float64 if double else torch.float32)
-        return torch.linalg.eigvalsh((a @ a.mT).to(torch.float64), UPLO="L").cpu().numpy()
+        gram = a @ a.mT
+        if floor and not _definite_above(gram, floor):
+            return None
+        return torch.linalg.eigvalsh(gram.to(torch.float64), UPLO="L").cpu().numpy()
 
     def svd_values(self, a: torch.Tensor) -> np.ndarray:
         a = a.to(torch.float64)
@@ -130,10 +137,34 @@ def _ldexp(a: Array, e: int) -> Array:
     return a * 2.0**half * 2.0 ** (e - half)
 
 
+def _definite_above(gram: Array, floor: float) -> bool:
+    """False when ``gram − floor·λ I`` has no Cholesky factor for a lower bound ``λ ≤ λ_max``
+    (three power steps), which proves ``λ_min < floor · λ_max``: a rejection for a few % of
+    an eigensolver's cost. True does not prove the converse (the eigenvalues decide)."""
+    x = gram.sum(1)
+    for _ in range(3):
+        x = gram @ _unit(x)
+    top = max(_norm(x), float(gram.diagonal().max()))
+    if isinstance(gram, np.ndarray):
+        shifted = gram.copy()
+        np.fill_diagonal(shifted, gram.diagonal() - floor * top)
+        potrf = scipy.linalg.lapack.dpotrf if gram.dtype == np.float64 else scipy.linalg.lapack.spotrf
+        return int(potrf(shifted, lower=1, clean=0, overwrite_a=1)[1]) == 0
+    shifted = gram.clone()
+    shifted.diagonal().sub_(floor * top)
+    return int(torch.linalg.cholesky_ex(shifted).info) == 0
+
+
 def _unit(v: Array) -> Array:
     """``v / ‖v‖`` (numpy or torch; a zero vector stays zero)."""
-    norm = float((v * v).sum()) ** 0.5
+    norm = _norm(v)
     return v / norm if norm > 0 else v
+
+
+def _norm(v: Array) -> float:
+    """``‖v‖`` without overflow in the vector's dtype."""
+    peak = float(abs(v).max())
+    return peak * float(((v / peak) ** 2).sum()) ** 0.5 if peak > 0 else 0.0
 
 
 class _BlasThreads:

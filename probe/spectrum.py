@@ -66,6 +66,11 @@ _MAX_GRAM32_ASPECT = 1 / 3
 # Below this fraction of L, a stable rank predicts gram32's rejection: a Marchenko–Pastur
 # matrix with condition ≤ 4 has stable rank ≥ 0.4·L, trained layers sit near L/10 or below.
 _MIN_STABLE_RANK = 0.25
+# Up to this fraction (condition-3 to -10 spectra, or an L/M ≈ 1/4 random matrix) gram32 is
+# tried with a Cholesky test first, which rejects it before the eigensolver runs when
+# λ_min < 0.9 × the bound (a wrong guess then costs the float32 product, not also a solve).
+_SURE_STABLE_RANK = 0.5
+_EARLY_REJECT = 0.9
 
 
 class Spectrum(NamedTuple):
@@ -125,18 +130,21 @@ def _spectrum(matrix: torch.Tensor, method: Method, hint: Route | None) -> Spect
     a, e = kernels.prepare(matrix)
     rows, cols = matrix.shape
     route: Route
+    doubtful = False  # gram32 predicted but not clearly: test before solving
     if method != "auto":
         route = "svd" if method == "svd" else "gram64"
     elif hint is not None:
         route = hint
-    elif rows > 1 and (rows > _MAX_GRAM32_ASPECT * cols or kernels.stable_rank(a) < _MIN_STABLE_RANK * rows):
+    elif rows > 1 and rows > _MAX_GRAM32_ASPECT * cols:
         route = "gram64"
     else:
-        route = "gram32"
+        stable_rank = kernels.stable_rank(a) / rows if rows > 1 else 1.0
+        route = "gram64" if stable_rank < _MIN_STABLE_RANK else "gram32"
+        doubtful = stable_rank < _SURE_STABLE_RANK
     while route != "svd":
-        eig = kernels.gram_eigenvalues(a, double=route == "gram64")
-        top = eig[-1]
-        if top == 0 or eig[0] >= _MIN_RATIO[route] * top:
+        floor = _EARLY_REJECT * _MIN_RATIO[route] if doubtful and route == "gram32" else 0.0
+        eig = kernels.gram_eigenvalues(a, double=route == "gram64", floor=floor)
+        if eig is not None and (eig[-1] == 0 or eig[0] >= _MIN_RATIO[route] * eig[-1]):
             return Spectrum(np.ldexp(np.sqrt(np.maximum(eig[::-1], 0.0)), e), route)
         route = "gram64" if route == "gram32" else "svd"
     return Spectrum(np.ldexp(kernels.svd_values(a), e), "svd")

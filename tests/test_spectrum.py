@@ -160,3 +160,14 @@ def test_cpu_matrices_are_spread_over_threads_in_input_order():
     assert [s.route for s in spectra] == ["gram32", "svd"] * 4
     for got, m in zip(spectra, mats):
         np.testing.assert_allclose(got.values, torch.linalg.svdvals(m.double()).numpy(), rtol=2e-6)
+
+
+@pytest.mark.parametrize("kernels", [NUMPY, TORCH], ids=["numpy", "torch"])
+def test_cholesky_test_rejects_before_solving_only_what_would_fail(kernels):
+    floor = 0.9 * 0.0596  # as auto uses it for gram32: λ_min/λ_max ≥ 0.0596 is kept
+    kept, failing = matrix_with_condition(128, 1152, 3.0), matrix_with_condition(128, 1152, 10.0)
+    eig = kernels.gram_eigenvalues(kernels.prepare(kept)[0], False, floor=floor)
+    assert eig is not None
+    np.testing.assert_allclose(np.sqrt(eig[::-1]), torch.linalg.svdvals(kept.double()).numpy(), rtol=2e-6)
+    assert kernels.gram_eigenvalues(kernels.prepare(failing)[0], False, floor=floor) is None
+    assert route(failing) == "gram64"  # random-looking (stable rank ≈ 0.3 L): tried, rejected early
