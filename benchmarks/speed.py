@@ -214,12 +214,14 @@ def conditioned(rows: int, cols: int, condition: float, seed: int = 0) -> torch.
 
 
 def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[], None], device: torch.device) -> None:
-    """Cost of an ill-conditioned layer against a well-conditioned one of the same shape
-    (VGG's first fc has 4096 × 25088; this is ``rows × 6.125·rows``), with and without a hint."""
+    """Cost of an ill-conditioned layer against well-conditioned ones of the same shape
+    (VGG's first fc has 4096 × 25088; this is ``rows × 6.125·rows``), with and without a hint;
+    conditions 3-10 with log-spaced values look random to the stable-rank estimate, the case
+    where ``auto`` guesses ``gram32`` and may be wrong."""
     cols = int(rows * 6.125)
     print(f"\nill- vs well-conditioned linear layer {rows} x {cols} (VGG fc6 aspect), {torch.get_num_threads()} thread(s)")
     print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<6} {'max rel. dev.':>13}")
-    for condition in (10.0, 1e7):
+    for condition in (3.0, 5.0, 10.0, 1e7):  # 3-10: random-looking, gram32's limit is ≈ 4
         weights = {"fc.weight": conditioned(rows, cols, condition).to(device)}
         first = probe.measure(weights)  # also a warm-up
         matrix = weights["fc.weight"]

@@ -19,7 +19,8 @@ holds. Three routes, cheapest first:
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
 from the shape (``L/M`` above ~1/3: even random matrices are too ill-conditioned for
-float32) and a cheap stable-rank estimate (trained layers: under ``L/4``). A route that
+float32) and a cheap stable-rank estimate (trained layers: under ``L/4``; once the four
+largest estimated matrices all look trained, the others skip the estimate). A route that
 turns out not to hold hands the matrix to the next one, so a hint or a prediction only
 ever costs time, never accuracy.
 ``method="gram64"`` starts at ``gram64`` and ``method="svd"`` uses ``svd`` alone. Every
@@ -71,6 +72,8 @@ _MIN_STABLE_RANK = 0.25
 # λ_min < 0.9 × the bound (a wrong guess then costs the float32 product, not also a solve).
 _SURE_STABLE_RANK = 0.5
 _EARLY_REJECT = 0.9
+# This many estimated matrices (the largest) all below L/4 mark a trained model: skip the rest's estimates.
+_SAMPLE = 4
 
 
 class Spectrum(NamedTuple):
@@ -103,11 +106,12 @@ def singular_values(
         if matrix.shape[-2] > matrix.shape[-1]:
             raise ValueError(f"matrix {index} has shape {tuple(matrix.shape)}; orient it first (rows <= cols)")
     hints = list(hints) if hints is not None else [None] * len(matrices)
-
-    def one(index: int) -> Spectrum:
-        return _spectrum(matrices[index], method, hints[index])
-
     largest_first = sorted(range(len(matrices)), key=lambda i: -matrices[i].shape[0] ** 2 * matrices[i].shape[1])
+    plan = _first_routes(matrices, largest_first, method, hints)
+
+    def one(i: int) -> Spectrum:
+        return _solve(matrices[i], *plan[i])
+
     on_cpu = [i for i in largest_first if matrices[i].device.type == "cpu"]
     result = {i: one(i) for i in largest_first if matrices[i].device.type != "cpu"}
     workers = min(torch.get_num_threads(), len(on_cpu))
@@ -124,23 +128,41 @@ def singular_values(
     return spectra
 
 
-def _spectrum(matrix: torch.Tensor, method: Method, hint: Route | None) -> Spectrum:
-    """One matrix: the first route (method, hint or prediction), handed on until one holds."""
+def _first_routes(matrices: Sequence[torch.Tensor], order: list[int], method: Method,
+                  hints: list[Route | None]) -> dict[int, tuple[Route, bool]]:
+    """Per matrix, the route to try first and whether a ``gram32`` guess is doubtful (then a
+    Cholesky test may reject it before its eigensolver runs).
+
+    Largest first: when the stable ranks of the first few estimated matrices all say
+    "trained" (below ``L/4``), the rest go to ``gram64`` without an estimate, so a trained
+    model without hints costs what ``method="gram64"`` costs.
+    """
+    plan: dict[int, tuple[Route, bool]] = {}
+    estimates: list[bool] = []  # per estimated matrix: gram32 unlikely
+    for i in order:
+        rows, cols = matrices[i].shape
+        hint = hints[i]
+        if method != "auto":
+            plan[i] = ("svd" if method == "svd" else "gram64", False)
+        elif hint is not None:
+            plan[i] = (hint, False)
+        elif rows == 1:
+            plan[i] = ("gram32", False)
+        elif rows > _MAX_GRAM32_ASPECT * cols or (len(estimates) >= _SAMPLE and all(estimates)):
+            plan[i] = ("gram64", False)
+        else:
+            kernels = kernels_for(matrices[i].device)
+            stable_rank = kernels.stable_rank(kernels.prepare(matrices[i])[0]) / rows
+            estimates.append(stable_rank < _MIN_STABLE_RANK)
+            plan[i] = ("gram64" if estimates[-1] else "gram32", stable_rank < _SURE_STABLE_RANK)
+    return plan
+
+
+def _solve(matrix: torch.Tensor, route: Route, doubtful: bool) -> Spectrum:
+    """One matrix from ``route`` on, handed on until one holds (upcast and scaled here: one
+    matrix's copy per thread at a time)."""
     kernels = kernels_for(matrix.device)
     a, e = kernels.prepare(matrix)
-    rows, cols = matrix.shape
-    route: Route
-    doubtful = False  # gram32 predicted but not clearly: test before solving
-    if method != "auto":
-        route = "svd" if method == "svd" else "gram64"
-    elif hint is not None:
-        route = hint
-    elif rows > 1 and rows > _MAX_GRAM32_ASPECT * cols:
-        route = "gram64"
-    else:
-        stable_rank = kernels.stable_rank(a) / rows if rows > 1 else 1.0
-        route = "gram64" if stable_rank < _MIN_STABLE_RANK else "gram32"
-        doubtful = stable_rank < _SURE_STABLE_RANK
     while route != "svd":
         floor = _EARLY_REJECT * _MIN_RATIO[route] if doubtful and route == "gram32" else 0.0
         eig = kernels.gram_eigenvalues(a, double=route == "gram64", floor=floor)

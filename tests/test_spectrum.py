@@ -171,3 +171,12 @@ def test_cholesky_test_rejects_before_solving_only_what_would_fail(kernels):
     np.testing.assert_allclose(np.sqrt(eig[::-1]), torch.linalg.svdvals(kept.double()).numpy(), rtol=2e-6)
     assert kernels.gram_eigenvalues(kernels.prepare(failing)[0], False, floor=floor) is None
     assert route(failing) == "gram64"  # random-looking (stable rank ≈ 0.3 L): tried, rejected early
+
+
+def test_a_trained_model_skips_the_estimate_after_its_four_largest_matrices():
+    trained = [matrix_with_condition(96, 864, 1e3, seed=s) for s in range(4)]  # stable rank ≈ 0.15 L
+    small = matrix_with_condition(16, 144, 2.0)
+    # four large matrices all look trained: the small one goes straight to gram64, no estimate
+    assert [s.route for s in singular_values([small, *trained])] == ["gram64"] * 5
+    # three are not enough evidence: the small one is estimated, and gram32 holds for it
+    assert [s.route for s in singular_values([small, *trained[:3]])] == ["gram32"] + ["gram64"] * 3
