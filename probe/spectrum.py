@@ -107,21 +107,22 @@ def singular_values(
             raise ValueError(f"matrix {index} has shape {tuple(matrix.shape)}; orient it first (rows <= cols)")
     hints = list(hints) if hints is not None else [None] * len(matrices)
     largest_first = sorted(range(len(matrices)), key=lambda i: -matrices[i].shape[0] ** 2 * matrices[i].shape[1])
-    plan = _first_routes(matrices, largest_first, method, hints)
-
-    def one(i: int) -> Spectrum:
-        return _solve(matrices[i], *plan[i])
-
     on_cpu = [i for i in largest_first if matrices[i].device.type == "cpu"]
-    result = {i: one(i) for i in largest_first if matrices[i].device.type != "cpu"}
     workers = min(torch.get_num_threads(), len(on_cpu))
-    if on_cpu:
-        with single_threaded_blas():
-            if workers > 1:
-                with ThreadPoolExecutor(workers, thread_name_prefix="probe-spectrum") as pool:
-                    result.update(zip(on_cpu, pool.map(one, on_cpu)))
-            else:
-                result.update((i, one(i)) for i in on_cpu)
+    # One BLAS thread from the estimates on: a multi-threaded BLAS call leaves OpenBLAS's
+    # threads spinning for a while, taking a core from the workers below.
+    with single_threaded_blas():
+        plan = _first_routes(matrices, largest_first, method, hints)
+
+        def one(i: int) -> Spectrum:
+            return _solve(matrices[i], *plan[i])
+
+        result = {i: one(i) for i in largest_first if matrices[i].device.type != "cpu"}
+        if workers > 1:
+            with ThreadPoolExecutor(workers, thread_name_prefix="probe-spectrum") as pool:
+                result.update(zip(on_cpu, pool.map(one, on_cpu)))
+        else:
+            result.update((i, one(i)) for i in on_cpu)
     spectra = [result[i] for i in range(len(matrices))]
     log.debug("spectra of %d matrices on %d thread(s): %s", len(spectra), max(workers, 1),
               dict(Counter(s.route for s in spectra)))
