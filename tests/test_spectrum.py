@@ -180,3 +180,21 @@ def test_a_trained_model_skips_the_estimate_after_its_four_largest_matrices():
     assert [s.route for s in singular_values([small, *trained])] == ["gram64"] * 5
     # three are not enough evidence: the small one is estimated, and gram32 holds for it
     assert [s.route for s in singular_values([small, *trained[:3]])] == ["gram32"] + ["gram64"] * 3
+
+
+def test_numpy_blas_threads_are_limited_while_measuring_and_restored_after():
+    from threadpoolctl import threadpool_info
+
+    from probe.linalg import single_threaded_blas
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    with single_threaded_blas():
+        with single_threaded_blas():  # nested (and concurrent) uses share one limit
+            assert blas_threads() == [1] * len(before)
+        assert blas_threads() == [1] * len(before)
+    assert blas_threads() == before
+    singular_values([torch.randn(8, 20)])
+    assert blas_threads() == before
