@@ -27,7 +27,8 @@ The second table gives the accuracy: the largest relative deviation of any per-u
 quantity (S, C, ER, spec, fro, SQ; BE and AE) of ``probe.measure`` from the same quantities
 computed from float64 ``svdvals`` (SPEC §2 allows 1e-5), with the routes taken.
 ``--cliff ROWS`` adds a third: an ill-conditioned (1e7) against a well-conditioned (10)
-layer of one large shape, with ``auto`` alone and with the route hint a live caller passes.
+layer of one large shape, with ``auto`` alone and with the route hint a live caller passes,
+and the floor: the engine's kernels alone for each route on that shape.
 
 ``--kernels`` times the CPU kernels themselves in torch (MKL) and numpy (OpenBLAS), one
 thread: why :mod:`probe.linalg` uses numpy on the CPU. ``--profile`` splits one thread's
@@ -54,6 +55,7 @@ from threadpoolctl import threadpool_limits
 import probe
 from probe.evbmf import evbmf
 from probe.layers import select_layers
+from probe.linalg import kernels_for, single_threaded_blas
 from probe.quantities import quantities
 from probe.unfold import unfold
 
@@ -216,8 +218,8 @@ def conditioned(rows: int, cols: int, condition: float, seed: int = 0) -> torch.
 def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[], None], device: torch.device) -> None:
     """Cost of an ill-conditioned layer against well-conditioned ones of the same shape
     (VGG's first fc has 4096 × 25088; this is ``rows × 6.125·rows``), with and without a hint;
-    conditions 3-10 with log-spaced values look random to the stable-rank estimate, the case
-    where ``auto`` guesses ``gram32`` and may be wrong."""
+    conditions 3-10 (log-spaced values, random-looking) lie around gram32's limit (≈ 4),
+    where ``auto``'s prediction from the stable-rank estimate has to be right."""
     cols = int(rows * 6.125)
     print(f"\nill- vs well-conditioned linear layer {rows} x {cols} (VGG fc6 aspect), {torch.get_num_threads()} thread(s)")
     print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<6} {'max rel. dev.':>13}")
@@ -234,6 +236,23 @@ def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[]
         dev = deviation(first, reference_records(weights))
         print(f"{condition:>10.0e} {t['svd32']:>9.2f}s {t['gram64']:>9.2f}s {t['auto']:>9.2f}s {t['hint']:>10.2f}s  "
               f"{first.layers[0].unfoldings['out'].route:<6} {dev:>13.1e}", flush=True)
+    cliff_floor(matrix, repeats, sync, clock)
+
+
+def cliff_floor(matrix: torch.Tensor, repeats: int, sync: Callable[[], None], clock: Callable[[], float]) -> None:
+    """The engine's kernels alone on one matrix (one BLAS thread, as the engine runs one
+    matrix): the least each route can cost, so the least the cliff can be."""
+    kernels = kernels_for(matrix.device)
+    a, _ = kernels.prepare(matrix)
+    with single_threaded_blas():
+        t = best_times({
+            "gram32": lambda: kernels.gram_eigenvalues(a, double=False),
+            "gram64": lambda: kernels.gram_eigenvalues(a, double=True),
+            "svd": lambda: kernels.svd_values(a),
+        }, repeats, sync, clock)
+    print(f"kernel floor, one matrix: A Aᵀ float32 + eigvalsh {t['gram32']:.3f}s, A Aᵀ float64 + eigvalsh "
+          f"{t['gram64']:.3f}s, QR + svdvals(R) float64 {t['svd']:.3f}s: the svd route alone costs "
+          f"{t['svd'] / t['gram32']:.1f}x gram32 and {t['svd'] / t['gram64']:.1f}x gram64", flush=True)
 
 
 KERNEL_SHAPES = ((256, 2304), (512, 4608), (768, 768), (768, 3072), (1024, 4096))
@@ -264,7 +283,7 @@ def kernels(repeats: int) -> None:
 
 def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
     """Where one thread's ``probe.measure`` spends its time, per model (the routes ``auto`` takes)."""
-    from probe.linalg import NUMPY, single_threaded_blas
+    from probe.linalg import NUMPY
 
     parts = ("scale", "estimate", "A Aᵀ", "eigvalsh", "svd", "EVBMF+q", "rest")
     print("\nwhere the time goes: probe.measure, 1 thread, CPU, best of", repeats, "(ms)")

@@ -91,10 +91,10 @@ class NumpyKernels:
 
     def stable_rank(self, a: np.ndarray) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].astype(np.float32, copy=False)
-        x = a @ _unit(a.sum(axis=0))  # A Aᵀ1; then λ_max ≥ ‖Aᵀx‖² for ‖x‖ = 1 (Rayleigh)
+        x = a @ _unit(np.ones(a.shape[0], a.dtype) @ a)  # A Aᵀ1; then λ_max ≥ ‖Aᵀx‖² for ‖x‖ = 1
         y = _unit(x) @ a
         top = float(y @ y)
-        return float(np.einsum("ij,ij->", a, a)) / top if top > 0 else float("nan")
+        return float(np.linalg.norm(a)) ** 2 / top if top > 0 else float("nan")
 
 
 class TorchKernels:

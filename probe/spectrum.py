@@ -19,8 +19,9 @@ holds. Three routes, cheapest first:
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
 from the shape (``L/M`` above ~1/3: even random matrices are too ill-conditioned for
-float32) and a cheap stable-rank estimate (trained layers: under ``L/4``; once the four
-largest estimated matrices all look trained, the others skip the estimate). A route that
+float32) and a cheap stable-rank estimate (under ``0.45·L``: condition above ~5, e.g.
+trained layers; once the four largest estimated matrices all look so, the others skip the
+estimate). A route that
 turns out not to hold hands the matrix to the next one, so a hint or a prediction only
 ever costs time, never accuracy.
 ``method="gram64"`` starts at ``gram64`` and ``method="svd"`` uses ``svd`` alone. Every
@@ -64,15 +65,17 @@ _MIN_RATIO = {route: eps / (2 * _MAX_RELATIVE_ERROR) for route, eps in _EPS.item
 # Marchenko–Pastur: a random L × M matrix has condition (1 + √α)/(1 − √α), α = L/M; above
 # α ≈ 1/3 that exceeds the float32 bound (condition ≈ 4), so gram32 is not even tried.
 _MAX_GRAM32_ASPECT = 1 / 3
-# Below this fraction of L, a stable rank predicts gram32's rejection: a Marchenko–Pastur
-# matrix with condition ≤ 4 has stable rank ≥ 0.4·L, trained layers sit near L/10 or below.
-_MIN_STABLE_RANK = 0.25
-# Up to this fraction (condition-3 to -10 spectra, or an L/M ≈ 1/4 random matrix) gram32 is
-# tried with a Cholesky test first, which rejects it before the eigensolver runs when
-# λ_min < 0.9 × the bound (a wrong guess then costs the float32 product, not also a solve).
+# The estimate (1.5 power steps) over-estimates; measured (benchmarks' shapes, L/M ≤ 1/4):
+# PyTorch-initialised layers 0.57–0.86·L (condition ≤ 3.7), log-spaced spectra 0.52–0.60·L
+# at condition 3, 0.45–0.50 at 4 (gram32's limit), 0.40–0.45 at 5, 0.30–0.32 at 10, trained
+# layers ≈ 0.2 and below. Below this fraction gram32 is predicted to fail: start at gram64.
+_MIN_STABLE_RANK = 0.45
+# Up to this fraction (condition ≈ 4) gram32 is tried with a Cholesky test first, which
+# rejects it before the eigensolver runs when λ_min < 0.9 × the bound (a wrong guess then
+# costs the float32 product, not also a solve).
 _SURE_STABLE_RANK = 0.5
 _EARLY_REJECT = 0.9
-# This many estimated matrices (the largest) all below L/4 mark a trained model: skip the rest's estimates.
+# This many estimated matrices (the largest) all predicted gram64 mark a trained model: skip the rest's estimates.
 _SAMPLE = 4
 
 
@@ -134,9 +137,9 @@ def _first_routes(matrices: Sequence[torch.Tensor], order: list[int], method: Me
     """Per matrix, the route to try first and whether a ``gram32`` guess is doubtful (then a
     Cholesky test may reject it before its eigensolver runs).
 
-    Largest first: when the stable ranks of the first few estimated matrices all say
-    "trained" (below ``L/4``), the rest go to ``gram64`` without an estimate, so a trained
-    model without hints costs what ``method="gram64"`` costs.
+    Largest first: when the stable ranks of the first few estimated matrices all predict
+    ``gram64`` (trained layers), the rest go there without an estimate, so a trained model
+    without hints costs what ``method="gram64"`` costs.
     """
     plan: dict[int, tuple[Route, bool]] = {}
     estimates: list[bool] = []  # per estimated matrix: gram32 unlikely

@@ -8,7 +8,7 @@ import torch
 
 import probe
 from probe.linalg import NUMPY, TORCH
-from probe.spectrum import ROUTES, singular_values
+from probe.spectrum import _MIN_STABLE_RANK, ROUTES, _first_routes, singular_values
 
 
 def matrix_with_condition(rows: int, cols: int, condition: float, seed: int = 0) -> torch.Tensor:
@@ -68,12 +68,26 @@ def test_routes_follow_the_conditioning():
 @pytest.mark.parametrize("kernels", [NUMPY, TORCH], ids=["numpy", "torch"])
 def test_stable_rank_estimate_predicts_gram32(kernels):
     def low(matrix: torch.Tensor) -> bool:
-        return kernels.stable_rank(kernels.prepare(matrix)[0]) < 0.25 * matrix.shape[0]
+        return kernels.stable_rank(kernels.prepare(matrix)[0]) < _MIN_STABLE_RANK * matrix.shape[0]
 
     assert low(matrix_with_condition(256, 2304, 3e4))
     assert low(matrix_with_condition(64, 576, 100.0))
+    assert low(matrix_with_condition(256, 2304, 10.0))  # random-looking, yet beyond float32
+    assert low(matrix_with_condition(512, 3136, 7.0))
     assert not low(matrix_with_condition(256, 2304, 3.0))
     assert not low(torch.randn(64, 576))
+    assert not low(torch.nn.Linear(3072, 768).weight.detach())  # PyTorch's init, L/M = 1/4
+
+
+def test_beyond_float32_starts_at_gram64_and_the_boundary_gets_the_cholesky_test():
+    def first(matrix: torch.Tensor) -> tuple[str, bool]:
+        return _first_routes([matrix], [0], "auto", [None])[0]
+
+    assert first(matrix_with_condition(256, 2304, 10.0)) == ("gram64", True)  # no float32 product spent
+    assert first(matrix_with_condition(512, 3136, 7.0))[0] == "gram64"
+    assert first(matrix_with_condition(256, 2304, 4.0)) == ("gram32", True)  # at gram32's limit: tested first
+    assert first(matrix_with_condition(256, 2304, 3.0)) == ("gram32", False)
+    assert first(torch.nn.Linear(3072, 768).weight.detach()) == ("gram32", False)
 
 
 @pytest.mark.parametrize(("condition", "hint", "taken"), [
