@@ -44,7 +44,9 @@ class Kernels(Protocol[Array]):
 
     def gram_eigenvalues(self, a: Array, double: bool, floor: float = 0.0) -> np.ndarray | None:
         """Ascending float64 eigenvalues of ``A Aᵀ`` formed in float64 or float32, or ``None``
-        (nothing solved) where a Cholesky factorisation shows ``λ_min < floor · λ_max``."""
+        (nothing solved) where ``A Aᵀ − floor·λ I`` has no Cholesky factor for a lower bound
+        ``λ ≤ λ_max``, which proves ``λ_min < floor · λ_max``: a rejection for a few % of an
+        eigensolver's cost (passing does not prove the converse: the eigenvalues decide)."""
 
     def svd_values(self, a: Array) -> np.ndarray:
         """Float64 singular values (descending), via QR for wide matrices."""
@@ -79,9 +81,16 @@ class NumpyKernels:
     def gram_eigenvalues(self, a: np.ndarray, double: bool, floor: float = 0.0) -> np.ndarray | None:
         a = a.astype(np.float64 if double else np.float32, copy=False)
         gram = a @ a.T  # numpy forms A Aᵀ with one syrk
-        if floor and not _definite_above(gram, floor):
+        if floor and not self._definite_above(gram, floor):
             return None
         return np.linalg.eigvalsh(gram.astype(np.float64, copy=False), UPLO="L")
+
+    @staticmethod
+    def _definite_above(gram: np.ndarray, floor: float) -> bool:
+        shifted = gram.copy()
+        np.fill_diagonal(shifted, gram.diagonal() - floor * _top_lower_bound(gram))
+        potrf = scipy.linalg.lapack.dpotrf if gram.dtype == np.float64 else scipy.linalg.lapack.spotrf
+        return int(potrf(shifted, lower=1, clean=0, overwrite_a=1)[1]) == 0
 
     def svd_values(self, a: np.ndarray) -> np.ndarray:
         a = a.astype(np.float64, copy=False)
@@ -109,9 +118,15 @@ class TorchKernels:
     def gram_eigenvalues(self, a: torch.Tensor, double: bool, floor: float = 0.0) -> np.ndarray | None:
         a = a.to(torch.float64 if double else torch.float32)
         gram = a @ a.mT
-        if floor and not _definite_above(gram, floor):
+        if floor and not self._definite_above(gram, floor):
             return None
         return torch.linalg.eigvalsh(gram.to(torch.float64), UPLO="L").cpu().numpy()
+
+    @staticmethod
+    def _definite_above(gram: torch.Tensor, floor: float) -> bool:
+        shifted = gram.clone()
+        shifted.diagonal().sub_(floor * _top_lower_bound(gram))
+        return int(torch.linalg.cholesky_ex(shifted).info) == 0
 
     def svd_values(self, a: torch.Tensor) -> np.ndarray:
         a = a.to(torch.float64)
@@ -137,22 +152,12 @@ def _ldexp(a: Array, e: int) -> Array:
     return a * 2.0**half * 2.0 ** (e - half)
 
 
-def _definite_above(gram: Array, floor: float) -> bool:
-    """False when ``gram − floor·λ I`` has no Cholesky factor for a lower bound ``λ ≤ λ_max``
-    (three power steps), which proves ``λ_min < floor · λ_max``: a rejection for a few % of
-    an eigensolver's cost. True does not prove the converse (the eigenvalues decide)."""
+def _top_lower_bound(gram: Array) -> float:
+    """A lower bound ``λ ≤ λ_max`` of a positive semi-definite ``gram`` (three power steps)."""
     x = gram.sum(1)
     for _ in range(3):
         x = gram @ _unit(x)
-    top = max(_norm(x), float(gram.diagonal().max()))
-    if isinstance(gram, np.ndarray):
-        shifted = gram.copy()
-        np.fill_diagonal(shifted, gram.diagonal() - floor * top)
-        potrf = scipy.linalg.lapack.dpotrf if gram.dtype == np.float64 else scipy.linalg.lapack.spotrf
-        return int(potrf(shifted, lower=1, clean=0, overwrite_a=1)[1]) == 0
-    shifted = gram.clone()
-    shifted.diagonal().sub_(floor * top)
-    return int(torch.linalg.cholesky_ex(shifted).info) == 0
+    return max(_norm(x), float(gram.diagonal().max()))
 
 
 def _unit(v: Array) -> Array:

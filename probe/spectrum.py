@@ -21,9 +21,8 @@ With ``method="auto"`` the first route is predicted before anything is computed:
 from the shape (``L/M`` above ~1/3: even random matrices are too ill-conditioned for
 float32) and a cheap stable-rank estimate (under ``0.45·L``: condition above ~5, e.g.
 trained layers; once the four largest estimated matrices all look so, the others skip the
-estimate). A route that
-turns out not to hold hands the matrix to the next one, so a hint or a prediction only
-ever costs time, never accuracy.
+estimate). A route that turns out not to hold hands the matrix to the next one, so a hint
+or a prediction only ever costs time, never accuracy.
 ``method="gram64"`` starts at ``gram64`` and ``method="svd"`` uses ``svd`` alone. Every
 route gives each SPEC §4 quantity within 1e-5 relative of float64 ``svdvals``
 (``tests/test_spectrum.py`` checks this at each route's boundary and at scales 1e±30).
