@@ -47,6 +47,20 @@ def make_malicious(path: Path, marker: Path) -> Path:
     return path
 
 
+class Crash:
+    """Unpickling this ends the process at once (``os._exit``), as a kill for memory or a
+    crash in native code would: only a trusted (``unsafe``) load runs it."""
+
+    def __reduce__(self) -> tuple:
+        return (os._exit, (3,))
+
+
+def make_crashing(path: Path) -> Path:
+    """A state-dict file whose (unsafe) loading kills the process loading it."""
+    torch.save({"state_dict": {"layer.weight": torch.randn(4, 4)}, "extra": Crash()}, path)
+    return path
+
+
 def truncate(source: Path, target: Path, *, keep: float = 0.5) -> Path:
     """Copy the first ``keep`` fraction of ``source`` to ``target``."""
     data = source.read_bytes()

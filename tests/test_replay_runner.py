@@ -20,10 +20,10 @@ from probe.cli import main
 from probe.evbmf import REFERENCE_XATOL
 from probe.replay import Options, find_checkpoints, load_checkpoint, merge, replay
 from probe.replay.analysis import load_tables, network_measure
-from probe.replay.runner import parse_shard, select_shard
+from probe.replay.runner import parse_shard, select_shard, usable_cpus
 from probe.replay.store import checkpoint_key
 from tests.conftest import GENPROB_FILE
-from tests.replay_helpers import garbage, make_family, make_malicious, truncate
+from tests.replay_helpers import garbage, make_crashing, make_family, make_malicious, truncate
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("checkpoints.csv", "layers.csv", "errors.csv")
@@ -121,6 +121,22 @@ def test_bad_files_are_skipped_and_reported_not_fatal(tmp_path):
     # A re-run retries the failures (still failing) and skips the rest.
     again, _ = replay([tmp_path / "ckpts"], tmp_path / "out")
     assert sorted(o.status for o in again) == ["done", "done", "failed", "failed", "failed"]
+
+
+@pytest.mark.skipif(usable_cpus() < 2, reason="needs two usable cores for two workers")
+def test_a_worker_that_dies_fails_its_checkpoint_not_the_run(tmp_path, caplog):
+    make_family(tmp_path / "family", models=2, epochs=3)
+    crashing = make_crashing(tmp_path / "family" / "crash.ckpt")
+    outcomes, tables = replay([tmp_path / "family"], tmp_path / "out", workers=2, unsafe=True)
+    status = {Path(o.path).name: o.status for o in outcomes}
+    assert len(outcomes) == len(status) == 7  # one outcome per file, none lost or repeated
+    assert status.pop("crash.ckpt") == "failed" and set(status.values()) == {"measured"}
+    assert (tables.n_checkpoints, tables.n_errors) == (6, 1)
+    error = json.loads((tmp_path / "out" / "errors" / f"{checkpoint_key(str(crashing.resolve()))}.json").read_text())
+    assert "the process measuring it died" in error["error"]
+    assert "a replay worker died" in caplog.text
+    again, _ = replay([tmp_path / "family"], tmp_path / "out", workers=2)  # resumes: only the crash is retried (and fails safely now)
+    assert sorted(o.status for o in again) == ["done"] * 6 + ["failed"]
 
 
 def test_a_diverged_checkpoint_is_measured_as_nan_not_failed(tmp_path):

@@ -20,6 +20,9 @@ it is now and measures the rest: a file rewritten in place (``last.ckpt``) has a
 and is measured again; a record that does not parse is named in a warning and measured
 again. The tables are rebuilt from the records, one row set per key, in a fixed order.
 
+A worker process that dies (killed for memory, say) costs only the checkpoint it was
+measuring, which is ``failed`` once it has died again measured alone in a fresh process.
+
 Runs may share a directory (e.g. the shards of an array job) only with the same options:
 the options are checked and written under an exclusive lock on ``DIR/.lock``. Worker
 processes end with the run, however it ends (``kill -9`` included).
@@ -35,8 +38,9 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -217,6 +221,9 @@ def iter_replay(
     Outcome
         In completion order. A file that cannot be read or measured is ``failed`` (and
         written to ``errors/``), never the end of the run; it is retried by the next run.
+        With workers, so is a file whose worker process dies measuring it alone (killed
+        for memory, a crash in native code); the others it shared the pool with are
+        measured again (with ``workers=1`` such a death ends the run: resume it).
         A checkpoint with NaN/Inf weights (a diverged run) is ``measured``: its layers with
         non-finite weights, and so its network measures, are NaN.
     """
@@ -245,7 +252,28 @@ def iter_replay(
 
 
 def _measure_in_workers(todo: list[str], out: str, settings: dict, unsafe: bool, workers: int) -> Iterator[Outcome]:
-    """``_measure_one`` for each path in a pool whose workers die with this process.
+    """``_measure_one`` for each path in pools of worker processes, one outcome per path.
+
+    A worker that dies (killed for memory, a crash in native code) breaks its pool: the
+    checkpoints it may have held (the first ``workers + 1`` unfinished ones: the pool starts
+    tasks in order) are measured again one at a time, each in a fresh process, and one whose
+    process dies alone is ``failed``; the rest go on in a new pool.
+    """
+    pending = todo
+    while pending:
+        unfinished = yield from _run_pool(pending, out, settings, unsafe, min(workers, len(pending)))
+        suspects, pending = unfinished[: workers + 1], unfinished[workers + 1 :]
+        if suspects:
+            log.warning("a replay worker died (killed for memory, or crashed); measuring again, one per process: %s",
+                        ", ".join(suspects))
+        for path in suspects:
+            if (yield from _run_pool([path], out, settings, unsafe, 1)):
+                yield _failed(path, out, "the process measuring it died (killed, e.g. for memory, or crashed)")
+
+
+def _run_pool(paths: list[str], out: str, settings: dict, unsafe: bool, workers: int) -> Generator[Outcome, None, list[str]]:
+    """Yield the outcomes one pool of ``workers`` processes gives; return the paths left
+    unfinished when a worker died (in ``paths``' order; empty when none died).
 
     Each worker watches a pipe that only this process writes to: when this process ends,
     however it ends, the pipe closes and the worker kills itself. The forkserver and the
@@ -254,14 +282,21 @@ def _measure_in_workers(todo: list[str], out: str, settings: dict, unsafe: bool,
     context = _context()
     parent_alive, keep_open = context.Pipe(duplex=False)
     executor = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(parent_alive,))
+    broken: set[str] = set()
     try:
-        futures = [executor.submit(_measure_one, path, out, settings, unsafe) for path in todo]
+        futures = {executor.submit(_measure_one, path, out, settings, unsafe): path for path in paths}
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                broken.add(futures[future])
+                continue
+            yield outcome
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
         keep_open.close()
         parent_alive.close()
+    return [path for path in paths if path in broken]
 
 
 def replay(
@@ -409,10 +444,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
         settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
         report = probe.measure(checkpoint.state_dict, **settings.kwargs())
     except Exception as error:
-        message = f"{type(error).__name__}: {error}"
-        log.warning("skipping %s: %s", path, message)
-        write_atomic(out / ERRORS / f"{key}.json", json.dumps({"path": path, "error": message}).encode())
-        return Outcome(path, "failed", message)
+        return _failed(path, out_dir, f"{type(error).__name__}: {error}")
     position = {layer.name: (index, len(layer.shape)) for index, layer in enumerate(report.layers)}
     layers = [
         {"layer_index": position[row["layer"]][0], "ndim": position[row["layer"]][1], **row} for row in report.records()
@@ -428,3 +460,10 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     write_atomic(out / RECORDS / f"{key}{SEPARATOR}{identity(stat)}.json", json.dumps(record).encode())
     (out / ERRORS / f"{key}.json").unlink(missing_ok=True)
     return Outcome(path, "measured")
+
+
+def _failed(path: str, out_dir: str, message: str) -> Outcome:
+    """Record that ``path`` could not be measured (``errors/KEY.json``; retried next run)."""
+    log.warning("skipping %s: %s", path, message)
+    write_atomic(Path(out_dir) / ERRORS / f"{checkpoint_key(path)}.json", json.dumps({"path": path, "error": message}).encode())
+    return Outcome(path, "failed", message)
