@@ -33,7 +33,9 @@ and the floor: the engine's kernels alone for each route on that shape.
 ``--kernels`` times the CPU kernels themselves in torch (MKL) and numpy (OpenBLAS), one
 thread: why :mod:`probe.linalg` uses numpy on the CPU. ``--profile`` splits one thread's
 ``probe.measure`` per model into its parts (scaling, stable-rank estimate, Gram products,
-eigensolver, svd, EVBMF + quantities, the rest): where the time goes.
+eigensolver, svd, EVBMF + quantities, the rest): where the time goes. Its ``estimate`` is
+``auto``'s route prediction as ``auto`` runs it (the stable-rank estimates): on trained
+weights, all that ``auto`` does beyond ``gram64``.
 
 Usage: ``python benchmarks/speed.py [--models resnet18,bert-base] [--threads 1,2]
 [--repeats 3] [--blocks 4] [--clock wall|cpu] [--cliff 1024] [--kernels] [--profile]
@@ -57,6 +59,7 @@ from probe.evbmf import evbmf
 from probe.layers import select_layers
 from probe.linalg import kernels_for, single_threaded_blas
 from probe.quantities import quantities
+from probe.spectrum import _first_routes, _largest_first
 from probe.unfold import unfold
 
 MODELS = ("resnet18", "resnet50", "bert-base", "gpt2-medium")
@@ -301,8 +304,6 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
                     a, _ = NUMPY.prepare(matrix)
                     rows, cols = matrix.shape
                     steps: dict[str, Callable[[], object]] = {"scale": lambda: NUMPY.prepare(matrix)}
-                    if rows > 1 and rows <= cols / 3:
-                        steps["estimate"] = lambda: NUMPY.stable_rank(a)
                     if unit.route == "svd":
                         steps["svd"] = lambda: NUMPY.svd_values(a)
                     else:
@@ -313,6 +314,10 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
                     steps["EVBMF+q"] = lambda: (evbmf(unit.s, rows, cols), quantities(unit.s, rows))
                     for part, seconds in best_times(steps, repeats, lambda: None, time.perf_counter).items():
                         total[part] += seconds
+                matrices = [m if m.shape[0] <= m.shape[1] else m.mT for m, _ in units.values()]
+                order, hints = _largest_first(matrices), [None] * len(matrices)
+                total["estimate"] = best_times({"plan": lambda: _first_routes(matrices, order, "auto", hints)},
+                                               repeats, lambda: None, time.perf_counter)["plan"]
             measured = best_times({"measure": lambda: probe.measure(weights)}, repeats, lambda: None,
                                   time.perf_counter)["measure"]
             total["rest"] = measured - sum(total.values())

@@ -108,7 +108,7 @@ def singular_values(
         if matrix.shape[-2] > matrix.shape[-1]:
             raise ValueError(f"matrix {index} has shape {tuple(matrix.shape)}; orient it first (rows <= cols)")
     hints = list(hints) if hints is not None else [None] * len(matrices)
-    largest_first = sorted(range(len(matrices)), key=lambda i: -matrices[i].shape[0] ** 2 * matrices[i].shape[1])
+    largest_first = _largest_first(matrices)
     on_cpu = [i for i in largest_first if matrices[i].device.type == "cpu"]
     workers = min(torch.get_num_threads(), len(on_cpu))
     # One BLAS thread from the estimates on: a multi-threaded BLAS call leaves OpenBLAS's
@@ -129,6 +129,11 @@ def singular_values(
     log.debug("spectra of %d matrices on %d thread(s): %s", len(spectra), max(workers, 1),
               dict(Counter(s.route for s in spectra)))
     return spectra
+
+
+def _largest_first(matrices: Sequence[torch.Tensor]) -> list[int]:
+    """Indices by decreasing cost (``L² M``): the pool's order, and the sampling rule's."""
+    return sorted(range(len(matrices)), key=lambda i: -matrices[i].shape[0] ** 2 * matrices[i].shape[1])
 
 
 def _first_routes(matrices: Sequence[torch.Tensor], order: list[int], method: Method,
