@@ -81,7 +81,8 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB", help="checkpoint files, directories (searched recursively) or quoted globs")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; an existing one is resumed)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process; at most the usable CPU cores)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process; at most the usable CPU cores); "
+                   "a worker that dies (e.g. killed for memory) fails only its checkpoint")
     p.add_argument("--shard", default=None, metavar="K/N|auto",
                    help="measure only shard K of N (0 <= K < N) of the sorted file list; auto: from SLURM's array variables")
     p.add_argument("--layers", default=None, choices=["auto", "genprob"], help="force a layer preset (default: genprob for GenProb files, auto otherwise)")
