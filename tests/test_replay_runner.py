@@ -127,7 +127,9 @@ def test_bad_files_are_skipped_and_reported_not_fatal(tmp_path):
 def test_a_worker_that_dies_fails_its_checkpoint_not_the_run(tmp_path, caplog):
     make_family(tmp_path / "family", models=2, epochs=3)
     crashing = make_crashing(tmp_path / "family" / "crash.ckpt")
-    outcomes, tables = replay([tmp_path / "family"], tmp_path / "out", workers=2, unsafe=True)
+    with pytest.warns(UserWarning, match="UNSAFE LOAD") as warned:
+        outcomes, tables = replay([tmp_path / "family"], tmp_path / "out", workers=2, unsafe=True)
+    assert len(warned) == 1  # once for the run, not once per worker process
     status = {Path(o.path).name: o.status for o in outcomes}
     assert len(outcomes) == len(status) == 7  # one outcome per file, none lost or repeated
     assert status.pop("crash.ckpt") == "failed" and set(status.values()) == {"measured"}

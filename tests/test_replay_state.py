@@ -73,6 +73,16 @@ def test_killing_the_replay_leaves_no_process_behind(family, tmp_path, sig):
             os.killpg(process.pid, signal.SIGKILL)  # anything left must not outlive the test
 
 
+@pytest.mark.skipif(usable_cpus() < 2, reason="needs two usable cores for two workers")
+def test_an_unsafe_run_with_workers_warns_once(tmp_path):
+    make_family(tmp_path / "family", models=2, epochs=2)
+    process = _cli(str(tmp_path / "family"), "--out", str(tmp_path / "out"), "--workers", "2", "--unsafe-load",
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err.decode()
+    assert err.decode().count("UNSAFE LOAD") == 1
+
+
 def test_workers_are_capped_at_the_usable_cores(tmp_path):
     make_family(tmp_path / "family", models=2, epochs=3)
     process = _cli(str(tmp_path / "family"), "--out", str(tmp_path / "out"), "--workers", "64", stdout=subprocess.PIPE, stderr=subprocess.PIPE)

@@ -36,8 +36,10 @@ import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import threading
+import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -47,7 +49,7 @@ from typing import Any, Literal
 
 from probe.evbmf import REFERENCE_XATOL
 from probe.options import MeasureOptions
-from probe.replay.readers import is_checkpoint_file, load_checkpoint
+from probe.replay.readers import UNSAFE_WARNING, is_checkpoint_file, load_checkpoint
 from probe.replay.store import (
     ERRORS,
     MANIFEST,
@@ -244,6 +246,8 @@ def iter_replay(
         log.warning("workers=%d is more than the %d usable CPU cores: using %d", workers, usable, usable)
     workers = min(workers, usable, len(todo))
     settings = asdict(options)
+    if unsafe and workers > 1:  # here once; the workers stay silent (_init_worker)
+        warnings.warn(UNSAFE_WARNING, UserWarning, stacklevel=2)
     if workers <= 1:
         for todo_path in todo:
             yield _measure_one(todo_path, str(out), settings, unsafe)
@@ -420,10 +424,12 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _init_worker(parent_alive: Any) -> None:
-    """Worker set-up: one torch thread, and a watchdog that kills the worker when the run ends."""
+    """Worker set-up: one torch thread, no unsafe-load warning (the run gave it once), and a
+    watchdog that kills the worker when the run ends."""
     import torch
 
     torch.set_num_threads(1)
+    warnings.filterwarnings("ignore", message=re.escape(UNSAFE_WARNING), category=UserWarning)
     threading.Thread(target=_die_with_parent, args=(parent_alive,), name="probe-replay-watchdog", daemon=True).start()
 
 
