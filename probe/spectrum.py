@@ -162,7 +162,7 @@ def _first_routes(matrices: Sequence[torch.Tensor], order: list[int], method: Me
             kernels = kernels_for(matrices[i].device)
             stable_rank = kernels.stable_rank(kernels.prepare(matrices[i])[0]) / rows
             estimates.append(stable_rank < _MIN_STABLE_RANK)
-            plan[i] = ("gram64" if estimates[-1] else "gram32", stable_rank < _SURE_STABLE_RANK)
+            plan[i] = ("gram64", False) if estimates[-1] else ("gram32", stable_rank < _SURE_STABLE_RANK)
     return plan
 
 
