@@ -189,7 +189,7 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
         history: dict[int, dict[str, float]] = {}
         log_dir = args.out / "tensorboard" / "study" / f"trial{trial.number:03d}"
         # 20 small runs are compared by their network measures: no per-layer heatmaps
-        with ProbeHook(model, log_dir=log_dir, layers="genprob", options=LogOptions(heatmaps=())) as hook:
+        with ProbeHook(model, log_dir=log_dir, layers="genprob", log_options=LogOptions(heatmaps=())) as hook:
             for epoch in range(args.epochs):
                 model.train()
                 for images, labels in loader:

@@ -87,7 +87,7 @@ def main() -> None:
 
     logger = loggers.TensorBoardLogger(args.log_dir, name="digits")
     best = callbacks.ModelCheckpoint(monitor="probe/E_L2_BE", mode="max", filename="best-E_L2_BE-{epoch}")
-    probe_callback = ProbeCallback(background=args.background or False, options=LogOptions(
+    probe_callback = ProbeCallback(background=args.background or False, log_options=LogOptions(
         layer_quantities=LAYER_QUANTITIES if args.layer_scalars else (), histograms=args.layer_scalars))
     # background mode: callback_metrics lag by an epoch, so select checkpoints only in synchronous mode
     monitors = [] if args.background else [best]

@@ -54,7 +54,7 @@ def main() -> None:
 
     with SummaryWriter(args.log_dir) as writer:
         options = LogOptions(layer_quantities=LAYER_QUANTITIES if args.layer_scalars else (), histograms=args.layer_scalars)
-        hook = ProbeHook(model, writer=writer, options=options)
+        hook = ProbeHook(model, writer=writer, log_options=options)
         steps = 0  # optimizer steps taken
         for epoch in range(args.epochs):
             model.train()

@@ -24,7 +24,6 @@ import time
 import warnings
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import replace
 from time import perf_counter
 from typing import Literal
 
@@ -40,9 +39,9 @@ KINDS = ("thread", "process")
 
 
 def measure_selected(tensors: dict[str, torch.Tensor], options: MeasureOptions) -> tuple[probe.Report, float]:
-    """``probe.measure`` of already-selected tensors (``options.layers`` ignored), and the seconds it took."""
+    """``probe.measure`` of already-selected tensors (the selection: every one of them), and the seconds it took."""
     start = perf_counter()
-    report = probe.measure(tensors, **replace(options, layers=every_tensor).kwargs())
+    report = probe.measure(tensors, layers=every_tensor, options=options)
     return report, perf_counter() - start
 
 
@@ -88,13 +87,13 @@ class Measurer:
     kind:
         ``"thread"`` or ``"process"`` (module docstring).
     options:
-        How to measure; ``options.layers`` is ignored (the tensors submitted are the selection).
+        How to measure (the tensors submitted are the selection; the options pickle as they are).
     """
 
     def __init__(self, kind: Kind, options: MeasureOptions) -> None:
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-        self._options = replace(options, layers="auto")  # a user's callable need not pickle
+        self._options = options
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-measure")
         self._process: ProcessPoolExecutor | None = None
         if kind == "process":

@@ -64,11 +64,11 @@ from integrations._lightning_trainer import (
     probe_monitors,
 )
 from integrations.tensorboard import LogOptions, check_measure_names, network_metrics
+from probe._validate import check_choice, check_instance, check_int
 from probe.aggregate import HEADLINE_NAMES
 from probe.api import gather, is_sharded
-from probe.layers import LayerSelector, select_layers
-from probe.options import MeasureOptions
-from probe.spectrum import Method
+from probe.layers import LayerSelector, check_layers, select_layers
+from probe.options import LIVE, MeasureOptions, check_options
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +118,19 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     measures:
         Network measures logged as ``probe/<name>`` and put in ``trainer.callback_metrics``
         (default the eight headline ones); validated here against the probe names.
+    layers:
+        Which tensors (:func:`probe.measure`'s ``layers``; default ``"auto"``), checked
+        against the model in ``on_fit_start``, after ``configure_model`` and ``setup``
+        have built it, before any training.
     options:
+        How to measure (:class:`probe.MeasureOptions`), passed to :func:`probe.measure`
+        unchanged. Default ``probe.options.LIVE``, whose ``nonfinite="nan"`` gives NaN
+        measures for diverged weights (``EarlyStopping``'s ``check_finite`` then stops the
+        run), and so does any failure to measure (with a warning): the training run is
+        never lost to the probe. With ``nonfinite="raise"`` the fit fails with the error
+        (a ``ValueError`` naming the layer for NaN/Inf weights).
+    log_options:
         What TensorBoard loggers also get (:class:`~integrations.tensorboard.LogOptions`).
-    layers, method, device:
-        Passed to :func:`probe.measure` (default ``"auto"``, ``"auto"``, ``None``: on the
-        weights' device). ``layers`` is checked against the model in ``on_fit_start``,
-        after ``configure_model`` and ``setup`` have built it, before any training.
-    nonfinite:
-        ``"nan"`` (default): diverged weights give NaN measures (``EarlyStopping``'s
-        ``check_finite`` then stops the run), and so does any failure to measure (with a
-        warning): the training run is never lost to the probe. ``"raise"``: the fit
-        fails with the error (a ``ValueError`` naming the layer for NaN/Inf weights).
     background:
         ``False`` (default): measure in the hook. ``True`` or ``"thread"``: the hook only
         copies the probed weights and a worker thread measures them while training goes
@@ -175,36 +177,24 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         *,
         every_n_epochs: int = 1,
         measures: Iterable[str] = HEADLINE_NAMES,
-        options: LogOptions = LogOptions(),
         layers: LayerSelector = "auto",
-        method: Method = "auto",
-        device: torch.device | str | None = None,
-        nonfinite: Literal["raise", "nan"] = "nan",
+        options: MeasureOptions = LIVE,
+        log_options: LogOptions = LogOptions(),
         background: bool | Literal["thread", "process"] = False,
         copy_to: Literal["cpu", "model"] = "cpu",
         use_loggers: bool = True,
         step: Literal["lightning", "epoch"] = "lightning",
     ) -> None:
-        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a positive int, got {every_n_epochs!r}")
-        if copy_to not in ("cpu", "model"):
-            raise ValueError(f"copy_to must be 'cpu' or 'model', got {copy_to!r}")
-        if step not in ("lightning", "epoch"):
-            raise ValueError(f"step must be 'lightning' or 'epoch', got {step!r}")
-        if background is True:
-            background = "thread"
-        if background is not False and background not in KINDS:
-            raise ValueError(f"background must be False, True, 'thread' or 'process', got {background!r}")
-        if not isinstance(options, LogOptions):
-            raise TypeError(f"options must be an integrations.tensorboard.LogOptions, got {type(options).__name__}")
-        self.every_n_epochs = every_n_epochs
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
+        self.copy_to = check_choice("copy_to", copy_to, ("cpu", "model"))
+        self.step = check_choice("step", step, ("lightning", "epoch"))
+        background = check_choice("background", background, (False, True, *KINDS))
+        self.background: Literal["thread", "process"] | None = "thread" if background is True else background or None
         self.measures = check_measure_names(measures)
-        self.options = options
-        self.measure_options = MeasureOptions(layers=layers, method=method, nonfinite=nonfinite, device=device)
-        self.background: Literal["thread", "process"] | None = background or None
-        self.copy_to = copy_to
+        self.layers = check_layers(layers)
+        self.options = check_options(options)
+        self.log_options = check_instance("log_options", log_options, LogOptions)
         self.use_loggers = bool(use_loggers)
-        self.step = step
         self.last_report: probe.Report | None = None
         self.last_epoch: int | None = None
         self.timings: list[EpochTiming] = []
@@ -213,7 +203,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._sharded = False
         self._measurer: Measurer | None = None
         self._pending: deque[_Job] = deque()
-        self._sink = LoggerSink(self.measures, options)
+        self._sink = LoggerSink(self.measures, log_options)
 
     @property
     def state_key(self) -> str:
@@ -238,9 +228,9 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # here, not in setup: configure_model() and LightningModule.setup() have built the layers by now
         try:
-            selected = select_layers(pl_module, self.measure_options.layers)
+            selected = select_layers(pl_module, self.layers)
         except ValueError as error:
-            raise ValueError(f"ProbeCallback(layers={self.measure_options.layers!r}) on {type(pl_module).__name__}: {error}") from error
+            raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
         self._sharded = any(is_sharded(tensor) for _, tensor in selected)
         published = {PROBE_PREFIX + name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) for name in cb.measures}
         unknown = sorted({m.monitor for m in probe_monitors(trainer)} - published)
@@ -248,7 +238,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             raise ValueError(f"a callback monitors {unknown}, which no ProbeCallback measures "
                              f"(measures={list(self.measures)}); add the names to measures=")
         if self.background and trainer.is_global_zero and self._measurer is None:
-            self._measurer = Measurer(self.background, self.measure_options)
+            self._measurer = Measurer(self.background, self.options)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -335,10 +325,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         return self._measured_at == trainer.global_step
 
     def _signature(self) -> dict[str, Any]:
-        layers = self.measure_options.layers
+        layers = self.layers
         return {"every_n_epochs": self.every_n_epochs, "measures": list(self.measures), "background": self.background,
                 "step": self.step, "layers": layers if isinstance(layers, str) else "callable",
-                "method": self.measure_options.method, "nonfinite": self.measure_options.nonfinite}
+                "method": self.options.method, "nonfinite": self.options.nonfinite, "evbmf_xatol": self.options.evbmf_xatol}
 
     def _point(self, trainer: Any, pl_module: Any, *, measure: bool, wait: bool, epoch_end: bool, step: int) -> None:
         """Measure (or submit) and publish what is finished; every rank calls it with equal arguments."""
@@ -374,7 +364,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         if measure and not self.background:
             start = perf_counter()
             try:
-                report: probe.Report | None = probe.measure(pl_module, **self.measure_options.kwargs(), hints=self.last_report)
+                report: probe.Report | None = probe.measure(pl_module, layers=self.layers, options=self.options,
+                                                               hints=self.last_report)
             except Exception as error:
                 self._failed(error, epoch)
                 report = None
@@ -384,7 +375,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         if measure:
             while len(self._pending) >= _MAX_IN_FLIGHT:
                 latest = self._complete(trainer, self._pending.popleft())
-            copies = {name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.measure_options.layers)}
+            copies = {name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)}
             assert self._measurer is not None, "on_fit_start starts the worker"
             self._pending.append(_Job(epoch, at, log_step, self._measurer.submit(copies)))
         while self._pending and (wait or self._pending[0].future.done()):
@@ -394,10 +385,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _take_part_in_gathers(self, pl_module: Any) -> None:
         """Ranks other than zero, sharded weights: join each layer's gather (rank zero measures)."""
         if self.background:
-            for _, tensor in select_layers(pl_module, self.measure_options.layers):
+            for _, tensor in select_layers(pl_module, self.layers):
                 gather(tensor)
         else:
-            probe.measure(pl_module, **self.measure_options.kwargs())
+            probe.measure(pl_module, layers=self.layers, options=self.options)
 
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
@@ -414,7 +405,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _failed(self, error: Exception, epoch: int) -> None:  # the report of a failed measurement is None
         """A measurement failed: raise with ``nonfinite="raise"``, else warn (the metrics are NaN)."""
-        if self.measure_options.nonfinite == "raise":
+        if self.options.nonfinite == "raise":
             raise error
         warnings.warn(f"ProbeCallback: measuring epoch {epoch} failed ({type(error).__name__}: {error}); "
                       "its measures are NaN and training goes on", RuntimeWarning, stacklevel=2)

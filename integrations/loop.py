@@ -23,17 +23,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Any
 
-import torch
 from torch import nn
 
 import probe
 from integrations.tensorboard import LogOptions, add_layout, check_measure_names, write_report
+from probe._validate import check_instance, check_int
 from probe.aggregate import HEADLINE_NAMES
-from probe.layers import LayerSelector, select_layers
-from probe.options import MeasureOptions
-from probe.spectrum import Method
+from probe.layers import LayerSelector, check_layers, select_layers
+from probe.options import LIVE, MeasureOptions, check_options
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,14 @@ class ProbeHook:
         Measure when ``(epoch + 1) % every_n_epochs == 0`` (default 1: every epoch).
     measures:
         Network measures written as ``probe/<name>`` (default the eight headline ones).
+    layers:
+        Which tensors (:func:`probe.measure`'s ``layers``; default ``"auto"``).
     options:
+        How to measure (:class:`probe.MeasureOptions`), passed to :func:`probe.measure`
+        unchanged. Default ``probe.options.LIVE`` (``nonfinite="nan"``: diverged weights
+        give NaN measures instead of an exception).
+    log_options:
         Heatmaps, per-layer scalars and histograms (:class:`~integrations.tensorboard.LogOptions`).
-    layers, method, device:
-        Passed to :func:`probe.measure` (default ``"auto"``, ``"auto"``, ``None``).
-    nonfinite:
-        ``"nan"`` (default): diverged weights give NaN measures instead of an exception;
-        ``"raise"``: raise ``ValueError`` naming the layer.
 
     Raises
     ------
@@ -77,22 +77,18 @@ class ProbeHook:
         writer: Any = None,
         every_n_epochs: int = 1,
         measures: Iterable[str] = HEADLINE_NAMES,
-        options: LogOptions = LogOptions(),
         layers: LayerSelector = "auto",
-        method: Method = "auto",
-        device: torch.device | str | None = None,
-        nonfinite: Literal["raise", "nan"] = "nan",
+        options: MeasureOptions = LIVE,
+        log_options: LogOptions = LogOptions(),
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+        check_instance("model", model, nn.Module, called="torch.nn.Module")
         if (log_dir is None) == (writer is None):
             raise ValueError("give exactly one of log_dir (a directory for a new SummaryWriter) and writer")
-        if not isinstance(every_n_epochs, int) or every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be a positive int, got {every_n_epochs!r}")
+        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
         self.measures = check_measure_names(measures)
-        self.options = options
-        self.every_n_epochs = every_n_epochs
-        self.measure_options = MeasureOptions(layers=layers, method=method, nonfinite=nonfinite, device=device)
+        self.layers = check_layers(layers)
+        self.options = check_options(options)
+        self.log_options = check_instance("log_options", log_options, LogOptions)
         select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
         self._model = model
         if writer is None:
@@ -126,11 +122,11 @@ class ProbeHook:
         """
         if (epoch + 1) % self.every_n_epochs:
             return None
-        report = probe.measure(self._model, **self.measure_options.kwargs(), hints=self.last_report)
+        report = probe.measure(self._model, layers=self.layers, options=self.options, hints=self.last_report)
         if not self._layout_written:
-            add_layout(self.writer, self.measures, self.options)
+            add_layout(self.writer, self.measures, self.log_options)
             self._layout_written = True
-        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.options,
+        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.log_options,
                      epoch=epoch)
         self.writer.flush()
         log.debug("probe: epoch %d measured (%d layers)", epoch, len(report.layers))

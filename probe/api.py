@@ -6,15 +6,16 @@ import logging
 import math
 import sys
 from collections.abc import Mapping
-from typing import Literal, cast
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
 from probe.evbmf import evbmf
-from probe.layers import LayerSelector, every_tensor, select_layers
-from probe.options import MeasureOptions
+from probe.layers import LayerSelector, check_layers, every_tensor, select_layers
+from probe.options import MeasureOptions, OptionShortcuts, resolve
 from probe.quantities import QUANTITIES, quantities
 from probe.report import LayerResult, Report, Unfolding
 from probe.spectrum import Method, Route, Spectrum, singular_values
@@ -27,11 +28,9 @@ def measure(
     model_or_state_dict: nn.Module | Mapping[str, object],
     *,
     layers: LayerSelector = "auto",
-    method: Method = "auto",
-    evbmf_xatol: float | None = None,
-    nonfinite: Literal["raise", "nan"] = "raise",
-    device: torch.device | str | None = None,
+    options: MeasureOptions | None = None,
     hints: Report | None = None,
+    **shortcuts: Unpack[OptionShortcuts],
 ) -> Report:
     """Measure every probed layer of a model or state dict (SPEC §1–§5).
 
@@ -40,46 +39,36 @@ def measure(
     model_or_state_dict:
         An ``nn.Module`` or a mapping of names to tensors (non-tensor values are ignored).
     layers:
-        ``"auto"`` (every 2–5-D ``*weight``: conv, linear, embedding, attention projections;
-        SPEC §8), ``"genprob"`` (SPEC §6), or a callable
+        Which tensors: ``"auto"`` (every 2–5-D ``*weight``: conv, linear, embedding,
+        attention projections; SPEC §8), ``"genprob"`` (SPEC §6), or a callable
         ``(name, tensor) -> bool`` over the state dict's tensors.
-    method:
-        Singular-value route: ``"auto"`` (Gram fast path with precision chosen per
-        matrix, svdvals fallback), ``"gram64"`` (float64 Gram, svdvals fallback) or
-        ``"svd"`` (float64 ``svdvals``); all within 1e-5 of float64 ``svdvals``.
-    evbmf_xatol:
-        Tolerance of EVBMF's search for σ². ``None`` (default): relative to the spectrum,
-        so AE values do not depend on the weights' scale. A float: the reference's
-        absolute tolerance on σ²; ``probe.evbmf.REFERENCE_XATOL`` (1e-5) reproduces
-        GenProb's numbers exactly.
+    options:
+        How to measure (:class:`probe.MeasureOptions`: singular-value ``method``, EVBMF's
+        ``evbmf_xatol``, the ``nonfinite`` policy, ``device``); default ``MeasureOptions()``.
     hints:
         A previous ``Report`` of the same model (e.g. last epoch's): each unfolding
         starts at the spectrum route it took then (``Unfolding.route``), skipping routes
         that failed. Saves time on ill-conditioned layers; never changes the values'
         accuracy.
-    nonfinite:
-        A layer with NaN/Inf weights raises ``ValueError`` naming it (``"raise"``), or
-        gets NaN quantities, which make every network measure NaN (``"nan"``).
-    device:
-        Compute there (e.g. ``"cuda"``) instead of on each weight's own device; each
-        weight is copied there alone, never the whole model.
+    **shortcuts:
+        ``MeasureOptions`` fields as keywords, applied on top of ``options``:
+        ``measure(model, method="svd")`` is ``measure(model, options=MeasureOptions(method="svd"))``.
 
     Sharded weights (FSDP2 / DTensor parameters) are gathered one layer at a time and that
     layer measured alone, so the extra memory is about one full layer; the gather is a
     collective: call ``measure`` on every rank of the mesh (each gets the same report).
-
-    The settings are checked by :class:`probe.options.MeasureOptions` (front ends build one
-    and pass ``**options.kwargs()``).
 
     Returns
     -------
     Report
         Per-layer quantities (``in``/``out`` × BE/AE) and ``Report.network``.
     """
-    MeasureOptions(layers=layers, method=method, evbmf_xatol=evbmf_xatol, nonfinite=nonfinite, device=device)
+    options = resolve(options, dict(shortcuts))
+    check_layers(layers)
+    method, nonfinite, device, evbmf_xatol = options.method, options.nonfinite, options.device, options.evbmf_xatol
     selected = select_layers(model_or_state_dict, layers)
     if any(is_sharded(tensor) for _, tensor in selected):
-        return _measure_sharded(selected, method=method, evbmf_xatol=evbmf_xatol, nonfinite=nonfinite, device=device)
+        return _measure_sharded(selected, options)
 
     weights = []
     for name, tensor in selected:
@@ -123,12 +112,12 @@ def gather(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.full_tensor() if is_sharded(tensor) else tensor  # type: ignore[attr-defined]
 
 
-def _measure_sharded(selected: list[tuple[str, torch.Tensor]], **options: object) -> Report:
+def _measure_sharded(selected: list[tuple[str, torch.Tensor]], options: MeasureOptions) -> Report:
     """Gather one layer at a time (every rank takes part) and measure it alone."""
     results = []
     for name, tensor in selected:
         full = gather(tensor.detach())
-        results.extend(measure({name: full}, layers=every_tensor, **options).layers)  # type: ignore[arg-type]
+        results.extend(measure({name: full}, layers=every_tensor, options=options).layers)
         del full
     return Report(results)
 

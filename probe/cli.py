@@ -51,10 +51,9 @@ def _run_measure(args: argparse.Namespace) -> int:
 
     checkpoint = load_checkpoint(args.path, unsafe=args.unsafe_load)
     # the settings `probe replay` measures this file with, so both print the same numbers
-    options = Options(layers=args.layers, method=args.method, evbmf_xatol=args.evbmf_xatol).for_file(
+    layers, options = Options(layers=args.layers, method=args.method, evbmf_xatol=args.evbmf_xatol).for_file(
         checkpoint.layers, genprob=checkpoint.format == "genprob")
-    layers = options.layers
-    report = probe.measure(checkpoint.state_dict, **options.kwargs())
+    report = probe.measure(checkpoint.state_dict, layers=layers, options=options)
     known = {k: v for k, v in checkpoint.performance.items() if v == v}  # drop NaN (unknown)
     print(f"{checkpoint.path} ({checkpoint.format}, epoch {checkpoint.epoch}, layers={layers})")
     if known:

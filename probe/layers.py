@@ -35,11 +35,7 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
 
     Raises ``ValueError`` for an unknown preset and when nothing is selected.
     """
-    if isinstance(layers, str) and layers not in PRESETS:
-        raise ValueError(f"unknown layer preset {layers!r}; use one of {PRESETS} or a callable (name, tensor) -> bool")
-    if not isinstance(layers, str) and not callable(layers):
-        raise TypeError(f"layers must be a preset name {PRESETS} or a callable, got {type(layers).__name__}")
-
+    check_layers(layers)
     tensors = state_tensors(source, normalise=layers is not every_tensor)
     keep = {"auto": _auto_key, "genprob": _genprob_key}.get(layers, layers)  # type: ignore[arg-type]
     selected = [(name, tensor) for name, tensor in tensors.items() if keep(name, tensor)]
@@ -50,6 +46,23 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
             "(expected conv, linear or embedding weights; pass layers=callable to choose them)"
         )
     return selected
+
+
+def check_layers(layers: object, *, argument: str = "layers") -> LayerSelector:
+    """``layers`` if it is a preset name or a callable ``(name, tensor) -> bool``; else ``ValueError``/``TypeError``.
+
+    >>> check_layers("convs")
+    Traceback (most recent call last):
+    ...
+    ValueError: layers must be one of ('auto', 'genprob') or a callable (name, tensor) -> bool, got 'convs'
+    """
+    if isinstance(layers, str):
+        if layers not in PRESETS:
+            raise ValueError(f"{argument} must be one of {PRESETS} or a callable (name, tensor) -> bool, got {layers!r}")
+    elif not callable(layers):
+        raise TypeError(f"{argument} must be one of {PRESETS} or a callable (name, tensor) -> bool, "
+                        f"got {type(layers).__name__}")
+    return layers
 
 
 def state_tensors(source: nn.Module | Mapping[str, object], *, normalise: bool = True) -> dict[str, torch.Tensor]:

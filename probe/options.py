@@ -1,13 +1,16 @@
-"""The measuring settings, validated once: every front end builds one ``MeasureOptions``."""
+"""How to measure, validated once: every front end takes one ``MeasureOptions`` and passes it on.
+
+Which tensors to measure is the other setting, ``layers=`` (:mod:`probe.layers`); the two
+travel separately and unchanged from every front end to :func:`probe.measure`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, fields, replace
+from typing import Any, Literal, TypedDict
 
 import torch
 
-from probe.layers import PRESETS, LayerSelector
 from probe.spectrum import METHODS, Method
 
 NONFINITE = ("raise", "nan")
@@ -19,13 +22,11 @@ class MeasureOptions:
 
     Parameters
     ----------
-    layers:
-        ``"auto"``, ``"genprob"`` (SPEC §6) or a callable ``(name, tensor) -> bool``.
     method:
         Singular-value route: ``"auto"``, ``"gram64"`` or ``"svd"``.
     evbmf_xatol:
         EVBMF's tolerance on σ²: ``None`` (relative to the spectrum, scale-invariant) or a
-        positive absolute tolerance (``probe.evbmf.REFERENCE_XATOL`` reproduces the reference).
+        positive, finite absolute tolerance (``probe.evbmf.REFERENCE_XATOL`` reproduces the reference).
     nonfinite:
         ``"raise"`` (a layer with NaN/Inf weights raises ``ValueError`` naming it) or
         ``"nan"`` (its quantities, and so the network measures, are NaN).
@@ -41,23 +42,18 @@ class MeasureOptions:
     ValueError: method must be one of ('auto', 'gram64', 'svd'), got 'lapack'
     """
 
-    layers: LayerSelector = "auto"
     method: Method = "auto"
     evbmf_xatol: float | None = None
     nonfinite: Literal["raise", "nan"] = "raise"
     device: torch.device | str | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.layers, str):
-            if self.layers not in PRESETS:
-                raise ValueError(f"layers must be one of {PRESETS} or a callable (name, tensor) -> bool, got {self.layers!r}")
-        elif not callable(self.layers):
-            raise TypeError(f"layers must be a preset name {PRESETS} or a callable, got {type(self.layers).__name__}")
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         xatol = self.evbmf_xatol
-        if xatol is not None and (isinstance(xatol, bool) or not isinstance(xatol, (int, float)) or not xatol > 0):
-            raise ValueError(f"evbmf_xatol must be a positive number or None, got {xatol!r}")
+        if xatol is not None and (isinstance(xatol, bool) or not isinstance(xatol, (int, float))
+                                  or not 0 < xatol < float("inf")):
+            raise ValueError(f"evbmf_xatol must be a positive finite number or None, got {xatol!r}")
         if self.nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.device is not None:
@@ -66,6 +62,40 @@ class MeasureOptions:
             except (RuntimeError, TypeError) as error:
                 raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {self.device!r}") from error
 
-    def kwargs(self) -> dict[str, Any]:
-        """The options as keyword arguments of :func:`probe.measure`."""
-        return asdict(self)
+
+class OptionShortcuts(TypedDict, total=False):
+    """The fields of :class:`MeasureOptions` as keyword arguments (``probe.measure(model, method="svd")``)."""
+
+    method: Method
+    evbmf_xatol: float | None
+    nonfinite: Literal["raise", "nan"]
+    device: torch.device | str | None
+
+
+LIVE = MeasureOptions(nonfinite="nan")
+"""The live front ends' default: diverged weights give NaN measures; training is never stopped by the probe."""
+
+
+def check_options(options: object, *, argument: str = "options") -> MeasureOptions:
+    """``options`` if it is a :class:`MeasureOptions`, else a ``TypeError`` saying what to pass."""
+    if not isinstance(options, MeasureOptions):
+        hint = (f"; {type(options).__name__} is a logging setting: pass it as log_options="
+                if type(options).__name__ == "LogOptions" else "")
+        raise TypeError(f"{argument} must be a probe.MeasureOptions (how to measure), got {type(options).__name__}{hint}")
+    return options
+
+
+def resolve(options: MeasureOptions | None, shortcuts: dict[str, Any], *, default: MeasureOptions = MeasureOptions(),
+            argument: str = "options") -> MeasureOptions:
+    """``options`` (or ``default``) with the keyword ``shortcuts`` applied: the one place options are built.
+
+    >>> resolve(None, {"method": "svd"}).method
+    'svd'
+    >>> resolve(MeasureOptions(nonfinite="nan"), {"method": "svd"}).nonfinite
+    'nan'
+    """
+    options = default if options is None else check_options(options, argument=argument)
+    unknown = sorted(set(shortcuts) - {f.name for f in fields(MeasureOptions)})
+    if unknown:
+        raise TypeError(f"unknown measuring option(s) {unknown}; MeasureOptions has {[f.name for f in fields(MeasureOptions)]}")
+    return replace(options, **shortcuts) if shortcuts else options

@@ -80,7 +80,7 @@ def main(out: Path) -> None:
     recorder = Recorder()
     probes = {
         "sync": ProbeCallback(),
-        "background": ProbeCallback(background=True, measures=BACKGROUND, options=LogOptions(layer_quantities=(), histograms=False)),
+        "background": ProbeCallback(background=True, measures=BACKGROUND, log_options=LogOptions(layer_quantities=(), histograms=False)),
     }
     stopper = EarlyStopping("probe/E_L2_BE", mode="max", patience=100)
     trainer = L.Trainer(

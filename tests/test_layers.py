@@ -80,7 +80,7 @@ def test_empty_selection_and_bad_arguments_are_clear():
         select_layers(nn.Sequential(nn.ReLU()))
     with pytest.raises(ValueError, match="no layer selected: the layer filter"):
         select_layers(Net(), lambda name, t: False)
-    with pytest.raises(ValueError, match="unknown layer preset 'convs'"):
+    with pytest.raises(ValueError, match=r"layers must be one of \('auto', 'genprob'\) or a callable .* got 'convs'"):
         select_layers(Net(), "convs")
     with pytest.raises(TypeError, match="state dict"):
         select_layers([torch.ones(2, 2)])

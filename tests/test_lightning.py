@@ -17,6 +17,7 @@ import torch
 import probe
 from integrations.lightning import ProbeCallback
 from integrations.tensorboard import LAYER_QUANTITIES, LogOptions, heatmap_tag, layer_tag, spectrum_tag
+from probe.options import MeasureOptions
 from tests.lightning_helpers import BATCHES, PACKAGES, module, recorder, trainer
 from tests.tb_events import close, layout, load, scalars, value_at
 
@@ -39,7 +40,7 @@ def _csv_rows(path) -> list[dict[str, str]]:
 
 
 def test_logged_values_are_the_measures_of_each_epochs_weights(pl, tmp_path) -> None:
-    record, callback = recorder(pl), ProbeCallback(options=LogOptions(layer_quantities=LAYER_QUANTITIES, histograms=True))
+    record, callback = recorder(pl), ProbeCallback(log_options=LogOptions(layer_quantities=LAYER_QUANTITIES, histograms=True))
     trainer(pl, tmp_path, [record, callback]).fit(module(pl))  # recorder first: order must not matter
 
     events = load(tmp_path / "tb" / "version_0")
@@ -172,7 +173,7 @@ def test_resume_with_changed_options_warns_once_and_keeps_the_state(pl, tmp_path
 @pytest.mark.parametrize(("pl", "kind", "copy_to"), [("lightning.pytorch", True, "cpu"), ("pytorch_lightning", "process", "cpu"),
                                                      ("lightning.pytorch", "thread", "model")], indirect=["pl"])
 def test_background_mode_logs_each_epoch_at_its_own_step(pl, kind, copy_to, tmp_path) -> None:
-    callback = ProbeCallback(background=kind, copy_to=copy_to, options=LogOptions(layer_quantities=("SQ",), histograms=False))
+    callback = ProbeCallback(background=kind, copy_to=copy_to, log_options=LogOptions(layer_quantities=("SQ",), histograms=False))
     record = recorder(pl, callback)
     trainer(pl, tmp_path, [record, callback], max_epochs=3).fit(module(pl))
 
@@ -220,13 +221,13 @@ def test_bad_use_fails_early_with_a_clear_message(pl, tmp_path) -> None:
 
     with pytest.raises(ValueError, match="unknown network measure measures='SQ_p'"):
         ProbeCallback(measures=["E_L2_BE", "SQ_p"])
-    with pytest.raises(ValueError, match="every_n_epochs must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="every_n_epochs must be an integer >= 1, got every_n_epochs=0"):
         ProbeCallback(every_n_epochs=0)
-    with pytest.raises(ValueError, match="copy_to must be 'cpu' or 'model', got 'gpu'"):
+    with pytest.raises(ValueError, match=r"copy_to must be one of \('cpu', 'model'\), got copy_to='gpu'"):
         ProbeCallback(copy_to="gpu")
-    with pytest.raises(ValueError, match="background must be False, True, 'thread' or 'process', got 'async'"):
+    with pytest.raises(ValueError, match=r"background must be one of \(False, True, 'thread', 'process'\), got background='async'"):
         ProbeCallback(background="async")
-    with pytest.raises(ValueError, match="step must be 'lightning' or 'epoch', got 'batch'"):
+    with pytest.raises(ValueError, match=r"step must be one of \('lightning', 'epoch'\), got step='batch'"):
         ProbeCallback(step="batch")
 
 
@@ -236,7 +237,7 @@ def test_nonfinite_raise_fails_the_fit(pl, tmp_path) -> None:
     with torch.no_grad():
         net.net[0].weight[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="'net.0.weight' has non-finite weights"):
-        trainer(pl, tmp_path, [ProbeCallback(nonfinite="raise", background=True)], max_epochs=2).fit(net)
+        trainer(pl, tmp_path, [ProbeCallback(options=MeasureOptions(nonfinite="raise"), background=True)], max_epochs=2).fit(net)
 
 
 @pytest.mark.parametrize("background", [False, "thread"])

@@ -13,6 +13,7 @@ from torch.utils.tensorboard import SummaryWriter
 import probe
 from integrations.loop import ProbeHook
 from integrations.tensorboard import LogOptions, _history, heatmap_tag, layer_tag
+from probe.options import MeasureOptions
 from tests.tb_events import close, layout, load, scalars
 
 
@@ -36,7 +37,7 @@ def test_logged_values_are_the_measures_of_each_epochs_weights(tmp_path) -> None
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     snapshots, returned = {}, {}
-    with ProbeHook(model, log_dir=tmp_path, options=LogOptions(layer_quantities=("SQ",))) as hook:
+    with ProbeHook(model, log_dir=tmp_path, log_options=LogOptions(layer_quantities=("SQ",))) as hook:
         for epoch in range(3):
             _train_epoch(model, optimizer, epoch)
             snapshots[epoch] = copy.deepcopy(model.state_dict())
@@ -66,7 +67,7 @@ def test_steps_follow_lightnings_convention_and_heatmaps_count_epochs(tmp_path) 
     heatmap's columns are the epochs, whatever the step."""
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
-    with ProbeHook(model, log_dir=tmp_path, options=LogOptions(heatmaps=("ER",))) as hook:
+    with ProbeHook(model, log_dir=tmp_path, log_options=LogOptions(heatmaps=("ER",))) as hook:
         for epoch in range(2):
             _train_epoch(model, optimizer, epoch)  # 4 optimizer steps per epoch
             hook.epoch_end(epoch, step=4 * (epoch + 1) - 1)
@@ -81,7 +82,7 @@ def test_every_n_epochs_and_an_existing_writer(tmp_path) -> None:
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
     writer = SummaryWriter(tmp_path)
-    hook = ProbeHook(model, writer=writer, every_n_epochs=2, measures=["SQ_p_AE"], options=LogOptions(layer_quantities=()))
+    hook = ProbeHook(model, writer=writer, every_n_epochs=2, measures=["SQ_p_AE"], log_options=LogOptions(layer_quantities=()))
     results = []
     for epoch in range(4):
         _train_epoch(model, optimizer, epoch)
@@ -107,7 +108,7 @@ def test_bad_use_fails_at_construction(tmp_path) -> None:
         ProbeHook(model)
     with pytest.raises(ValueError, match="exactly one of log_dir"):
         ProbeHook(model, log_dir=tmp_path, writer=object())
-    with pytest.raises(ValueError, match="every_n_epochs must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="every_n_epochs must be an integer >= 1, got every_n_epochs=0"):
         ProbeHook(model, log_dir=tmp_path, every_n_epochs=0)
     with pytest.raises(ValueError, match="unknown network measure measures='E_L2'"):
         ProbeHook(model, log_dir=tmp_path, measures=["E_L2"])
@@ -123,6 +124,6 @@ def test_diverged_weights_give_nan_measures_by_default(tmp_path) -> None:
             model[0].weight.fill_(float("inf"))
         report = hook.epoch_end(0)
     assert all(v != v for v in report.network.values())
-    with ProbeHook(model, log_dir=tmp_path / "strict", nonfinite="raise") as hook, \
+    with ProbeHook(model, log_dir=tmp_path / "strict", options=MeasureOptions(nonfinite="raise")) as hook, \
             pytest.raises(ValueError, match="'0.weight' has non-finite weights"):
         hook.epoch_end(0)

@@ -139,5 +139,5 @@ def test_errors_missing_monitor_multi_objective_and_in_memory_ddp():
     ddp = L.Trainer(strategy="ddp_spawn", devices=2, **TRAINER)
     with pytest.raises(ValueError, match="needs a storage shared between processes"):
         MeasurePruningCallback(trial).setup(ddp, TinyL(), "fit")
-    with pytest.raises(ValueError, match="names='E_L2'"):
-        MeasurePruningCallback(trial, names=["E_L2"])
+    with pytest.raises(ValueError, match="measures='E_L2'"):
+        MeasurePruningCallback(trial, measures=["E_L2"])

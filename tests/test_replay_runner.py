@@ -18,7 +18,7 @@ import pytest
 import probe
 from probe.cli import main
 from probe.evbmf import REFERENCE_XATOL
-from probe.replay import Options, find_checkpoints, load_checkpoint, merge, replay
+from probe.replay import find_checkpoints, load_checkpoint, merge, replay
 from probe.replay.analysis import load_tables, network_measure
 from probe.replay.runner import parse_shard, select_shard, usable_cpus
 from probe.replay.store import checkpoint_key
@@ -207,8 +207,8 @@ def test_options_must_match_to_resume_or_merge(tmp_path):
     make_family(tmp_path / "family", models=1, epochs=1)
     replay([tmp_path / "family"], tmp_path / "a")
     with pytest.raises(ValueError, match="was made with options"):
-        replay([tmp_path / "family"], tmp_path / "a", options=Options(layers="auto"))
-    replay([tmp_path / "family"], tmp_path / "b", options=Options(layers="auto"))
+        replay([tmp_path / "family"], tmp_path / "a", layers="auto")
+    replay([tmp_path / "family"], tmp_path / "b", layers="auto")
     assert json.loads((tmp_path / "b" / "replay.json").read_text())["layers"] == "auto"
     with pytest.raises(ValueError, match="cannot merge"):
         merge([tmp_path / "a", tmp_path / "b"], tmp_path / "c")

@@ -21,9 +21,9 @@ import probe
 from probe.cli import main
 from probe.evbmf import REFERENCE_XATOL
 from probe.options import MeasureOptions
-from probe.replay import Options, consolidate, load_checkpoint, merge, replay
+from probe.replay import consolidate, load_checkpoint, merge, replay
 from probe.replay.analysis import load_tables
-from probe.replay.runner import parse_shard, usable_cpus
+from probe.replay.runner import Options, parse_shard, usable_cpus
 from probe.replay.store import CorruptRecordError
 from tests.replay_helpers import group_processes, make_family
 
@@ -187,9 +187,10 @@ def test_shard_auto_reads_slurm_array_variables(tmp_path, capsys, monkeypatch):
 
 
 def test_options_are_measure_options_with_the_reference_tolerance_for_genprob_files(tmp_path, capsys):
-    assert Options().for_file("genprob", genprob=True) == MeasureOptions(layers="genprob", evbmf_xatol=REFERENCE_XATOL, nonfinite="nan")
-    assert Options().for_file("auto", genprob=False) == MeasureOptions(nonfinite="nan")
-    assert Options(layers="auto", evbmf_xatol=0.5).for_file("genprob", genprob=True).evbmf_xatol == 0.5
+    assert Options().for_file("genprob", genprob=True) == ("genprob", MeasureOptions(evbmf_xatol=REFERENCE_XATOL, nonfinite="nan"))
+    assert Options().for_file("auto", genprob=False) == ("auto", MeasureOptions(nonfinite="nan"))
+    assert Options(layers="auto", evbmf_xatol=0.5).for_file("genprob", genprob=True) == ("auto", MeasureOptions(evbmf_xatol=0.5, nonfinite="nan"))
+    assert Options.of(None, MeasureOptions(method="svd")) == Options(method="svd")
     for bad, error in (({"method": "lapack"}, ValueError), ({"evbmf_xatol": -1.0}, ValueError), ({"layers": "all"}, ValueError)):
         with pytest.raises(error):
             Options(**bad)

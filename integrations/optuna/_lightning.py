@@ -11,8 +11,8 @@ import probe
 from integrations.lightning import callback_bases
 from integrations.optuna._measures import check_measure_name, report_measures
 from probe.api import is_sharded
-from probe.layers import LayerSelector, select_layers
-from probe.options import MeasureOptions
+from probe.layers import LayerSelector, check_layers, select_layers
+from probe.options import LIVE, MeasureOptions, check_options
 from probe.report import Report
 
 log = logging.getLogger(__name__)
@@ -58,17 +58,19 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
     Parameters
     ----------
     trial:
-        The running ``optuna.trial.Trial``; its study's pruner decides (normally a
-        :class:`MeasurePruner`).
+        The running ``optuna.trial.Trial``; its study's pruner decides (a
+        :class:`LearnedMeasurePruner`, a :class:`MeasurePruner`, or any Optuna pruner).
     monitor:
         Optional name of a logged metric (``trainer.callback_metrics``) reported with
         ``trial.report`` each epoch, for an objective pruner wrapped by the MeasurePruner
         (with ``check_val_every_n_epoch > 1`` the latest validation value is reported
         again in between). Default ``None``: the objective is not reported.
-    layers:
-        Layer selection for ``probe.measure`` when no live report is reused; default ``"auto"``.
-    names:
+    measures:
         Measures to store (default: see :func:`report_measures`).
+    layers, options:
+        Which tensors and how to measure them (:func:`probe.measure`'s ``layers`` and
+        :class:`probe.MeasureOptions`) when no live report is reused; default ``"auto"`` and
+        ``probe.options.LIVE`` (NaN measures for diverged weights, which the pruners prune).
     """
 
     def __init__(
@@ -76,16 +78,18 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
         trial: optuna.trial.Trial,
         *,
         monitor: str | None = None,
+        measures: list[str] | None = None,
         layers: LayerSelector = "auto",
-        names: list[str] | None = None,
+        options: MeasureOptions = LIVE,
     ) -> None:
         super().__init__()
-        if names is not None:
-            names = [check_measure_name(name, argument="names") for name in names]
+        if measures is not None:
+            measures = [check_measure_name(name, argument="measures") for name in measures]
         self._trial = trial
         self._monitor = monitor
-        self.measure_options = MeasureOptions(layers=layers, nonfinite="nan")
-        self._names = names
+        self.layers = check_layers(layers)
+        self.options = check_options(options)
+        self._measures = measures
         self._distributed = False
         self.last_report: Report | None = None
         """The report stored at the last epoch (on rank zero)."""
@@ -109,8 +113,8 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         epoch = trainer.current_epoch
         live = self._live_report(trainer, pl_module)  # every rank: the live callback may broadcast
-        if live is None and any(is_sharded(tensor) for _, tensor in select_layers(pl_module, self.measure_options.layers)):
-            live = probe.measure(pl_module, **self.measure_options.kwargs())  # gathering is collective: every rank
+        if live is None and any(is_sharded(tensor) for _, tensor in select_layers(pl_module, self.layers)):
+            live = probe.measure(pl_module, layers=self.layers, options=self.options)  # gathering is collective: every rank
         prune, error = False, None
         if trainer.is_global_zero:
             try:
@@ -143,8 +147,8 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
 
     def _report_and_decide(self, trainer: Any, pl_module: Any, epoch: int, report: Report | None) -> bool:
         if report is None:
-            report = probe.measure(pl_module, **self.measure_options.kwargs())
-        report_measures(self._trial, report, epoch, names=self._names)
+            report = probe.measure(pl_module, layers=self.layers, options=self.options)
+        report_measures(self._trial, report, epoch, names=self._measures)
         self.last_report, self.last_epoch = report, epoch
         if self._monitor is not None:
             value = trainer.callback_metrics.get(self._monitor)

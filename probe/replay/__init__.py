@@ -12,7 +12,7 @@ from probe._lazy import lazy_exports
 _EXPORTS = {
     "genprob": ("GenProbName", "genprob_filename", "parse_genprob_name", "save_genprob_checkpoint", "write_genprob_csv"),
     "readers": ("Checkpoint", "CheckpointError", "UnsafeCheckpointError", "load_checkpoint"),
-    "runner": ("Options", "Outcome", "find_checkpoints", "iter_replay", "merge", "replay"),
+    "runner": ("Outcome", "find_checkpoints", "iter_replay", "merge", "replay"),
     "store": ("CorruptRecordError",),
     "tables": ("Tables", "consolidate"),
 }

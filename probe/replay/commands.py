@@ -99,10 +99,11 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
 def _run_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from probe.replay.runner import Options, Outcome, parse_shard, replay
+    from probe.options import MeasureOptions
+    from probe.replay.runner import Outcome, parse_shard, replay
 
     shard = parse_shard(args.shard) if args.shard is not None else None
-    options = Options(layers=args.layers, method=args.method, evbmf_xatol=args.evbmf_xatol)
+    options = MeasureOptions(method=args.method, nonfinite="nan", evbmf_xatol=args.evbmf_xatol)
     bars: list[tqdm] = []
 
     def progress(outcome: Outcome, total: int) -> None:
@@ -113,7 +114,7 @@ def _run_replay(args: argparse.Namespace) -> int:
         bars[0].update()
 
     try:
-        outcomes, tables = replay(args.paths, args.out, options=options, workers=args.workers, shard=shard,
+        outcomes, tables = replay(args.paths, args.out, layers=args.layers, options=options, workers=args.workers, shard=shard,
                                   unsafe=args.unsafe_load, genprob_csv=args.genprob_csv, parquet=args.parquet, progress=progress)
     finally:
         for bar in bars:

@@ -47,8 +47,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from probe._validate import check_int
 from probe.evbmf import REFERENCE_XATOL
-from probe.options import MeasureOptions
+from probe.layers import check_layers
+from probe.options import MeasureOptions, check_options
 from probe.replay.readers import UNSAFE_WARNING, is_checkpoint_file, load_checkpoint
 from probe.replay.store import (
     ERRORS,
@@ -74,14 +76,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Options:
-    """Replay's settings: the ``probe.options.MeasureOptions`` each file is measured with.
+    """What ``replay.json`` records: the settings the values depend on (built by :meth:`of`).
 
     ``layers``: a preset forced on every file, or ``None`` for each file's own (``genprob``
-    for GenProb files, ``auto`` otherwise). ``method`` as in ``probe.measure``.
+    for GenProb files, ``auto`` otherwise). ``method`` as in ``probe.MeasureOptions``.
     ``evbmf_xatol``: EVBMF's tolerance, or ``None`` for each file's own: the reference's
     ``probe.evbmf.REFERENCE_XATOL`` for GenProb files (their values match the reference),
-    ``MeasureOptions``' default otherwise. Replay always measures with ``nonfinite="nan"``.
-    Invalid values raise ``ValueError`` here, when built.
+    ``MeasureOptions``' default otherwise. Invalid values raise here, when built.
     """
 
     layers: str | None = None
@@ -89,14 +90,23 @@ class Options:
     evbmf_xatol: float | None = None
 
     def __post_init__(self) -> None:
-        if self.layers is not None and not isinstance(self.layers, str):
-            raise TypeError(f"replay's layers must be a preset name or None, got {type(self.layers).__name__}")
+        if self.layers is not None and not isinstance(check_layers(self.layers), str):
+            raise TypeError("replay's layers must be a preset name or None (a record names its preset; "
+                            f"a callable cannot be recorded), got {type(self.layers).__name__}")
         self.for_file("genprob", genprob=True)  # MeasureOptions checks every value
 
-    def for_file(self, preset: str, *, genprob: bool) -> MeasureOptions:
-        """The settings for one file whose own layer preset is ``preset``."""
+    @classmethod
+    def of(cls, layers: str | None, options: MeasureOptions | None) -> Options:
+        """Replay's record of ``layers=`` and ``options=`` (only ``method`` and ``evbmf_xatol`` change values)."""
+        if options is None:
+            return cls(layers)
+        options = check_options(options)
+        return cls(layers, options.method, options.evbmf_xatol)
+
+    def for_file(self, preset: str, *, genprob: bool) -> tuple[str, MeasureOptions]:
+        """The layer preset and the measuring options for one file whose own preset is ``preset``."""
         xatol = self.evbmf_xatol if self.evbmf_xatol is not None else REFERENCE_XATOL if genprob else None
-        return MeasureOptions(layers=self.layers or preset, method=self.method, nonfinite="nan", evbmf_xatol=xatol)
+        return self.layers or preset, MeasureOptions(method=self.method, nonfinite="nan", evbmf_xatol=xatol)
 
 
 @dataclass(frozen=True)
@@ -193,7 +203,8 @@ def iter_replay(
     paths: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
-    options: Options = Options(),
+    layers: str | None = None,
+    options: MeasureOptions | None = None,
     workers: int = 1,
     unsafe: bool = False,
 ) -> Iterator[Outcome]:
@@ -206,9 +217,18 @@ def iter_replay(
     out_dir:
         Output directory; created if needed. Checkpoints recorded there, unchanged since,
         are skipped (``done``); changed files and corrupt records are measured again.
+    layers:
+        A layer preset forced on every file, or ``None`` (default) for each file's own:
+        ``"genprob"`` for GenProb files, ``"auto"`` otherwise. (A callable cannot be
+        recorded with the values, so replay takes presets only.)
     options:
-        Layer preset override, singular-value method, EVBMF tolerance. Must match the
-        options the directory was started with (``ValueError`` otherwise).
+        How to measure (:class:`probe.MeasureOptions`; default ``MeasureOptions()``): its
+        ``method`` and ``evbmf_xatol`` are used and recorded, an ``evbmf_xatol`` of
+        ``None`` meaning each file's own (the reference's for GenProb files, whose values
+        then match it); non-finite weights always give NaN rows (a diverged checkpoint is
+        data, not an error) and replay measures on the CPU.
+        ``layers`` and ``options`` must match what the directory was started with
+        (``ValueError`` otherwise).
     workers:
         Worker processes (forkserver, or spawn where unavailable; each uses one torch
         thread), at most the usable CPU cores (more is capped, with a warning). ``1``
@@ -229,10 +249,10 @@ def iter_replay(
         A checkpoint with NaN/Inf weights (a diverged run) is ``measured``: its layers with
         non-finite weights, and so its network measures, are NaN.
     """
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+    check_int("workers", workers, 1)
+    settings = Options.of(layers, options)
     out = Path(out_dir)
-    init_dir(out, asdict(options))
+    init_dir(out, asdict(settings))
     todo = []
     names = recorded(out)
     for path in (Path(p).resolve() for p in paths):
@@ -245,14 +265,14 @@ def iter_replay(
     if workers > usable:
         log.warning("workers=%d is more than the %d usable CPU cores: using %d", workers, usable, usable)
     workers = min(workers, usable, len(todo))
-    settings = asdict(options)
+    recorded_settings = asdict(settings)
     if unsafe and workers > 1:  # here once; the workers stay silent (_init_worker)
         warnings.warn(UNSAFE_WARNING, UserWarning, stacklevel=2)
     if workers <= 1:
         for todo_path in todo:
-            yield _measure_one(todo_path, str(out), settings, unsafe)
+            yield _measure_one(todo_path, str(out), recorded_settings, unsafe)
         return
-    yield from _measure_in_workers(todo, str(out), settings, unsafe, workers)
+    yield from _measure_in_workers(todo, str(out), recorded_settings, unsafe, workers)
 
 
 def _measure_in_workers(todo: list[str], out: str, settings: dict, unsafe: bool, workers: int) -> Iterator[Outcome]:
@@ -307,7 +327,8 @@ def replay(
     patterns: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
-    options: Options = Options(),
+    layers: str | None = None,
+    options: MeasureOptions | None = None,
     workers: int = 1,
     shard: tuple[int, int] | None = None,
     unsafe: bool = False,
@@ -323,7 +344,7 @@ def replay(
         Files, directories or globs (``find_checkpoints``).
     out_dir:
         Output directory (layout in this module's docstring).
-    options, workers, unsafe:
+    layers, options, workers, unsafe:
         As in ``iter_replay``.
     shard:
         ``(K, N)``: measure only the K-th of N deterministic shards (``select_shard``). An
@@ -349,7 +370,7 @@ def replay(
         if not paths:
             log.warning("shard %d/%d is empty: there are fewer checkpoints than shards", *shard)
     outcomes = []
-    for outcome in iter_replay(paths, out_dir, options=options, workers=workers, unsafe=unsafe):
+    for outcome in iter_replay(paths, out_dir, layers=layers, options=options, workers=workers, unsafe=unsafe):
         outcomes.append(outcome)
         if progress is not None:
             progress(outcome, len(paths))
@@ -447,8 +468,8 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     try:
         stat = os.stat(path)  # before reading: a file rewritten meanwhile gets another identity next run
         checkpoint = load_checkpoint(path, unsafe=unsafe)
-        settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
-        report = probe.measure(checkpoint.state_dict, **settings.kwargs())
+        preset, settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
+        report = probe.measure(checkpoint.state_dict, layers=preset, options=settings)
     except Exception as error:
         return _failed(path, out_dir, f"{type(error).__name__}: {error}")
     position = {layer.name: (index, len(layer.shape)) for index, layer in enumerate(report.layers)}
@@ -458,7 +479,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     record = {
         "key": key,
         "file": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": settings.layers, "n_layers": len(report.layers)},
+        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": preset, "n_layers": len(report.layers)},
         "performance": checkpoint.performance,
         "network": report.network,
         "layers": layers,
