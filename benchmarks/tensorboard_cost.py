@@ -1,7 +1,7 @@
-"""What one ``write_report`` call costs on the training thread, by ``LogOptions``.
+"""What one ``ReportWriter.write`` call costs on the training thread, by ``LogOptions``.
 
 For a GenProb digits network (26 probed layers) and a 50-layer MLP, after ``--epochs``
-logged epochs (the heatmaps grow with the history), times ``write_report`` to a real
+logged epochs (the heatmaps grow with the history), times ``ReportWriter.write`` to a real
 ``SummaryWriter`` with: only the network scalars, the default (scalars + 4 heatmaps), all
 6 heatmaps, and the per-layer scalars with histograms; ``probe.measure`` for scale.
 
@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import probe
-from integrations.tensorboard import LAYER_QUANTITIES, LogOptions, write_report
+from integrations.tensorboard import LAYER_QUANTITIES, LogOptions, ReportWriter
 from probe.zoo import GenProbNet
 
 OPTIONS = {
@@ -52,12 +52,13 @@ def main() -> None:
         print(f"{model_name:<30} {'(probe.measure, for scale)':<32} {1000 * (time.perf_counter() - start) / args.repeats:>12.1f}")
         for option_name, options in OPTIONS.items():
             with tempfile.TemporaryDirectory() as log_dir, SummaryWriter(log_dir) as writer:
+                ours = ReportWriter(writer, options=options)
                 for epoch in range(args.epochs):
-                    write_report(writer, report, epoch, options=options, epoch=epoch)
+                    ours.write(report, epoch, epoch=epoch)
                 times = []
                 for repeat in range(args.repeats):
                     start = time.perf_counter()
-                    write_report(writer, report, args.epochs + repeat, options=options, epoch=args.epochs + repeat)
+                    ours.write(report, args.epochs + repeat, epoch=args.epochs + repeat)
                     times.append(time.perf_counter() - start)
             print(f"{model_name:<30} {option_name:<32} {1000 * statistics.median(times):>12.1f}")
 

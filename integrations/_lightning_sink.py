@@ -6,14 +6,14 @@ from typing import Any
 
 import probe
 from integrations._lightning_trainer import tensorboard_writer
-from integrations.tensorboard import LogOptions, add_layout, write_report
+from integrations.tensorboard import LogOptions, ReportWriter
 
 
 class LoggerSink:
     """Write one measurement to every logger of a Trainer.
 
-    TensorBoard loggers get :func:`integrations.tensorboard.write_report`'s output (and the
-    custom-scalars layout, once per writer); every other logger gets the ``probe/<name>``
+    TensorBoard loggers get a :class:`integrations.tensorboard.ReportWriter` each (the
+    custom-scalars layout once, the heatmaps' history); every other logger gets the ``probe/<name>``
     scalars and ``epoch`` (the column Lightning fills for its own epoch-level metrics).
     A failed measurement (``report=None``) gives other loggers NaN and TensorBoard nothing
     (a gap, as for undefined values).
@@ -22,11 +22,11 @@ class LoggerSink:
     def __init__(self, measures: tuple[str, ...], options: LogOptions) -> None:
         self.measures = measures
         self.options = options
-        self._layout_written: set[int] = set()
+        self._writers: dict[int, ReportWriter] = {}
 
     def reset(self) -> None:
-        """A new fit: write the layout again (new writers)."""
-        self._layout_written.clear()
+        """A new fit: new writers, a new layout and history each."""
+        self._writers.clear()
 
     def write(self, loggers: list[Any], report: probe.Report | None, metrics: dict[str, float], epoch: int, step: int) -> None:
         for logger in loggers:
@@ -34,8 +34,8 @@ class LoggerSink:
             if writer is None:
                 logger.log_metrics({**metrics, "epoch": epoch}, step=step)
                 continue
-            if id(writer) not in self._layout_written:
-                add_layout(writer, self.measures, self.options)
-                self._layout_written.add(id(writer))
+            ours = self._writers.get(id(writer))
+            if ours is None or ours.writer is not writer:
+                ours = self._writers[id(writer)] = ReportWriter(writer, measures=self.measures, options=self.options)
             if report is not None:  # a failed measurement leaves a gap, as undefined values do
-                write_report(writer, report, step, measures=self.measures, options=self.options, epoch=epoch)
+                ours.write(report, step, epoch=epoch)

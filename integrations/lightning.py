@@ -26,7 +26,7 @@ When it measures (each time at most once per optimizer step, so never twice on t
 
 Where the measures go:
 
-- TensorBoard loggers get :func:`integrations.tensorboard.write_report`'s output
+- TensorBoard loggers get :class:`integrations.tensorboard.ReportWriter`'s output
   (``probe/<name>`` scalars and layers × epochs heatmaps; per-layer scalars and spectra
   opt-in), other loggers the ``probe/<name>`` scalars and ``epoch``; both at the step
   Lightning logs its own epoch-level metrics of that epoch (:func:`epoch_metrics_step`);
@@ -63,9 +63,9 @@ from integrations._lightning_trainer import (
     epoch_metrics_step,
     probe_monitors,
 )
-from integrations.tensorboard import LogOptions, check_measure_names, network_metrics
+from integrations.tensorboard import LogOptions, network_metrics
 from probe._validate import check_choice, check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES
+from probe.aggregate import HEADLINE_NAMES, check_measure_names
 from probe.api import gather, is_sharded
 from probe.layers import LayerSelector, check_layers, select_layers
 from probe.options import LIVE, MeasureOptions, check_options

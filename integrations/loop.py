@@ -28,9 +28,9 @@ from typing import Any
 from torch import nn
 
 import probe
-from integrations.tensorboard import LogOptions, add_layout, check_measure_names, write_report
+from integrations.tensorboard import LogOptions, ReportWriter
 from probe._validate import check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES
+from probe.aggregate import HEADLINE_NAMES, check_measure_names
 from probe.layers import LayerSelector, check_layers, select_layers
 from probe.options import LIVE, MeasureOptions, check_options
 
@@ -99,7 +99,7 @@ class ProbeHook:
         else:
             self._owns_writer = False
         self.writer = writer
-        self._layout_written = False
+        self._report_writer = ReportWriter(writer, measures=self.measures, options=self.log_options)
         self.last_report: probe.Report | None = None
         self.last_epoch: int | None = None
 
@@ -123,11 +123,7 @@ class ProbeHook:
         if (epoch + 1) % self.every_n_epochs:
             return None
         report = probe.measure(self._model, layers=self.layers, options=self.options, hints=self.last_report)
-        if not self._layout_written:
-            add_layout(self.writer, self.measures, self.log_options)
-            self._layout_written = True
-        write_report(self.writer, report, epoch if step is None else step, measures=self.measures, options=self.log_options,
-                     epoch=epoch)
+        self._report_writer.write(report, epoch if step is None else step, epoch=epoch)
         self.writer.flush()
         log.debug("probe: epoch %d measured (%d layers)", epoch, len(report.layers))
         self.last_report, self.last_epoch = report, epoch

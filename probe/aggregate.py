@@ -8,6 +8,7 @@ non-finite weights measured with ``nonfinite="nan"``) make the aggregate NaN.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -124,3 +125,29 @@ def grid(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         for j, t in enumerate(TRANSFORMS):
             table[i, j] = transform(a, t, count)
     return table
+
+
+def check_measure_names(measures: Iterable[str], *, argument: str = "measures") -> tuple[str, ...]:
+    """Validate network-measure names; return them as a tuple.
+
+    Parameters
+    ----------
+    measures:
+        Headline names (``probe.HEADLINE_NAMES``) or aggregate names
+        ``{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}``.
+    argument:
+        The argument name used in the error message.
+
+    Returns
+    -------
+    tuple of str
+        The names, in the given order.
+    """
+    if isinstance(measures, str):
+        raise TypeError(f"{argument} must be a sequence of names, got the string {measures!r}; wrap it in a list")
+    names = tuple(measures)
+    for name in names:
+        check_measure_name(name, argument=argument)
+    if len(set(names)) != len(names):
+        raise ValueError(f"{argument} has duplicate names: {list(names)}")
+    return names

@@ -12,7 +12,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import probe
 from integrations.loop import ProbeHook
-from integrations.tensorboard import LogOptions, _history, heatmap_tag, layer_tag
+from integrations.tensorboard import LogOptions, heatmap_tag, layer_tag
 from probe.options import MeasureOptions
 from tests.tb_events import close, layout, load, scalars
 
@@ -71,7 +71,7 @@ def test_steps_follow_lightnings_convention_and_heatmaps_count_epochs(tmp_path) 
         for epoch in range(2):
             _train_epoch(model, optimizer, epoch)  # 4 optimizer steps per epoch
             hook.epoch_end(epoch, step=4 * (epoch + 1) - 1)
-        history = _history(hook.writer)
+        history = hook._report_writer.history
     events = load(tmp_path)
     assert sorted(scalars(events, "probe/F_p_BE")) == [3, 7]
     assert [image.step for image in events.Images(heatmap_tag("ER"))] == [3, 7]

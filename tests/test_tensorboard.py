@@ -14,20 +14,18 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import probe
+from integrations._heatmap import LayerHistory, defined
+from integrations._tb_layout import UNDEFINED_TAG
 from integrations.tensorboard import (
     HEATMAP_QUANTITIES,
     LAYER_QUANTITIES,
-    UNDEFINED_TAG,
-    LayerHistory,
     LogOptions,
-    add_layout,
-    check_measure_names,
-    defined,
+    ReportWriter,
     heatmap_tag,
     layer_tag,
     spectrum_tag,
-    write_report,
 )
+from probe.aggregate import check_measure_names
 from tests.tb_events import close, layout, load, scalars
 
 GREY = np.array([0xC8, 0xC8, 0xC8])  # the heatmaps' "undefined" colour
@@ -49,11 +47,11 @@ def _structured(seed: int = 0, layers: int = 3) -> nn.Module:
     return model
 
 
-def _write(tmp_path, reports: dict[int, probe.Report], **kwargs) -> None:
+def _write(tmp_path, reports: dict[int, probe.Report], epoch: int | None = None, **kwargs) -> None:
     with SummaryWriter(tmp_path) as writer:
-        add_layout(writer, kwargs.get("measures", probe.HEADLINE_NAMES), kwargs.get("options", LogOptions()))
+        ours = ReportWriter(writer, **kwargs)
         for step, report in reports.items():
-            write_report(writer, report, step, **kwargs)
+            ours.write(report, step, epoch=epoch)
 
 
 def _pixels(events, tag: str) -> np.ndarray:
