@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: test lint demo bench screenshots clean venv
+.PHONY: test lint docs demo bench screenshots clean venv
 
 venv: $(STAMP)
 
@@ -18,16 +18,20 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[all,test]"
+	$(PY) -m pip install -q -e ".[all,test,docs]"
 	touch $(STAMP)
 
-# the linter and the type checker first (seconds), then the suite with the docstrings' examples
-test: lint
+# the linter, the type checker and the docs site first (seconds), then the suite with the docstrings' examples
+test: lint docs
 	$(PY) -m pytest -q -ra
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
+
+# the MkDocs site (guide + API pages from the docstrings) into site/; --strict: a broken link or reference fails
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
 
 demo: $(STAMP)
 	$(PY) examples/demo.py --out "$(DEMO_OUT)" $(if $(QUICK),--quick,)
@@ -40,4 +44,4 @@ screenshots: $(STAMP)
 	$(PY) docs/screenshots.py --out docs
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site

@@ -54,14 +54,16 @@ def measure(
         ``MeasureOptions`` fields as keywords, applied on top of ``options``:
         ``measure(model, method="svd")`` is ``measure(model, options=MeasureOptions(method="svd"))``.
 
-    Sharded weights (FSDP2 / DTensor parameters) are gathered one layer at a time and that
-    layer measured alone, so the extra memory is about one full layer; the gather is a
-    collective: call ``measure`` on every rank of the mesh (each gets the same report).
-
     Returns
     -------
     Report
         Per-layer quantities (``in``/``out`` × BE/AE) and ``Report.network``.
+
+    Notes
+    -----
+    Sharded weights (FSDP2 / DTensor parameters) are gathered one layer at a time and that
+    layer measured alone, so the extra memory is about one full layer; the gather is a
+    collective: call ``measure`` on every rank of the mesh (each gets the same report).
     """
     options = resolve(options, dict(shortcuts))
     check_layers(layers)

@@ -34,6 +34,8 @@ class MeasureOptions:
         Where to compute (``"cpu"``, ``"cuda"``, ``"cuda:1"`` …), or ``None`` for each
         weight's own device.
 
+    Examples
+    --------
     >>> MeasureOptions(method="svd").method
     'svd'
     >>> MeasureOptions(method="lapack")

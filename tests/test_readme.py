@@ -1,9 +1,11 @@
-"""Every ``python`` code block of the README runs as written.
+"""Every ``python`` code block of the README and of the docs pages runs as written.
 
-The blocks use a few placeholders a reader fills in with their own (``model``, ``train_loader``,
-``train_one_epoch`` …); the namespace below gives each one a small real counterpart: a digits
-classifier that is both an ``nn.Module`` and a ``LightningModule``, its data, an epoch of SGD.
-Numbers of epochs and trials stay as printed; the model is small enough for that.
+The README's blocks are complete programs: they run in an empty namespace and leave nothing
+in the working directory. The docs pages' blocks are fragments (each page says so) that use a
+few names a reader fills in with their own (``model``, ``train_loader``, ``train_one_epoch`` …);
+the namespace below gives each one a small real counterpart: a digits classifier that is both
+an ``nn.Module`` and a ``LightningModule``, its data, an epoch of SGD. Numbers of epochs and
+trials stay as printed; the model is small enough for that.
 """
 
 from __future__ import annotations
@@ -19,8 +21,13 @@ from torch.utils.data import DataLoader
 
 from probe.zoo import digits_datasets
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+PAGES = sorted((ROOT / "docs").glob("*.md"))
+
+
+def _blocks(path: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)
 
 
 class DigitsNet(LightningModule):
@@ -42,7 +49,7 @@ class DigitsNet(LightningModule):
 
 
 def placeholders() -> dict[str, object]:
-    """The names the README's blocks leave to the reader, as small real objects."""
+    """The names the docs pages' fragments leave to the reader, as small real objects."""
     train, _, test = digits_datasets()
     loader = DataLoader(torch.utils.data.Subset(train, range(128)), batch_size=64)
 
@@ -66,8 +73,19 @@ def placeholders() -> dict[str, object]:
             "train_one_epoch": train_one_epoch, "build": build, "evaluate": evaluate}
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
-def test_readme_block_runs(block, tmp_path, monkeypatch, one_torch_thread):
-    monkeypatch.chdir(tmp_path)  # the blocks write runs/, study.db …
+README_BLOCKS = _blocks(README)
+PAGE_BLOCKS = [(page.name, block) for page in PAGES for block in _blocks(page)]
+
+
+@pytest.mark.parametrize("block", README_BLOCKS, ids=[f"block{i}" for i in range(len(README_BLOCKS))])
+def test_readme_block_runs_as_written_and_leaves_nothing_behind(block, tmp_path, monkeypatch, one_torch_thread):
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, str(README), "exec"), {"__name__": "__main__"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("page", "block"), PAGE_BLOCKS, ids=[f"{name}-{i}" for i, (name, _) in enumerate(PAGE_BLOCKS)])
+def test_docs_fragment_runs_with_the_readers_names_filled_in(page, block, tmp_path, monkeypatch, one_torch_thread):
+    monkeypatch.chdir(tmp_path)  # the fragments may write runs/, plots …
     namespace = placeholders()
-    exec(compile(block, str(README), "exec"), namespace)
+    exec(compile(block, page, "exec"), namespace)
