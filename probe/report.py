@@ -160,8 +160,6 @@ class Report:
         return "\n".join(lines)
 
 
-"""How tables show an undefined value."""
-
 
 def _cell(value: object) -> str:
     v = float(value)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from probe.report import Report
 
 log = logging.getLogger(__name__)
 
-PRUNED_KEY = "probe:pruned_epoch"
+PRUNED_EPOCH_KEY = "probe:pruned_epoch"
 """Trial system attribute where rank zero records the epoch it pruned at (DDP)."""
 
 
@@ -134,14 +134,14 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
         trainer.should_stop = True
         if trainer.is_global_zero:
-            self._trial.storage.set_trial_system_attr(self._trial._trial_id, PRUNED_KEY, epoch)
+            self._trial.storage.set_trial_system_attr(self._trial._trial_id, PRUNED_EPOCH_KEY, epoch)
 
     def check_pruned(self) -> None:
         """Raise ``optuna.TrialPruned`` if rank zero pruned the trial; call it after ``trainer.fit``.
 
         Needed under DDP (the decision lives in the storage); harmless otherwise.
         """
-        epoch = self._trial.storage.get_trial_system_attrs(self._trial._trial_id).get(PRUNED_KEY)
+        epoch = self._trial.storage.get_trial_system_attrs(self._trial._trial_id).get(PRUNED_EPOCH_KEY)
         if epoch is not None:
             raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
 
