@@ -28,6 +28,12 @@ def defined(unfolding: Unfolding, variant: str) -> bool:
 
 
 
+def shown(defined: bool, value: float) -> bool:
+    """Whether a per-layer value is drawn: its spectrum is defined and the value is finite and
+    not 0, which SPEC §5 counts as *missing* (e.g. ``ER = 0`` where EVBMF kept one component)."""
+    return defined and math.isfinite(value) and value != 0.0
+
+
 @dataclass
 class LayerHistory:
     """Per-layer values of every report written to one writer, for the heatmaps.
@@ -50,7 +56,7 @@ class LayerHistory:
                 for variant in VARIANTS:
                     ok = defined(unfolding, variant)
                     for q, value in getattr(unfolding, variant).items():
-                        column[(layer.name, u, variant, q)] = value if ok and math.isfinite(value) else math.nan
+                        column[(layer.name, u, variant, q)] = value if shown(ok, value) else math.nan
         self.columns[int(label)] = column
         self.labelled_by_epoch = self.labelled_by_epoch and labelled_by_epoch
 
@@ -132,7 +138,7 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     if not np.isfinite(values).all():
         y = height - 14
         draw.rectangle((10, y - 5, 22, y + 5), fill=(200, 200, 200))
-        draw.text((28, y), "undefined: EVBMF kept nothing, NaN or ∞", font=font, fill="black", anchor="lm")
+        draw.text((28, y), "undefined: missing (0, e.g. EVBMF kept ≤ 1 component), NaN or ∞", font=font, fill="black", anchor="lm")
     return np.asarray(canvas)
 
 

@@ -17,6 +17,19 @@ QUANTITY_TITLES = {
     "spec": "spectral norm", "fro": "Frobenius norm", "SQ": "stable quality",
 }
 _MEASURE_TITLES = {"SQ": "stable quality", "ER": "effective rank", "spec": "spectral norm", "fro": "Frobenius norm"}
+_TRANSFORM_WORDS = {"t0": "{a}", "t1": "N·{a}", "t2": "√({a})", "t3": "√(N·{a})", "t4": "ln({a})", "t5": "ln(N·{a})",
+                    "t6": "ln √({a})", "t7": "ln √(N·{a})"}
+_AGGREGATION_WORDS = {"mean": "mean", "L2": "RMS", "p": "geometric mean", "wmean": "channel-weighted mean",
+                      "wp": "channel-weighted geometric mean"}
+_MEANINGS = {
+    "ER": ("how many directions each layer uses: the entropy of its normalised singular values, in (0, ln L]; "
+           "E_L2 = ln √(RMS over the N unfoldings), below 0 when the typical entropy is under 1"),
+    "SQ": ("stable quality atan2(S, 1 − 1/C) of each layer, in (0, π/2]: near π/2 for a few dominant directions "
+           "(or one), lower for a flat, well-conditioned spectrum; SQ_p is the geometric mean over unfoldings"),
+    "spec": ("the largest singular value of each layer (its gain); S_p = ln √(N · geometric mean): grows with the "
+             "weights' scale"),
+    "fro": ("the Frobenius norm of each layer; F_p = ln √(N · geometric mean): grows with the weights' scale"),
+}
 VARIANT_TITLES = {"BE": "BE (raw weights)", "AE": "AE (after EVBMF denoising)"}
 UNFOLDING_TITLES = {"in": "in-channel unfolding", "out": "out-channel unfolding"}
 
@@ -41,9 +54,22 @@ def heatmap_tag(quantity: str) -> str:
 
 
 def measure_title(name: str) -> str:
-    """What a network measure is, e.g. ``E_L2_BE`` → ``E_L2_BE: effective rank, L2 aggregate (t6), BE (raw weights)``."""
+    """What a network measure is, in words, e.g. ``E_L2_BE`` → ``E_L2_BE: effective rank, ln √(RMS over layers), raw weights``."""
     parts = parse_measure_name(name)
-    return f"{name}: {_MEASURE_TITLES[parts.measure]}, {parts.aggregation} aggregate ({parts.transform}), {VARIANT_TITLES[parts.variant]}"
+    formula = _TRANSFORM_WORDS[parts.transform].format(a=f"{_AGGREGATION_WORDS[parts.aggregation]} over layers")
+    variant = "raw weights" if parts.variant == "BE" else "after EVBMF denoising"
+    return f"{name}: {_MEASURE_TITLES[parts.measure]}, {formula}, {variant}"
+
+
+def measure_description(name: str) -> str:
+    """The card description of a network measure: what it is, its range, and which way is better.
+
+    >>> measure_description("F_p_BE").startswith("F_p_BE: Frobenius norm")
+    True
+    """
+    parts = parse_measure_name(name)
+    return (f"{measure_title(name)}. Per layer: {_MEANINGS[parts.measure]}. Which direction predicts a better "
+            "final accuracy depends on the task: LearnedMeasurePruner learns it per study (docs: measures.md).")
 
 
 def layout(measures: Iterable[str], layer_quantities: Iterable[str], variants: Iterable[str]) -> dict[str, dict[str, list]]:

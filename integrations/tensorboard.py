@@ -40,13 +40,14 @@ from typing import Any
 
 import numpy as np
 
-from integrations._heatmap import LayerHistory, defined, heatmap_image
+from integrations._heatmap import LayerHistory, defined, heatmap_image, shown
 from integrations._tb_layout import (
     NETWORK_PREFIX,
     UNDEFINED_TAG,
     heatmap_tag,
     layer_tag,
     layout,
+    measure_description,
     spectrum_tag,
 )
 from probe.aggregate import HEADLINE_NAMES, VARIANTS, check_measure_names
@@ -126,6 +127,7 @@ class ReportWriter:
         self.options = options
         self.history = LayerHistory()
         self._layout_written = False
+        self._described: set[str] = set()
 
     def write(self, report: Report, step: int, *, epoch: int | None = None) -> None:
         """Write ``report`` at ``step`` (tags in the module docstring).
@@ -157,12 +159,28 @@ class ReportWriter:
         undefined = []
         for name in self.measures:
             value = report.value(name)
-            if math.isfinite(value):
+            if not math.isfinite(value):
+                undefined.append(name)
+            elif name in self._described:
                 self.writer.add_scalar(NETWORK_PREFIX + name, value, step)
             else:
-                undefined.append(name)
+                self._first_scalar(NETWORK_PREFIX + name, value, step, measure_description(name))
+                self._described.add(name)
         if undefined:
             self.writer.add_text(UNDEFINED_TAG, _undefined_note(report, undefined), step)
+
+    def _first_scalar(self, tag: str, value: float, step: int, description: str) -> None:
+        """A tag's first value, with the description TensorBoard shows on its card (torch's writer;
+        other writers get the value alone)."""
+        file_writer = getattr(self.writer, "_get_file_writer", None)
+        if not type(self.writer).__module__.startswith("torch.utils.tensorboard") or file_writer is None:
+            self.writer.add_scalar(tag, value, step)
+            return
+        from torch.utils.tensorboard.summary import scalar
+
+        summary = scalar(tag, value)
+        summary.value[0].metadata.summary_description = description
+        file_writer().add_summary(summary, step)
 
     def _layers(self, report: Report, step: int) -> None:
         options = self.options
@@ -171,18 +189,16 @@ class ReportWriter:
                 for variant in options.variants if options.layer_quantities else ():
                     values = getattr(unfolding, variant)
                     for quantity in options.layer_quantities:
-                        if defined(unfolding, variant) and math.isfinite(values[quantity]):
+                        if shown(defined(unfolding, variant), values[quantity]):
                             self.writer.add_scalar(layer_tag(quantity, variant, unfolding_name, layer.name), values[quantity], step)
                 if options.histograms and unfolding.s.size and np.isfinite(unfolding.s).all():
                     self.writer.add_histogram(spectrum_tag(layer.name, unfolding_name), unfolding.s, step, bins="auto")
 
 
 def _undefined_note(report: Report, names: list[str]) -> str:
-    nonfinite = any(not np.isfinite(u.s).all() for layer in report.layers for u in layer.unfoldings.values())
-    why = ("some weights are not finite (NaN/Inf)" if nonfinite
-           else "every entry is missing: for AE measures, EVBMF kept no component of any layer (as on freshly "
-                "initialised weights; training adds structure)")
-    return f"Not plotted at this step (undefined): {', '.join(names)}. Why: {why}."
+    """One line per undefined measure, saying what happened (``Report.why_undefined``)."""
+    lines = [f"- {name}: {report.why_undefined(name)}" for name in names]
+    return "Not plotted at this step (undefined):\n" + "\n".join(lines)
 
 
 def network_metrics(report: Report, measures: Iterable[str] = HEADLINE_NAMES) -> dict[str, float]:

@@ -27,6 +27,11 @@ HEADLINE = {
 }
 """The paper's four network measures; the API names add ``_BE`` or ``_AE``."""
 
+AE_MIN_KEPT_SHARE = 0.5
+"""An AE aggregate is defined only when EVBMF kept a component in at least this share of the
+unfoldings (SPEC §5): with fewer, "after denoising" describes a few layers, not the network
+(one kept unfolding of 42 would give ``SQ_p_AE = π/2``)."""
+
 HEADLINE_NAMES = tuple(f"{name}_{variant}" for variant in VARIANTS for name in HEADLINE)
 
 AGGREGATE_NAMES = tuple(

@@ -8,7 +8,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from probe._text import UNDEFINED
-from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, grid, parse_measure_name
+from probe.aggregate import (
+    AE_MIN_KEPT_SHARE,
+    AGGREGATIONS,
+    HEADLINE,
+    MEASURES,
+    TRANSFORMS,
+    VARIANTS,
+    grid,
+    parse_measure_name,
+)
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
 
@@ -37,6 +46,16 @@ class Unfolding:
         """Channel weight ``n = L`` used by the weighted aggregations."""
         return self.rows
 
+    @property
+    def kept(self) -> bool:
+        """Whether EVBMF kept a component (some finite, non-zero ``d``)."""
+        return bool(self.d.size) and bool(np.isfinite(self.d).all()) and float(self.d.max()) > 0.0
+
+    @property
+    def finite(self) -> bool:
+        """Whether the weights were finite (a non-finite layer's quantities are NaN)."""
+        return bool(np.isfinite(self.s).all())
+
 
 @dataclass(frozen=True)
 class LayerResult:
@@ -52,7 +71,9 @@ class Report:
     """What ``probe.measure`` returns.
 
     ``layers`` in probing order; ``network`` the eight headline measures
-    (``E_L2_BE, SQ_p_BE, S_p_BE, F_p_BE`` and the ``_AE`` ones; NaN where undefined).
+    (``E_L2_BE, SQ_p_BE, S_p_BE, F_p_BE`` and the ``_AE`` ones; NaN where undefined:
+    :meth:`why_undefined` says why). AE aggregates are defined only when EVBMF kept a
+    component in at least ``AE_MIN_KEPT_SHARE`` of the unfoldings (:attr:`kept`, SPEC §5).
     """
 
     layers: list[LayerResult]
@@ -77,8 +98,45 @@ class Report:
         return values, weights
 
     def grid(self, measure: str, variant: str) -> np.ndarray:
-        """5 × 8 table of aggregates: rows ``mean, L2, p, wmean, wp``; columns ``t0..t7``."""
-        return grid(*self.vector(measure, variant))
+        """5 × 8 table of aggregates: rows ``mean, L2, p, wmean, wp``; columns ``t0..t7``.
+
+        All NaN for AE when EVBMF kept a component in fewer than ``AE_MIN_KEPT_SHARE`` of the unfoldings.
+        """
+        table = grid(*self.vector(measure, variant))
+        if variant == "AE" and not self.ae_defined:
+            table[:] = math.nan
+        return table
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """``(k, n)``: EVBMF kept a component in ``k`` of the ``n`` finite unfolding entries
+        (``in`` and ``out`` of every layer, the entries of the SPEC §5 vectors)."""
+        entries = [layer.unfoldings[u] for u in UNFOLDINGS for layer in self.layers]
+        finite = [e for e in entries if e.finite]
+        return sum(e.kept for e in finite), len(finite)
+
+    @property
+    def ae_defined(self) -> bool:
+        """Whether the AE aggregates are defined: EVBMF kept something in at least ``AE_MIN_KEPT_SHARE`` of the unfoldings."""
+        k, n = self.kept
+        return n > 0 and k >= AE_MIN_KEPT_SHARE * n
+
+    def why_undefined(self, name: str) -> str | None:
+        """Why the network measure ``name`` is NaN, in words; ``None`` when it is defined."""
+        value = self.value(name)
+        if value == value:
+            return None
+        if any(not u.finite for layer in self.layers for u in layer.unfoldings.values()):
+            return "some weights are not finite (NaN/Inf)"
+        parts = parse_measure_name(name, argument="name")
+        if parts.variant == "AE" and not self.ae_defined:
+            k, n = self.kept
+            return (f"EVBMF kept a component in {k} of {n} unfoldings; AE measures need at least "
+                    f"{AE_MIN_KEPT_SHARE:.0%} (fresh weights are mostly noise; training adds structure)")
+        values, _ = self.vector(parts.measure, parts.variant)
+        if not values.any():
+            return f"every {parts.measure} entry is missing (0: an all-zero or fully removed spectrum)"
+        return f"the transform {parts.transform} is undefined at this aggregate (the log or root of a value ≤ 0)"
 
     def aggregate(self, measure: str, variant: str, how: str, t: str = "t0") -> float:
         """One aggregate, e.g. ``aggregate("ER", "BE", "L2", "t6")`` = ``network["E_L2_BE"]``."""
@@ -157,8 +215,13 @@ class Report:
             lines.append(f"{row['layer']:<{width}}  {row['unfolding']:<3} {row['variant']}  {row['kept']:>4} {cells}")
         lines.append("")
         lines.extend(f"{name:<8} {value: .6g}" if value == value else f"{name:<8}  {UNDEFINED}" for name, value in self.network.items())
+        reasons: dict[str, list[str]] = {}
+        for name in self.network:
+            reason = self.why_undefined(name)
+            if reason is not None:
+                reasons.setdefault(reason, []).append(name)
+        lines.extend(f"{UNDEFINED} {', '.join(names)}: {reason}" for reason, names in reasons.items())
         return "\n".join(lines)
-
 
 
 def _cell(value: object) -> str:

@@ -97,7 +97,7 @@ def test_undefined_values_are_never_written_as_numbers(tmp_path) -> None:
     assert not any(tag.startswith("probe_layer_") and "/AE_" in tag for tag in tags)
     assert {f"probe/{name}_BE" for name in ("E_L2", "SQ_p", "S_p", "F_p")} <= tags
     (text,) = _notes(events)
-    assert "E_L2_AE" in text and "F_p_AE" in text and "EVBMF kept no component" in text
+    assert "E_L2_AE" in text and "F_p_AE" in text and "EVBMF kept a component in 0 of 6 unfoldings" in text
     assert _has_grey(_pixels(events, heatmap_tag("SQ")))  # undefined AE cells: grey
 
 
@@ -148,8 +148,8 @@ def test_layout_titles_say_what_each_chart_is(tmp_path) -> None:
     assert list(categories) == ["probe network", "probe layers BE", "probe layers AE"]
     network = {chart.title: list(chart.multiline.tag) for chart in categories["probe network"].chart}
     assert network == {
-        "E_L2_BE: effective rank, L2 aggregate (t6), BE (raw weights)": ["^probe/E_L2_BE$"],
-        "ER_mean_t0_AE: effective rank, mean aggregate (t0), AE (after EVBMF denoising)": ["^probe/ER_mean_t0_AE$"],
+        "E_L2_BE: effective rank, ln √(RMS over layers), raw weights": ["^probe/E_L2_BE$"],
+        "ER_mean_t0_AE: effective rank, mean over layers, after EVBMF denoising": ["^probe/ER_mean_t0_AE$"],
     }
     charts = {chart.title: chart.multiline.tag[0] for chart in categories["probe layers AE"].chart}
     title = "SQ (stable quality), out-channel unfolding, AE (after EVBMF denoising): one line per layer"
@@ -205,3 +205,15 @@ def test_log_options_are_validated() -> None:
     with pytest.raises(ValueError, match="nothing per layer"):
         LogOptions(variants=())
     assert LogOptions(heatmaps=[], layer_quantities=[], variants=[]).layer_quantities == ()
+
+
+def test_cards_say_what_each_measure_is_without_codes(tmp_path) -> None:
+    _write(tmp_path, {0: probe.measure(_structured()), 1: probe.measure(_structured(1))})
+    events = load(tmp_path)
+    description = events.SummaryMetadata("probe/E_L2_BE").summary_description
+    assert description.startswith("E_L2_BE: effective rank, ln √(RMS over layers), raw weights.")
+    assert "below 0 when the typical entropy is under 1" in description and "learns it per study" in description
+    assert sorted(scalars(events, "probe/E_L2_BE")) == [0, 1]  # the described first value is an ordinary point
+    titles = [chart.title for category in layout(events).category for chart in category.chart]
+    assert "F_p_AE: Frobenius norm, ln √(N·geometric mean over layers), after EVBMF denoising" in titles
+    assert not [title for title in titles if re.search(r"\(t\d\)", title)]
