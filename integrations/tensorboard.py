@@ -170,17 +170,21 @@ class ReportWriter:
             self.writer.add_text(UNDEFINED_TAG, _undefined_note(report, undefined), step)
 
     def _first_scalar(self, tag: str, value: float, step: int, description: str) -> None:
-        """A tag's first value, with the description TensorBoard shows on its card (torch's writer;
-        other writers get the value alone)."""
-        file_writer = getattr(self.writer, "_get_file_writer", None)
-        if not type(self.writer).__module__.startswith("torch.utils.tensorboard") or file_writer is None:
-            self.writer.add_scalar(tag, value, step)
-            return
-        from torch.utils.tensorboard.summary import scalar
+        """A tag's first value, after a copy that carries the description TensorBoard shows on its
+        card (torch's writer; others get the value alone).
 
-        summary = scalar(tag, value)
-        summary.value[0].metadata.summary_description = description
-        file_writer().add_summary(summary, step)
+        The copy is a tensor-style summary, the only kind whose metadata TensorBoard's default
+        (Rust) data server keeps; the ordinary value written next at the same step replaces it
+        there, and readers of scalar events (``EventAccumulator.Scalars``) see one value per step.
+        """
+        file_writer = getattr(self.writer, "_get_file_writer", None)
+        if type(self.writer).__module__.startswith("torch.utils.tensorboard") and file_writer is not None:
+            from torch.utils.tensorboard.summary import scalar
+
+            summary = scalar(tag, value, new_style=True)
+            summary.value[0].metadata.summary_description = description
+            file_writer().add_summary(summary, step)
+        self.writer.add_scalar(tag, value, step)
 
     def _layers(self, report: Report, step: int) -> None:
         options = self.options
