@@ -12,18 +12,18 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
-from transformers import EarlyStoppingCallback, Trainer  # noqa: E402
+import pandas as pd
+import torch
+from safetensors.torch import load_file
+from transformers import EarlyStoppingCallback, Trainer
 
-import probe  # noqa: E402
-from integrations.transformers import ProbeTrainerCallback  # noqa: E402
-from probe.aggregate import HEADLINE_NAMES  # noqa: E402
-from probe.cli import main  # noqa: E402
-from probe.options import LIVE  # noqa: E402
-from tests import tb_events  # noqa: E402
-from tests.hf_helpers import Examples, arguments, tiny_bert, tiny_gpt2  # noqa: E402
+import probe
+from integrations.transformers import ProbeTrainerCallback
+from probe.aggregate import HEADLINE_NAMES
+from probe.cli import main
+from probe.options import LIVE
+from tests import tb_events
+from tests.hf_helpers import Examples, arguments, tiny_bert, tiny_gpt2
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_KEYS = [f"eval_probe/{name}" for name in HEADLINE_NAMES]
