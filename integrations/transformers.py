@@ -69,6 +69,7 @@ from integrations._background import KINDS, Measurer
 from integrations.tensorboard import LogOptions, check_measure_names, write_report
 from probe._validate import check_choice, check_instance, check_int
 from probe.aggregate import HEADLINE_NAMES
+from probe.api import is_sharded
 from probe.layers import LayerSelector, check_layers, select_layers
 from probe.options import LIVE, MeasureOptions, check_options
 
@@ -132,6 +133,11 @@ def _find_trainer(callback: object) -> Any:
             return candidate
         frame = frame.f_back  # type: ignore[assignment]
     return None
+
+
+def _sharded(model: Any, layers: LayerSelector) -> bool:
+    """Whether selected weights are sharded (FSDP2 / DTensor): gathering them takes every rank."""
+    return any(is_sharded(tensor) for _, tensor in select_layers(model, layers))
 
 
 def _distributed() -> bool:
@@ -276,6 +282,8 @@ class _ProbeTrainerLogic:
         """Background: an evaluation follows; copy the weights now so measuring overlaps it."""
         if not (self.background and control.should_evaluate and state.is_world_process_zero and self._measurer):
             return
+        if _sharded(model, self.layers):  # gathering is collective: measured in the evaluation's log, on every rank
+            return
         if self.last_step == state.global_step or (self._job and self._job[0] == state.global_step):
             return
         if not (self._due(state) or self._monitored or self._searching()):
@@ -290,10 +298,11 @@ class _ProbeTrainerLogic:
         step = state.global_step
         metrics: dict[str, float] | None = None
         error: str | None = None
+        sharded = _sharded(model, self.layers)
         if state.is_world_process_zero:
             start = perf_counter()
             try:
-                report = self._report(step, model)
+                report = self._report(step, model, sharded)
             except Exception as caught:
                 if not _distributed():
                     raise
@@ -302,6 +311,8 @@ class _ProbeTrainerLogic:
                 metrics = self._as_metrics(report)
                 self.last_report = report
             self._timing(step).blocking_s += perf_counter() - start
+        elif sharded:  # join the per-layer gathers of rank zero's measurement
+            probe.measure(model, layers=self.layers, options=self.options)
         if _distributed():
             shared: list[Any] = [(metrics, error)]
             torch.distributed.broadcast_object_list(shared, src=0)
@@ -312,13 +323,16 @@ class _ProbeTrainerLogic:
         self._metrics, self.last_step = metrics, step
         return metrics
 
-    def _report(self, step: int, model: Any) -> probe.Report | None:
-        """Rank zero: the report of this step's weights (``None`` when measuring failed and ``nonfinite`` allows it)."""
+    def _report(self, step: int, model: Any, sharded: bool) -> probe.Report | None:
+        """Rank zero: the report of this step's weights (``None`` when measuring failed and ``nonfinite`` allows it).
+
+        Sharded weights are measured here, synchronously, while the other ranks join the gathers.
+        """
         job, self._job = self._job, None
         try:
             if job is not None and job[0] == step:
                 report, seconds = job[1].result()
-            elif self.background:
+            elif self.background and not sharded:
                 assert self._measurer is not None, "on_train_begin starts the worker"
                 copies = {name: t.detach().to("cpu", copy=True) for name, t in select_layers(model, self.layers)}
                 report, seconds = self._measurer.submit(copies).result()
