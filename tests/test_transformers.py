@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -225,3 +227,19 @@ def test_gpt2_logged_values_equal_the_saved_checkpoints(gpt2_run):
     for step, entry in _eval_entries(trainer).items():
         offline = _measured(out / f"checkpoint-{step}" / "model.safetensors")
         assert all(_same(entry[f"eval_probe/{name}"], offline[name]) for name in HEADLINE_NAMES), (step, entry, offline)
+
+
+def test_the_docs_example_and_the_example_script_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    page = (ROOT / "docs" / "transformers.md").read_text()
+    block = re.findall(r"```python\n(.*?)```", page, flags=re.S)[0]  # the complete example
+    namespace: dict = {}
+    exec(compile(block.replace("num_train_epochs=4", "num_train_epochs=2"), "docs/transformers.md", "exec"), namespace)
+    trainer = namespace["trainer"]
+    assert trainer.state.best_metric == max(e["eval_probe/F_p_BE"] for e in _eval_entries(trainer).values())
+    monkeypatch.setattr(sys, "argv", ["hf_trainer.py", "--epochs", "2", "--out", str(tmp_path / "example")])
+    runpy.run_path(str(ROOT / "examples" / "hf_trainer.py"), run_name="__main__")
+    printed = capsys.readouterr().out
+    assert "F_p_BE" in printed and "best checkpoint:" in printed and "tensorboard --logdir" in printed
+    runs = {p.parent for p in (tmp_path / "example").rglob("events.out.tfevents.*")}
+    assert any("eval/probe/F_p_BE" in tb_events.load(run).Tags()["scalars"] for run in runs)
