@@ -243,3 +243,17 @@ def test_the_docs_example_and_the_example_script_run(tmp_path, monkeypatch, caps
     assert "F_p_BE" in printed and "best checkpoint:" in printed and "tensorboard --logdir" in printed
     runs = {p.parent for p in (tmp_path / "example").rglob("events.out.tfevents.*")}
     assert any("eval/probe/F_p_BE" in tb_events.load(run).Tags()["scalars"] for run in runs)
+
+
+@pytest.mark.parametrize("monitored", [False, True])
+def test_every_n_epochs_thins_evaluations_unless_a_probe_metric_is_monitored(tmp_path, monitored):
+    extra = {"metric_for_best_model": "probe/F_p_BE"} if monitored else {}
+    args = arguments(tmp_path, num_train_epochs=4, **extra)
+    trainer = Trainer(tiny_bert(), args, train_dataset=Examples(32, seed=1), eval_dataset=Examples(16, seed=2),
+                      callbacks=[ProbeTrainerCallback(every_n_epochs=2)])
+    trainer.train()
+    entries = _eval_entries(trainer)
+    assert sorted(entries) == [4, 8, 12, 16]  # an evaluation at each epoch end (4 steps each)
+    measured = sorted(s for s, e in entries.items() if "eval_probe/F_p_BE" in e)
+    assert measured == ([4, 8, 12, 16] if monitored else [8, 16])  # epochs 2 and 4 (1-based)
+    assert not any("probe/F_p_BE" in e for e in trainer.state.log_history if "eval_loss" not in e)
