@@ -217,7 +217,8 @@ class _ProbeTrainerLogic:
         prefix = _evaluation_prefix(logs or {})
         if prefix is None or logs is None:
             return
-        if self.last_step != state.global_step:
+        fresh = self.last_step != state.global_step  # else measured already at this step (another eval dataset)
+        if fresh:
             if not (self._due(state) or self._monitored or self._searching()):
                 return
             self._measure(state, model)
@@ -227,7 +228,7 @@ class _ProbeTrainerLogic:
         entry = state.log_history[-1] if state.log_history else None
         if entry is not None and entry.get("step") == state.global_step and all(k in entry for k in logs if k not in added):
             entry.update(added)
-        if state.is_world_process_zero:
+        if fresh and state.is_world_process_zero:
             self._store_in_trial(state.global_step)
             self._write_extras(state)
             self._timing(state.global_step).blocking_s += perf_counter() - start
