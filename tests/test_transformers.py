@@ -257,3 +257,23 @@ def test_every_n_epochs_thins_evaluations_unless_a_probe_metric_is_monitored(tmp
     measured = sorted(s for s, e in entries.items() if "eval_probe/F_p_BE" in e)
     assert measured == ([4, 8, 12, 16] if monitored else [8, 16])  # epochs 2 and 4 (1-based)
     assert not any("probe/F_p_BE" in e for e in trainer.state.log_history if "eval_loss" not in e)
+
+
+def test_two_evaluation_datasets_share_one_measurement_and_a_late_added_callback_works(tmp_path):
+    args = arguments(tmp_path, num_train_epochs=2, save_strategy="epoch", save_only_model=True, load_best_model_at_end=True,
+                     metric_for_best_model="eval_b_probe/F_p_BE")
+    trainer = Trainer(tiny_bert(), args, train_dataset=Examples(32, seed=1),
+                      eval_dataset={"a": Examples(16, seed=2), "b": Examples(16, seed=3)})
+    callback = ProbeTrainerCallback()
+    trainer.add_callback(callback)  # after the Trainer's init: found at on_train_begin
+    trainer.train()
+    entries = {(e["step"], k.split("_probe/")[0]): e for e in trainer.state.log_history for k in e if "_probe/" in k}
+    assert sorted(entries) == [(4, "eval_a"), (4, "eval_b"), (8, "eval_a"), (8, "eval_b")]
+    for step in (4, 8):
+        assert "eval_a_loss" in entries[step, "eval_a"] and "eval_b_loss" in entries[step, "eval_b"]
+        assert all(_same(entries[step, "eval_a"][f"eval_a_probe/{n}"], entries[step, "eval_b"][f"eval_b_probe/{n}"])
+                   for n in HEADLINE_NAMES)
+    assert [t.step for t in callback.timings] == [4, 8]  # measured once per step
+    best_step = max((4, 8), key=lambda s: entries[s, "eval_b"]["eval_b_probe/F_p_BE"])
+    assert trainer.state.best_metric == entries[best_step, "eval_b"]["eval_b_probe/F_p_BE"]
+    assert Path(trainer.state.best_model_checkpoint).name == f"checkpoint-{best_step}"
