@@ -6,8 +6,8 @@ token sequences, evaluated every ``--eval-steps`` steps on ``--eval-size`` seque
 Modes: ``none`` (no callback), ``sync`` (``ProbeTrainerCallback()``), ``thread`` and
 ``process`` (``background=...``: the weights are copied when the step that precedes an
 evaluation ends and measured while the evaluation loop runs; the evaluation's log waits for
-the result). Every mode runs with ``metric_for_best_model="probe/F_p_BE"`` readers absent,
-TensorBoard reporting on (the callback writes its heatmaps there too).
+the result). No mode sets ``metric_for_best_model``; TensorBoard reporting is on (the
+callback writes its heatmaps there too).
 
 Columns: ``s/eval`` is the median, over ``--repeats`` runs interleaved with the other modes,
 of (run time − the ``none`` run's time of that repeat) / evaluations: what one evaluation's
