@@ -66,9 +66,9 @@ import torch
 
 import probe
 from integrations._background import KINDS, Measurer
-from integrations.tensorboard import LogOptions, check_measure_names, write_report
+from integrations.tensorboard import LogOptions, ReportWriter
 from probe._validate import check_choice, check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES
+from probe.aggregate import HEADLINE_NAMES, check_measure_names
 from probe.api import is_sharded
 from probe.layers import LayerSelector, check_layers, select_layers
 from probe.options import LIVE, MeasureOptions, check_options
@@ -165,6 +165,7 @@ class _ProbeTrainerLogic:
         self.options = check_options(options)
         self.log_options = check_instance("log_options", log_options, LogOptions)
         self.last_report: probe.Report | None = None
+        self._report_writer: ReportWriter | None = None  # the TensorBoardCallback's writer, with the heatmaps' history
         self.last_step: int | None = None
         self.timings: list[MeasureTiming] = []
         self._metrics: dict[str, float] = {}
@@ -369,8 +370,10 @@ class _ProbeTrainerLogic:
         writer = next((getattr(cb, "tb_writer", None) for cb in self._trainer.callback_handler.callbacks
                        if getattr(cb, "tb_writer", None) is not None), None)
         if writer is not None:
+            if self._report_writer is None or self._report_writer.writer is not writer:
+                self._report_writer = ReportWriter(writer, measures=(), options=self.log_options)
             epoch = max(math.ceil(state.epoch or 0) - 1, 0)
-            write_report(writer, self.last_report, state.global_step, measures=(), options=self.log_options, epoch=epoch)
+            self._report_writer.write(self.last_report, state.global_step, epoch=epoch)
 
     def _timing(self, step: int) -> MeasureTiming:
         if not self.timings or self.timings[-1].step != step:
