@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 import warnings
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from time import perf_counter
 from typing import Literal
@@ -54,6 +54,9 @@ _PR_SET_PDEATHSIG = 1
 
 def _start_process(parent: int) -> None:
     torch.set_num_threads(1)  # leave the other cores to training
+    # Ctrl-C in a terminal reaches the whole process group: the trainer shuts down gracefully and
+    # waits for the measurement in flight here, so this process must not die of it (it dies with the trainer)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent)
 
 
@@ -96,12 +99,24 @@ class Measurer:
         self._options = options
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="probe-measure")
         self._process: ProcessPoolExecutor | None = None
+        self._started: Future | None = None  # the process's first answer
         if kind == "process":
             context = multiprocessing.get_context("spawn")  # fork would copy the trainer's threads and state
             self._process = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_start_process,
                                                 initargs=(os.getpid(),))
-            # wait until it runs (it imports torch and probe: seconds, once), so no epoch waits for it
-            self._process.submit(int).result()
+            # it imports torch and probe (seconds): training goes on meanwhile, and the thread measures
+            self._started = self._process.submit(int)
+
+    @property
+    def ready(self) -> bool:
+        """Whether submitted work goes where ``kind`` says: the process has started (or died: the thread)."""
+        return self._started is None or self._started.done()
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` seconds for :attr:`ready`; return it."""
+        if self._started is not None:
+            wait([self._started], timeout)
+        return self.ready
 
     def submit(self, tensors: dict[str, torch.Tensor]) -> Future:
         """Measure ``tensors`` (copies the caller will not touch again).
@@ -114,7 +129,7 @@ class Measurer:
         return self._thread.submit(self._job, tensors)
 
     def _job(self, tensors: dict[str, torch.Tensor]) -> tuple[probe.Report, float]:
-        if self._process is None:
+        if self._process is None or not self.ready:  # not started yet: this measurement in the thread
             return measure_selected(tensors, self._options)
         arrays = {name: _as_array(t.cpu()) for name, t in tensors.items()}
         try:

@@ -58,14 +58,19 @@ from integrations._background import KINDS, Measurer
 from integrations._lightning_sink import LoggerSink
 from integrations._lightning_trainer import (
     PROBE_PREFIX,
+    averages_weights,
     callback_bases,
     end_of_epoch_validation,
     epoch_metrics_step,
-    probe_monitors,
+    foreign_logs,
+    monitors,
+    plateau_schedulers,
+    probe_monitor_names,
 )
+from integrations._weights import has_lazy, warn_nonfinite
 from integrations.tensorboard import LogOptions, check_measure_names, network_metrics
 from probe._validate import check_choice, check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES
+from probe.aggregate import HEADLINE_NAMES, check_measure_name
 from probe.api import gather, is_sharded
 from probe.layers import LayerSelector, check_layers, select_layers
 from probe.options import LIVE, MeasureOptions, check_options
@@ -200,7 +205,13 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self.timings: list[EpochTiming] = []
         self._measured_at: int | None = None  # trainer.global_step of the last measurement
         self._published_at: int | None = None
+        self._selected = False  # layers checked (a lazy module: after its first forward)
         self._sharded = False
+        self._readers: list[Any] = []  # callbacks monitoring a name this callback logs
+        self._scheduler_reads = False  # a ReduceLROnPlateau reads one at epoch ends
+        self._own_hooks: set[str] = set()  # the hooks this callback logged from
+        self._clash_checked: set[str] = set()  # loops whose first batch was checked for clashing names
+        self._swa_versions: tuple[int, ...] | None = None  # with SWA: parameter versions last measured
         self._measurer: Measurer | None = None
         self._pending: deque[_Job] = deque()
         self._sink = LoggerSink(self.measures, log_options)
@@ -214,6 +225,11 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
+        if self.use_loggers and getattr(trainer, "barebones", False):
+            raise ValueError(
+                "ProbeCallback: Trainer(barebones=True) disables logging, so the measures could not be logged. Build "
+                "ProbeCallback(use_loggers=False): it still feeds monitors (trainer.callback_metrics) and last_report."
+            )
         if self.use_loggers and not trainer.loggers:
             raise ValueError(
                 "ProbeCallback: the Trainer has no logger, so the measures would not be logged. Pass "
@@ -224,27 +240,36 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._measured_at = self._published_at = None
         self.timings = []
         self._sink.reset()
+        self._own_hooks, self._clash_checked, self._swa_versions = set(), set(), None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # here, not in setup: configure_model() and LightningModule.setup() have built the layers by now
-        try:
-            selected = select_layers(pl_module, self.layers)
-        except ValueError as error:
-            raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
-        self._sharded = any(is_sharded(tensor) for _, tensor in selected)
-        published = {PROBE_PREFIX + name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) for name in cb.measures}
-        unknown = sorted({m.monitor for m in probe_monitors(trainer)} - published)
-        if unknown:
-            raise ValueError(f"a callback monitors {unknown}, which no ProbeCallback measures "
-                             f"(measures={list(self.measures)}); add the names to measures=")
+        # (lazy modules: after their first forward, at the first batch's end)
+        self._selected = False
+        if not has_lazy(pl_module):
+            self._select(pl_module)
+        self._check_monitors(trainer)
+        names = self._names()
+        self._readers = monitors(trainer, names)
+        self._scheduler_reads = any(config.monitor in names for config in plateau_schedulers(trainer))
+        for reader in self._readers:
+            _count_each_step_once(reader)
         if self.background and trainer.is_global_zero and self._measurer is None:
             self._measurer = Measurer(self.background, self.options)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        if not self._selected:
+            self._select(pl_module)
+        self._check_clashes(trainer, "train")
+
+    def on_validation_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        self._check_clashes(trainer, "validation")
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         end = end_of_epoch_validation(trainer)
-        wanted = (end and self._due(trainer.current_epoch)) or bool(probe_monitors(trainer))
+        wanted = (end and (self._due(trainer.current_epoch) or self._scheduler_reads)) or bool(self._readers)
         self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=False, epoch_end=end,
                     step=epoch_metrics_step(trainer, in_train_epoch_end=False))
 
@@ -252,29 +277,37 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         # background: the measurement started with this validation ran alongside it; monitors read next
         if trainer.sanity_checking or trainer.state.fn != "fit" or not self.background:
             return
-        if self._fresh(trainer) and probe_monitors(trainer):
+        if self._fresh(trainer) and self._readers:
             self._point(trainer, pl_module, measure=False, wait=True, epoch_end=end_of_epoch_validation(trainer),
                         step=epoch_metrics_step(trainer, in_train_epoch_end=False))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        monitored = bool(probe_monitors(trainer))
+        monitored = bool(self._readers) or self._scheduler_reads
         wanted = self._due(trainer.current_epoch) or monitored
         self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=monitored, epoch_end=True,
                     step=epoch_metrics_step(trainer, in_train_epoch_end=True))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._swa_versions is not None and self._swa_versions != _versions(pl_module):
+            # StochasticWeightAveraging swapped the averaged weights in (on_train_end): those are the ones saved;
+            # logged one step after the last epoch's measures, labelled with the epoch count
+            self._point(trainer, pl_module, measure=True, wait=True, epoch_end=True,
+                        step=epoch_metrics_step(trainer, in_train_epoch_end=False))
         self._flush(trainer)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
             self._flush(trainer)
             self._shutdown()
+            for reader in self._readers:
+                _count_each_step_once(reader, undo=True)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # Ctrl-C included: Lightning shuts down gracefully, so finish and log what is in flight
         try:
             self._flush(trainer)
-        except Exception as error:
-            log.warning("ProbeCallback: pending measurements lost after %r: %s", exception, error)
+        except (Exception, KeyboardInterrupt) as error:
+            log.warning("ProbeCallback: pending measurements lost after %r: %r", exception, error)
         finally:
             self._shutdown()
 
@@ -321,6 +354,52 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _due(self, epoch: int) -> bool:
         return (epoch + 1) % self.every_n_epochs == 0
 
+    def _names(self) -> set[str]:
+        """The names this callback logs: the only ``probe/*`` names it claims."""
+        return {PROBE_PREFIX + name for name in self.measures}
+
+    def _select(self, pl_module: Any) -> None:
+        """Check the selection against the (materialised) model once per fit; note sharded weights."""
+        if has_lazy(pl_module):
+            raise ValueError(f"ProbeCallback: {type(pl_module).__name__} still has uninitialised lazy modules after "
+                             "its first training batch; run a forward pass over every lazy module in training_step")
+        try:
+            selected = select_layers(pl_module, self.layers)
+        except ValueError as error:
+            raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
+        self._sharded = any(is_sharded(tensor) for _, tensor in selected)
+        self._selected = True
+        self._swa_versions = None
+
+    def _check_monitors(self, trainer: Any) -> None:
+        """Fit start: each name logged by one ProbeCallback; probe measures monitored are measured; schedulers read per epoch."""
+        names = self._names()
+        others = {PROBE_PREFIX + name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) and cb is not self
+                  for name in cb.measures}
+        if names & others:
+            raise ValueError(f"two ProbeCallbacks log {sorted(names & others)}; give each name to one of them (measures=)")
+        unknown = sorted(name for name in probe_monitor_names(trainer) - names - others if _is_measure(name))
+        if unknown:
+            raise ValueError(f"a callback monitors {unknown}, which no ProbeCallback measures "
+                             f"(measures={list(self.measures)}); add the names to measures= (a 'probe/...' name that is "
+                             "not a probe measure, e.g. your own 'probe/acc', is yours and passes through)")
+        for config in plateau_schedulers(trainer):
+            if config.monitor in names and config.interval != "epoch":
+                raise ValueError(f"an lr scheduler monitors {config.monitor!r} with interval={config.interval!r}, but "
+                                 "ProbeCallback measures only at validations and epoch ends; use interval='epoch'")
+
+    def _check_clashes(self, trainer: Any, loop: str) -> None:
+        """At the first batch of each loop (before Lightning logs it): nobody else logs a name this callback logs."""
+        if loop in self._clash_checked:
+            return
+        self._clash_checked.add(loop)
+        clashes = foreign_logs(trainer, self._names(), self._own_hooks)
+        if clashes:
+            name, hook = clashes[0]
+            raise ValueError(f"{name!r} is logged by `{hook}` too, and ProbeCallback logs it (two values at one step). "
+                             "Rename your metric (any 'probe/...' name that ProbeCallback does not log is yours), or "
+                             f"drop it from ProbeCallback(measures=...) (now {list(self.measures)})")
+
     def _fresh(self, trainer: Any) -> bool:
         return self._measured_at == trainer.global_step
 
@@ -334,7 +413,11 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         """Measure (or submit) and publish what is finished; every rank calls it with equal arguments."""
         epoch = trainer.current_epoch
         if measure:
+            if not self._selected:
+                self._select(pl_module)
             self._measured_at = trainer.global_step
+            if averages_weights(trainer):
+                self._swa_versions = _versions(pl_module)
         if not (measure or self.background):  # the same on every rank: no rank skips a broadcast
             return
         log_step = step if self.step == "lightning" else (epoch if epoch_end else None)
@@ -369,6 +452,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             except Exception as error:
                 self._failed(error, epoch)
                 report = None
+            else:
+                warn_nonfinite(report, f"ProbeCallback: epoch {epoch}", stacklevel=3)
             self._timing(epoch).measure_s = perf_counter() - start
             return self._log(trainer, _Result(epoch, at, report, self._metrics(report)), log_step)
         latest = None
@@ -400,6 +485,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         except Exception as error:
             self._failed(error, job.epoch)
             report, seconds = None, math.nan
+        else:
+            warn_nonfinite(report, f"ProbeCallback: epoch {job.epoch}", stacklevel=3)
         self._timing(job.epoch).measure_s = seconds
         return self._log(trainer, _Result(job.epoch, job.at, report, self._metrics(report)), job.step)
 
@@ -417,6 +504,12 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _publish(self, trainer: Any, pl_module: Any, result: _Result) -> None:
         self.last_report, self.last_epoch, self._published_at = result.report, result.epoch, result.at
+        # self.log does nothing under barebones and is refused after training: hand the values over directly
+        if getattr(trainer, "barebones", False) or getattr(pl_module, "_current_fx_name", None) in _NO_LOG_HOOKS:
+            device = getattr(pl_module, "device", None)
+            trainer.callback_metrics.update({name: torch.tensor(value, device=device) for name, value in result.metrics.items()})
+            return
+        self._own_hooks.add(str(getattr(pl_module, "_current_fx_name", None)))
         # equal on every rank; syncing with "max" keeps them exact (and quiets Lightning's sync_dist advice)
         for name, value in result.metrics.items():
             pl_module.log(name, value, logger=False, on_step=False, on_epoch=True, batch_size=1, reduce_fx="max",
@@ -445,6 +538,53 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 return timing
         self.timings.append(EpochTiming(epoch))
         return self.timings[-1]
+
+
+def _is_measure(name: str) -> bool:
+    """Whether ``probe/<name>`` names a probe network measure (which only a ProbeCallback logs)."""
+    try:
+        check_measure_name(name[len(PROBE_PREFIX):])
+    except ValueError:
+        return False
+    return True
+
+
+def _versions(pl_module: Any) -> tuple[int, ...]:
+    """The parameters' version counters: they change with every in-place write (optimizer steps, SWA's swap)."""
+    return tuple(p._version for p in pl_module.parameters())
+
+
+_GUARD = "_probe_reads_each_step_once"
+_NO_LOG_HOOKS = ("on_train_end", "on_fit_end")
+
+
+def _count_each_step_once(monitor: Any, *, undo: bool = False) -> None:
+    """Make an ``EarlyStopping`` skip its check at an optimizer step it has already checked.
+
+    Two validations at one optimizer step (``accumulate_grad_batches`` with a short
+    ``val_check_interval``) see the same weights and so the same measurement; its patience
+    then advances once per fresh measurement, as ``ModelCheckpoint`` already saves once per
+    step. Installed on the instance for one fit (``undo`` removes it); other monitors untouched.
+    """
+    skip = getattr(monitor, "_should_skip_check", None)
+    if undo:
+        if getattr(skip, _GUARD, False):
+            del monitor._should_skip_check
+        return
+    if skip is None or getattr(skip, _GUARD, False):
+        return
+    checked: list[int] = []
+
+    def should_skip_check(trainer: Any) -> bool:
+        if skip(trainer):
+            return True
+        if checked and checked[-1] == trainer.global_step:
+            return True
+        checked.append(trainer.global_step)
+        return False
+
+    setattr(should_skip_check, _GUARD, True)
+    monitor._should_skip_check = should_skip_check
 
 
 __all__ = ["EpochTiming", "ProbeCallback", "callback_bases", "epoch_metrics_step"]

@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 import probe
+from integrations._weights import has_lazy, warn_nonfinite
 from integrations.tensorboard import LogOptions, add_layout, check_measure_names, write_report
 from probe._validate import check_instance, check_int
 from probe.aggregate import HEADLINE_NAMES
@@ -89,7 +90,8 @@ class ProbeHook:
         self.layers = check_layers(layers)
         self.options = check_options(options)
         self.log_options = check_instance("log_options", log_options, LogOptions)
-        select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
+        if not has_lazy(model):  # a lazy module is checked at the first epoch_end, once materialised
+            select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
         self._model = model
         if writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -122,7 +124,11 @@ class ProbeHook:
         """
         if (epoch + 1) % self.every_n_epochs:
             return None
+        if has_lazy(self._model):
+            raise ValueError("ProbeHook: the model's lazy modules are still uninitialised; call epoch_end after a "
+                             "forward pass has materialised them")
         report = probe.measure(self._model, layers=self.layers, options=self.options, hints=self.last_report)
+        warn_nonfinite(report, f"ProbeHook: epoch {epoch}")
         if not self._layout_written:
             add_layout(self.writer, self.measures, self.log_options)
             self._layout_written = True

@@ -37,6 +37,8 @@ CONFIGURATIONS = {  # name: (Trainer options, ProbeCallback options, validation 
     "thread, val_check_interval=0.5": ({"val_check_interval": 0.5}, {"background": "thread"}, True, 4),
     "thread, no validation loop": ({}, {"background": "thread"}, False, 2),
     "process": ({}, {"background": "process"}, True, 2),
+    # validations at global steps 0, 0, 0, 1 | 1, 1, 1, 2: three fresh measurements
+    "two validations at one optimizer step": ({"accumulate_grad_batches": 4, "val_check_interval": 0.25}, {}, True, 3),
 }
 
 
