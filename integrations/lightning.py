@@ -18,11 +18,22 @@ When it measures (each time at most once per optimizer step, so never twice on t
 
 - at the end of every ``every_n_epochs``-th training epoch: in ``on_validation_start`` of
   the end-of-epoch validation, or in ``on_train_epoch_end`` when that epoch has none;
-- whenever a monitor of a ``probe/*`` metric (``EarlyStopping``, ``ModelCheckpoint``, any
-  callback whose ``monitor`` starts with ``probe/``) may read it: at every validation and at
-  every epoch end. So a monitor always reads the measure of the weights it sees (those a
-  checkpoint saved then holds), and counts each measurement once. (Monitors that read inside
-  the training loop, e.g. ``ModelCheckpoint(every_n_train_steps=...)``, see the latest one.)
+- whenever a monitor of a name it logs (``EarlyStopping``, ``ModelCheckpoint``, any callback
+  whose ``monitor`` is one of its ``probe/<name>``) may read it: at every validation and at
+  every epoch end; for a ``ReduceLROnPlateau`` on one (``interval="epoch"``; ``"step"`` is
+  refused at fit start), at every epoch end. So a monitor always reads the measure of the
+  weights it sees (those a checkpoint saved then holds), and counts each measurement once:
+  an ``EarlyStopping`` on a probe name skips its check at an optimizer step it has checked
+  (two validations at one step). (Monitors that read inside the training loop, e.g.
+  ``ModelCheckpoint(every_n_train_steps=...)``, see the latest one.)
+- with ``StochasticWeightAveraging``, once more at fit end when it swapped the averaged
+  weights in (logged one step after the last epoch's measures).
+
+It claims only the names it logs: any other ``probe/...`` name (your ``probe/acc``) passes
+through; a name it logs that the module logs too is refused at the first batch that logs it.
+Lazy modules are selected after the first training batch. ``Trainer(barebones=True)`` (where
+``self.log`` does nothing) needs ``use_loggers=False``; the values then go straight into
+``trainer.callback_metrics``. See ``docs/live.md``.
 
 Where the measures go:
 
@@ -130,8 +141,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     options:
         How to measure (:class:`probe.MeasureOptions`), passed to :func:`probe.measure`
         unchanged. Default ``probe.options.LIVE``, whose ``nonfinite="nan"`` gives NaN
-        measures for diverged weights (``EarlyStopping``'s ``check_finite`` then stops the
-        run), and so does any failure to measure (with a warning): the training run is
+        measures for diverged weights, with a ``RuntimeWarning`` naming the layers
+        (``EarlyStopping``'s ``check_finite`` then stops the run), and so does any failure to measure (with a warning): the training run is
         never lost to the probe. With ``nonfinite="raise"`` the fit fails with the error
         (a ``ValueError`` naming the layer for NaN/Inf weights).
     log_options:
@@ -143,7 +154,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         CPU thread), so measuring does not compete with a Python-bound training loop for
         the GIL; it dies with the trainer, and if it dies first (e.g. killed for memory)
         measuring goes on in the thread, with a warning. A script needs the
-        ``if __name__ == "__main__":`` guard. Each report is logged at its own epoch's
+        ``if __name__ == "__main__":`` guard. Its start-up (seconds: it imports torch)
+        overlaps training: measurements run in the thread until it answers. Ctrl-C (which
+        reaches it too) does not stop it: the measurement in flight is finished and logged
+        during Lightning's graceful shutdown. Each report is logged at its own epoch's
         step once finished; pending work is flushed at fit end. Where a monitor of
         ``probe/*`` reads, the callback waits for that measurement first (at a validation,
         the measurement overlaps the validation loop); elsewhere ``callback_metrics``,

@@ -59,7 +59,7 @@ class ProbeHook:
     options:
         How to measure (:class:`probe.MeasureOptions`), passed to :func:`probe.measure`
         unchanged. Default ``probe.options.LIVE`` (``nonfinite="nan"``: diverged weights
-        give NaN measures instead of an exception).
+        give NaN measures, with a ``RuntimeWarning`` naming the layers, instead of an exception).
     log_options:
         Heatmaps, per-layer scalars and histograms (:class:`~integrations.tensorboard.LogOptions`).
 
@@ -67,7 +67,8 @@ class ProbeHook:
     ------
     ValueError
         At construction, when ``layers`` selects no tensor of ``model``, an argument is out
-        of range, or a measure name is unknown.
+        of range, or a measure name is unknown. A model with lazy modules is checked at the
+        first :meth:`epoch_end` instead, once a forward pass has materialised them.
     """
 
     def __init__(
