@@ -324,6 +324,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             log.warning("ProbeCallback: pending measurements lost after %r: %r", exception, error)
         finally:
             self._shutdown()
+            for reader in self._readers:
+                _count_each_step_once(reader, undo=True)
 
     def fresh_report(self, trainer: Any, pl_module: Any) -> probe.Report | None:
         """The report of the weights as they are now, for another callback's ``on_train_epoch_end``.
@@ -473,12 +475,12 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         latest = None
         if measure:
             while len(self._pending) >= _MAX_IN_FLIGHT:
-                latest = self._complete(trainer, self._pending.popleft())
+                latest = self._complete_oldest(trainer)
             copies = {name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)}
             assert self._measurer is not None, "on_fit_start starts the worker"
             self._pending.append(_Job(epoch, at, log_step, self._measurer.submit(copies)))
         while self._pending and (wait or self._pending[0].future.done()):
-            latest = self._complete(trainer, self._pending.popleft())
+            latest = self._complete_oldest(trainer)
         return latest
 
     def _take_part_in_gathers(self, pl_module: Any) -> None:
@@ -491,6 +493,16 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
+
+    def _complete_oldest(self, trainer: Any) -> _Result:
+        """Wait for the oldest background job and log it; interrupted while waiting (Ctrl-C),
+        it stays pending, so ``on_exception`` still finishes and logs it."""
+        job = self._pending[0]
+        try:
+            return self._complete(trainer, job)
+        finally:
+            if job.future.done():
+                self._pending.popleft()
 
     def _complete(self, trainer: Any, job: _Job) -> _Result:
         """Wait for a background job (rank zero) and log it at its own step."""
@@ -532,7 +544,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _flush(self, trainer: Any) -> None:
         """Finish and log every pending background measurement (rank zero; no collectives)."""
         while self._pending:
-            result = self._complete(trainer, self._pending.popleft())
+            result = self._complete_oldest(trainer)
             self.last_report, self.last_epoch, self._published_at = result.report, result.epoch, result.at
 
     def _shutdown(self) -> None:
@@ -587,14 +599,12 @@ def _count_each_step_once(monitor: Any, *, undo: bool = False) -> None:
         return
     if skip is None or getattr(skip, _GUARD, False):
         return
-    checked: list[int] = []
+    checked: list[int] = []  # the optimizer step last checked
 
     def should_skip_check(trainer: Any) -> bool:
-        if skip(trainer):
+        if skip(trainer) or checked == [trainer.global_step]:
             return True
-        if checked and checked[-1] == trainer.global_step:
-            return True
-        checked.append(trainer.global_step)
+        checked[:] = [trainer.global_step]
         return False
 
     setattr(should_skip_check, _GUARD, True)
