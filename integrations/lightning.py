@@ -55,9 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Literal, NamedTuple
@@ -65,7 +63,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 import probe
-from integrations._background import KINDS, Measurer
+from integrations._background import KINDS, Finished, Measurer
 from integrations._lightning_sink import LoggerSink
 from integrations._lightning_trainer import (
     PROBE_PREFIX,
@@ -88,10 +86,6 @@ from probe.options import LIVE, MeasureOptions, check_options
 
 log = logging.getLogger(__name__)
 
-_MAX_IN_FLIGHT = 2
-"""Background mode: at most this many measurements queued or running; the next one waits."""
-
-
 @dataclass
 class EpochTiming:
     """Seconds spent for one measured epoch (rank zero only).
@@ -109,10 +103,11 @@ class EpochTiming:
 
 
 class _Job(NamedTuple):
+    """What a background measurement is queued with (its :class:`~integrations._background.Finished` tag)."""
+
     epoch: int
     at: int  # trainer.global_step of the weights copied
     step: int | None  # logging step; None: published, not logged
-    future: Future
 
 
 class _Result(NamedTuple):
@@ -227,7 +222,6 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._clash_checked: set[str] = set()  # loops whose first batch was checked for clashing names
         self._swa_versions: tuple[int, ...] | None = None  # with SWA: parameter versions last measured
         self._measurer: Measurer | None = None
-        self._pending: deque[_Job] = deque()
         self._sink = LoggerSink(self.measures, log_options)
 
     @property
@@ -472,15 +466,14 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 warn_nonfinite(report, f"ProbeCallback: epoch {epoch}", stacklevel=3)
             self._timing(epoch).measure_s = perf_counter() - start
             return self._log(trainer, _Result(epoch, at, report, self._metrics(report)), log_step)
-        latest = None
+        measurer = self._measurer
+        assert measurer is not None, "on_fit_start starts the worker"
         if measure:
-            while len(self._pending) >= _MAX_IN_FLIGHT:
-                latest = self._complete_oldest(trainer)
-            copies = {name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)}
-            assert self._measurer is not None, "on_fit_start starts the worker"
-            self._pending.append(_Job(epoch, at, log_step, self._measurer.submit(copies)))
-        while self._pending and (wait or self._pending[0].future.done()):
-            latest = self._complete_oldest(trainer)
+            measurer.enqueue({name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)},
+                             _Job(epoch, at, log_step))
+        latest = None
+        for finished in measurer.collect(wait=wait):
+            latest = self._complete(trainer, finished)
         return latest
 
     def _take_part_in_gathers(self, pl_module: Any) -> None:
@@ -494,27 +487,15 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
 
-    def _complete_oldest(self, trainer: Any) -> _Result:
-        """Wait for the oldest background job and log it; interrupted while waiting (Ctrl-C),
-        it stays pending, so ``on_exception`` still finishes and logs it."""
-        job = self._pending[0]
-        try:
-            return self._complete(trainer, job)
-        finally:
-            if job.future.done():
-                self._pending.popleft()
-
-    def _complete(self, trainer: Any, job: _Job) -> _Result:
-        """Wait for a background job (rank zero) and log it at its own step."""
-        try:
-            report, seconds = job.future.result()
-        except Exception as error:
-            self._failed(error, job.epoch)
-            report, seconds = None, math.nan
-        else:
-            warn_nonfinite(report, f"ProbeCallback: epoch {job.epoch}", stacklevel=3)
-        self._timing(job.epoch).measure_s = seconds
-        return self._log(trainer, _Result(job.epoch, job.at, report, self._metrics(report)), job.step)
+    def _complete(self, trainer: Any, finished: Finished) -> _Result:
+        """A finished background measurement (rank zero): warn or raise as the options say, log it at its own step."""
+        job: _Job = finished.tag
+        if finished.error is not None:
+            self._failed(finished.error, job.epoch)
+        elif finished.report is not None:
+            warn_nonfinite(finished.report, f"ProbeCallback: epoch {job.epoch}", stacklevel=3)
+        self._timing(job.epoch).measure_s = finished.seconds
+        return self._log(trainer, _Result(job.epoch, job.at, finished.report, self._metrics(finished.report)), job.step)
 
     def _failed(self, error: Exception, epoch: int) -> None:  # the report of a failed measurement is None
         """A measurement failed: raise with ``nonfinite="raise"``, else warn (the metrics are NaN)."""
@@ -543,8 +524,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _flush(self, trainer: Any) -> None:
         """Finish and log every pending background measurement (rank zero; no collectives)."""
-        while self._pending:
-            result = self._complete_oldest(trainer)
+        if self._measurer is None:
+            return
+        for finished in self._measurer.collect(wait=True):
+            result = self._complete(trainer, finished)
             self.last_report, self.last_epoch, self._published_at = result.report, result.epoch, result.at
 
     def _shutdown(self) -> None:
