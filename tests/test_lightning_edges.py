@@ -210,7 +210,6 @@ def _barebones(pl, callbacks, **kwargs):
 
 
 @pytest.mark.parametrize("validation", [True, False], ids=["validation", "no-validation"])
-@pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
 def test_barebones_monitors_read_the_measures(pl, validation, tmp_path) -> None:
     stopper = _recording_stopper(pl, "probe/SQ_p_BE", mode="max", patience=100)
     callback = ProbeCallback(use_loggers=False, measures=["SQ_p_BE"])
@@ -221,7 +220,6 @@ def test_barebones_monitors_read_the_measures(pl, validation, tmp_path) -> None:
         assert close(value, probe.measure(state).network["SQ_p_BE"]), step
 
 
-@pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
 def test_barebones_with_loggers_is_refused_with_advice_that_works(pl, tmp_path) -> None:
     with pytest.raises(ValueError, match=r"barebones=True.*ProbeCallback\(use_loggers=False\)"):
         _barebones(pl, [ProbeCallback()]).fit(module(pl))
