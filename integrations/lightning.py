@@ -137,8 +137,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         How to measure (:class:`probe.MeasureOptions`), passed to :func:`probe.measure`
         unchanged. Default ``probe.options.LIVE``, whose ``nonfinite="nan"`` gives NaN
         measures for diverged weights, with a ``RuntimeWarning`` naming the layers
-        (``EarlyStopping``'s ``check_finite`` then stops the run), and so does any failure to measure (with a warning): the training run is
-        never lost to the probe. With ``nonfinite="raise"`` the fit fails with the error
+        (``EarlyStopping``'s ``check_finite`` then stops the run), and so does any failure
+        to measure (with a warning): the training run is never lost to the probe. With ``nonfinite="raise"`` the fit fails with the error
         (a ``ValueError`` naming the layer for NaN/Inf weights).
     log_options:
         What TensorBoard loggers also get (:class:`~integrations.tensorboard.LogOptions`).
@@ -379,7 +379,6 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
         self._sharded = any(is_sharded(tensor) for _, tensor in selected)
         self._selected = True
-        self._swa_versions = None
 
     def _check_monitors(self, trainer: Any) -> None:
         """Fit start: each name logged by one ProbeCallback; probe measures monitored are measured; schedulers read per epoch."""
