@@ -268,10 +268,13 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
         if not self._selected:
             self._select(pl_module)
-        self._check_clashes(trainer, "train")
+        self._check_clashes(trainer, first_batch_of="train")
 
     def on_validation_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
-        self._check_clashes(trainer, "validation")
+        self._check_clashes(trainer, first_batch_of="validation")
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._check_clashes(trainer)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
@@ -290,6 +293,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                         step=epoch_metrics_step(trainer, in_train_epoch_end=False))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        self._check_clashes(trainer)
         monitored = bool(self._readers) or self._scheduler_reads
         wanted = self._due(trainer.current_epoch) or monitored
         self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=monitored, epoch_end=True,
@@ -397,11 +401,13 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 raise ValueError(f"an lr scheduler monitors {config.monitor!r} with interval={config.interval!r}, but "
                                  "ProbeCallback measures only at validations and epoch ends; use interval='epoch'")
 
-    def _check_clashes(self, trainer: Any, loop: str) -> None:
-        """At the first batch of each loop (before Lightning logs it): nobody else logs a name this callback logs."""
-        if loop in self._clash_checked:
-            return
-        self._clash_checked.add(loop)
+    def _check_clashes(self, trainer: Any, first_batch_of: str | None = None) -> None:
+        """Nobody else logs a name this callback logs: checked at the first batch of each loop (before Lightning
+        logs it), at every validation's end and epoch end (names logged from epoch-end hooks)."""
+        if first_batch_of is not None:
+            if first_batch_of in self._clash_checked:
+                return
+            self._clash_checked.add(first_batch_of)
         clashes = foreign_logs(trainer, self._names(), self._own_hooks)
         if clashes:
             name, hook = clashes[0]

@@ -93,8 +93,8 @@ def test_lazy_modules_that_select_nothing_fail_at_the_first_batch(pl, tmp_path) 
 # ------------------------------------------------------------------ 2. the probe/ namespace
 
 def _module_logging(pl, name: str, *, where: str = "validation_step"):
-    """The helper module, also logging ``name`` (its own metric): a fixed 0.25 per validation batch
-    or, with ``where="training_step"``, per training batch."""
+    """The helper module, also logging ``name`` (its own metric): 0.25 (+ 0.125 an epoch) per validation
+    batch, or 0.5 in ``on_validation_epoch_end`` or per training batch (``where``)."""
     net = module(pl)
     if where == "validation_step":
         original = type(net).validation_step
@@ -104,6 +104,8 @@ def _module_logging(pl, name: str, *, where: str = "validation_step"):
             self.log(name, 0.25 + 0.125 * self.current_epoch)
 
         type(net).validation_step = validation_step
+    elif where == "on_validation_epoch_end":
+        type(net).on_validation_epoch_end = lambda self: self.log(name, 0.5)
     else:
         original_training = type(net).training_step
 
@@ -130,10 +132,10 @@ def test_a_users_own_probe_metric_passes_through(pl, tmp_path) -> None:
         assert close(logged[4 * epoch + 3], probe.measure(state).network["E_L2_BE"])
 
 
-@pytest.mark.parametrize("where", ["validation_step", "training_step"])
+@pytest.mark.parametrize("where", ["validation_step", "training_step", "on_validation_epoch_end"])
 def test_a_module_logging_a_name_the_callback_logs_is_refused_before_it_is_logged(pl, where, tmp_path) -> None:
     net = _module_logging(pl, "probe/F_p_BE", where=where)
-    with pytest.raises(ValueError, match=r"'probe/F_p_BE' is logged by `(validation_step|training_step)` too"):
+    with pytest.raises(ValueError, match=rf"'probe/F_p_BE' is logged by `{where}` too"):
         trainer(pl, tmp_path, [ProbeCallback(measures=["E_L2_BE", "F_p_BE"])]).fit(net)
     assert net.steps <= 1  # refused at the first batch that logged it
     events = tmp_path / "tb" / "version_0"
