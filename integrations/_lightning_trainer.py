@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Collection
 from typing import Any
 
 PACKAGES = ("pytorch_lightning", "lightning.pytorch")
@@ -44,38 +43,6 @@ def epoch_metrics_step(trainer: Any, *, in_train_epoch_end: bool) -> int:
 def end_of_epoch_validation(trainer: Any) -> bool:
     """Whether the validation that is starting runs after the epoch's last training batch."""
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-
-
-def monitors(trainer: Any, names: Collection[str]) -> list[Any]:
-    """Callbacks that monitor one of ``names`` (``EarlyStopping``, ``ModelCheckpoint`` …)."""
-    return [cb for cb in trainer.callbacks if getattr(cb, "monitor", None) in names]
-
-
-def probe_monitor_names(trainer: Any) -> set[str]:
-    """Every ``probe/*`` name a callback or a ``ReduceLROnPlateau`` scheduler monitors."""
-    named = [getattr(cb, "monitor", None) for cb in trainer.callbacks]
-    named += [config.monitor for config in plateau_schedulers(trainer)]
-    return {str(name) for name in named if str(name or "").startswith(PROBE_PREFIX)}
-
-
-def plateau_schedulers(trainer: Any) -> list[Any]:
-    """The trainer's ``ReduceLROnPlateau``-style scheduler configs (those that read ``monitor``)."""
-    return [config for config in getattr(trainer, "lr_scheduler_configs", None) or [] if config.reduce_on_plateau]
-
-
-def foreign_logs(trainer: Any, names: Collection[str], own_hooks: Collection[str]) -> list[tuple[str, str]]:
-    """``(name, hook)`` of each of ``names`` that the running loop holds as logged from another hook.
-
-    ``self.log`` keys a value by the hook that logs it (``training_step``, ``on_validation_epoch_end``
-    …); ``own_hooks`` are those the caller logged from itself.
-    """
-    results = getattr(trainer, "_results", None) or {}
-    found = []
-    for metric in results.values():
-        meta = getattr(metric, "meta", None)
-        if meta is not None and meta.name in names and meta.fx not in own_hooks:
-            found.append((meta.name, meta.fx))
-    return found
 
 
 def averages_weights(trainer: Any) -> bool:

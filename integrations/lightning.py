@@ -64,6 +64,14 @@ import torch
 
 import probe
 from integrations._background import KINDS, Finished, Measurer
+from integrations._lightning_monitors import (
+    check_clashes,
+    check_monitors,
+    claimed_names,
+    count_each_step_once,
+    monitors,
+    plateau_schedulers,
+)
 from integrations._lightning_sink import LoggerSink
 from integrations._lightning_trainer import (
     PROBE_PREFIX,
@@ -71,15 +79,11 @@ from integrations._lightning_trainer import (
     callback_bases,
     end_of_epoch_validation,
     epoch_metrics_step,
-    foreign_logs,
-    monitors,
-    plateau_schedulers,
-    probe_monitor_names,
 )
 from integrations._weights import has_lazy, warn_nonfinite
 from integrations.tensorboard import LogOptions, check_measure_names, network_metrics
 from probe._validate import check_choice, check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES, check_measure_name
+from probe.aggregate import HEADLINE_NAMES
 from probe.api import gather, is_sharded
 from probe.layers import LayerSelector, check_layers, select_layers
 from probe.options import LIVE, MeasureOptions, check_options
@@ -256,12 +260,13 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._selected = False
         if not has_lazy(pl_module):
             self._select(pl_module)
-        self._check_monitors(trainer)
-        names = self._names()
+        others = [name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) and cb is not self for name in cb.measures]
+        check_monitors(trainer, self.measures, others)
+        names = claimed_names(self.measures)
         self._readers = monitors(trainer, names)
         self._scheduler_reads = any(config.monitor in names for config in plateau_schedulers(trainer))
         for reader in self._readers:
-            _count_each_step_once(reader)
+            count_each_step_once(reader)
         if self.background and trainer.is_global_zero and self._measurer is None:
             self._measurer = Measurer(self.background, self.options)
 
@@ -312,7 +317,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             self._flush(trainer)
             self._shutdown()
             for reader in self._readers:
-                _count_each_step_once(reader, undo=True)
+                count_each_step_once(reader, undo=True)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         # Ctrl-C included: Lightning shuts down gracefully, so finish and log what is in flight
@@ -323,7 +328,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         finally:
             self._shutdown()
             for reader in self._readers:
-                _count_each_step_once(reader, undo=True)
+                count_each_step_once(reader, undo=True)
 
     def fresh_report(self, trainer: Any, pl_module: Any) -> probe.Report | None:
         """The report of the weights as they are now, for another callback's ``on_train_epoch_end``.
@@ -368,10 +373,6 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _due(self, epoch: int) -> bool:
         return (epoch + 1) % self.every_n_epochs == 0
 
-    def _names(self) -> set[str]:
-        """The names this callback logs: the only ``probe/*`` names it claims."""
-        return {PROBE_PREFIX + name for name in self.measures}
-
     def _select(self, pl_module: Any) -> None:
         """Check the selection against the (materialised) model once per fit; note sharded weights."""
         if has_lazy(pl_module):
@@ -384,23 +385,6 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._sharded = any(is_sharded(tensor) for _, tensor in selected)
         self._selected = True
 
-    def _check_monitors(self, trainer: Any) -> None:
-        """Fit start: each name logged by one ProbeCallback; probe measures monitored are measured; schedulers read per epoch."""
-        names = self._names()
-        others = {PROBE_PREFIX + name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) and cb is not self
-                  for name in cb.measures}
-        if names & others:
-            raise ValueError(f"two ProbeCallbacks log {sorted(names & others)}; give each name to one of them (measures=)")
-        unknown = sorted(name for name in probe_monitor_names(trainer) - names - others if _is_measure(name))
-        if unknown:
-            raise ValueError(f"a callback monitors {unknown}, which no ProbeCallback measures "
-                             f"(measures={list(self.measures)}); add the names to measures= (a 'probe/...' name that is "
-                             "not a probe measure, e.g. your own 'probe/acc', is yours and passes through)")
-        for config in plateau_schedulers(trainer):
-            if config.monitor in names and config.interval != "epoch":
-                raise ValueError(f"an lr scheduler monitors {config.monitor!r} with interval={config.interval!r}, but "
-                                 "ProbeCallback measures only at validations and epoch ends; use interval='epoch'")
-
     def _check_clashes(self, trainer: Any, first_batch_of: str | None = None) -> None:
         """Nobody else logs a name this callback logs: checked at the first batch of each loop (before Lightning
         logs it), at every validation's end and epoch end (names logged from epoch-end hooks)."""
@@ -408,12 +392,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             if first_batch_of in self._clash_checked:
                 return
             self._clash_checked.add(first_batch_of)
-        clashes = foreign_logs(trainer, self._names(), self._own_hooks)
-        if clashes:
-            name, hook = clashes[0]
-            raise ValueError(f"{name!r} is logged by `{hook}` too, and ProbeCallback logs it (two values at one step). "
-                             "Rename your metric (any 'probe/...' name that ProbeCallback does not log is yours), or "
-                             f"drop it from ProbeCallback(measures=...) (now {list(self.measures)})")
+        check_clashes(trainer, self.measures, self._own_hooks)
 
     def _fresh(self, trainer: Any) -> bool:
         return self._measured_at == trainer.global_step
@@ -554,49 +533,12 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         return self.timings[-1]
 
 
-def _is_measure(name: str) -> bool:
-    """Whether ``probe/<name>`` names a probe network measure (which only a ProbeCallback logs)."""
-    try:
-        check_measure_name(name[len(PROBE_PREFIX):])
-    except ValueError:
-        return False
-    return True
-
-
 def _versions(pl_module: Any) -> tuple[int, ...]:
     """The parameters' version counters: they change with every in-place write (optimizer steps, SWA's swap)."""
     return tuple(p._version for p in pl_module.parameters())
 
 
-_GUARD = "_probe_reads_each_step_once"
 _NO_LOG_HOOKS = ("on_train_end", "on_fit_end")
-
-
-def _count_each_step_once(monitor: Any, *, undo: bool = False) -> None:
-    """Make an ``EarlyStopping`` skip its check at an optimizer step it has already checked.
-
-    Two validations at one optimizer step (``accumulate_grad_batches`` with a short
-    ``val_check_interval``) see the same weights and so the same measurement; its patience
-    then advances once per fresh measurement, as ``ModelCheckpoint`` already saves once per
-    step. Installed on the instance for one fit (``undo`` removes it); other monitors untouched.
-    """
-    skip = getattr(monitor, "_should_skip_check", None)
-    if undo:
-        if getattr(skip, _GUARD, False):
-            del monitor._should_skip_check
-        return
-    if skip is None or getattr(skip, _GUARD, False):
-        return
-    checked: list[int] = []  # the optimizer step last checked
-
-    def should_skip_check(trainer: Any) -> bool:
-        if skip(trainer) or checked == [trainer.global_step]:
-            return True
-        checked[:] = [trainer.global_step]
-        return False
-
-    setattr(should_skip_check, _GUARD, True)
-    monitor._should_skip_check = should_skip_check
 
 
 __all__ = ["EpochTiming", "ProbeCallback", "callback_bases", "epoch_metrics_step"]
