@@ -388,6 +388,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _check_clashes(self, trainer: Any, first_batch_of: str | None = None) -> None:
         """Nobody else logs a name this callback logs: checked at the first batch of each loop (before Lightning
         logs it), at every validation's end and epoch end (names logged from epoch-end hooks)."""
+        if trainer.state.fn != "fit":  # validate/test: the callback logs nothing there
+            return
         if first_batch_of is not None:
             if first_batch_of in self._clash_checked:
                 return

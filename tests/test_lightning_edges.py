@@ -143,6 +143,14 @@ def test_a_module_logging_a_name_the_callback_logs_is_refused_before_it_is_logge
 
 
 @pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
+def test_validate_and_test_outside_fit_are_left_alone(pl, tmp_path) -> None:
+    net = _module_logging(pl, "probe/F_p_BE")  # the callback logs nothing outside fit: no clash there
+    run = trainer(pl, tmp_path, [ProbeCallback(measures=["F_p_BE"])])
+    assert run.validate(net, loader(1, 16), verbose=False) == [{"probe/F_p_BE": 0.25, "val_loss": pytest.approx(
+        float(run.callback_metrics["val_loss"]))}]
+
+
+@pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
 def test_two_probe_callbacks_logging_one_name_are_refused_at_fit_start(pl, tmp_path) -> None:
     net = module(pl)
     twice = [ProbeCallback(measures=["E_L2_BE", "F_p_BE"]), ProbeCallback(measures=["F_p_BE"], every_n_epochs=2)]
