@@ -132,6 +132,9 @@ def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epo
             self.starts: list[float] = []
 
         def on_train_epoch_start(self, trainer, module) -> None:
+            measurer = getattr(probe_callback, "_measurer", None)
+            if trainer.current_epoch == 1 and measurer is not None:
+                measurer.wait_ready()  # "process": its start-up overlaps warm-up; steady epochs measure there
             self.starts.append(time.perf_counter())
 
     clock = EpochClock()

@@ -45,9 +45,9 @@ def end_of_epoch_validation(trainer: Any) -> bool:
     return bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
 
 
-def probe_monitors(trainer: Any) -> list[Any]:
-    """Callbacks that monitor a ``probe/*`` metric (``EarlyStopping``, ``ModelCheckpoint`` …)."""
-    return [cb for cb in trainer.callbacks if str(getattr(cb, "monitor", None) or "").startswith(PROBE_PREFIX)]
+def averages_weights(trainer: Any) -> bool:
+    """Whether a ``StochasticWeightAveraging`` callback may swap averaged weights in after the last epoch."""
+    return any(base.__name__ == "StochasticWeightAveraging" for cb in trainer.callbacks for base in type(cb).__mro__)
 
 
 def tensorboard_writer(logger: Any) -> Any:

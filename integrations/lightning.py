@@ -18,11 +18,22 @@ When it measures (each time at most once per optimizer step, so never twice on t
 
 - at the end of every ``every_n_epochs``-th training epoch: in ``on_validation_start`` of
   the end-of-epoch validation, or in ``on_train_epoch_end`` when that epoch has none;
-- whenever a monitor of a ``probe/*`` metric (``EarlyStopping``, ``ModelCheckpoint``, any
-  callback whose ``monitor`` starts with ``probe/``) may read it: at every validation and at
-  every epoch end. So a monitor always reads the measure of the weights it sees (those a
-  checkpoint saved then holds), and counts each measurement once. (Monitors that read inside
-  the training loop, e.g. ``ModelCheckpoint(every_n_train_steps=...)``, see the latest one.)
+- whenever a monitor of a name it logs (``EarlyStopping``, ``ModelCheckpoint``, any callback
+  whose ``monitor`` is one of its ``probe/<name>``) may read it: at every validation and at
+  every epoch end; for a ``ReduceLROnPlateau`` on one (``interval="epoch"``; ``"step"`` is
+  refused at fit start), at every epoch end. So a monitor always reads the measure of the
+  weights it sees (those a checkpoint saved then holds), and counts each measurement once:
+  an ``EarlyStopping`` on a probe name skips its check at an optimizer step it has checked
+  (two validations at one step). (Monitors that read inside the training loop, e.g.
+  ``ModelCheckpoint(every_n_train_steps=...)``, see the latest one.)
+- with ``StochasticWeightAveraging``, once more at fit end when it swapped the averaged
+  weights in (logged one step after the last epoch's measures).
+
+It claims only the names it logs: any other ``probe/...`` name (your ``probe/acc``) passes
+through; a name it logs that the module logs too is refused at the first batch that logs it.
+Lazy modules are selected after the first training batch. ``Trainer(barebones=True)`` (where
+``self.log`` does nothing) needs ``use_loggers=False``; the values then go straight into
+``trainer.callback_metrics``. See ``docs/live.md``.
 
 Where the measures go:
 
@@ -44,9 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
-from collections import deque
 from collections.abc import Iterable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Literal, NamedTuple
@@ -54,15 +63,24 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 import probe
-from integrations._background import KINDS, Measurer
+from integrations._background import KINDS, Finished, Measurer
+from integrations._lightning_monitors import (
+    check_clashes,
+    check_monitors,
+    claimed_names,
+    count_each_step_once,
+    monitors,
+    plateau_schedulers,
+)
 from integrations._lightning_sink import LoggerSink
 from integrations._lightning_trainer import (
     PROBE_PREFIX,
+    averages_weights,
     callback_bases,
     end_of_epoch_validation,
     epoch_metrics_step,
-    probe_monitors,
 )
+from integrations._weights import has_lazy, warn_nonfinite
 from integrations.tensorboard import LogOptions, network_metrics
 from probe._validate import check_choice, check_instance, check_int
 from probe.aggregate import HEADLINE_NAMES, check_measure_names
@@ -71,10 +89,6 @@ from probe.layers import LayerSelector, check_layers, select_layers
 from probe.options import LIVE, MeasureOptions, check_options
 
 log = logging.getLogger(__name__)
-
-_MAX_IN_FLIGHT = 2
-"""Background mode: at most this many measurements queued or running; the next one waits."""
-
 
 @dataclass
 class EpochTiming:
@@ -93,10 +107,11 @@ class EpochTiming:
 
 
 class _Job(NamedTuple):
+    """What a background measurement is queued with (its :class:`~integrations._background.Finished` tag)."""
+
     epoch: int
     at: int  # trainer.global_step of the weights copied
     step: int | None  # logging step; None: published, not logged
-    future: Future
 
 
 class _Result(NamedTuple):
@@ -125,9 +140,9 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     options:
         How to measure (:class:`probe.MeasureOptions`), passed to :func:`probe.measure`
         unchanged. Default ``probe.options.LIVE``, whose ``nonfinite="nan"`` gives NaN
-        measures for diverged weights (``EarlyStopping``'s ``check_finite`` then stops the
-        run), and so does any failure to measure (with a warning): the training run is
-        never lost to the probe. With ``nonfinite="raise"`` the fit fails with the error
+        measures for diverged weights, with a ``RuntimeWarning`` naming the layers
+        (``EarlyStopping``'s ``check_finite`` then stops the run), and so does any failure
+        to measure (with a warning): the training run is never lost to the probe. With ``nonfinite="raise"`` the fit fails with the error
         (a ``ValueError`` naming the layer for NaN/Inf weights).
     log_options:
         What TensorBoard loggers also get (:class:`~integrations.tensorboard.LogOptions`).
@@ -138,7 +153,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         CPU thread), so measuring does not compete with a Python-bound training loop for
         the GIL; it dies with the trainer, and if it dies first (e.g. killed for memory)
         measuring goes on in the thread, with a warning. A script needs the
-        ``if __name__ == "__main__":`` guard. Each report is logged at its own epoch's
+        ``if __name__ == "__main__":`` guard. Its start-up (seconds: it imports torch)
+        overlaps training: measurements run in the thread until it answers. Ctrl-C (which
+        reaches it too) does not stop it: the measurement in flight is finished and logged
+        during Lightning's graceful shutdown. Each report is logged at its own epoch's
         step once finished; pending work is flushed at fit end. Where a monitor of
         ``probe/*`` reads, the callback waits for that measurement first (at a validation,
         the measurement overlaps the validation loop); elsewhere ``callback_metrics``,
@@ -200,9 +218,14 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self.timings: list[EpochTiming] = []
         self._measured_at: int | None = None  # trainer.global_step of the last measurement
         self._published_at: int | None = None
+        self._selected = False  # layers checked (a lazy module: after its first forward)
         self._sharded = False
+        self._readers: list[Any] = []  # callbacks monitoring a name this callback logs
+        self._scheduler_reads = False  # a ReduceLROnPlateau reads one at epoch ends
+        self._own_hooks: set[str] = set()  # the hooks this callback logged from
+        self._clash_checked: set[str] = set()  # loops whose first batch was checked for clashing names
+        self._swa_versions: tuple[int, ...] | None = None  # with SWA: parameter versions last measured
         self._measurer: Measurer | None = None
-        self._pending: deque[_Job] = deque()
         self._sink = LoggerSink(self.measures, log_options)
 
     @property
@@ -214,6 +237,11 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def setup(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage != "fit":
             return
+        if self.use_loggers and getattr(trainer, "barebones", False):
+            raise ValueError(
+                "ProbeCallback: Trainer(barebones=True) disables logging, so the measures could not be logged. Build "
+                "ProbeCallback(use_loggers=False): it still feeds monitors (trainer.callback_metrics) and last_report."
+            )
         if self.use_loggers and not trainer.loggers:
             raise ValueError(
                 "ProbeCallback: the Trainer has no logger, so the measures would not be logged. Pass "
@@ -224,27 +252,40 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._measured_at = self._published_at = None
         self.timings = []
         self._sink.reset()
+        self._own_hooks, self._clash_checked, self._swa_versions = set(), set(), None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # here, not in setup: configure_model() and LightningModule.setup() have built the layers by now
-        try:
-            selected = select_layers(pl_module, self.layers)
-        except ValueError as error:
-            raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
-        self._sharded = any(is_sharded(tensor) for _, tensor in selected)
-        published = {PROBE_PREFIX + name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) for name in cb.measures}
-        unknown = sorted({m.monitor for m in probe_monitors(trainer)} - published)
-        if unknown:
-            raise ValueError(f"a callback monitors {unknown}, which no ProbeCallback measures "
-                             f"(measures={list(self.measures)}); add the names to measures=")
+        # (lazy modules: after their first forward, at the first batch's end)
+        self._selected = False
+        if not has_lazy(pl_module):
+            self._select(pl_module)
+        others = [name for cb in trainer.callbacks if isinstance(cb, ProbeCallback) and cb is not self for name in cb.measures]
+        check_monitors(trainer, self.measures, others)
+        names = claimed_names(self.measures)
+        self._readers = monitors(trainer, names)
+        self._scheduler_reads = any(config.monitor in names for config in plateau_schedulers(trainer))
+        for reader in self._readers:
+            count_each_step_once(reader)
         if self.background and trainer.is_global_zero and self._measurer is None:
             self._measurer = Measurer(self.background, self.options)
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        if not self._selected:
+            self._select(pl_module)
+        self._check_clashes(trainer, first_batch_of="train")
+
+    def on_validation_batch_end(self, trainer: Any, pl_module: Any, *args: Any) -> None:
+        self._check_clashes(trainer, first_batch_of="validation")
+
+    def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
+        self._check_clashes(trainer)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
         end = end_of_epoch_validation(trainer)
-        wanted = (end and self._due(trainer.current_epoch)) or bool(probe_monitors(trainer))
+        wanted = (end and (self._due(trainer.current_epoch) or self._scheduler_reads)) or bool(self._readers)
         self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=False, epoch_end=end,
                     step=epoch_metrics_step(trainer, in_train_epoch_end=False))
 
@@ -252,31 +293,42 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         # background: the measurement started with this validation ran alongside it; monitors read next
         if trainer.sanity_checking or trainer.state.fn != "fit" or not self.background:
             return
-        if self._fresh(trainer) and probe_monitors(trainer):
+        if self._fresh(trainer) and self._readers:
             self._point(trainer, pl_module, measure=False, wait=True, epoch_end=end_of_epoch_validation(trainer),
                         step=epoch_metrics_step(trainer, in_train_epoch_end=False))
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        monitored = bool(probe_monitors(trainer))
+        self._check_clashes(trainer)
+        monitored = bool(self._readers) or self._scheduler_reads
         wanted = self._due(trainer.current_epoch) or monitored
         self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=monitored, epoch_end=True,
                     step=epoch_metrics_step(trainer, in_train_epoch_end=True))
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._swa_versions is not None and self._swa_versions != _versions(pl_module):
+            # StochasticWeightAveraging swapped the averaged weights in (on_train_end): those are the ones saved;
+            # logged one step after the last epoch's measures, labelled with the epoch count
+            self._point(trainer, pl_module, measure=True, wait=True, epoch_end=True,
+                        step=epoch_metrics_step(trainer, in_train_epoch_end=False))
         self._flush(trainer)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
         if stage == "fit":
             self._flush(trainer)
             self._shutdown()
+            for reader in self._readers:
+                count_each_step_once(reader, undo=True)
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+        # Ctrl-C included: Lightning shuts down gracefully, so finish and log what is in flight
         try:
             self._flush(trainer)
-        except Exception as error:
-            log.warning("ProbeCallback: pending measurements lost after %r: %s", exception, error)
+        except (Exception, KeyboardInterrupt) as error:
+            log.warning("ProbeCallback: pending measurements lost after %r: %r", exception, error)
         finally:
             self._shutdown()
+            for reader in self._readers:
+                count_each_step_once(reader, undo=True)
 
     def fresh_report(self, trainer: Any, pl_module: Any) -> probe.Report | None:
         """The report of the weights as they are now, for another callback's ``on_train_epoch_end``.
@@ -321,6 +373,29 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _due(self, epoch: int) -> bool:
         return (epoch + 1) % self.every_n_epochs == 0
 
+    def _select(self, pl_module: Any) -> None:
+        """Check the selection against the (materialised) model once per fit; note sharded weights."""
+        if has_lazy(pl_module):
+            raise ValueError(f"ProbeCallback: {type(pl_module).__name__} still has uninitialised lazy modules after "
+                             "its first training batch; run a forward pass over every lazy module in training_step")
+        try:
+            selected = select_layers(pl_module, self.layers)
+        except ValueError as error:
+            raise ValueError(f"ProbeCallback(layers={self.layers!r}) on {type(pl_module).__name__}: {error}") from error
+        self._sharded = any(is_sharded(tensor) for _, tensor in selected)
+        self._selected = True
+
+    def _check_clashes(self, trainer: Any, first_batch_of: str | None = None) -> None:
+        """Nobody else logs a name this callback logs: checked at the first batch of each loop (before Lightning
+        logs it), at every validation's end and epoch end (names logged from epoch-end hooks)."""
+        if trainer.state.fn != "fit":  # validate/test: the callback logs nothing there
+            return
+        if first_batch_of is not None:
+            if first_batch_of in self._clash_checked:
+                return
+            self._clash_checked.add(first_batch_of)
+        check_clashes(trainer, self.measures, self._own_hooks)
+
     def _fresh(self, trainer: Any) -> bool:
         return self._measured_at == trainer.global_step
 
@@ -334,7 +409,11 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         """Measure (or submit) and publish what is finished; every rank calls it with equal arguments."""
         epoch = trainer.current_epoch
         if measure:
+            if not self._selected:
+                self._select(pl_module)
             self._measured_at = trainer.global_step
+            if averages_weights(trainer):
+                self._swa_versions = _versions(pl_module)
         if not (measure or self.background):  # the same on every rank: no rank skips a broadcast
             return
         log_step = step if self.step == "lightning" else (epoch if epoch_end else None)
@@ -369,17 +448,18 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             except Exception as error:
                 self._failed(error, epoch)
                 report = None
+            else:
+                warn_nonfinite(report, f"ProbeCallback: epoch {epoch}", stacklevel=3)
             self._timing(epoch).measure_s = perf_counter() - start
             return self._log(trainer, _Result(epoch, at, report, self._metrics(report)), log_step)
-        latest = None
+        measurer = self._measurer
+        assert measurer is not None, "on_fit_start starts the worker"
         if measure:
-            while len(self._pending) >= _MAX_IN_FLIGHT:
-                latest = self._complete(trainer, self._pending.popleft())
-            copies = {name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)}
-            assert self._measurer is not None, "on_fit_start starts the worker"
-            self._pending.append(_Job(epoch, at, log_step, self._measurer.submit(copies)))
-        while self._pending and (wait or self._pending[0].future.done()):
-            latest = self._complete(trainer, self._pending.popleft())
+            measurer.enqueue({name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)},
+                             _Job(epoch, at, log_step))
+        latest = None
+        for finished in measurer.collect(wait=wait):
+            latest = self._complete(trainer, finished)
         return latest
 
     def _take_part_in_gathers(self, pl_module: Any) -> None:
@@ -393,15 +473,15 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
     def _copy(self, tensor: torch.Tensor) -> torch.Tensor:
         return tensor.detach().to("cpu", copy=True) if self.copy_to == "cpu" else tensor.detach().clone()
 
-    def _complete(self, trainer: Any, job: _Job) -> _Result:
-        """Wait for a background job (rank zero) and log it at its own step."""
-        try:
-            report, seconds = job.future.result()
-        except Exception as error:
-            self._failed(error, job.epoch)
-            report, seconds = None, math.nan
-        self._timing(job.epoch).measure_s = seconds
-        return self._log(trainer, _Result(job.epoch, job.at, report, self._metrics(report)), job.step)
+    def _complete(self, trainer: Any, finished: Finished) -> _Result:
+        """A finished background measurement (rank zero): warn or raise as the options say, log it at its own step."""
+        job: _Job = finished.tag
+        if finished.error is not None:
+            self._failed(finished.error, job.epoch)
+        elif finished.report is not None:
+            warn_nonfinite(finished.report, f"ProbeCallback: epoch {job.epoch}", stacklevel=3)
+        self._timing(job.epoch).measure_s = finished.seconds
+        return self._log(trainer, _Result(job.epoch, job.at, finished.report, self._metrics(finished.report)), job.step)
 
     def _failed(self, error: Exception, epoch: int) -> None:  # the report of a failed measurement is None
         """A measurement failed: raise with ``nonfinite="raise"``, else warn (the metrics are NaN)."""
@@ -417,6 +497,12 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _publish(self, trainer: Any, pl_module: Any, result: _Result) -> None:
         self.last_report, self.last_epoch, self._published_at = result.report, result.epoch, result.at
+        # self.log does nothing under barebones and is refused after training: hand the values over directly
+        if getattr(trainer, "barebones", False) or getattr(pl_module, "_current_fx_name", None) in _NO_LOG_HOOKS:
+            device = getattr(pl_module, "device", None)
+            trainer.callback_metrics.update({name: torch.tensor(value, device=device) for name, value in result.metrics.items()})
+            return
+        self._own_hooks.add(str(getattr(pl_module, "_current_fx_name", None)))
         # equal on every rank; syncing with "max" keeps them exact (and quiets Lightning's sync_dist advice)
         for name, value in result.metrics.items():
             pl_module.log(name, value, logger=False, on_step=False, on_epoch=True, batch_size=1, reduce_fx="max",
@@ -424,8 +510,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     def _flush(self, trainer: Any) -> None:
         """Finish and log every pending background measurement (rank zero; no collectives)."""
-        while self._pending:
-            result = self._complete(trainer, self._pending.popleft())
+        if self._measurer is None:
+            return
+        for finished in self._measurer.collect(wait=True):
+            result = self._complete(trainer, finished)
             self.last_report, self.last_epoch, self._published_at = result.report, result.epoch, result.at
 
     def _shutdown(self) -> None:
@@ -445,6 +533,14 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 return timing
         self.timings.append(EpochTiming(epoch))
         return self.timings[-1]
+
+
+def _versions(pl_module: Any) -> tuple[int, ...]:
+    """The parameters' version counters: they change with every in-place write (optimizer steps, SWA's swap)."""
+    return tuple(p._version for p in pl_module.parameters())
+
+
+_NO_LOG_HOOKS = ("on_train_end", "on_fit_end")
 
 
 __all__ = ["EpochTiming", "ProbeCallback", "callback_bases", "epoch_metrics_step"]

@@ -28,6 +28,7 @@ from typing import Any
 from torch import nn
 
 import probe
+from integrations._weights import has_lazy, warn_nonfinite
 from integrations.tensorboard import LogOptions, ReportWriter
 from probe._validate import check_instance, check_int
 from probe.aggregate import HEADLINE_NAMES, check_measure_names
@@ -58,7 +59,7 @@ class ProbeHook:
     options:
         How to measure (:class:`probe.MeasureOptions`), passed to :func:`probe.measure`
         unchanged. Default ``probe.options.LIVE`` (``nonfinite="nan"``: diverged weights
-        give NaN measures instead of an exception).
+        give NaN measures, with a ``RuntimeWarning`` naming the layers, instead of an exception).
     log_options:
         Heatmaps, per-layer scalars and histograms (:class:`~integrations.tensorboard.LogOptions`).
 
@@ -66,7 +67,8 @@ class ProbeHook:
     ------
     ValueError
         At construction, when ``layers`` selects no tensor of ``model``, an argument is out
-        of range, or a measure name is unknown.
+        of range, or a measure name is unknown. A model with lazy modules is checked at the
+        first :meth:`epoch_end` instead, once a forward pass has materialised them.
     """
 
     def __init__(
@@ -89,7 +91,8 @@ class ProbeHook:
         self.layers = check_layers(layers)
         self.options = check_options(options)
         self.log_options = check_instance("log_options", log_options, LogOptions)
-        select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
+        if not has_lazy(model):  # a lazy module is checked at the first epoch_end, once materialised
+            select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
         self._model = model
         if writer is None:
             from torch.utils.tensorboard import SummaryWriter
@@ -122,7 +125,11 @@ class ProbeHook:
         """
         if (epoch + 1) % self.every_n_epochs:
             return None
+        if has_lazy(self._model):
+            raise ValueError("ProbeHook: the model's lazy modules are still uninitialised; call epoch_end after a "
+                             "forward pass has materialised them")
         report = probe.measure(self._model, layers=self.layers, options=self.options, hints=self.last_report)
+        warn_nonfinite(report, f"ProbeHook: epoch {epoch}")
         self._report_writer.write(report, epoch if step is None else step, epoch=epoch)
         self.writer.flush()
         log.debug("probe: epoch %d measured (%d layers)", epoch, len(report.layers))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import pytest
 import torch
@@ -127,3 +128,31 @@ def test_diverged_weights_give_nan_measures_by_default(tmp_path) -> None:
     with ProbeHook(model, log_dir=tmp_path / "strict", options=MeasureOptions(nonfinite="raise")) as hook, \
             pytest.raises(ValueError, match="'0.weight' has non-finite weights"):
         hook.epoch_end(0)
+
+
+def test_nonfinite_weights_give_nan_measures_with_a_warning(tmp_path) -> None:
+    model = _model()
+    with ProbeHook(model, log_dir=tmp_path) as hook:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # finite weights: no warning
+            hook.epoch_end(0)
+        with torch.no_grad():
+            model[3].weight[0, 0] = float("nan")
+        with pytest.warns(RuntimeWarning, match=r"epoch 1: layer '3.weight' has non-finite weights \(NaN or Inf\); its "
+                                                 r"quantities and the network measures are NaN") as caught:
+            report = hook.epoch_end(1)
+    assert len([w for w in caught if "non-finite" in str(w.message)]) == 1
+    assert all(math.isnan(v) for v in report.network.values())
+
+
+def test_lazy_modules_are_measured_once_materialised(tmp_path) -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyConv2d(8, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    with ProbeHook(model, log_dir=tmp_path) as hook:  # nothing to select yet: checked at the first epoch_end
+        with pytest.raises(ValueError, match="still uninitialised"):
+            hook.epoch_end(0)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        _train_epoch(model, optimizer, 0)
+        report = hook.epoch_end(0)
+    assert [layer.name for layer in report.layers] == ["0.weight", "3.weight"]
+    assert report.network == pytest.approx(probe.measure(model.state_dict()).network, nan_ok=True)
