@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
 from probe._text import UNDEFINED
-from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TRANSFORMS, VARIANTS, grid, parse_measure_name
+from probe.aggregate import AGGREGATIONS, HEADLINE, MEASURES, TAIL_MEASURES, TRANSFORMS, VARIANTS, grid, parse_measure_name
+from probe.powerlaw import PowerLawFit, fit_power_law
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
 
@@ -31,6 +33,19 @@ class Unfolding:
     BE: dict[str, float]
     AE: dict[str, float]
     route: str = ""
+
+    @cached_property
+    def power_law(self) -> PowerLawFit:
+        """WeightWatcher's power-law fit of ``λ = s²`` (SPEC §10), computed on first use."""
+        return fit_power_law(np.square(self.s))
+
+    def tail_value(self, measure: str) -> float:
+        """``alpha`` or ``alphahat`` as an aggregation entry: NaN for a non-finite layer,
+        0 (*missing*) where the fit is undefined (too few or equal eigenvalues)."""
+        if np.isnan(self.s).any():
+            return math.nan
+        value = self.power_law.alpha if measure == "alpha" else self.power_law.alphahat
+        return value if math.isfinite(value) else 0.0
 
     @property
     def weight(self) -> int:
@@ -66,13 +81,18 @@ class Report:
         object.__setattr__(self, "network", network)
 
     def vector(self, measure: str, variant: str) -> tuple[np.ndarray, np.ndarray]:
-        """The SPEC §5 vector of ``measure`` (all ``in`` values, then all ``out``) and its weights."""
-        if measure not in MEASURES:
-            raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES}")
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+        """The SPEC §5 vector of ``measure`` (all ``in`` values, then all ``out``) and its weights.
+
+        ``measure``: one of ``MEASURES``, or ``alpha``/``alphahat`` (SPEC §10, ``variant="BE"`` only).
+        """
+        tail = measure in TAIL_MEASURES
+        if measure not in MEASURES and not tail:
+            raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES + TAIL_MEASURES}")
+        if variant not in VARIANTS or (tail and variant != "BE"):
+            raise ValueError(f"unknown variant {variant!r} for {measure!r}; choose one of {('BE',) if tail else VARIANTS}")
         entries = [layer.unfoldings[u] for u in UNFOLDINGS for layer in self.layers]
-        values = np.array([getattr(e, variant)[measure] for e in entries], dtype=np.float64)
+        values = np.array([e.tail_value(measure) if tail else getattr(e, variant)[measure] for e in entries],
+                          dtype=np.float64)
         weights = np.array([e.weight for e in entries], dtype=np.float64)
         return values, weights
 
@@ -100,7 +120,8 @@ class Report:
         return out
 
     def value(self, name: str) -> float:
-        """A network measure by name: a headline name (``E_L2_BE``) or an aggregate name."""
+        """A network measure by name: a headline name (``E_L2_BE``), an aggregate name, or a
+        power-law name (``alpha_mean_BE``; fitted on first use, SPEC §10)."""
         if name in self.network:
             return self.network[name]
         try:
