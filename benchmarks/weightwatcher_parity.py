@@ -20,7 +20,9 @@ Per layer: α and α̂ of both, their difference, and WeightWatcher's own standa
 Speed, interleaved in one run (median of ``--repeats``, one thread each):
 ``probe.measure(model)`` followed by ``alpha_mean_BE`` and ``alphahat_mean_BE`` (so the
 α fits run; the report also holds every BE/AE quantity) against
-``weightwatcher.WeightWatcher(model=model).analyze()`` with its defaults.
+``weightwatcher.WeightWatcher(model=model).analyze()`` with its defaults; and the fit
+alone, ``probe.powerlaw.fit_power_law`` against WeightWatcher's ``WWFit``, on the
+eigenvalues of Student-t(3) matrices of 500, 2,000 and 4,000 rows.
 
 Needs ``pip install weightwatcher==0.7.7`` (the ``weightwatcher`` extra; not a dependency).
 Usage: ``python benchmarks/weightwatcher_parity.py [--repeats 5]``
@@ -156,6 +158,22 @@ def speed(models: dict[str, nn.Module], repeats: int) -> list[tuple[str, ...]]:
     return out
 
 
+def fit_speed(repeats: int) -> list[tuple[str, ...]]:
+    from weightwatcher.WW_powerlaw import WWFit  # type: ignore[import-not-found]
+
+    rng = np.random.default_rng(0)
+    out = []
+    for n in (500, 2000, 4000):
+        lam = np.linalg.svd(rng.standard_t(3, (n, 2 * n)), compute_uv=False) ** 2
+        ours, theirs = [], []
+        for _ in range(repeats):
+            ours.append(timed(lambda: fit_power_law(lam)))
+            theirs.append(timed(lambda: WWFit(lam)))
+        p, w = statistics.median(ours), statistics.median(theirs)
+        out.append((str(n), f"{p * 1e3:.1f}", f"{w * 1e3:.1f}", f"{w / p:.1f}x"))
+    return out
+
+
 def table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in body)])
@@ -175,6 +193,8 @@ def main() -> None:
     print(table(("model", "layer", "shape", "evals", "α ww", "α probe", "|Δα|", "ww σ(α)", "α̂ ww", "α̂ probe", "|Δα̂|"), body))
     print()
     print(table(("model", "probe.measure + α, α̂ (ms)", "ww analyze() (ms)", "ww / probe"), speed(models, args.repeats)))
+    print()
+    print(table(("eigenvalues", "fit_power_law (ms)", "ww WWFit (ms)", "ww / probe"), fit_speed(args.repeats)))
 
 
 if __name__ == "__main__":
