@@ -187,6 +187,9 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scatter-epochs", type=_int_list, default=None, help="epochs for scatter panels (default first and last)")
     p.add_argument("--color-by", default="optimizer", help="column colouring scatter points (default optimizer)")
     p.add_argument("--no-plots", action="store_true", help="write only correlations.csv")
+    p.add_argument("--spectra", type=int, default=0, metavar="N",
+                   help="also draw each layer's log-log ESD with its power-law tail for the last epoch of the first N runs "
+                        "(reads those checkpoints again)")
     p.set_defaults(func=_run_report)
 
 
@@ -221,6 +224,11 @@ def _run_report(args: argparse.Namespace) -> int:
     print(f"\ncorrelations: {files.correlations_csv}")
     for path in files.plots:
         print(f"plot:         {path}")
+    if args.spectra:
+        from probe.replay.spectra import write_spectra
+
+        for path in write_spectra(args.dir, files.correlations_csv.parent, runs=args.spectra):
+            print(f"spectra:      {path}")
     return 0
 
 
