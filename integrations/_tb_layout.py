@@ -16,7 +16,8 @@ QUANTITY_TITLES = {
     "S": "normalised stable rank", "C": "condition number", "ER": "effective rank (spectral entropy)",
     "spec": "spectral norm", "fro": "Frobenius norm", "SQ": "stable quality",
 }
-_MEASURE_TITLES = {"SQ": "stable quality", "ER": "effective rank", "spec": "spectral norm", "fro": "Frobenius norm"}
+_MEASURE_TITLES = {"SQ": "stable quality", "ER": "effective rank", "spec": "spectral norm", "fro": "Frobenius norm",
+                   "alpha": "power-law exponent α (WeightWatcher)", "alphahat": "α̂ = α·log10 λ_max (WeightWatcher)"}
 VARIANT_TITLES = {"BE": "BE (raw weights)", "AE": "AE (after EVBMF denoising)"}
 UNFOLDING_TITLES = {"in": "in-channel unfolding", "out": "out-channel unfolding"}
 

@@ -1,4 +1,4 @@
-"""α and α̂ travel through Optuna like any measure: stored by ``report_measures``, named as pruner candidates."""
+"""α and α̂ travel like any measure: stored by ``report_measures``, named as pruner candidates, written to TensorBoard."""
 
 from __future__ import annotations
 
@@ -37,3 +37,21 @@ def test_the_learned_pruner_takes_alpha_as_candidates_and_stores_them_by_default
     assert {"alpha_mean_BE", "alphahat_mean_BE"} <= set(stored)
     with pytest.raises(ValueError, match="alpha_mean_BE"):
         LearnedMeasurePruner(measures=["alpha_mean_AE"])
+
+
+def test_tensorboard_writes_alpha_with_a_titled_chart(tmp_path):
+    pytest.importorskip("tensorboard")
+    from torch.utils.tensorboard import SummaryWriter
+
+    from integrations.tensorboard import LogOptions, ReportWriter
+    from tests.tb_events import close, layout, load, scalars
+
+    torch.manual_seed(0)
+    report = probe.measure(torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 16)))
+    with SummaryWriter(tmp_path) as writer:
+        ReportWriter(writer, measures=["alpha_mean_BE", "alphahat_mean_BE"], options=LogOptions(heatmaps=(), layer_quantities=())).write(report, 2)
+    events = load(tmp_path)
+    assert close(scalars(events, "probe/alpha_mean_BE")[2], report.value("alpha_mean_BE"))
+    assert close(scalars(events, "probe/alphahat_mean_BE")[2], report.value("alphahat_mean_BE"))
+    titles = [chart.title for category in layout(events).category for chart in category.chart]
+    assert any(t.startswith("alpha_mean_BE: power-law exponent α (WeightWatcher)") for t in titles)
