@@ -100,7 +100,7 @@ def plot_measure_history(
     if completed:
         bar = ax.figure.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0.0, 1.0), cmap=colors), ax=ax)
         ticks = np.linspace(0.0, 1.0, 5) if len(values) > 1 else np.array([0.5])
-        bar.set_ticks(ticks, labels=[f"{v:.4g}" for v in np.quantile(values, ticks if len(values) > 1 else [0.5])])
+        bar.set_ticks(ticks.tolist(), labels=[f"{v:.4g}" for v in np.quantile(values, ticks if len(values) > 1 else [0.5])])
         bar.set_label(f"{target_name} (completed trials, by rank)")
     if pruned:
         ax.plot([], [], linestyle="--", color=PRUNED_COLOR, marker="x", markeredgecolor=PRUNED_MARK,
