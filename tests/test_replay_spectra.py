@@ -21,6 +21,9 @@ def test_report_spectra_draws_the_last_epoch_of_each_run(tmp_path, capsys):
     assert printed[0].endswith("_epoch1.png") and "/report/spectra_" in printed[0]
     assert [p.name for p in (out / "report").glob("spectra_*.png")] == [printed[0].rsplit("/", 1)[1]]
 
+    assert main(["report", str(out), "--no-plots", "--measures", "E_L2_BE,alpha_mean_BE"]) == 2  # not in the layer table
+    assert "alpha_mean_BE: the replay's layer table holds no power-law fits" in capsys.readouterr().err
+
     paths[-1].unlink()  # the checkpoint moved away: a clear error naming it
     assert main(["report", str(out), "--no-plots", "--targets", "test_acc", "--spectra", "1"]) == 2
     assert paths[-1].name in capsys.readouterr().err
