@@ -181,6 +181,25 @@ class Report:
         return "\n".join(lines)
 
 
+    def format_power_law(self) -> str:
+        """A plain-text per-unfolding table of WeightWatcher's fit (SPEC §10), then ``alpha_mean_BE``
+        and ``alphahat_mean_BE``; a linear layer's one matrix is one row. ``–``: undefined."""
+        width = max([len(layer.name) for layer in self.layers] + [5])
+        header = f"{'layer':<{width}}  unf  evals {'alpha':>8} {'alphahat':>9} {'x_min':>10} {'tail':>5} {'KS':>6}"
+        lines = [header, "-" * len(header)]
+        for layer in self.layers:
+            same = np.array_equal(layer.unfoldings["in"].s, layer.unfoldings["out"].s, equal_nan=True)
+            for u in ("in",) if same else UNFOLDINGS:
+                fit, evals = layer.unfoldings[u].power_law, len(layer.unfoldings[u].s)
+                cells = (f"{UNDEFINED:>8} {UNDEFINED:>9} {UNDEFINED:>10} {UNDEFINED:>5} {UNDEFINED:>6}" if fit.alpha != fit.alpha
+                         else f"{fit.alpha:>8.3f} {fit.alphahat:>9.3f} {fit.xmin:>10.4g} {fit.tail:>5} {fit.ks:>6.3f}")
+                lines.append(f"{layer.name:<{width}}  {'both' if same else u:<4} {evals:>6} {cells}")
+        lines.append("")
+        for name in ("alpha_mean_BE", "alphahat_mean_BE"):
+            value = self.value(name)
+            lines.append(f"{name:<16} {value: .6g}" if value == value else f"{name:<16}  {UNDEFINED}")
+        return "\n".join(lines)
+
 
 def _cell(value: object) -> str:
     v = float(value)  # type: ignore[arg-type]

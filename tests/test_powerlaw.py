@@ -124,3 +124,21 @@ def test_a_non_finite_layer_makes_alpha_nan():
     assert math.isnan(report.layers[1].unfoldings["in"].power_law.alpha)
     assert math.isnan(report.value("alpha_mean_BE"))
     assert math.isfinite(probe.measure({"a.weight": state["a.weight"]}).value("alpha_mean_BE"))
+
+
+def test_the_power_law_table_and_probe_measure_alpha(tmp_path, capsys):
+    from probe.cli import main
+
+    torch.manual_seed(0)
+    state = {"fc.weight": torch.randn(64, 256), "head.weight": torch.randn(4, 64), "conv.weight": torch.randn(16, 3, 3, 3)}
+    torch.save(state, tmp_path / "m.pt")
+    assert main(["measure", str(tmp_path / "m.pt"), "--alpha"]) == 0
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in capsys.readouterr().out.splitlines()
+            if line.split()[:1] in (["fc.weight"], ["head.weight"], ["conv.weight"]) and len(line.split()) == 8}
+    report = probe.measure(state)
+    fc = report.layers[0].unfoldings["in"].power_law
+    assert rows[("fc.weight", "both")] == ["64", f"{fc.alpha:.3f}", f"{fc.alphahat:.3f}", f"{fc.xmin:.4g}", str(fc.tail), f"{fc.ks:.3f}"]
+    assert rows[("head.weight", "both")] == ["4"] + ["–"] * 5  # 4 eigenvalues: undefined
+    assert set(rows) == {("fc.weight", "both"), ("head.weight", "both"), ("conv.weight", "in"), ("conv.weight", "out")}
+    table = report.format_power_law()
+    assert f"{'alpha_mean_BE':<16} {report.value('alpha_mean_BE'): .6g}" in table.splitlines()
