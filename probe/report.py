@@ -147,8 +147,12 @@ class Report:
             rows.append(row)
         return rows
 
-    def records(self) -> list[dict[str, object]]:
-        """Tidy rows: one per layer × unfolding × variant, with every quantity and the rank kept."""
+    def records(self, *, power_law: bool = True) -> list[dict[str, object]]:
+        """Tidy rows: one per layer × unfolding × variant, with every quantity and the rank kept.
+
+        With ``power_law`` (default) also ``alpha`` and ``alphahat`` as aggregation entries
+        (``Unfolding.tail_value``: 0 where the fit is undefined; NaN on AE rows, SPEC §10).
+        """
         rows = []
         for layer in self.layers:
             for u in UNFOLDINGS:
@@ -156,9 +160,11 @@ class Report:
                 for variant in VARIANTS:
                     values = getattr(unfolding, variant)
                     kept = len(unfolding.s) if variant == "BE" else len(unfolding.d)
+                    tail = {m: unfolding.tail_value(m) if variant == "BE" else math.nan
+                            for m in TAIL_MEASURES} if power_law else {}
                     rows.append(
                         {"layer": layer.name, "unfolding": u, "variant": variant, "rows": unfolding.rows,
-                         "cols": unfolding.cols, "weight": unfolding.weight, "kept": kept, **values}
+                         "cols": unfolding.cols, "weight": unfolding.weight, "kept": kept, **values, **tail}
                     )
         return rows
 
@@ -172,7 +178,7 @@ class Report:
         width = max([len(layer.name) for layer in self.layers] + [5])
         header = f"{'layer':<{width}}  unf var  kept " + " ".join(f"{c:>10}" for c in columns)
         lines = [header, "-" * len(header)]
-        for row in self.records():
+        for row in self.records(power_law=False):
             missing = row["kept"] == 0 or row["spec"] == 0.0
             cells = " ".join(f"{UNDEFINED:>10}" if missing else _cell(row[c]) for c in columns)
             lines.append(f"{row['layer']:<{width}}  {row['unfolding']:<3} {row['variant']}  {row['kept']:>4} {cells}")

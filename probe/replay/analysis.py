@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.aggregate import HEADLINE_NAMES, TAIL_MEASURES, aggregate, parse_measure_name, transform
+from probe.aggregate import HEADLINE_NAMES, aggregate, parse_measure_name, transform
 from probe.replay.tables import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET
 
 if TYPE_CHECKING:
@@ -139,10 +139,6 @@ def layer_measures(
     import pandas as pd
 
     needed = sorted({parse_measure_name(name).measure for name in names})
-    tail = [name for name in names if parse_measure_name(name).measure in TAIL_MEASURES]
-    if tail:
-        raise ValueError(f"{', '.join(tail)}: the replay's layer table holds no power-law fits (α, α̂); measure single "
-                         "checkpoints with `probe measure FILE --plot OUT.png` or `probe.measure(...).value(name)`")
     wanted = set(paths) if paths is not None else None
     parts = []
     for chunk in iter_layers(out_dir, columns=["layer_index", "unfolding", "variant", "weight", *needed], chunk_rows=chunk_rows):

@@ -14,7 +14,8 @@ outputs in --out DIR:
                    test_loss, train_acc, train_loss, gap (= test_acc - train_acc; NaN when
                    the file has no performance), and the 8 network measures (E_L2_BE ... F_p_AE)
   layers.csv       one row per checkpoint x layer x unfolding (in/out) x variant (BE/AE):
-                   rows, cols, weight, kept, S, C, ER, spec, fro, SQ
+                   rows, cols, weight, kept, S, C, ER, spec, fro, SQ, alpha, alphahat
+                   (WeightWatcher's power-law fit, BE rows; 0 = undefined; SPEC section 10)
   errors.csv       path, error of each checkpoint that could not be read or measured
   checkpoints.parquet, layers.parquet   with --parquet: the same tables, typed and columnar
   records/, errors/, replay.json   per-checkpoint results (what resuming relies on)
