@@ -22,7 +22,9 @@ Speed, interleaved in one run (median of ``--repeats``, one thread each):
 α fits run; the report also holds every BE/AE quantity) against
 ``weightwatcher.WeightWatcher(model=model).analyze()`` with its defaults; and the fit
 alone, ``probe.powerlaw.fit_power_law`` against WeightWatcher's ``WWFit``, on the
-eigenvalues of Student-t(3) matrices of 500, 2,000 and 4,000 rows.
+eigenvalues of Student-t(3) matrices of 500, 2,000 and 4,000 rows; and what the fits add
+to ``probe.measure`` (what a replay pays per checkpoint) on the GenProb checkpoint of
+``tests/data`` and ResNet-18 trained-like shapes (``benchmarks/speed.py``).
 
 Needs ``pip install weightwatcher==0.7.7`` (the ``weightwatcher`` extra; not a dependency).
 Usage: ``python benchmarks/weightwatcher_parity.py [--repeats 5]``
@@ -174,6 +176,32 @@ def fit_speed(repeats: int) -> list[tuple[str, ...]]:
     return out
 
 
+def fit_overhead(repeats: int) -> list[tuple[str, ...]]:
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(root / "benchmarks"))
+    from speed import init_weights, resnet18, trained_like
+
+    from probe.replay.readers import load_checkpoint
+
+    genprob = root / "tests/data/genprob/SGD_NIN10001_lr0.08_wd0.0005_mom0.9_bs64_step10_DIGITS10_epoch_4.pth.tar"
+    sets = {"GenProb NiN (21 layers)": (load_checkpoint(genprob).state_dict, "genprob"),
+            "ResNet-18 trained-like": (trained_like(init_weights(resnet18())), "auto")}
+    out = []
+    for label, (state, layers) in sets.items():
+        measure, fits = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            report = probe.measure(state, layers=layers)
+            measure.append(time.perf_counter() - start)
+            fits.append(timed(report.records))  # the fits run here, on first use
+        m, f = statistics.median(measure), statistics.median(fits)
+        out.append((label, f"{m * 1e3:.0f}", f"{f * 1e3:.0f}", f"{f / m:.0%}"))
+    return out
+
+
 def table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join([*lines, *("| " + " | ".join(r) + " |" for r in body)])
@@ -195,6 +223,8 @@ def main() -> None:
     print(table(("model", "probe.measure + α, α̂ (ms)", "ww analyze() (ms)", "ww / probe"), speed(models, args.repeats)))
     print()
     print(table(("eigenvalues", "fit_power_law (ms)", "ww WWFit (ms)", "ww / probe"), fit_speed(args.repeats)))
+    print()
+    print(table(("weights", "probe.measure (ms)", "+ α fits of every unfolding (ms)", "added"), fit_overhead(args.repeats)))
 
 
 if __name__ == "__main__":
