@@ -16,7 +16,8 @@ QUANTITY_TITLES = {
     "S": "normalised stable rank", "C": "condition number", "ER": "effective rank (spectral entropy)",
     "spec": "spectral norm", "fro": "Frobenius norm", "SQ": "stable quality",
 }
-_MEASURE_TITLES = {"SQ": "stable quality", "ER": "effective rank", "spec": "spectral norm", "fro": "Frobenius norm"}
+_MEASURE_TITLES = {"SQ": "stable quality", "ER": "effective rank", "spec": "spectral norm", "fro": "Frobenius norm",
+                   "alpha": "power-law exponent α (WeightWatcher)", "alphahat": "α̂ = α·log10 λ_max (WeightWatcher)"}
 _TRANSFORM_WORDS = {"t0": "{a}", "t1": "N·{a}", "t2": "√({a})", "t3": "√(N·{a})", "t4": "ln({a})", "t5": "ln(N·{a})",
                     "t6": "ln √({a})", "t7": "ln √(N·{a})"}
 _AGGREGATION_WORDS = {"mean": "mean", "L2": "RMS", "p": "geometric mean", "wmean": "channel-weighted mean",
@@ -29,6 +30,9 @@ _MEANINGS = {
     "spec": ("the largest singular value of each layer (its gain); S_p = ln √(N · geometric mean): grows with the "
              "weights' scale"),
     "fro": ("the Frobenius norm of each layer; F_p = ln √(N · geometric mean): grows with the weights' scale"),
+    "alpha": ("WeightWatcher's power-law exponent of each layer's eigenvalue tail (λ = s²), typically 2–6 for "
+              "well-trained layers, smaller for heavier tails"),
+    "alphahat": "α·log10 λ_max of each layer: the exponent weighted by the scale of the largest eigenvalue",
 }
 VARIANT_TITLES = {"BE": "BE (raw weights)", "AE": "AE (after EVBMF denoising)"}
 UNFOLDING_TITLES = {"in": "in-channel unfolding", "out": "out-channel unfolding"}

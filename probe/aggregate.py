@@ -3,6 +3,8 @@
 Five aggregations × eight transforms of each measure vector, and the paper's four
 headline network measures. Entries equal to 0 are *missing*; NaN entries (a layer with
 non-finite weights measured with ``nonfinite="nan"``) make the aggregate NaN.
+WeightWatcher's power-law measures ``alpha`` and ``alphahat`` (SPEC §10, BE only) use the
+same aggregations and transforms.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ AGGREGATIONS = ("mean", "L2", "p", "wmean", "wp")
 TRANSFORMS = tuple(f"t{i}" for i in range(8))
 MEASURES = ("SQ", "ER", "spec", "fro")
 VARIANTS = ("BE", "AE")
+TAIL_MEASURES = ("alpha", "alphahat")
+"""WeightWatcher's power-law exponent α and α̂ = α·log10 λ_max of each unfolding (SPEC §10), BE only."""
 
 HEADLINE = {
     # API name: (measure, aggregation, transform)
@@ -39,7 +43,15 @@ AGGREGATE_NAMES = tuple(
 )
 """Every aggregate as a network-measure name, ``{measure}_{aggregation}_{transform}_{variant}``."""
 
-_NAMES = frozenset((*HEADLINE_NAMES, *AGGREGATE_NAMES))
+TAIL_SHORT = {"alpha_mean": ("alpha", "mean", "t0"), "alphahat_mean": ("alphahat", "mean", "t0")}
+"""WeightWatcher's summary means (``alpha``, ``alpha_weighted``); the API names add ``_BE``."""
+
+TAIL_NAMES = (*(f"{name}_BE" for name in TAIL_SHORT),
+              *(f"{m}_{a}_{t}_BE" for m in TAIL_MEASURES for a in AGGREGATIONS for t in TRANSFORMS))
+"""The power-law measures' names: ``alpha_mean_BE``, ``alphahat_mean_BE`` and ``{alpha|alphahat}_{aggregation}_{transform}_BE``."""
+
+_SHORT = {**HEADLINE, **TAIL_SHORT}
+_NAMES = frozenset((*HEADLINE_NAMES, *AGGREGATE_NAMES, *TAIL_NAMES))
 
 
 class MeasureName(NamedTuple):
@@ -55,20 +67,22 @@ class MeasureName(NamedTuple):
 def parse_measure_name(name: object, *, argument: str = "measure") -> MeasureName:
     """Split a network-measure name into its parts; the one grammar of measure names.
 
-    Valid: ``HEADLINE_NAMES`` (``E_L2_BE`` …) and ``AGGREGATE_NAMES``
-    (``{measure}_{aggregation}_{transform}_{variant}``, e.g. ``ER_L2_t6_BE``). Anything
-    else raises ``ValueError`` naming ``argument``.
+    Valid: ``HEADLINE_NAMES`` (``E_L2_BE`` …), ``AGGREGATE_NAMES``
+    (``{measure}_{aggregation}_{transform}_{variant}``, e.g. ``ER_L2_t6_BE``) and
+    ``TAIL_NAMES`` (``alpha_mean_BE``, ``alphahat_p_t0_BE`` …). Anything else raises
+    ``ValueError`` naming ``argument``.
 
     >>> parse_measure_name("E_L2_BE")
     MeasureName(name='E_L2_BE', measure='ER', aggregation='L2', transform='t6', variant='BE')
     """
     if isinstance(name, str) and name in _NAMES:
         base, _, variant = name.rpartition("_")
-        measure, aggregation, transform = HEADLINE.get(base) or base.split("_")
+        measure, aggregation, transform = _SHORT.get(base) or base.split("_")
         return MeasureName(name, measure, aggregation, transform, variant)
     raise ValueError(
         f"unknown network measure {argument}={name!r}: use one of {', '.join(HEADLINE_NAMES)} "
-        "or an aggregate '{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}', e.g. 'ER_L2_t6_BE'"
+        "or an aggregate '{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}', e.g. 'ER_L2_t6_BE', "
+        "or a power-law measure 'alpha_mean_BE', 'alphahat_mean_BE', '{alpha|alphahat}_{aggregation}_{t0..t7}_BE'"
     )
 
 
@@ -94,15 +108,15 @@ def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
     if count == 0:
         return math.nan
     with np.errstate(divide="ignore", invalid="ignore"):
-        if how == "mean":
-            return float(np.abs(x).sum() / count)
+        if how == "mean":  # Σx/D; = Σ|x|/D for the §4 quantities (≥ 0), signed for alphahat
+            return float(x.sum() / count)
         if how == "L2":  # scaled by the largest entry, so that x² cannot overflow
             top = np.abs(x).max()
             return float(top * math.sqrt(((x / top) ** 2).sum()) / math.sqrt(count))
         if how == "p":
             return float(np.exp(np.log(x).sum() / count))
         if how == "wmean":
-            return float((w * np.abs(x)).sum() / w.sum())
+            return float((w * x).sum() / w.sum())
         return float(np.exp((w * np.log(x)).sum() / w.sum()))  # "wp"
 
 
@@ -138,8 +152,9 @@ def check_measure_names(measures: Iterable[str], *, argument: str = "measures") 
     Parameters
     ----------
     measures:
-        Headline names (``probe.HEADLINE_NAMES``) or aggregate names
-        ``{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}``.
+        Headline names (``probe.HEADLINE_NAMES``), aggregate names
+        ``{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}`` or power-law names
+        (``TAIL_NAMES``).
     argument:
         The argument name used in the error message.
 

@@ -31,7 +31,9 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
 examples:
   probe measure SGD_NIN10001_lr0.08_wd0.0005_DIGITS10_epoch_4.pth.tar
   probe measure lightning_logs/version_0/checkpoints/epoch=9-step=160.ckpt --layers auto
-  probe measure model.safetensors --method svd      # float64 svdvals for every matrix""",
+  probe measure model.safetensors --method svd      # float64 svdvals for every matrix
+  probe measure model.pt --alpha                    # + WeightWatcher's alpha, alphahat per layer
+  probe measure model.pt --plot spectra.png         # + per-layer log-log ESD with the power-law tail""",
     )
     p.add_argument("path", help="checkpoint or state-dict file")
     p.add_argument("--layers", default=None, choices=["auto", "genprob"],
@@ -41,6 +43,10 @@ examples:
                    help="EVBMF tolerance (default: the reference's 1e-5 for GenProb files, the library default otherwise)")
     p.add_argument("--unsafe-load", action="store_true",
                    help="allow arbitrary unpickling (only for files you trust)")
+    p.add_argument("--alpha", action="store_true",
+                   help="also print WeightWatcher's power-law fit per layer (alpha, alphahat, x_min, tail, KS; SPEC §10)")
+    p.add_argument("--plot", default=None, metavar="OUT.png",
+                   help="also write each layer's log-log ESD (λ = s²) with WeightWatcher's fitted power-law tail (needs matplotlib)")
     p.set_defaults(func=_run_measure)
 
 
@@ -59,6 +65,13 @@ def _run_measure(args: argparse.Namespace) -> int:
     if known:
         print("  ".join(f"{k}={v:.4g}" for k, v in known.items()))
     print(report.format())
+    if args.alpha:
+        print("\nWeightWatcher's power-law fit of each unfolding's eigenvalues (λ = s²):")
+        print(report.format_power_law())
+    if args.plot:
+        from probe.esd_plot import plot_spectra
+
+        print(f"wrote {plot_spectra(report, args.plot, title=f'{checkpoint.path.name} (epoch {checkpoint.epoch})')}")
     return 0
 
 

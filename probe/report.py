@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -13,11 +14,13 @@ from probe.aggregate import (
     AGGREGATIONS,
     HEADLINE,
     MEASURES,
+    TAIL_MEASURES,
     TRANSFORMS,
     VARIANTS,
     grid,
     parse_measure_name,
 )
+from probe.powerlaw import PowerLawFit, fit_power_law
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
 
@@ -40,6 +43,19 @@ class Unfolding:
     BE: dict[str, float]
     AE: dict[str, float]
     route: str = ""
+
+    @cached_property
+    def power_law(self) -> PowerLawFit:
+        """WeightWatcher's power-law fit of ``λ = s²`` (SPEC §10), computed on first use."""
+        return fit_power_law(np.square(self.s))
+
+    def tail_value(self, measure: str) -> float:
+        """``alpha`` or ``alphahat`` as an aggregation entry: NaN for a non-finite layer,
+        0 (*missing*) where the fit is undefined (too few or equal eigenvalues)."""
+        if np.isnan(self.s).any():
+            return math.nan
+        value = self.power_law.alpha if measure == "alpha" else self.power_law.alphahat
+        return value if math.isfinite(value) else 0.0
 
     @property
     def weight(self) -> int:
@@ -87,13 +103,18 @@ class Report:
         object.__setattr__(self, "network", network)
 
     def vector(self, measure: str, variant: str) -> tuple[np.ndarray, np.ndarray]:
-        """The SPEC §5 vector of ``measure`` (all ``in`` values, then all ``out``) and its weights."""
-        if measure not in MEASURES:
-            raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES}")
-        if variant not in VARIANTS:
-            raise ValueError(f"unknown variant {variant!r}; choose one of {VARIANTS}")
+        """The SPEC §5 vector of ``measure`` (all ``in`` values, then all ``out``) and its weights.
+
+        ``measure``: one of ``MEASURES``, or ``alpha``/``alphahat`` (SPEC §10, ``variant="BE"`` only).
+        """
+        tail = measure in TAIL_MEASURES
+        if measure not in MEASURES and not tail:
+            raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES + TAIL_MEASURES}")
+        if variant not in VARIANTS or (tail and variant != "BE"):
+            raise ValueError(f"unknown variant {variant!r} for {measure!r}; choose one of {('BE',) if tail else VARIANTS}")
         entries = [layer.unfoldings[u] for u in UNFOLDINGS for layer in self.layers]
-        values = np.array([getattr(e, variant)[measure] for e in entries], dtype=np.float64)
+        values = np.array([e.tail_value(measure) if tail else getattr(e, variant)[measure] for e in entries],
+                          dtype=np.float64)
         weights = np.array([e.weight for e in entries], dtype=np.float64)
         return values, weights
 
@@ -134,6 +155,8 @@ class Report:
             return (f"EVBMF kept a component in {k} of {n} unfoldings; AE measures need at least "
                     f"{AE_MIN_KEPT_SHARE:.0%} (fresh weights are mostly noise; training adds structure)")
         values, _ = self.vector(parts.measure, parts.variant)
+        if parts.measure in TAIL_MEASURES and not np.isfinite(values[values != 0]).any():
+            return "the power-law fit is undefined for every unfolding (fewer than 8 eigenvalues above 1e-5, or all equal)"
         if not values.any():
             return f"every {parts.measure} entry is missing (0: an all-zero or fully removed spectrum)"
         return f"the transform {parts.transform} is undefined at this aggregate (the log or root of a value ≤ 0)"
@@ -158,7 +181,8 @@ class Report:
         return out
 
     def value(self, name: str) -> float:
-        """A network measure by name: a headline name (``E_L2_BE``) or an aggregate name."""
+        """A network measure by name: a headline name (``E_L2_BE``), an aggregate name, or a
+        power-law name (``alpha_mean_BE``; fitted on first use, SPEC §10)."""
         if name in self.network:
             return self.network[name]
         try:
@@ -184,8 +208,12 @@ class Report:
             rows.append(row)
         return rows
 
-    def records(self) -> list[dict[str, object]]:
-        """Tidy rows: one per layer × unfolding × variant, with every quantity and the rank kept."""
+    def records(self, *, power_law: bool = True) -> list[dict[str, object]]:
+        """Tidy rows: one per layer × unfolding × variant, with every quantity and the rank kept.
+
+        With ``power_law`` (default) also ``alpha`` and ``alphahat`` as aggregation entries
+        (``Unfolding.tail_value``: 0 where the fit is undefined; NaN on AE rows, SPEC §10).
+        """
         rows = []
         for layer in self.layers:
             for u in UNFOLDINGS:
@@ -193,9 +221,11 @@ class Report:
                 for variant in VARIANTS:
                     values = getattr(unfolding, variant)
                     kept = len(unfolding.s) if variant == "BE" else len(unfolding.d)
+                    tail = {m: unfolding.tail_value(m) if variant == "BE" else math.nan
+                            for m in TAIL_MEASURES} if power_law else {}
                     rows.append(
                         {"layer": layer.name, "unfolding": u, "variant": variant, "rows": unfolding.rows,
-                         "cols": unfolding.cols, "weight": unfolding.weight, "kept": kept, **values}
+                         "cols": unfolding.cols, "weight": unfolding.weight, "kept": kept, **values, **tail}
                     )
         return rows
 
@@ -209,7 +239,7 @@ class Report:
         width = max([len(layer.name) for layer in self.layers] + [5])
         header = f"{'layer':<{width}}  unf var  kept " + " ".join(f"{c:>10}" for c in columns)
         lines = [header, "-" * len(header)]
-        for row in self.records():
+        for row in self.records(power_law=False):
             missing = row["kept"] == 0 or row["spec"] == 0.0
             cells = " ".join(f"{UNDEFINED:>10}" if missing else _cell(row[c]) for c in columns)
             lines.append(f"{row['layer']:<{width}}  {row['unfolding']:<3} {row['variant']}  {row['kept']:>4} {cells}")
@@ -221,6 +251,25 @@ class Report:
             if reason is not None:
                 reasons.setdefault(reason, []).append(name)
         lines.extend(f"{UNDEFINED} {', '.join(names)}: {reason}" for reason, names in reasons.items())
+        return "\n".join(lines)
+
+    def format_power_law(self) -> str:
+        """A plain-text per-unfolding table of WeightWatcher's fit (SPEC §10), then ``alpha_mean_BE``
+        and ``alphahat_mean_BE``; a linear layer's one matrix is one row. ``–``: undefined."""
+        width = max([len(layer.name) for layer in self.layers] + [5])
+        header = f"{'layer':<{width}}  unf  evals {'alpha':>8} {'alphahat':>9} {'x_min':>10} {'tail':>5} {'KS':>6}"
+        lines = [header, "-" * len(header)]
+        for layer in self.layers:
+            same = np.array_equal(layer.unfoldings["in"].s, layer.unfoldings["out"].s, equal_nan=True)
+            for u in ("in",) if same else UNFOLDINGS:
+                fit, evals = layer.unfoldings[u].power_law, len(layer.unfoldings[u].s)
+                cells = (f"{UNDEFINED:>8} {UNDEFINED:>9} {UNDEFINED:>10} {UNDEFINED:>5} {UNDEFINED:>6}" if fit.alpha != fit.alpha
+                         else f"{fit.alpha:>8.3f} {fit.alphahat:>9.3f} {fit.xmin:>10.4g} {fit.tail:>5} {fit.ks:>6.3f}")
+                lines.append(f"{layer.name:<{width}}  {'both' if same else u:<4} {evals:>6} {cells}")
+        lines.append("")
+        for name in ("alpha_mean_BE", "alphahat_mean_BE"):
+            value = self.value(name)
+            lines.append(f"{name:<16} {value: .6g}" if value == value else f"{name:<16}  {UNDEFINED}")
         return "\n".join(lines)
 
 

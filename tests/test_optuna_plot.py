@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import matplotlib
+import numpy as np
 import optuna
 import pytest
 from matplotlib.colors import to_rgba
@@ -67,10 +68,10 @@ def test_lines_values_colours_and_pruned_marks():
     marks = sorted((d[0], d[1]) for d in drawn if d[4] == "x")
     assert marks == [([1], [pytest.approx(0.04)]), ([1], [pytest.approx(0.1)])]
     assert ax.get_title(loc="left") == (
-        "E_L2_BE per step: 4 completed, 2 pruned trials; 1 undefined (NaN) values not drawn"
+        "E_L2_BE per step\n4 completed, 2 pruned trials; 1 undefined (NaN) values not drawn"
     )
     assert ax.get_ylabel() == "E_L2_BE"
-    assert ax.figure.axes[-1].get_ylabel() == "Objective Value (completed trials)"
+    assert ax.figure.axes[-1].get_ylabel() == "Objective Value (completed trials, by rank)"
     matplotlib.pyplot.close(ax.figure)
 
 
@@ -82,9 +83,52 @@ def test_target_measure_and_axes_are_chosen():
     assert sorted(d[1] for d in drawn) == sorted([[-y for y in _curve(v, 4)] for v in VALUES])
     lowest = next(d for d in drawn if _same(d[1], [-y for y in _curve(1.0, 4)]))
     assert lowest[3] == pytest.approx(matplotlib.colormaps["viridis"](0.0))  # target -1.0 is the smallest
-    assert fig.axes[-1].get_ylabel() == "loss (completed trials)"
+    assert fig.axes[-1].get_ylabel() == "loss (completed trials, by rank)"
     assert "0 pruned" in ax.get_title(loc="left")  # no pruned trial stored SQ_p_BE
     matplotlib.pyplot.close(fig)
+
+
+def _outlier_study() -> optuna.Study:
+    """Twelve completed trials between 0.95 and 0.99 and one at 0.575 (the demo's outlier)."""
+    study = optuna.create_study(direction="maximize")
+    for value in [0.575, *np.linspace(0.95, 0.99, 12)]:
+        trial = study.ask()
+        for step in range(3):
+            report_measures(trial, {"E_L2_BE": value + 0.1 * step}, step)
+        study.tell(trial, float(value))
+    return study
+
+
+def test_one_outlier_leaves_the_other_trials_distinct_colours():
+    ax = plot_measure_history(_outlier_study())
+    colours = {round(d[1][0], 6): d[3] for d in _drawn(ax)}
+    viridis = matplotlib.colormaps["viridis"]
+    assert colours[0.575] == pytest.approx(viridis(0.0))  # the outlier: lowest rank
+    others = [colours[round(v, 6)] for v in np.linspace(0.95, 0.99, 12)]
+    assert len({tuple(np.round(c, 4)) for c in others}) == 12  # twelve colours, not one yellow
+    assert others[0] == pytest.approx(viridis(1 / 12)) and others[-1] == pytest.approx(viridis(1.0))
+    bar = ax.figure.axes[-1]
+    labels = [float(t.get_text()) for t in bar.get_yticklabels()]
+    assert labels == pytest.approx(np.quantile([0.575, *np.linspace(0.95, 0.99, 12)], [0, 0.25, 0.5, 0.75, 1]), abs=1e-4)
+    matplotlib.pyplot.close(ax.figure)
+
+
+def test_the_title_stays_clear_of_the_colour_bar():
+    ax = plot_measure_history(_study())
+    figure = ax.figure
+    figure.set_size_inches(6.4, 4.8)  # matplotlib's default size, narrower than the function's own
+    figure.canvas.draw()
+    renderer = figure.canvas.get_renderer()
+    title = ax.title if ax.title.get_text() else ax._left_title
+    assert title.get_window_extent(renderer).x1 <= figure.axes[-1].get_window_extent(renderer).x0
+    matplotlib.pyplot.close(figure)
+
+
+def test_rank_positions_share_ties_and_handle_one_trial():
+    from integrations.optuna._plot import rank_positions
+
+    assert list(rank_positions(np.array([3.0, 1.0, 2.0, 2.0]))) == pytest.approx([1.0, 0.0, 0.5, 0.5])
+    assert list(rank_positions(np.array([7.0]))) == [0.5]
 
 
 def test_bad_arguments_are_named():

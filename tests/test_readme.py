@@ -74,7 +74,7 @@ def placeholders() -> dict[str, object]:
 
 
 README_BLOCKS = _blocks(README)
-PAGE_BLOCKS = [(page.name, block) for page in PAGES for block in _blocks(page)]
+PAGES_WITH_CODE = [page for page in PAGES if _blocks(page)]
 
 
 @pytest.mark.parametrize("block", README_BLOCKS, ids=[f"block{i}" for i in range(len(README_BLOCKS))])
@@ -84,8 +84,10 @@ def test_readme_block_runs_as_written_and_leaves_nothing_behind(block, tmp_path,
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("page", "block"), PAGE_BLOCKS, ids=[f"{name}-{i}" for i, (name, _) in enumerate(PAGE_BLOCKS)])
-def test_docs_fragment_runs_with_the_readers_names_filled_in(page, block, tmp_path, monkeypatch, one_torch_thread):
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=[page.name for page in PAGES_WITH_CODE])
+def test_docs_page_runs_top_to_bottom_with_the_readers_names_filled_in(page, tmp_path, monkeypatch, one_torch_thread):
+    """A page's blocks run in order in one namespace: a later block may continue an earlier one."""
     monkeypatch.chdir(tmp_path)  # the fragments may write runs/, plots …
     namespace = placeholders()
-    exec(compile(block, page, "exec"), namespace)
+    for block in _blocks(page):
+        exec(compile(block, page.name, "exec"), namespace)

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
 from integrations.optuna._measures import get_measures
@@ -39,10 +40,12 @@ def plot_measure_history(
     """Plot ``measure`` against the step for every completed and pruned trial, in the style of
     ``optuna.visualization.matplotlib``.
 
-    Completed trials are drawn as solid lines coloured by their final objective (a colour bar
-    names it); pruned trials as grey dashed lines ending in a red ``x`` at the step where they
-    stopped. Steps where the measure is NaN (undefined) are left as gaps, and the title says how
-    many. Running and failed trials are left out.
+    Completed trials are drawn as solid lines coloured by the *rank* of their final objective
+    among the completed trials (lowest first), so that one outlier cannot squeeze every other
+    trial into one colour; the colour bar's ticks give the objective at the minimum, the
+    quartiles and the maximum. Pruned trials are grey dashed lines ending in a red ``x`` at the
+    step where they stopped. Steps where the measure is NaN (undefined) are left as gaps, and
+    the title's second line says how many. Running and failed trials are left out.
 
     Parameters
     ----------
@@ -66,7 +69,6 @@ def plot_measure_history(
         The axes, titled with the measure and the numbers of trials drawn.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.colors import Normalize
 
     check_measure_name(measure)
     if target is None and len(study.directions) > 1:
@@ -86,30 +88,48 @@ def plot_measure_history(
     pruned = [(t, p) for t, p in curves if t.state == TrialState.PRUNED]
 
     colors = plt.get_cmap(cmap)
-    values = [float(value_of(t)) for t, _ in completed]
-    norm = Normalize(min(values, default=0.0), max(values, default=1.0))
-    for (_, points), value in zip(completed, values):
+    values = np.array([float(value_of(t)) for t, _ in completed])
+    for (_, points), position in zip(completed, rank_positions(values)):
         steps, ys = zip(*points)
-        ax.plot(steps, ys, marker=".", markersize=4, linewidth=1.2, color=colors(norm(value)), zorder=3)
+        ax.plot(steps, ys, marker=".", markersize=4, linewidth=1.2, color=colors(position), zorder=3)
     for _, points in pruned:
         steps, ys = zip(*points)
         ax.plot(steps, ys, marker=".", markersize=3, linewidth=0.8, linestyle="--", color=PRUNED_COLOR, zorder=2)
         ax.plot(steps[-1], ys[-1], marker="x", markersize=7, color=PRUNED_MARK, linestyle="none", zorder=4)
 
     if completed:
-        bar = ax.figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=colors), ax=ax)
-        bar.set_label(f"{target_name} (completed trials)")
+        bar = ax.figure.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0.0, 1.0), cmap=colors), ax=ax)
+        ticks = np.linspace(0.0, 1.0, 5) if len(values) > 1 else np.array([0.5])
+        bar.set_ticks(ticks.tolist(), labels=[f"{v:.4g}" for v in np.quantile(values, ticks if len(values) > 1 else [0.5])])
+        bar.set_label(f"{target_name} (completed trials, by rank)")
     if pruned:
         ax.plot([], [], linestyle="--", color=PRUNED_COLOR, marker="x", markeredgecolor=PRUNED_MARK,
                 label="pruned trial (x: where it stopped)")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False, borderaxespad=0.0)
     undefined = sum(math.isnan(y) for _, points in curves for _, y in points)
-    ax.set_title(
-        f"{measure} per step: {len(completed)} completed, {len(pruned)} pruned trials"
+    ax.set_title(  # two short lines: a one-line title ran into the colour bar
+        f"{measure} per step\n{len(completed)} completed, {len(pruned)} pruned trials"
         + (f"; {undefined} undefined (NaN) values not drawn" if undefined else ""),
-        loc="left",
+        loc="left", fontsize=10,
     )
     ax.set_xlabel("Step (epoch)")
     ax.set_ylabel(measure)
     ax.grid(alpha=0.3)
     return ax
+
+
+def rank_positions(values: np.ndarray) -> np.ndarray:
+    """Each value's rank among ``values`` scaled to [0, 1] (ties share their mean rank; one value: 0.5).
+
+    Rank ``r`` of ``n`` maps to ``r/(n − 1)``: the same place as ``np.quantile``'s linear
+    interpolation puts that value, so the colour bar's quantile ticks line up with the lines.
+    """
+    n = len(values)
+    if n < 2:
+        return np.full(n, 0.5)
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(n)
+    ranks[order] = np.arange(n, dtype=np.float64)
+    _, inverse = np.unique(values, return_inverse=True)
+    ranks = np.bincount(inverse, ranks) / np.bincount(inverse)  # mean rank of each distinct value
+    return ranks[inverse] / (n - 1)

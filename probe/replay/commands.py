@@ -14,7 +14,8 @@ outputs in --out DIR:
                    test_loss, train_acc, train_loss, gap (= test_acc - train_acc; NaN when
                    the file has no performance), and the 8 network measures (E_L2_BE ... F_p_AE)
   layers.csv       one row per checkpoint x layer x unfolding (in/out) x variant (BE/AE):
-                   rows, cols, weight, kept, S, C, ER, spec, fro, SQ
+                   rows, cols, weight, kept, S, C, ER, spec, fro, SQ, alpha, alphahat
+                   (WeightWatcher's power-law fit, BE rows; 0 = undefined; SPEC section 10)
   errors.csv       path, error of each checkpoint that could not be read or measured
   checkpoints.parquet, layers.parquet   with --parquet: the same tables, typed and columnar
   records/, errors/, replay.json   per-checkpoint results (what resuming relies on)
@@ -187,6 +188,9 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scatter-epochs", type=_int_list, default=None, help="epochs for scatter panels (default first and last)")
     p.add_argument("--color-by", default="optimizer", help="column colouring scatter points (default optimizer)")
     p.add_argument("--no-plots", action="store_true", help="write only correlations.csv")
+    p.add_argument("--spectra", type=int, default=0, metavar="N",
+                   help="also draw each layer's log-log ESD with its power-law tail for the last epoch of the first N runs "
+                        "(reads those checkpoints again)")
     p.set_defaults(func=_run_report)
 
 
@@ -221,6 +225,11 @@ def _run_report(args: argparse.Namespace) -> int:
     print(f"\ncorrelations: {files.correlations_csv}")
     for path in files.plots:
         print(f"plot:         {path}")
+    if args.spectra:
+        from probe.replay.spectra import write_spectra
+
+        for path in write_spectra(args.dir, files.correlations_csv.parent, runs=args.spectra):
+            print(f"spectra:      {path}")
     return 0
 
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from probe.replay.confidence import correlation_interval
+
 if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
@@ -63,8 +65,9 @@ def correlation_figure(
     method: str = "spearman",
     by: Sequence[str] = ("dataset",),
 ) -> Figure:
-    """One line per measure: the ``method`` coefficient with ``target`` against epoch, and
-    under it the number of models behind each epoch.
+    """One line per measure: the ``method`` coefficient with ``target`` against epoch, with its
+    95% confidence band (Fisher z, :mod:`probe.replay.confidence`, from the ``n`` models
+    behind each point), and under it the number of models behind each epoch.
 
     Parameters
     ----------
@@ -102,6 +105,8 @@ def correlation_figure(
             total = int(series["models"].sum())
             label = f"{measure_label(measure)}{_left_out(total - int(series['n'].sum()), total)}"
             (line,) = axis.plot(series["epoch"], series[method], label=label, **_style(measure, number))
+            low, high = correlation_interval(series[method].to_numpy(), series["n"].to_numpy(), method)
+            _band(axis, series["epoch"].to_numpy(), low, high, line)
             handles.setdefault(label, line)
         axis.axhline(0.0, color="0.6", linewidth=0.8)
         axis.set_ylim(-1.05, 1.05)
@@ -117,7 +122,7 @@ def correlation_figure(
         counts.grid(alpha=0.3, axis="y")
     if handles:
         figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8,  # type: ignore[call-overload]
-                      title="measure (dashed: AE)", title_fontsize=8)
+                      title="measure (dashed: AE)\nband: 95% interval (Fisher z;\nfilled BE, outlined AE)", title_fontsize=8)
     return figure
 
 
@@ -152,7 +157,8 @@ def scatter_figure(
         The epoch to show.
     measures:
         Measure columns, one panel each; the panel title gives Spearman's ρ, the number
-        of points drawn and how many were left out for a NaN.
+        of points drawn and how many were left out for a NaN. Every panel shares the y
+        range of all the epoch's targets, whichever points a panel leaves out.
     target:
         The y axis (default ``test_acc``).
     color_by:
@@ -169,6 +175,7 @@ def scatter_figure(
     colours = rows[color_by].fillna("").astype(str) if color_by in rows.columns else None
     categories = sorted(colours.unique()) if colours is not None else [""]
     figure, axes = _grid(len(measures), ncols=4, size=(3.6, 3.3))
+    ylim = _shared_limits(rows[target].to_numpy(np.float64))  # every panel: the epoch's whole target range
     handles = {}
     for axis, measure in zip(axes, measures):
         x, y = rows[measure].to_numpy(np.float64), rows[target].to_numpy(np.float64)
@@ -180,12 +187,33 @@ def scatter_figure(
         axis.set_title(f"{measure_label(measure)}: ρ={rho:.2f}, n={int(ok.sum())}{_left_out(int((~ok).sum()))}", fontsize=9)
         axis.set_xlabel(measure)
         axis.set_ylabel(title(target), fontsize=9)
+        if ylim is not None:
+            axis.set_ylim(*ylim)
         axis.grid(alpha=0.3)
     if colours is not None and len(categories) > 1:
         figure.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=8, title=color_by,
                       title_fontsize=8)
     figure.suptitle(f"epoch {epoch}: measures against {title(target).replace(chr(10), ' ')}, {len(rows)} models", fontsize=11)
     return figure
+
+
+def _band(axis, x: np.ndarray, low: np.ndarray, high: np.ndarray, line) -> None:
+    """A solid line's band is filled; a dashed (AE) line's is outlined dashed, so overlapping bands stay apart."""
+    if line.get_linestyle() == "--":
+        axis.fill_between(x, low, high, facecolor="none", edgecolor=line.get_color(), linestyle="--", linewidth=0.7, alpha=0.7)
+    else:
+        axis.fill_between(x, low, high, color=line.get_color(), alpha=0.12, linewidth=0)
+
+
+def _shared_limits(values: np.ndarray) -> tuple[float, float] | None:
+    """Axis limits covering every finite value with a 5% margin (``None`` if there is none):
+    panels that drop different NaN points still share one scale."""
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return None
+    low, high = float(finite.min()), float(finite.max())
+    margin = 0.05 * (high - low) or 0.05 * max(abs(high), 1.0)
+    return low - margin, high + margin
 
 
 def _grid(count: int, *, ncols: int, size: tuple[float, float]) -> tuple[Figure, list]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from probe._atomic import atomic_write
-from probe.aggregate import HEADLINE_NAMES
+from probe.aggregate import HEADLINE_NAMES, TAIL_MEASURES
 from probe.quantities import QUANTITIES
 from probe.replay.genprob import PERFORMANCE_COLUMNS, write_genprob_csv
 from probe.replay.store import (
@@ -35,10 +35,10 @@ GENPROB_DIR = "genprob_csv"
 NETWORK_COLUMNS = HEADLINE_NAMES
 META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hparams", "epoch", "preset", "n_layers")
 LAYER_COLUMNS = ("path", "run", "epoch", "layer_index", "layer", "ndim", "unfolding", "variant",
-                 "rows", "cols", "weight", "kept", *QUANTITIES, "SQ")
+                 "rows", "cols", "weight", "kept", *QUANTITIES, "SQ", *TAIL_MEASURES)
 CHECKPOINT_COLUMNS = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
 _INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "weight", "kept"})
-_FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, *QUANTITIES, "SQ"})
+_FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, *QUANTITIES, "SQ", *TAIL_MEASURES})
 _PARQUET_ROWS = 1 << 16  # rows per Parquet row group: bounds the memory of writing
 
 
