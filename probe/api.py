@@ -39,6 +39,8 @@ def measure(
     ----------
     model_or_state_dict:
         An ``nn.Module`` or a mapping of names to tensors (non-tensor values are ignored).
+        Any floating-point dtype: 8-bit ones (``float8_e4m3fn``, ``float8_e5m2`` …) are
+        upcast to float32 (exactly) one layer at a time.
     layers:
         ``"auto"`` (every 2–5-D ``*weight``: conv, linear, embedding, attention projections;
         SPEC §8), ``"genprob"`` (SPEC §6), or a callable
@@ -84,7 +86,7 @@ def measure(
     weights = []
     for name, tensor in selected:
         _check(name, tensor)
-        weights.append(tensor.detach() if device is None else tensor.detach().to(device))
+        weights.append(_upcast(tensor.detach() if device is None else tensor.detach().to(device)))
     finite = _finite_flags(weights)
     for (name, _), ok in zip(selected, finite):
         if not ok and nonfinite == "raise":
@@ -142,6 +144,12 @@ def _check(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"layer {name!r} has dtype {tensor.dtype}; only floating-point weights can be measured")
     if tensor.numel() == 0:
         raise ValueError(f"layer {name!r} is empty (shape {tuple(tensor.shape)})")
+
+
+def _upcast(weight: torch.Tensor) -> torch.Tensor:
+    """8-bit floating-point weights (``float8_e4m3fn`` …) as float32, which holds each of their
+    values exactly; most torch operations are not implemented for them. Wider dtypes as they are."""
+    return weight.float() if weight.dtype.itemsize == 1 else weight
 
 
 def _finite_flags(weights: list[torch.Tensor]) -> list[bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -25,7 +26,7 @@ class MeasureOptions:
         Singular-value route: ``"auto"``, ``"gram64"`` or ``"svd"``.
     evbmf_xatol:
         EVBMF's tolerance on σ²: ``None`` (relative to the spectrum, scale-invariant) or a
-        positive absolute tolerance (``probe.evbmf.REFERENCE_XATOL`` reproduces the reference).
+        positive, finite absolute tolerance (``probe.evbmf.REFERENCE_XATOL`` reproduces the reference).
     nonfinite:
         ``"raise"`` (a layer with NaN/Inf weights raises ``ValueError`` naming it) or
         ``"nan"`` (its quantities, and so the network measures, are NaN).
@@ -56,8 +57,8 @@ class MeasureOptions:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         xatol = self.evbmf_xatol
-        if xatol is not None and (isinstance(xatol, bool) or not isinstance(xatol, (int, float)) or not xatol > 0):
-            raise ValueError(f"evbmf_xatol must be a positive number or None, got {xatol!r}")
+        if xatol is not None and (isinstance(xatol, bool) or not isinstance(xatol, (int, float)) or not 0 < xatol < math.inf):
+            raise ValueError(f"evbmf_xatol must be a positive finite number or None, got {xatol!r}")
         if self.nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.device is not None:

@@ -159,7 +159,8 @@ def _read_csv(path: Path, *, columns: Sequence[str] | None = None, chunksize: in
             f"{str(path.parent)!r} has no {path.name}: run `probe replay ... --out {path.parent}` (or `probe merge`) first"
         )
     return pd.read_csv(path, usecols=list(columns) if columns is not None else None, dtype=_TEXT_COLUMNS,
-                       keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip", chunksize=chunksize)
+                       keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip", chunksize=chunksize,
+                       encoding="utf-8", encoding_errors="backslashreplace")
 
 
 def filter_checkpoints(

@@ -424,10 +424,12 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _init_worker(parent_alive: Any) -> None:
-    """Worker set-up: one torch thread, no unsafe-load warning (the run gave it once), and a
-    watchdog that kills the worker when the run ends."""
+    """Worker set-up: one torch thread, no unsafe-load warning (the run gave it once), Ctrl-C
+    left to the run (a terminal sends it to every worker too: it would print a traceback from
+    each), and a watchdog that kills the worker when the run ends."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=re.escape(UNSAFE_WARNING), category=UserWarning)
     threading.Thread(target=_die_with_parent, args=(parent_alive,), name="probe-replay-watchdog", daemon=True).start()

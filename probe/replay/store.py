@@ -12,12 +12,14 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from probe._atomic import atomic_write
+from probe.quantities import QUANTITIES
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,14 @@ class CorruptRecordError(ValueError):
 
 
 def checkpoint_key(path: str | os.PathLike[str]) -> str:
-    """A checkpoint's name in ``records/`` and ``errors/``: its file stem and a hash of its absolute path."""
+    """A checkpoint's name in ``records/`` and ``errors/``: its file stem and a hash of its absolute path.
+
+    Any file name the OS gives works, non-UTF-8 bytes included: the hash is of the path's
+    bytes, and the stem keeps only ASCII letters, digits, ``-`` and ``.``.
+    """
     resolved = str(Path(path).resolve())
-    stem = "".join(c if c.isalnum() or c in "-." else "_" for c in Path(resolved).name)[:80]
-    return f"{stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:16]}"
+    stem = "".join(c if (c.isascii() and c.isalnum()) or c in "-." else "_" for c in Path(resolved).name)[:80]
+    return f"{stem}-{hashlib.sha1(os.fsencode(resolved)).hexdigest()[:16]}"
 
 
 def file_identity(path: str | os.PathLike[str]) -> str:
@@ -73,13 +79,55 @@ def current_record(out: Path, path: Path, names: dict[str, str]) -> Path | None:
 
 
 def readable(record: Path, checkpoint: Path) -> bool:
-    """True if the record parses; a corrupt one is named in a warning and removed."""
+    """True if the record parses and has every key (``read_record``); a damaged one is named
+    in a warning and removed."""
     try:
-        return isinstance(read_json(record)["checkpoint"]["path"], str)
-    except (CorruptRecordError, KeyError, TypeError) as error:
-        log.warning("corrupt record %s (%s): removed; measuring %s again", record, error, checkpoint)
+        read_record(record)
+    except CorruptRecordError as error:
+        log.warning("corrupt record (%s): removed; measuring %s again", error, checkpoint)
         record.unlink(missing_ok=True)
         return False
+    return True
+
+
+_RECORD_KEYS = {"file": dict, "checkpoint": dict, "performance": dict, "network": dict, "layers": list}
+_FILE_KEYS = {"size": int, "mtime_ns": int}
+_CHECKPOINT_KEYS = {"path": str, "run": str, "epoch": (int, type(None)), "dataset": (str, type(None))}
+LAYER_KEYS = ("layer_index", "layer", "ndim", "unfolding", "variant", "rows", "cols", "weight", "kept", *QUANTITIES, "SQ")
+"""The keys of each row of a record's ``layers`` (the per-layer table's columns after path, run, epoch)."""
+
+
+def read_record(path: Path) -> dict:
+    """A record (``records/*.json``); ``CorruptRecordError`` naming the file and the first
+    missing or mistyped key if it does not parse or lacks one."""
+    record = read_json(path)
+    for where, value, keys in (("", record, _RECORD_KEYS), ("file.", record.get("file"), _FILE_KEYS),
+                               ("checkpoint.", record.get("checkpoint"), _CHECKPOINT_KEYS)):
+        for key, kind in keys.items():
+            if not isinstance(value, dict) or key not in value:
+                raise CorruptRecordError(f"{path}: no key {where + key!r}")
+            if not isinstance(value[key], kind) or isinstance(value[key], bool):
+                raise CorruptRecordError(f"{path}: key {where + key!r} is a {type(value[key]).__name__}")
+    for index, row in enumerate(record["layers"]):
+        missing = [key for key in LAYER_KEYS if key not in row] if isinstance(row, dict) else ["(not an object)"]
+        if missing:
+            raise CorruptRecordError(f"{path}: layers[{index}] lacks {missing[:3]}")
+    return record
+
+
+def read_error(path: Path) -> dict | None:
+    """An error record (``errors/*.json``: ``path``, ``error``), or ``None`` for a damaged one,
+    which is named in a warning and removed (it only marks a checkpoint to retry)."""
+    try:
+        error = read_json(path)
+        if isinstance(error.get("path"), str) and isinstance(error.get("error"), str):
+            return error
+        message = f"{path}: lacks 'path' or 'error'"
+    except CorruptRecordError as damaged:
+        message = str(damaged)
+    log.warning("damaged error record (%s): removed", message)
+    path.unlink(missing_ok=True)
+    return None
 
 
 @contextmanager
@@ -99,9 +147,16 @@ def exclusive(out: Path) -> Iterator[None]:
 
 
 def init_dir(out: Path, options: dict) -> None:
-    """Create ``out`` or check that it was made with ``options``, atomically with respect to other runs."""
+    """Create ``out`` or check that it was made with ``options``, atomically with respect to other runs.
+
+    A directory that exists, holds anything, and is not a replay output (no ``replay.json``)
+    is refused with ``ValueError`` before anything is written in it: its files
+    (``checkpoints.csv`` …) would be overwritten.
+    """
     wanted = {"version": VERSION, **options}
+    _refuse_foreign(out)  # before the lock file is created in it
     with exclusive(out):
+        _refuse_foreign(out)  # again under the lock: another run may have begun meanwhile
         for sub in (RECORDS, ERRORS):
             (out / sub).mkdir(exist_ok=True)
         manifest = out / MANIFEST
@@ -114,6 +169,24 @@ def init_dir(out: Path, options: dict) -> None:
                 )
         else:
             write_atomic(manifest, json.dumps(wanted, indent=1).encode())
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Raise ``ValueError`` if ``out`` is a non-empty directory that no replay made."""
+    if not out.is_dir() or (out / MANIFEST).is_file():
+        return
+    foreign = sorted(name for name in os.listdir(out) if name not in _OWN and not _OWN_TEMPORARY.fullmatch(name))
+    if foreign:
+        raise ValueError(
+            f"refusing to write into {str(out)!r}: it is not empty ({', '.join(map(repr, foreign[:5]))}"
+            f"{' ...' if len(foreign) > 5 else ''}) and not a replay output directory (no {MANIFEST}); its files "
+            "(checkpoints.csv, layers.csv, errors.csv ...) would be overwritten: give a new or empty --out"
+        )
+
+
+_OWN = frozenset({LOCK, RECORDS, ERRORS})
+"""What a replay directory holds before its manifest is written (a run killed while starting)."""
+_OWN_TEMPORARY = re.compile(rf"\.{re.escape(MANIFEST)}\.\d+\.tmp")
 
 
 def link_or_copy(source: Path, target: Path) -> None:

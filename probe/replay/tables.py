@@ -17,11 +17,13 @@ from probe.quantities import QUANTITIES
 from probe.replay.genprob import PERFORMANCE_COLUMNS, write_genprob_csv
 from probe.replay.store import (
     ERRORS,
+    LAYER_KEYS,
     RECORDS,
     SEPARATOR,
     CorruptRecordError,
     exclusive,
-    read_json,
+    read_error,
+    read_record,
 )
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,7 @@ LAYERS_PARQUET = "layers.parquet"
 GENPROB_DIR = "genprob_csv"
 NETWORK_COLUMNS = HEADLINE_NAMES
 META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hparams", "epoch", "preset", "n_layers")
-LAYER_COLUMNS = ("path", "run", "epoch", "layer_index", "layer", "ndim", "unfolding", "variant",
-                 "rows", "cols", "weight", "kept", *QUANTITIES, "SQ")
+LAYER_COLUMNS = ("path", "run", "epoch", *LAYER_KEYS)
 CHECKPOINT_COLUMNS = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
 _INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "weight", "kept"})
 _FLOAT_COLUMNS = frozenset({*PERFORMANCE_COLUMNS, *NETWORK_COLUMNS, *QUANTITIES, "SQ"})
@@ -86,7 +87,7 @@ def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, p
     with exclusive(out):
         keys = _sort_keys(out)
         recorded = {key for _, key, _ in keys}
-        errors = [read_json(p) for p in sorted((out / ERRORS).glob("*.json")) if p.stem not in recorded]
+        errors = [e for p in sorted((out / ERRORS).glob("*.json")) if p.stem not in recorded and (e := read_error(p))]
         parquet_paths = (out / CHECKPOINTS_PARQUET, out / LAYERS_PARQUET)
         with ExitStack() as stack:
             add_checkpoint = [stack.enter_context(_csv_table(out / CHECKPOINTS_CSV, CHECKPOINT_COLUMNS))]
@@ -95,7 +96,7 @@ def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, p
                 add_checkpoint.append(stack.enter_context(_parquet_table(parquet_paths[0], CHECKPOINT_COLUMNS)))
                 add_layer.append(stack.enter_context(_parquet_table(parquet_paths[1], LAYER_COLUMNS)))
             for _, _, path in keys:
-                record = read_json(path)
+                record = read_record(path)
                 meta = record["checkpoint"]
                 values = {**meta, **record["performance"], **record["network"]}
                 checkpoint = [[values.get(c) for c in CHECKPOINT_COLUMNS]]
@@ -136,11 +137,11 @@ def _sort_keys(out: Path) -> list[tuple[tuple, str, Path]]:
             continue
         path = Path(entry.path)
         try:
-            record = read_json(path)
+            record = read_record(path)
             meta, mtime = record["checkpoint"], record["file"]["mtime_ns"]
             order = _record_order(meta)
-        except (CorruptRecordError, KeyError, TypeError) as error:
-            corrupt.append(f"{path} ({error})")
+        except CorruptRecordError as error:
+            corrupt.append(str(error))
             path.unlink(missing_ok=True)
             continue
         key, candidate = path.name.split(SEPARATOR)[0], (order, path, mtime)
@@ -167,8 +168,9 @@ def _record_order(meta: dict) -> tuple:
 @contextmanager
 def _csv_table(path: Path, columns: Sequence[str]) -> Iterator[Callable[[list[list]], None]]:
     """Yield a function adding rows (lists in ``columns`` order; ``None`` is written empty,
-    NaN as ``nan``); the file appears (atomically) only if all went well."""
-    with atomic_write(path, newline="") as handle:
+    NaN as ``nan``); the file appears (atomically) only if all went well. UTF-8, and a path's
+    non-UTF-8 bytes (``surrogateescape``) are written as they are."""
+    with atomic_write(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
         yield writer.writerows
@@ -210,7 +212,7 @@ def _write_genprob_tables(out: Path, keys: list[tuple[tuple, str, Path]]) -> tup
         log.warning("%d checkpoints have no epoch: left out of the GenProb CSVs", len(keys) - len(by_group))
     written = []
     for (dataset, epoch), group in itertools.groupby(by_group, key=lambda item: item[0][:2]):
-        models = ((r["performance"], r["checkpoint"]["model_id"], _genprob_rows(r["layers"])) for r in (read_json(path) for _, path in group))
+        models = ((r["performance"], r["checkpoint"]["model_id"], _genprob_rows(r["layers"])) for r in (read_record(path) for _, path in group))
         written.append(write_genprob_csv(out / GENPROB_DIR / f"results-{dataset}-{epoch}.csv", models))
     return tuple(written)
 
