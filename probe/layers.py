@@ -23,9 +23,8 @@ that sorts first, which is the one ``safetensors.torch.save_model`` keeps.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn

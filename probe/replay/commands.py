@@ -10,12 +10,15 @@ from probe._text import UNDEFINED, cell
 _OUTPUTS = """\
 outputs in --out DIR:
   checkpoints.csv  one row per checkpoint: path, format, run, model_id, optimizer, dataset,
-                   hparams (space-separated tokens), epoch, preset, n_layers, test_acc,
+                   hparams (space-separated tokens), epoch, preset, n_layers, sha256 (of the
+                   file), test_acc,
                    test_loss, train_acc, train_loss, gap (= test_acc - train_acc; NaN when
                    the file has no performance), and the 8 network measures (E_L2_BE ... F_p_AE)
   layers.csv       one row per checkpoint x layer x unfolding (in/out) x variant (BE/AE):
                    rows, cols, weight, kept, S, C, ER, spec, fro, SQ
   errors.csv       path, error of each checkpoint that could not be read or measured
+  duplicates.csv   path, same_as, reason of each checkpoint left out of the tables as a copy of
+                   another (the same file content, or the same GenProb run and epoch)
   checkpoints.parquet, layers.parquet   with --parquet: the same tables, typed and columnar
   records/, errors/, replay.json   per-checkpoint results (what resuming relies on)
   genprob_csv/results-DATASET-EPOCH.csv   with --genprob-csv: the reference's per-layer CSV
@@ -157,6 +160,9 @@ def _print_tables(tables) -> None:
     print(f"checkpoints: {tables.checkpoints} ({tables.n_checkpoints} rows)")
     print(f"layers:      {tables.layers}")
     print(f"errors:      {tables.errors} ({tables.n_errors} rows)")
+    if tables.n_duplicates:
+        print(f"duplicates:  {tables.duplicates} ({tables.n_duplicates} checkpoints counted once: the same path, content, "
+              "or GenProb run and epoch as another)")
     for path in tables.parquet:
         print(f"parquet:     {path}")
     if tables.genprob:

@@ -57,6 +57,7 @@ from probe.replay.store import (
     SEPARATOR,
     VERSION,
     checkpoint_key,
+    content_digest,
     current_record,
     identity,
     init_dir,
@@ -448,6 +449,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     out, key = Path(out_dir), checkpoint_key(path)
     try:
         stat = os.stat(path)  # before reading: a file rewritten meanwhile gets another identity next run
+        digest = content_digest(path)
         checkpoint = load_checkpoint(path, unsafe=unsafe)
         settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
         report = probe.measure(checkpoint.state_dict, **settings.kwargs())
@@ -460,7 +462,8 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     record = {
         "key": key,
         "file": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": settings.layers, "n_layers": len(report.layers)},
+        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": settings.layers, "n_layers": len(report.layers),
+                       "sha256": digest},
         "performance": checkpoint.performance,
         "network": report.network,
         "layers": layers,

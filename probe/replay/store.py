@@ -46,6 +46,16 @@ def checkpoint_key(path: str | os.PathLike[str]) -> str:
     return f"{stem}-{hashlib.sha1(os.fsencode(resolved)).hexdigest()[:16]}"
 
 
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of the file's bytes (hex): the same checkpoint under two paths (a copy, another
+    mount point) has the same digest."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def file_identity(path: str | os.PathLike[str]) -> str:
     """A short hash of the file's size and modification time: changes when the file is rewritten."""
     return identity(os.stat(path))
@@ -90,9 +100,10 @@ def readable(record: Path, checkpoint: Path) -> bool:
     return True
 
 
-_RECORD_KEYS = {"file": dict, "checkpoint": dict, "performance": dict, "network": dict, "layers": list}
-_FILE_KEYS = {"size": int, "mtime_ns": int}
-_CHECKPOINT_KEYS = {"path": str, "run": str, "epoch": (int, type(None)), "dataset": (str, type(None))}
+_Kind = type | tuple[type, ...]
+_RECORD_KEYS: dict[str, _Kind] = {"file": dict, "checkpoint": dict, "performance": dict, "network": dict, "layers": list}
+_FILE_KEYS: dict[str, _Kind] = {"size": int, "mtime_ns": int}
+_CHECKPOINT_KEYS: dict[str, _Kind] = {"path": str, "run": str, "epoch": (int, type(None)), "dataset": (str, type(None))}
 LAYER_KEYS = ("layer_index", "layer", "ndim", "unfolding", "variant", "rows", "cols", "weight", "kept", *QUANTITIES, "SQ")
 """The keys of each row of a record's ``layers`` (the per-layer table's columns after path, run, epoch)."""
 

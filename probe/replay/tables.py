@@ -31,11 +31,13 @@ log = logging.getLogger(__name__)
 CHECKPOINTS_CSV = "checkpoints.csv"
 LAYERS_CSV = "layers.csv"
 ERRORS_CSV = "errors.csv"
+DUPLICATES_CSV = "duplicates.csv"
 CHECKPOINTS_PARQUET = "checkpoints.parquet"
 LAYERS_PARQUET = "layers.parquet"
 GENPROB_DIR = "genprob_csv"
 NETWORK_COLUMNS = HEADLINE_NAMES
-META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hparams", "epoch", "preset", "n_layers")
+META_COLUMNS = ("path", "format", "run", "model_id", "optimizer", "dataset", "hparams", "epoch", "preset", "n_layers", "sha256")
+DUPLICATE_COLUMNS = ("path", "same_as", "reason")
 LAYER_COLUMNS = ("path", "run", "epoch", *LAYER_KEYS)
 CHECKPOINT_COLUMNS = (*META_COLUMNS, *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS)
 _INT_COLUMNS = frozenset({"epoch", "n_layers", "layer_index", "ndim", "rows", "cols", "weight", "kept"})
@@ -45,7 +47,8 @@ _PARQUET_ROWS = 1 << 16  # rows per Parquet row group: bounds the memory of writ
 
 @dataclass(frozen=True)
 class Tables:
-    """Paths of the consolidated tables and their sizes (``parquet``: empty unless asked for)."""
+    """Paths of the consolidated tables and their sizes (``parquet``: empty unless asked for;
+    ``n_duplicates``: checkpoints left out as duplicates of one in the tables, listed in ``duplicates``)."""
 
     checkpoints: Path
     layers: Path
@@ -54,6 +57,8 @@ class Tables:
     n_checkpoints: int
     n_errors: int
     parquet: tuple[Path, ...] = ()
+    duplicates: Path | None = None
+    n_duplicates: int = 0
 
 
 def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, parquet: bool = False) -> Tables:
@@ -85,8 +90,9 @@ def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, p
     """
     out = Path(out_dir)
     with exclusive(out):
-        keys = _sort_keys(out)
-        recorded = {key for _, key, _ in keys}
+        keys, duplicates = _sort_keys(out)
+        recorded = {key for _, key, _ in keys} | {key for key, _ in duplicates}
+        duplicates.sort(key=lambda item: item[1][0])
         errors = [e for p in sorted((out / ERRORS).glob("*.json")) if p.stem not in recorded and (e := read_error(p))]
         parquet_paths = (out / CHECKPOINTS_PARQUET, out / LAYERS_PARQUET)
         with ExitStack() as stack:
@@ -111,6 +117,8 @@ def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, p
                 path.unlink(missing_ok=True)
         with _csv_table(out / ERRORS_CSV, ("path", "error")) as add_errors:
             add_errors([[error["path"], error["error"]] for error in sorted(errors, key=lambda e: e["path"])])
+        with _csv_table(out / DUPLICATES_CSV, DUPLICATE_COLUMNS) as add_duplicates:
+            add_duplicates([row for _, row in duplicates])
         tables = Tables(
             checkpoints=out / CHECKPOINTS_CSV,
             layers=out / LAYERS_CSV,
@@ -119,18 +127,25 @@ def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, p
             n_checkpoints=len(keys),
             n_errors=len(errors),
             parquet=parquet_paths if parquet else (),
+            duplicates=out / DUPLICATES_CSV,
+            n_duplicates=len(duplicates),
         )
+    if duplicates:
+        log.warning("%s: %d duplicate checkpoint(s) counted once (listed in %s): %s", out, len(duplicates), DUPLICATES_CSV,
+                    "; ".join(f"{path} = {same}" for _, (path, same, _) in duplicates[:3]) + (" ..." if len(duplicates) > 3 else ""))
     log.info("%s: %d checkpoints, %d errors", out, tables.n_checkpoints, tables.n_errors)
     return tables
 
 
-def _sort_keys(out: Path) -> list[tuple[tuple, str, Path]]:
-    """``(table order, key, record path)`` of each checkpoint's record, sorted.
+def _sort_keys(out: Path) -> tuple[list[tuple[tuple, str, Path]], list[tuple[str, list[str]]]]:
+    """``(table order, key, record path)`` of each checkpoint's record, sorted, and the
+    ``(key, [path, same_as, reason])`` of each checkpoint left out as a duplicate of an earlier
+    one in that order (``duplicate_keys``; its record stays, it is not damaged).
 
     Of several records of one key (a merge of directories that measured different versions
     of one file), the one of the most recent file is kept and the others are removed.
     """
-    chosen: dict[str, tuple[tuple, Path, int]] = {}
+    chosen: dict[str, tuple[tuple, Path, int, list[tuple]]] = {}
     corrupt = []
     for entry in sorted(os.scandir(out / RECORDS), key=lambda e: e.name):
         if not entry.name.endswith(".json"):
@@ -144,7 +159,7 @@ def _sort_keys(out: Path) -> list[tuple[tuple, str, Path]]:
             corrupt.append(str(error))
             path.unlink(missing_ok=True)
             continue
-        key, candidate = path.name.split(SEPARATOR)[0], (order, path, mtime)
+        key, candidate = path.name.split(SEPARATOR)[0], (order, path, mtime, duplicate_keys(meta))
         if key in chosen:
             keep, drop = sorted((chosen[key], candidate), key=lambda item: item[2], reverse=True)
             log.warning("%s: two records of %s; keeping the one of the most recent file", out, meta["path"])
@@ -157,7 +172,29 @@ def _sort_keys(out: Path) -> list[tuple[tuple, str, Path]]:
             f"{' ...' if len(corrupt) > 5 else ''}; re-run `probe replay` on their checkpoints (same --out and "
             "options) to measure them again"
         )
-    return sorted((order, key, path) for key, (order, path, _) in chosen.items())
+    kept: list[tuple[tuple, str, Path]] = []
+    duplicates: list[tuple[str, list[str]]] = []
+    seen: dict[tuple, str] = {}
+    for order, key, path, identities in sorted((order, key, path, ids) for key, (order, path, _, ids) in chosen.items()):
+        found = next((identity for identity in identities if identity in seen), None)
+        if found is None:
+            kept.append((order, key, path))
+            seen.update(dict.fromkeys(identities, order[-1]))
+        else:
+            duplicates.append((key, [order[-1], seen[found], found[0]]))
+    return kept, duplicates
+
+
+def duplicate_keys(meta: dict) -> list[tuple]:
+    """What makes two checkpoint rows one checkpoint: the same path; the same file content
+    (``sha256``, where recorded); for GenProb files, the same run and epoch (the file name
+    names the training run: a copy elsewhere is the same model)."""
+    keys: list[tuple] = [("the same path", meta["path"])]
+    if meta.get("sha256"):
+        keys.append(("the same content (sha256)", meta["sha256"]))
+    if meta.get("format") == "genprob" and meta.get("epoch") is not None:
+        keys.append(("the same GenProb run and epoch", meta["run"], meta["epoch"]))
+    return keys
 
 
 def _record_order(meta: dict) -> tuple:
