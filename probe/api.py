@@ -176,10 +176,14 @@ def _spectra(matrices: dict[tuple[int, str], torch.Tensor], names: list[str], me
 
 
 def _unfolding(spectrum: Spectrum, rows: int, cols: int, *, xatol: float | None) -> Unfolding:
-    s = spectrum.values
-    denoised = evbmf(s, rows, cols, xatol=xatol)
-    return Unfolding(rows, cols, s, denoised.d, denoised.sigma2, quantities(s, rows), quantities(denoised.d, rows),
-                     route=spectrum.route)
+    """Quantities from the scaled spectrum (SPEC §9: weights near the dtype's largest values
+    have singular values beyond float64; only ``spec``, ``fro`` and ``s``, ``d`` are then ``inf``)."""
+    scaled, e = spectrum.scaled, spectrum.exponent
+    denoised = evbmf(scaled, rows, cols, xatol=xatol, exponent=e)
+    with np.errstate(over="ignore"):
+        d = np.ldexp(denoised.d, e)
+    return Unfolding(rows, cols, spectrum.values, d, denoised.sigma2, quantities(scaled, rows, exponent=e),
+                     quantities(denoised.d, rows, exponent=e), route=spectrum.route)
 
 
 def _nan_unfolding(weight: torch.Tensor, u: str, name: str) -> Unfolding:
