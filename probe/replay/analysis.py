@@ -83,7 +83,7 @@ def _numbers(table: pd.DataFrame, path: Path, columns: Sequence[str]) -> pd.Data
         if bad.any():
             row = int(np.argmax(bad))
             line = int(table.index[row]) + 2  # the header is line 1
-            raise ValueError(f"{path}: line {line}, column {column!r}: {table[column].iloc[row]!r} is not {what}")
+            raise ValueError(f"{path}: line {line}, column {column!r}: {str(table[column].iloc[row])!r} is not {what}")
         table[column] = values
     return table
 
