@@ -25,8 +25,9 @@ outputs in --out DIR:
 """
 
 _REPLAY_EPILOG = _OUTPUTS + """
-resuming: re-run the same command after an interruption (even kill -9): finished
-checkpoints are skipped, failed ones retried; no row is lost or duplicated.
+resuming: re-run the same command after an interruption (Ctrl-C, even kill -9): finished
+checkpoints are skipped, failed ones retried; no row is lost or duplicated. Copies of one
+checkpoint (same content, or same GenProb run and epoch) count once: see duplicates.csv.
 
 examples:
   probe replay 'genprob/*_CIFAR10_epoch_*.pth.tar' --out runs/c10 --workers 8 --genprob-csv
@@ -83,7 +84,8 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB", help="checkpoint files, directories (searched recursively) or quoted globs")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; an existing one is resumed)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; a replay directory is resumed; "
+                   "a non-empty directory that is not one is refused)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process; at most the usable CPU cores); "
                    "a worker that dies (e.g. killed for memory) fails only its checkpoint")
     p.add_argument("--shard", default=None, metavar="K/N|auto",
