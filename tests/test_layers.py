@@ -200,3 +200,43 @@ def test_a_parametrization_that_cannot_be_rebuilt_is_named_once_in_a_warning():
 def test_tensors_that_only_look_like_a_hook_form_stay_ordinary():
     state = {"proj_g": torch.randn(3, 3), "proj_v": torch.randn(4, 4), "head.weight": torch.randn(2, 3)}
     assert dict(select_layers(state, lambda name, t: True)).keys() == state.keys()
+
+
+def test_a_trainer_with_the_callback_measures_tied_and_parametrized_layers(tmp_path):
+    """Live: a model whose layers are all parametrized (was: "no layer selected" at fit start)
+    and a tied embedding and head; the callback's last report is the checkpoint's measure."""
+    import lightning.pytorch as pl
+    from torch.nn.utils import parametrizations
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from integrations.lightning import ProbeCallback
+    from probe.replay import load_checkpoint
+
+    class Module(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lm = TiedLM()
+            self.lm.mid = parametrizations.weight_norm(self.lm.mid)
+            self.head = parametrizations.spectral_norm(nn.Linear(40, 2))
+
+        def training_step(self, batch, _):
+            x, y = batch
+            return nn.functional.cross_entropy(self.head(self.lm(x)), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    torch.manual_seed(0)
+    module, callback = Module(), ProbeCallback(use_loggers=False)
+    data = DataLoader(TensorDataset(torch.randint(0, 40, (8, 3)), torch.randint(0, 2, (8,))), batch_size=4)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, default_root_dir=tmp_path, accelerator="cpu", callbacks=[callback])
+    trainer.fit(module, data)
+    trainer.save_checkpoint(tmp_path / "last.ckpt")
+    assert [layer.name for layer in callback.last_report.layers] == ["lm.mid.weight", "lm.lm_head.weight", "head.weight"]
+    module.eval()
+    effective = {"lm.mid.weight": module.lm.mid.weight, "lm.lm_head.weight": module.lm.wte.weight, "head.weight": module.head.weight}
+    expected = probe.measure({k: v.detach().clone() for k, v in effective.items()}, layers=every_tensor).network
+    assert callback.last_report.network == pytest.approx(expected, rel=1e-5, nan_ok=True)
+    offline = probe.measure(load_checkpoint(tmp_path / "last.ckpt").state_dict).network
+    assert offline == pytest.approx(callback.last_report.network, rel=1e-7, nan_ok=True)
