@@ -64,8 +64,10 @@ class Tables:
 def consolidate(out_dir: str | os.PathLike[str], *, genprob_csv: bool = False, parquet: bool = False) -> Tables:
     """Rebuild ``checkpoints.csv``, ``layers.csv`` and ``errors.csv`` from the records.
 
-    Records are read one at a time, so memory holds one record and the sort keys (about
-    100 bytes per checkpoint), whatever the family's size.
+    Records are read one at a time, so memory holds one record and the sort and duplicate
+    keys (a few hundred bytes per checkpoint), whatever the family's size. Checkpoints that
+    duplicate an earlier one (``duplicate_keys``) are left out of the tables and listed in
+    ``duplicates.csv`` (``path, same_as, reason``), with a warning.
 
     Parameters
     ----------
@@ -159,7 +161,7 @@ def _sort_keys(out: Path) -> tuple[list[tuple[tuple, str, Path]], list[tuple[str
             corrupt.append(str(error))
             path.unlink(missing_ok=True)
             continue
-        key, candidate = path.name.split(SEPARATOR)[0], (order, path, mtime, duplicate_keys(meta))
+        key, candidate = path.name.split(SEPARATOR)[0], (order, path, mtime, duplicate_keys(meta, path=False))
         if key in chosen:
             keep, drop = sorted((chosen[key], candidate), key=lambda item: item[2], reverse=True)
             log.warning("%s: two records of %s; keeping the one of the most recent file", out, meta["path"])
@@ -185,11 +187,12 @@ def _sort_keys(out: Path) -> tuple[list[tuple[tuple, str, Path]], list[tuple[str
     return kept, duplicates
 
 
-def duplicate_keys(meta: dict) -> list[tuple]:
-    """What makes two checkpoint rows one checkpoint: the same path; the same file content
-    (``sha256``, where recorded); for GenProb files, the same run and epoch (the file name
-    names the training run: a copy elsewhere is the same model)."""
-    keys: list[tuple] = [("the same path", meta["path"])]
+def duplicate_keys(meta: dict, *, path: bool = True) -> list[tuple]:
+    """What makes two checkpoint rows one checkpoint: the same path (unless ``path=False``:
+    records are one per path already); the same file content (``sha256``, where recorded);
+    for GenProb files, the same run and epoch (the file name names the training run: a copy
+    elsewhere is the same model)."""
+    keys: list[tuple] = [("the same path", meta["path"])] if path else []
     if meta.get("sha256"):
         keys.append(("the same content (sha256)", meta["sha256"]))
     if meta.get("format") == "genprob" and meta.get("epoch") is not None:
