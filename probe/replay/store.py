@@ -106,6 +106,7 @@ _FILE_KEYS: dict[str, _Kind] = {"size": int, "mtime_ns": int}
 _CHECKPOINT_KEYS: dict[str, _Kind] = {"path": str, "run": str, "epoch": (int, type(None)), "dataset": (str, type(None))}
 LAYER_KEYS = ("layer_index", "layer", "ndim", "unfolding", "variant", "rows", "cols", "weight", "kept", *QUANTITIES, "SQ")
 """The keys of each row of a record's ``layers`` (the per-layer table's columns after path, run, epoch)."""
+_LAYER_KEY_SET = frozenset(LAYER_KEYS)
 
 
 def read_record(path: Path) -> dict:
@@ -120,8 +121,8 @@ def read_record(path: Path) -> dict:
             if not isinstance(value[key], kind) or isinstance(value[key], bool):
                 raise CorruptRecordError(f"{path}: key {where + key!r} is a {type(value[key]).__name__}")
     for index, row in enumerate(record["layers"]):
-        missing = [key for key in LAYER_KEYS if key not in row] if isinstance(row, dict) else ["(not an object)"]
-        if missing:
+        if not isinstance(row, dict) or not _LAYER_KEY_SET <= row.keys():
+            missing = [key for key in LAYER_KEYS if key not in row] if isinstance(row, dict) else ["(not an object)"]
             raise CorruptRecordError(f"{path}: layers[{index}] lacks {missing[:3]}")
     return record
 
