@@ -53,9 +53,9 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
     keep = {"auto": _auto_key, "genprob": _genprob_key}.get(layers, layers)  # type: ignore[arg-type]
     selected = _untied([(name, tensor) for name, tensor in tensors.items() if keep(name, tensor)])
     unbuilt = [name for name, original in skipped.items() if keep(name, original)]
-    if unbuilt:
+    if unbuilt:  # stacklevel=1: one location, so shown once per process however often a layer is measured
         warnings.warn(f"skipping {len(unbuilt)} parametrized layer(s) whose weight cannot be rebuilt from the state dict "
-                      f"(only weight_norm and spectral_norm can): {', '.join(unbuilt)}", UserWarning, stacklevel=2)
+                      f"(only weight_norm and spectral_norm can): {', '.join(unbuilt)}", UserWarning, stacklevel=1)
     if not selected:
         what = f"preset {layers!r}" if isinstance(layers, str) else "the layer filter"
         raise ValueError(

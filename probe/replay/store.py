@@ -121,7 +121,7 @@ def read_record(path: Path) -> dict:
             if not isinstance(value[key], kind) or isinstance(value[key], bool):
                 raise CorruptRecordError(f"{path}: key {where + key!r} is a {type(value[key]).__name__}")
     for index, row in enumerate(record["layers"]):
-        if not isinstance(row, dict) or not _LAYER_KEY_SET <= row.keys():
+        if not isinstance(row, dict) or not row.keys() >= _LAYER_KEY_SET:
             missing = [key for key in LAYER_KEYS if key not in row] if isinstance(row, dict) else ["(not an object)"]
             raise CorruptRecordError(f"{path}: layers[{index}] lacks {missing[:3]}")
     return record
