@@ -23,7 +23,7 @@ from probe.cli import main
 from probe.replay import load_checkpoint, merge, replay
 from probe.replay.analysis import load_checkpoints, write_report
 from probe.replay.runner import usable_cpus
-from tests.replay_helpers import REFERENCE_FILE, make_family
+from tests.replay_helpers import REFERENCE_FILE, make_crashing, make_family
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -92,6 +92,23 @@ def test_crafted_sparse_tensors_fail_by_name_and_the_others_are_measured(tmp_pat
     assert sorted(errors) == ["coo.pt", "csr.pt"]
     assert "'layer.weight' is an invalid sparse tensor" in errors["csr.pt"] and "col_indices" in errors["csr.pt"]
     assert "'layer.weight' is an invalid sparse tensor" in errors["coo.pt"] and "found index 5" in errors["coo.pt"]
+
+
+def test_a_file_that_kills_the_run_is_measured_alone_next_time(tmp_path):
+    """Any crash in native code, with one worker (in-process): the run dies, and the next one
+    measures that file in a fresh process of its own, so it fails alone (was: every rerun died)."""
+    make_family(tmp_path / "family", models=1, epochs=2)
+    make_crashing(tmp_path / "family" / "crash.ckpt")  # its loading ends the process (an unsafe load runs it)
+    argv = ("replay", str(tmp_path / "family"), "--out", str(tmp_path / "out"), "--unsafe-load", "--no-progress")
+    process = _cli(*argv)
+    process.communicate(timeout=120)
+    assert process.returncode == 3  # the crash ended the run
+    for _ in range(2):  # and no later run
+        process = _cli(*argv)
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 1, err
+        assert "2 already done, 1 failed" in out and "the process measuring it died" in err
+    assert [Path(r["path"]).name for r in _rows(tmp_path / "out" / "errors.csv")] == ["crash.ckpt"]
 
 
 # 14. double counting
