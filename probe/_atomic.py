@@ -14,8 +14,9 @@ _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: Any) -> Iterator[IO[Any]]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it onto ``path``.
+def atomic_write(path: str | os.PathLike[str], mode: str = "w", *, sync: bool = True, **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """Open a temporary file beside ``path``; on success fsync it (unless ``sync=False``: a
+    file that need not survive a power loss) and rename it onto ``path``.
 
     ``mode`` is ``"w"`` or ``"wb"``; ``open_kwargs`` go to ``open`` (e.g. ``newline=""``).
     On any error the temporary file is removed and ``path`` is left as it was; an
@@ -29,7 +30,8 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "w", **open_kwargs: A
         with open(tmp, mode, **open_kwargs) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if sync:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
     except OSError as error:
         if error.filename is not None or error.errno not in _FULL:

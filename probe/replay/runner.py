@@ -266,7 +266,7 @@ def iter_replay(
                 yield from _measure_alone(todo_path, str(out), settings, unsafe)
             else:
                 write_atomic(out / ERRORS / f"{checkpoint_key(todo_path)}.json",
-                             json.dumps({"path": todo_path, "error": IN_FLIGHT}).encode())  # replaced when it ends
+                             json.dumps({"path": todo_path, "error": IN_FLIGHT}).encode(), sync=False)  # replaced when it ends
                 yield _measure_one(todo_path, str(out), settings, unsafe)
         return
     yield from _measure_in_workers(todo, str(out), settings, unsafe, workers)

@@ -212,9 +212,10 @@ def link_or_copy(source: Path, target: Path) -> None:
             shutil.copyfileobj(handle, copy)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is absent, old or complete (``probe._atomic.atomic_write``)."""
-    with atomic_write(path, "wb") as handle:
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` so that ``path`` is absent, old or complete (``probe._atomic.atomic_write``;
+    ``sync=False``: not fsynced, for a file that need not survive a power loss)."""
+    with atomic_write(path, "wb", sync=sync) as handle:
         handle.write(data)
 
 
