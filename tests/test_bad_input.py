@@ -64,6 +64,7 @@ def test_replay_and_merge_refuse_a_directory_that_is_not_theirs(tmp_path, capsys
 
     empty = tmp_path / "empty"
     empty.mkdir()
+    (empty / ".gitkeep").touch()  # hidden files are never overwritten: not in the way
     assert main(["merge", str(run), "--out", str(empty)]) == 0  # an empty directory is fine
     assert main(["replay", str(family), "--out", str(run), "--no-progress"]) == 0  # and so is resuming
     assert "1 already done" in capsys.readouterr().out

@@ -12,7 +12,6 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,7 +160,7 @@ def exclusive(out: Path) -> Iterator[None]:
 def init_dir(out: Path, options: dict) -> None:
     """Create ``out`` or check that it was made with ``options``, atomically with respect to other runs.
 
-    A directory that exists, holds anything, and is not a replay output (no ``replay.json``)
+    A directory that exists, holds anything but hidden files, and is not a replay output (no ``replay.json``)
     is refused with ``ValueError`` before anything is written in it: its files
     (``checkpoints.csv`` …) would be overwritten.
     """
@@ -187,7 +186,7 @@ def _refuse_foreign(out: Path) -> None:
     """Raise ``ValueError`` if ``out`` is a non-empty directory that no replay made."""
     if not out.is_dir() or (out / MANIFEST).is_file():
         return
-    foreign = sorted(name for name in os.listdir(out) if name not in _OWN and not _OWN_TEMPORARY.fullmatch(name))
+    foreign = sorted(name for name in os.listdir(out) if name not in _OWN and not name.startswith("."))
     if foreign:
         raise ValueError(
             f"refusing to write into {str(out)!r}: it is not empty ({', '.join(map(repr, foreign[:5]))}"
@@ -196,9 +195,9 @@ def _refuse_foreign(out: Path) -> None:
         )
 
 
-_OWN = frozenset({LOCK, RECORDS, ERRORS})
-"""What a replay directory holds before its manifest is written (a run killed while starting)."""
-_OWN_TEMPORARY = re.compile(rf"\.{re.escape(MANIFEST)}\.\d+\.tmp")
+_OWN = frozenset({RECORDS, ERRORS})
+"""What a replay directory holds before its manifest is written (a run killed while starting),
+besides hidden files (its lock, temporary files; a ``.gitkeep``), which replay never overwrites."""
 
 
 def link_or_copy(source: Path, target: Path) -> None:
