@@ -38,6 +38,8 @@ def measure(
     ----------
     model_or_state_dict:
         An ``nn.Module`` or a mapping of names to tensors (non-tensor values are ignored).
+        Any floating-point dtype: 8-bit ones (``float8_e4m3fn``, ``float8_e5m2`` …) are
+        upcast to float32 (exactly) one layer at a time.
     layers:
         Which tensors: ``"auto"`` (every 2–5-D ``*weight``: conv, linear, embedding,
         attention projections; SPEC §8), ``"genprob"`` (SPEC §6), or a callable
@@ -75,7 +77,7 @@ def measure(
     weights = []
     for name, tensor in selected:
         _check(name, tensor)
-        weights.append(tensor.detach() if device is None else tensor.detach().to(device))
+        weights.append(_upcast(tensor.detach() if device is None else tensor.detach().to(device)))
     finite = _finite_flags(weights)
     for (name, _), ok in zip(selected, finite):
         if not ok and nonfinite == "raise":
@@ -135,6 +137,12 @@ def _check(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"layer {name!r} is empty (shape {tuple(tensor.shape)})")
 
 
+def _upcast(weight: torch.Tensor) -> torch.Tensor:
+    """8-bit floating-point weights (``float8_e4m3fn`` …) as float32, which holds each of their
+    values exactly; most torch operations are not implemented for them. Wider dtypes as they are."""
+    return weight.float() if weight.dtype.itemsize == 1 else weight
+
+
 def _finite_flags(weights: list[torch.Tensor]) -> list[bool]:
     """One host sync for all layers when they share a device, not one per layer. (NaN and
     ±Inf reach the minimum or the maximum: one pass, ~20× cheaper than ``isfinite(w).all()``.)"""
@@ -159,10 +167,14 @@ def _spectra(matrices: dict[tuple[int, str], torch.Tensor], names: list[str], me
 
 
 def _unfolding(spectrum: Spectrum, rows: int, cols: int, *, xatol: float | None) -> Unfolding:
-    s = spectrum.values
-    denoised = evbmf(s, rows, cols, xatol=xatol)
-    return Unfolding(rows, cols, s, denoised.d, denoised.sigma2, quantities(s, rows), quantities(denoised.d, rows),
-                     route=spectrum.route)
+    """Quantities from the scaled spectrum (SPEC §9: weights near the dtype's largest values
+    have singular values beyond float64; only ``spec``, ``fro`` and ``s``, ``d`` are then ``inf``)."""
+    scaled, e = spectrum.scaled, spectrum.exponent
+    denoised = evbmf(scaled, rows, cols, xatol=xatol, exponent=e)
+    with np.errstate(over="ignore"):
+        d = np.ldexp(denoised.d, e)
+    return Unfolding(rows, cols, spectrum.values, d, denoised.sigma2, quantities(scaled, rows, exponent=e),
+                     quantities(denoised.d, rows, exponent=e), route=spectrum.route)
 
 
 def _nan_unfolding(weight: torch.Tensor, u: str, name: str) -> Unfolding:

@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``probe`` command; return its exit status (2 for a bad input, with a message on stderr)."""
+    """Run the ``probe`` command; return its exit status (2 for a bad input, with a message on stderr;
+    130 for Ctrl-C, with one line saying whether the run can be resumed)."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
@@ -99,6 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"probe: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"probe {args.command}: interrupted{_RESUMABLE.get(args.command, '')}", file=sys.stderr)
+        return 130
+
+
+_RESUMABLE = {
+    "replay": "; the checkpoints measured so far are kept: run the same command again to resume",
+    "merge": "; the sources are untouched: run the same command again",
+}
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ class EVBMFResult:
     sigma2: float
 
 
-def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) -> EVBMFResult:
+def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None, exponent: int = 0) -> EVBMFResult:
     """Denoise the singular values ``s`` (descending) of an oriented ``rows × cols`` matrix.
 
     ``rows ≤ cols`` is required (``L = rows``, ``M = cols``). ``xatol``: ``None`` (default)
@@ -43,7 +43,9 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
 
     The search runs on ``s / 2**e`` (``s_1`` scaled into [0.5, 1), an exact rescaling
     undone on ``d`` and σ²), so no scale the float64 values hold overflows or underflows,
-    and an explicit ``xatol`` gives bit-for-bit the unscaled search's result.
+    and an explicit ``xatol`` gives bit-for-bit the unscaled search's result. ``exponent``:
+    ``s`` is given in units of ``2**exponent`` (values beyond float64, see
+    ``probe.spectrum.Spectrum``); ``d`` is returned in the same units, σ² in true units.
     """
     L, M = rows, cols
     if L > M:
@@ -55,6 +57,7 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
         return EVBMFResult(np.zeros(0), 0.0)
     e = int(np.frexp(s[0])[1])
     s = np.ldexp(s, -e)
+    whole = e + exponent  # s · 2**whole are the true values
     s2 = s * s
     total = float(s2.sum())
     alpha = L / M
@@ -69,7 +72,7 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
     if xatol is None:  # coarse (≤ 1e-4 relative: lower ≤ σ²), then polished
         tolerance = 1e-4 * lower
     else:  # the absolute tolerance in the scaled units (capped: a huge one means "stop at once")
-        tolerance = math.ldexp(xatol, -2 * e) if math.frexp(xatol)[1] - 2 * e < 1000 else upper
+        tolerance = math.ldexp(xatol, -2 * whole) if math.frexp(xatol)[1] - 2 * whole < 1000 else upper
     result = minimize_scalar(
         _objective,
         args=(positive, M, alpha, x_bar),
@@ -86,7 +89,7 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None) ->
     ratio = 1.0 - (L + M) * sigma2 / kept**2
     d = kept / 2.0 * (ratio + np.sqrt(ratio**2 - 4.0 * L * M * sigma2**2 / kept**4))
     with np.errstate(over="ignore"):  # σ² ~ s²/M may exceed float64 where s does not: inf
-        return EVBMFResult(np.ldexp(d, e), float(np.ldexp(sigma2, 2 * e)))
+        return EVBMFResult(np.ldexp(d, e), float(np.ldexp(sigma2, 2 * whole)))
 
 
 def _objective(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) -> float:

@@ -13,14 +13,23 @@ Names are normalised first: the components that wrappers insert (``torch.compile
 ``_orig_mod``, FSDP's ``_fsdp_wrapped_module``, activation checkpointing's
 ``_checkpoint_wrapped_module``, Fabric's ``_forward_module``) are dropped, and so is the
 ``module.`` prefix of DDP / DataParallel when every key carries it.
+
+Parametrized layers (``weight_norm``, ``spectral_norm``) are read as their effective weight,
+rebuilt from the state dict (:mod:`probe.parametrized`); a parametrization that cannot be
+rebuilt skips its layer with a warning naming it. A tensor held under several names (tied
+weights: one storage, same offset, shape, strides and dtype) is selected once, under the name
+that sorts first, which is the one ``safetensors.torch.save_model`` keeps.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from probe.parametrized import fold
 
 LayerFilter = Callable[[str, torch.Tensor], bool]
 LayerSelector = str | LayerFilter
@@ -36,13 +45,18 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
     Raises ``ValueError`` for an unknown preset and when nothing is selected.
     """
     check_layers(layers)
-    tensors = state_tensors(source, normalise=layers is not every_tensor)
+    tensors, skipped = _state(source, normalise=layers is not every_tensor)
     keep = {"auto": _auto_key, "genprob": _genprob_key}.get(layers, layers)  # type: ignore[arg-type]
-    selected = [(name, tensor) for name, tensor in tensors.items() if keep(name, tensor)]
+    selected = _untied([(name, tensor) for name, tensor in tensors.items() if keep(name, tensor)])
+    unbuilt = [name for name, original in skipped.items() if keep(name, original)]
+    if unbuilt:  # stacklevel=1: one location, so shown once per process however often a layer is measured
+        warnings.warn(f"skipping {len(unbuilt)} parametrized layer(s) whose weight cannot be rebuilt from the state dict "
+                      f"(only weight_norm and spectral_norm can): {', '.join(unbuilt)}", UserWarning, stacklevel=1)
     if not selected:
         what = f"preset {layers!r}" if isinstance(layers, str) else "the layer filter"
         raise ValueError(
-            f"no layer selected: {what} matched no tensor among {len(tensors)} "
+            f"no layer selected: {what} matched no tensor among {len(tensors)}"
+            f"{f' ({len(unbuilt)} parametrized layers skipped)' if unbuilt else ''} "
             "(expected conv, linear or embedding weights; pass layers=callable to choose them)"
         )
     return selected
@@ -66,7 +80,13 @@ def check_layers(layers: object, *, argument: str = "layers") -> LayerSelector:
 
 
 def state_tensors(source: nn.Module | Mapping[str, object], *, normalise: bool = True) -> dict[str, torch.Tensor]:
-    """The detached tensors of a module's ``state_dict()`` or of a state dict, by normalised name."""
+    """The detached tensors of a module's ``state_dict()`` or of a state dict, by normalised name,
+    parametrized weights rebuilt (``normalise=False``: every tensor as given)."""
+    return _state(source, normalise=normalise)[0]
+
+
+def _state(source: nn.Module | Mapping[str, object], *, normalise: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``state_tensors`` and the parametrized layers that could not be rebuilt (``probe.parametrized.fold``)."""
     items: Iterable[tuple[str, object]]
     if isinstance(source, nn.Module):
         items = source.state_dict().items()
@@ -76,7 +96,7 @@ def state_tensors(source: nn.Module | Mapping[str, object], *, normalise: bool =
         raise TypeError(f"expected an nn.Module or a state dict (a mapping of names to tensors), got {type(source).__name__}")
     tensors = {str(k): v.detach() for k, v in items if isinstance(v, torch.Tensor)}
     if not normalise:
-        return tensors
+        return tensors, {}
     strip_module = bool(tensors) and all(name.startswith("module.") for name in tensors)
     normalised: dict[str, torch.Tensor] = {}
     for name, tensor in tensors.items():
@@ -84,7 +104,27 @@ def state_tensors(source: nn.Module | Mapping[str, object], *, normalise: bool =
         if clean in normalised:
             raise ValueError(f"tensors {clean!r} and {name!r} have the same name once wrapper prefixes are removed")
         normalised[clean] = tensor
-    return normalised
+    return fold(normalised)
+
+
+def _untied(selected: list[tuple[str, torch.Tensor]]) -> list[tuple[str, torch.Tensor]]:
+    """``selected`` with each tensor held under several names once: under the name that sorts first, at its place."""
+    first: dict[tuple, str] = {}
+    for name, tensor in selected:
+        key = _storage_key(tensor)
+        if key is not None and (key not in first or name < first[key]):
+            first[key] = name
+    return [(name, tensor) for name, tensor in selected if (key := _storage_key(tensor)) is None or first[key] == name]
+
+
+def _storage_key(tensor: torch.Tensor) -> tuple | None:
+    """What makes two tensors one: storage, offset, shape, strides, dtype (``None``: no storage to compare)."""
+    if tensor.layout != torch.strided or tensor.is_meta or type(tensor) not in (torch.Tensor, nn.Parameter):
+        return None
+    pointer = tensor.untyped_storage().data_ptr()
+    if pointer == 0:
+        return None
+    return tensor.device, pointer, tensor.storage_offset(), tuple(tensor.shape), tensor.stride(), tensor.dtype
 
 
 def every_tensor(name: str, tensor: torch.Tensor) -> bool:

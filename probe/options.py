@@ -6,6 +6,7 @@ travel separately and unchanged from every front end to :func:`probe.measure`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 from typing import Any, Literal, TypedDict
 
@@ -53,9 +54,9 @@ class MeasureOptions:
         if self.method not in METHODS:
             raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         xatol = self.evbmf_xatol
-        if xatol is not None and (isinstance(xatol, bool) or not isinstance(xatol, (int, float))
-                                  or not 0 < xatol < float("inf")):
-            raise ValueError(f"evbmf_xatol must be a positive finite number or None, got {xatol!r}")
+        if xatol is not None and (isinstance(xatol, bool) or not isinstance(xatol, (int, float)) or not 0 < xatol < math.inf):
+            infinite = " (an infinite tolerance would stop EVBMF's search at once)" if xatol == math.inf else ""
+            raise ValueError(f"evbmf_xatol must be a positive finite number or None, got {xatol!r}{infinite}")
         if self.nonfinite not in NONFINITE:
             raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.device is not None:

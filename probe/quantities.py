@@ -15,7 +15,7 @@ QUANTITIES = ("S", "C", "ER", "spec", "fro")
 """The five per-unfolding columns of GenProb's CSV, in its order."""
 
 
-def quantities(values: np.ndarray, rank: int) -> dict[str, float]:
+def quantities(values: np.ndarray, rank: int, *, exponent: int = 0) -> dict[str, float]:
     """Compute ``S, C, ER, spec, fro, SQ`` from descending non-negative ``values``.
 
     Parameters
@@ -25,10 +25,16 @@ def quantities(values: np.ndarray, rank: int) -> dict[str, float]:
     rank:
         ``L``, the full number of singular values of the matrix (``S`` divides by it,
         also for AE).
+    exponent:
+        ``values`` are in units of ``2**exponent`` (values beyond float64): ``S``, ``C``,
+        ``ER``, ``SQ`` do not depend on it; ``spec`` and ``fro`` are ``inf`` where they
+        lie beyond float64.
     """
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0 or v[0] == 0.0:
         return dict.fromkeys((*QUANTITIES, "SQ"), 0.0)
+    top_exponent = int(np.frexp(v[0])[1])  # sums below run on v / 2**e (v_1 in [0.5, 1)): no overflow
+    v, exponent = np.ldexp(v, -top_exponent), exponent + top_exponent
     total = float(v.sum())
     top, bottom = float(v[0]), float(v[-1])
     stable = total / (top * rank)
@@ -39,16 +45,21 @@ def quantities(values: np.ndarray, rank: int) -> dict[str, float]:
         "S": stable,
         "C": condition,
         "ER": entropy + 0.0,  # +0.0 turns -0.0 into 0.0
-        "spec": top,
-        "fro": _norm(v),
+        "spec": _scaled(top, exponent),
+        "fro": _scaled(_norm(v), exponent),
         "SQ": stable_quality(stable, condition),
     }
 
 
 def _norm(v: np.ndarray) -> float:
-    """``sqrt(Σ v²)`` without overflow or underflow: summed on ``v / 2**e``, ``v_1`` in [0.5, 1)."""
-    e = int(np.frexp(v[0])[1])
-    return float(np.ldexp(np.sqrt(np.square(np.ldexp(v, -e)).sum()), e))
+    """``sqrt(Σ v²)`` of values scaled so that ``v_1`` lies in [0.5, 1) (no overflow or underflow)."""
+    return float(np.sqrt(np.square(v).sum()))
+
+
+def _scaled(value: float, exponent: int) -> float:
+    """``value · 2**exponent``, ``inf`` beyond float64."""
+    with np.errstate(over="ignore"):
+        return float(np.ldexp(value, exponent))
 
 
 def stable_quality(stable: float, condition: float) -> float:

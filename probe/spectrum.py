@@ -79,10 +79,20 @@ _SAMPLE = 4
 
 
 class Spectrum(NamedTuple):
-    """Singular values (descending, float64, host) and the route that computed them."""
+    """Singular values (descending, float64, host) ``scaled · 2**exponent`` and the route that
+    computed them. ``scaled`` is what the route computed on the matrix scaled into range: it
+    always holds the values, which can lie beyond float64 (weights near the dtype's largest
+    finite values), where ``values`` is ``inf``."""
 
-    values: np.ndarray
+    scaled: np.ndarray
     route: Route
+    exponent: int = 0
+
+    @property
+    def values(self) -> np.ndarray:
+        """The singular values themselves (``inf`` where beyond float64)."""
+        with np.errstate(over="ignore"):
+            return np.ldexp(self.scaled, self.exponent)
 
 
 def singular_values(
@@ -175,6 +185,6 @@ def _solve(matrix: torch.Tensor, route: Route, doubtful: bool) -> Spectrum:
         floor = _EARLY_REJECT * _MIN_RATIO[route] if doubtful and route == "gram32" else 0.0
         eig = kernels.gram_eigenvalues(a, double=route == "gram64", floor=floor)
         if eig is not None and (eig[-1] == 0 or eig[0] >= _MIN_RATIO[route] * eig[-1]):
-            return Spectrum(np.ldexp(np.sqrt(np.maximum(eig[::-1], 0.0)), e), route)
+            return Spectrum(np.sqrt(np.maximum(eig[::-1], 0.0)), route, e)
         route = "gram64" if route == "gram32" else "svd"
-    return Spectrum(np.ldexp(kernels.svd_values(a), e), "svd")
+    return Spectrum(kernels.svd_values(a), "svd", e)

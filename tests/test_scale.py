@@ -74,6 +74,32 @@ def test_extreme_float32_entries_are_measured_not_missing():
     assert tiny.layers[0].unfoldings["out"].BE["S"] == pytest.approx(base.layers[0].unfoldings["out"].BE["S"], rel=1e-4)
 
 
+@pytest.mark.parametrize("method", ["auto", "svd"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_weights_up_to_the_dtypes_largest_finite_value(dtype, method):
+    """Every layer rescaled so that its largest entry is ``finfo.max`` (float64: singular values,
+    norms and σ² beyond float64): S, C, ER, SQ as at scale 1, spec and fro ``c`` times theirs or
+    ``inf`` exactly where that exceeds float64. Was: S = 0 (missing) and ER = NaN from ×1e307."""
+    w = weights(dtype)
+    base = probe.measure(w, method=method)
+    largest = torch.finfo(dtype).max
+    big = {k: (v.double() / v.double().abs().max() * largest).to(dtype) for k, v in w.items()}
+    assert all(torch.isfinite(v).all() and v.abs().max() == largest for v in big.values())
+    with np.errstate(all="raise"):  # no overflow warning on the way either
+        scaled = probe.measure(big, method=method)
+    for name, layer, layer_base in zip(w, scaled.layers, base.layers):
+        peak = float(w[name].double().abs().max())
+        for u, got in layer.unfoldings.items():
+            want = layer_base.unfoldings[u]
+            assert len(got.d) == len(want.d), (name, u)
+            for variant in ("BE", "AE"):
+                for q, value in getattr(want, variant).items():
+                    expected = value / peak * largest if q in ("spec", "fro") else value  # inf where beyond float64
+                    assert getattr(got, variant)[q] == pytest.approx(expected, rel=1e-5), (name, u, variant, q)
+    for measure in ("E_L2_BE", "SQ_p_BE", "E_L2_AE", "SQ_p_AE"):
+        assert scaled.network[measure] == pytest.approx(base.network[measure], rel=1e-5, nan_ok=True), measure
+
+
 def test_evbmf_default_tolerance_is_relative_the_reference_one_absolute():
     """σ² scales as c²; with the reference's absolute 1e-5 it does not at small scales."""
     g = torch.Generator().manual_seed(2)

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from probe.aggregate import HEADLINE_NAMES, aggregate, parse_measure_name, transform
-from probe.replay.tables import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET
+from probe.quantities import QUANTITIES
+from probe.replay.genprob import PERFORMANCE_COLUMNS
+from probe.replay.tables import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET, NETWORK_COLUMNS, duplicate_keys
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,8 +50,64 @@ def load_tables(out_dir: str | os.PathLike[str]) -> tuple[pd.DataFrame, pd.DataF
 
 
 def load_checkpoints(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
-    """Read ``checkpoints.csv`` (one row per checkpoint) of a replay directory."""
-    return _read_csv(Path(out_dir) / CHECKPOINTS_CSV)
+    """Read ``checkpoints.csv`` (one row per checkpoint) of a replay directory.
+
+    ``ValueError`` naming the file, line and column where the table is damaged: no header
+    (``path`` or ``epoch`` missing), a number column holding text, a fractional epoch.
+    """
+    path = Path(out_dir) / CHECKPOINTS_CSV
+    table = _read_csv(path)
+    missing = [column for column in _REQUIRED if column not in table.columns]
+    if missing:
+        raise ValueError(f"{path}: no column {missing[0]!r}: its first line must be the header "
+                         f"(path,format,run,...), and reads {','.join(map(str, table.columns))[:200]!r}")
+    return _numbers(table, path, [c for c in table.columns if c in _NUMBER_COLUMNS])
+
+
+_REQUIRED = ("path", "epoch")
+_NUMBER_COLUMNS = frozenset({"epoch", "n_layers", *PERFORMANCE_COLUMNS, *NETWORK_COLUMNS})
+_INTEGER_COLUMNS = frozenset({"epoch", "n_layers", "layer_index"})
+
+
+def _numbers(table: pd.DataFrame, path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """``table`` with ``columns`` as numbers; ``ValueError`` naming the file, line and column of
+    the first cell that is not one (or, in an integer column, not a whole number)."""
+    import pandas as pd
+
+    for column in columns:
+        values = pd.to_numeric(table[column], errors="coerce")
+        bad = (values.isna() & table[column].notna()).to_numpy()
+        what = "a number"
+        if not bad.any() and column in _INTEGER_COLUMNS:
+            bad, what = (values.notna() & (values % 1 != 0)).to_numpy(), "a whole number"
+        if bad.any():
+            row = int(np.argmax(bad))
+            line = int(table.index[row]) + 2  # the header is line 1
+            raise ValueError(f"{path}: line {line}, column {column!r}: {str(table[column].iloc[row])!r} is not {what}")
+        table[column] = values
+    return table
+
+
+def drop_duplicates(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` (checkpoint rows) less the rows that repeat an earlier checkpoint: the same
+    path, the same file content (``sha256``) or the same GenProb run and epoch
+    (``probe.replay.tables.duplicate_keys``); each left out is named in a warning."""
+    seen: dict[tuple, str] = {}
+    keep, dropped = [], []
+    for row in table.to_dict("records"):
+        meta = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        epoch = meta.get("epoch")
+        meta["epoch"] = None if epoch is None else int(epoch)
+        keys = duplicate_keys(meta)
+        found = next((key for key in keys if key in seen), None)
+        keep.append(found is None)
+        if found is None:
+            seen.update(dict.fromkeys(keys, str(meta["path"])))
+        else:
+            dropped.append(f"{meta['path']} ({found[0]} as {seen[found]})")
+    if dropped:
+        log.warning("%d duplicate checkpoint row(s) counted once: %s", len(dropped), "; ".join(dropped[:3]) + (" ..." if len(dropped) > 3 else ""))
+    return table[np.array(keep, dtype=bool)]
 
 
 def load_layers(out_dir: str | os.PathLike[str], *, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -88,7 +146,9 @@ def iter_layers(
 
         chunks = (batch.to_pandas() for batch in pq.ParquetFile(parquet).iter_batches(batch_size=chunk_rows, columns=wanted))
     else:
-        chunks = iter(_read_csv(Path(out_dir) / LAYERS_CSV, columns=wanted, chunksize=chunk_rows))
+        csv_path = Path(out_dir) / LAYERS_CSV
+        chunks = (_numbers(chunk, csv_path, [c for c in chunk.columns if c in _LAYER_NUMBERS])
+                  for chunk in _read_csv(csv_path, columns=wanted, chunksize=chunk_rows))
     seen: set[str] = set()
     rest = None
     for chunk in chunks:
@@ -101,6 +161,9 @@ def iter_layers(
             yield _checked(chunk[~last], seen)
     if rest is not None and len(rest):
         yield _checked(rest, seen)
+
+
+_LAYER_NUMBERS = frozenset({"layer_index", "ndim", "rows", "cols", "weight", "kept", *QUANTITIES, "SQ"})
 
 
 def _checked(chunk: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
@@ -158,8 +221,15 @@ def _read_csv(path: Path, *, columns: Sequence[str] | None = None, chunksize: in
         raise FileNotFoundError(
             f"{str(path.parent)!r} has no {path.name}: run `probe replay ... --out {path.parent}` (or `probe merge`) first"
         )
+    if columns is not None:
+        header = pd.read_csv(path, nrows=0, encoding="utf-8", encoding_errors="backslashreplace").columns
+        missing = [column for column in columns if column not in header]
+        if missing:
+            raise ValueError(f"{path}: no column {missing[0]!r}: its first line must be the header, "
+                             f"and reads {','.join(map(str, header))[:200]!r}")
     return pd.read_csv(path, usecols=list(columns) if columns is not None else None, dtype=_TEXT_COLUMNS,
-                       keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip", chunksize=chunksize)
+                       keep_default_na=False, na_values=["", "nan", "NaN"], float_precision="round_trip", chunksize=chunksize,
+                       encoding="utf-8", encoding_errors="backslashreplace")
 
 
 def filter_checkpoints(
@@ -368,12 +438,27 @@ def write_report(
     Returns
     -------
     ReportFiles
+
+    Every argument and the tables are checked before anything is written: a damaged table
+    raises ``ValueError`` naming its file, line and column. Rows that repeat a checkpoint
+    (``drop_duplicates``) are counted once, with a warning.
     """
     for method in plot_methods:
         if method not in METHODS:
             raise ValueError(f"unknown correlation method {method!r}; choose from {METHODS}")
-    checkpoints = load_checkpoints(out_dir)
+    for name in measures:
+        parse_measure_name(name)
+    checkpoints = drop_duplicates(load_checkpoints(out_dir))
     table = filter_checkpoints(checkpoints, optimizers=optimizers, datasets=datasets, hparams=hparams)
+    absent = [column for column in (*by, *([color_by] if plots else [])) if column not in table.columns]
+    if absent:
+        raise ValueError(f"{Path(out_dir) / CHECKPOINTS_CSV} has no column {absent[0]!r} (--by / --color-by); "
+                         f"columns: {list(table.columns)}")
+    epochs = sorted(int(e) for e in table["epoch"].dropna().unique())
+    if plots and scatter_epochs is not None:
+        absent_epochs = sorted({int(e) for e in scatter_epochs} - set(epochs))
+        if absent_epochs:
+            raise ValueError(f"scatter epoch {', '.join(map(str, absent_epochs))} is not in the table; epochs present: {epochs}")
     missing = [name for name in measures if name not in table.columns]
     if missing:
         computed = layer_measures(out_dir, missing, paths=set(table["path"]))
@@ -392,11 +477,8 @@ def write_report(
         for target in targets:
             for method in plot_methods:
                 drawn.append(plot_correlation_by_epoch(result, target_dir / f"corr_{target}_{method}.png", target=target, method=method, by=by))
-        epochs = sorted(table["epoch"].dropna().astype(int).unique())
         chosen = sorted(set(scatter_epochs)) if scatter_epochs is not None else sorted({epochs[0], epochs[-1]}) if epochs else []
         for epoch in chosen:
-            if epoch not in epochs:
-                raise ValueError(f"scatter epoch {epoch} is not in the table; epochs present: {epochs}")
             for target in targets:
                 drawn.append(plot_scatter(table, target_dir / f"scatter_{target}_epoch{epoch}.png", epoch=epoch,
                                           measures=measures, target=target, color_by=color_by))

@@ -10,21 +10,25 @@ from probe._text import UNDEFINED, cell
 _OUTPUTS = """\
 outputs in --out DIR:
   checkpoints.csv  one row per checkpoint: path, format, run, model_id, optimizer, dataset,
-                   hparams (space-separated tokens), epoch, preset, n_layers, test_acc,
+                   hparams (space-separated tokens), epoch, preset, n_layers, sha256 (of the
+                   file), test_acc,
                    test_loss, train_acc, train_loss, gap (= test_acc - train_acc; NaN when
                    the file has no performance), and the 8 network measures (E_L2_BE ... F_p_AE)
   layers.csv       one row per checkpoint x layer x unfolding (in/out) x variant (BE/AE):
                    rows, cols, weight, kept, S, C, ER, spec, fro, SQ, alpha, alphahat
                    (WeightWatcher's power-law fit, BE rows; 0 = undefined; SPEC section 10)
   errors.csv       path, error of each checkpoint that could not be read or measured
+  duplicates.csv   path, same_as, reason of each checkpoint left out of the tables as a copy of
+                   another (the same file content, or the same GenProb run and epoch)
   checkpoints.parquet, layers.parquet   with --parquet: the same tables, typed and columnar
   records/, errors/, replay.json   per-checkpoint results (what resuming relies on)
   genprob_csv/results-DATASET-EPOCH.csv   with --genprob-csv: the reference's per-layer CSV
 """
 
 _REPLAY_EPILOG = _OUTPUTS + """
-resuming: re-run the same command after an interruption (even kill -9): finished
-checkpoints are skipped, failed ones retried; no row is lost or duplicated.
+resuming: re-run the same command after an interruption (Ctrl-C, even kill -9): finished
+checkpoints are skipped, failed ones retried; no row is lost or duplicated. Copies of one
+checkpoint (same content, or same GenProb run and epoch) count once: see duplicates.csv.
 
 examples:
   probe replay 'genprob/*_CIFAR10_epoch_*.pth.tar' --out runs/c10 --workers 8 --genprob-csv
@@ -81,7 +85,8 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB", help="checkpoint files, directories (searched recursively) or quoted globs")
-    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; an existing one is resumed)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; a replay directory is resumed; "
+                   "a non-empty directory that is not one is refused)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1: in this process; at most the usable CPU cores); "
                    "a worker that dies (e.g. killed for memory) fails only its checkpoint")
     p.add_argument("--shard", default=None, metavar="K/N|auto",
@@ -159,6 +164,9 @@ def _print_tables(tables) -> None:
     print(f"checkpoints: {tables.checkpoints} ({tables.n_checkpoints} rows)")
     print(f"layers:      {tables.layers}")
     print(f"errors:      {tables.errors} ({tables.n_errors} rows)")
+    if tables.n_duplicates:
+        print(f"duplicates:  {tables.duplicates} ({tables.n_duplicates} checkpoints counted once: the same path, content, "
+              "or GenProb run and epoch as another)")
     for path in tables.parquet:
         print(f"parquet:     {path}")
     if tables.genprob:

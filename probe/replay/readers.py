@@ -107,7 +107,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
         A GenProb ``.pth.tar``, a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict (or a
         dict holding one under ``state_dict``, ``model_state_dict`` or ``model``), or a
         ``.safetensors`` file. Sparse tensors and expanded (stride-0) views are densified
-        up to ``DENSE_LIMIT_BYTES`` and refused, by name, above it.
+        up to ``DENSE_LIMIT_BYTES`` and refused, by name, above it; a sparse tensor's
+        invariants (index bounds and order) are checked first.
     unsafe:
         Allow arbitrary unpickling (``torch.load(weights_only=False)``). Only for files you
         trust: unpickling can run code, and a ``UserWarning`` says so. Default ``False``.
@@ -123,7 +124,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
         The file needs arbitrary unpickling and ``unsafe`` is False.
     CheckpointError
         The file is corrupt, truncated, holds no tensors, holds a tensor too large to
-        densify, or holds malformed performance statistics.
+        densify or an invalid sparse tensor, or holds malformed performance statistics.
     FileNotFoundError
         No such file.
     """
@@ -210,7 +211,31 @@ def _dense(path: Path, name: str, tensor: torch.Tensor) -> torch.Tensor:
         kind = f"sparse ({tensor.layout})" if sparse else "an expanded view (stride 0)"
         raise CheckpointError(f"{path}: tensor {name!r} is {kind} of shape {tuple(tensor.shape)}: densifying it would "
                               f"take {size / 2**30:.3g} GiB, more than DENSE_LIMIT_BYTES ({DENSE_LIMIT_BYTES / 2**30:.3g} GiB)")
-    return tensor.to_dense() if sparse else tensor.contiguous()
+    if sparse:
+        _check_sparse(path, name, tensor)
+        return tensor.to_dense()
+    return tensor.contiguous()
+
+
+_COMPRESSED = {torch.sparse_csr: ("crow_indices", "col_indices"), torch.sparse_csc: ("ccol_indices", "row_indices"),
+               torch.sparse_bsr: ("crow_indices", "col_indices"), torch.sparse_bsc: ("ccol_indices", "row_indices")}
+
+
+def _check_sparse(path: Path, name: str, tensor: torch.Tensor) -> None:
+    """Check a sparse tensor's invariants (index bounds, ordered compressed indices) before it
+    is densified: a crafted one, saved without checks, makes ``to_dense`` write out of bounds
+    (a crash) or drop elements silently."""
+    try:
+        if tensor.layout == torch.sparse_coo:
+            torch._validate_sparse_coo_tensor_args(tensor._indices(), tensor._values(), tensor.size())
+        elif tensor.layout in _COMPRESSED:
+            compressed, plain = (getattr(tensor, attr)() for attr in _COMPRESSED[tensor.layout])
+            torch._validate_sparse_compressed_tensor_args(compressed, plain, tensor.values(), tensor.size(), tensor.layout)
+        else:
+            raise CheckpointError(f"{path}: tensor {name!r} has the unsupported layout {tensor.layout}")
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: tensor {name!r} is an invalid sparse tensor ({tensor.layout}): "
+                              f"{_detail(error)}") from None
 
 
 def _from_genprob(path: Path, obj: Mapping[str, object]) -> Checkpoint:

@@ -22,6 +22,9 @@ again. The tables are rebuilt from the records, one row set per key, in a fixed 
 
 A worker process that dies (killed for memory, say) costs only the checkpoint it was
 measuring, which is ``failed`` once it has died again measured alone in a fresh process.
+Without workers a death ends the run itself: the checkpoint in hand is marked
+(``errors/KEY.json``, ``IN_FLIGHT``), and the next run measures it alone in a fresh process,
+so a file that crashes whatever measures it fails alone instead of ending every rerun.
 
 Runs may share a directory (e.g. the shards of an array job) only with the same options:
 the options are checked and written under an exclusive lock on ``DIR/.lock``. Worker
@@ -58,7 +61,9 @@ from probe.replay.store import (
     RECORDS,
     SEPARATOR,
     VERSION,
+    CorruptRecordError,
     checkpoint_key,
+    content_digest,
     current_record,
     identity,
     init_dir,
@@ -117,6 +122,12 @@ class Outcome:
     status: Literal["measured", "done", "failed"]
     error: str | None = None
 
+
+DIED = "the process measuring it died (killed, e.g. for memory, or crashed)"
+IN_FLIGHT = ("measuring it did not finish (the run was interrupted or killed, or crashed on it): "
+             "the next run measures it alone, in a fresh process")
+"""``errors/KEY.json`` of the checkpoint a run measuring in its own process (``workers=1``)
+has in hand: replaced by its record or its error when it ends, left when the run dies."""
 
 Progress = Callable[[Outcome, int], None]
 """``progress(outcome, total)``: called once per checkpoint as it finishes (``total``: of this run)."""
@@ -245,7 +256,8 @@ def iter_replay(
         written to ``errors/``), never the end of the run; it is retried by the next run.
         With workers, so is a file whose worker process dies measuring it alone (killed
         for memory, a crash in native code); the others it shared the pool with are
-        measured again (with ``workers=1`` such a death ends the run: resume it).
+        measured again. With ``workers=1`` such a death ends the run; the next run measures
+        that file alone in a fresh process (``IN_FLIGHT``), so it fails alone and the run goes on.
         A checkpoint with NaN/Inf weights (a diverged run) is ``measured``: its layers with
         non-finite weights, and so its network measures, are NaN.
     """
@@ -270,7 +282,12 @@ def iter_replay(
         warnings.warn(UNSAFE_WARNING, UserWarning, stacklevel=2)
     if workers <= 1:
         for todo_path in todo:
-            yield _measure_one(todo_path, str(out), recorded_settings, unsafe)
+            if _ended_a_run(out, todo_path):
+                yield from _measure_alone(todo_path, str(out), recorded_settings, unsafe)
+            else:
+                write_atomic(out / ERRORS / f"{checkpoint_key(todo_path)}.json",
+                             json.dumps({"path": todo_path, "error": IN_FLIGHT}).encode(), sync=False)  # replaced when it ends
+                yield _measure_one(todo_path, str(out), recorded_settings, unsafe)
         return
     yield from _measure_in_workers(todo, str(out), recorded_settings, unsafe, workers)
 
@@ -291,8 +308,22 @@ def _measure_in_workers(todo: list[str], out: str, settings: dict, unsafe: bool,
             log.warning("a replay worker died (killed for memory, or crashed); measuring again, one per process: %s",
                         ", ".join(suspects))
         for path in suspects:
-            if (yield from _run_pool([path], out, settings, unsafe, 1)):
-                yield _failed(path, out, "the process measuring it died (killed, e.g. for memory, or crashed)")
+            yield from _measure_alone(path, out, settings, unsafe)
+
+
+def _measure_alone(path: str, out: str, settings: dict, unsafe: bool) -> Iterator[Outcome]:
+    """``_measure_one`` in a fresh process of its own: a death there fails only ``path``."""
+    if (yield from _run_pool([path], out, settings, unsafe, 1)):
+        yield _failed(path, out, DIED)
+
+
+def _ended_a_run(out: Path, path: str) -> bool:
+    """Whether measuring ``path`` ended the process that measured it last time (its error
+    record says ``IN_FLIGHT`` or ``DIED``)."""
+    try:
+        return read_json(out / ERRORS / f"{checkpoint_key(path)}.json").get("error") in (IN_FLIGHT, DIED)
+    except (OSError, CorruptRecordError):
+        return False
 
 
 def _run_pool(paths: list[str], out: str, settings: dict, unsafe: bool, workers: int) -> Generator[Outcome, None, list[str]]:
@@ -445,10 +476,12 @@ def _context() -> multiprocessing.context.BaseContext:
 
 
 def _init_worker(parent_alive: Any) -> None:
-    """Worker set-up: one torch thread, no unsafe-load warning (the run gave it once), and a
-    watchdog that kills the worker when the run ends."""
+    """Worker set-up: one torch thread, no unsafe-load warning (the run gave it once), Ctrl-C
+    left to the run (a terminal sends it to every worker too: it would print a traceback from
+    each), and a watchdog that kills the worker when the run ends."""
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=re.escape(UNSAFE_WARNING), category=UserWarning)
     threading.Thread(target=_die_with_parent, args=(parent_alive,), name="probe-replay-watchdog", daemon=True).start()
@@ -467,6 +500,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     out, key = Path(out_dir), checkpoint_key(path)
     try:
         stat = os.stat(path)  # before reading: a file rewritten meanwhile gets another identity next run
+        digest = content_digest(path)
         checkpoint = load_checkpoint(path, unsafe=unsafe)
         preset, settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
         report = probe.measure(checkpoint.state_dict, layers=preset, options=settings)
@@ -479,7 +513,8 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     record = {
         "key": key,
         "file": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": preset, "n_layers": len(report.layers)},
+        "checkpoint": {**checkpoint.metadata(), "path": path, "preset": preset, "n_layers": len(report.layers),
+                       "sha256": digest},
         "performance": checkpoint.performance,
         "network": report.network,
         "layers": layers,

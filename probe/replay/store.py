@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from probe._atomic import atomic_write
+from probe.quantities import QUANTITIES
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,24 @@ class CorruptRecordError(ValueError):
 
 
 def checkpoint_key(path: str | os.PathLike[str]) -> str:
-    """A checkpoint's name in ``records/`` and ``errors/``: its file stem and a hash of its absolute path."""
+    """A checkpoint's name in ``records/`` and ``errors/``: its file stem and a hash of its absolute path.
+
+    Any file name the OS gives works, non-UTF-8 bytes included: the hash is of the path's
+    bytes, and the stem keeps only ASCII letters, digits, ``-`` and ``.``.
+    """
     resolved = str(Path(path).resolve())
-    stem = "".join(c if c.isalnum() or c in "-." else "_" for c in Path(resolved).name)[:80]
-    return f"{stem}-{hashlib.sha1(resolved.encode()).hexdigest()[:16]}"
+    stem = "".join(c if (c.isascii() and c.isalnum()) or c in "-." else "_" for c in Path(resolved).name)[:80]
+    return f"{stem}-{hashlib.sha1(os.fsencode(resolved)).hexdigest()[:16]}"
+
+
+def content_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of the file's bytes (hex): the same checkpoint under two paths (a copy, another
+    mount point) has the same digest."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def file_identity(path: str | os.PathLike[str]) -> str:
@@ -73,13 +88,57 @@ def current_record(out: Path, path: Path, names: dict[str, str]) -> Path | None:
 
 
 def readable(record: Path, checkpoint: Path) -> bool:
-    """True if the record parses; a corrupt one is named in a warning and removed."""
+    """True if the record parses and has every key (``read_record``); a damaged one is named
+    in a warning and removed."""
     try:
-        return isinstance(read_json(record)["checkpoint"]["path"], str)
-    except (CorruptRecordError, KeyError, TypeError) as error:
-        log.warning("corrupt record %s (%s): removed; measuring %s again", record, error, checkpoint)
+        read_record(record)
+    except CorruptRecordError as error:
+        log.warning("corrupt record (%s): removed; measuring %s again", error, checkpoint)
         record.unlink(missing_ok=True)
         return False
+    return True
+
+
+_Kind = type | tuple[type, ...]
+_RECORD_KEYS: dict[str, _Kind] = {"file": dict, "checkpoint": dict, "performance": dict, "network": dict, "layers": list}
+_FILE_KEYS: dict[str, _Kind] = {"size": int, "mtime_ns": int}
+_CHECKPOINT_KEYS: dict[str, _Kind] = {"path": str, "run": str, "epoch": (int, type(None)), "dataset": (str, type(None))}
+LAYER_KEYS = ("layer_index", "layer", "ndim", "unfolding", "variant", "rows", "cols", "weight", "kept", *QUANTITIES, "SQ")
+"""The keys of each row of a record's ``layers`` (the per-layer table's columns after path, run, epoch)."""
+_LAYER_KEY_SET = frozenset(LAYER_KEYS)
+
+
+def read_record(path: Path) -> dict:
+    """A record (``records/*.json``); ``CorruptRecordError`` naming the file and the first
+    missing or mistyped key if it does not parse or lacks one."""
+    record = read_json(path)
+    for where, value, keys in (("", record, _RECORD_KEYS), ("file.", record.get("file"), _FILE_KEYS),
+                               ("checkpoint.", record.get("checkpoint"), _CHECKPOINT_KEYS)):
+        for key, kind in keys.items():
+            if not isinstance(value, dict) or key not in value:
+                raise CorruptRecordError(f"{path}: no key {where + key!r}")
+            if not isinstance(value[key], kind) or isinstance(value[key], bool):
+                raise CorruptRecordError(f"{path}: key {where + key!r} is a {type(value[key]).__name__}")
+    for index, row in enumerate(record["layers"]):
+        if not isinstance(row, dict) or not row.keys() >= _LAYER_KEY_SET:
+            missing = [key for key in LAYER_KEYS if key not in row] if isinstance(row, dict) else ["(not an object)"]
+            raise CorruptRecordError(f"{path}: layers[{index}] lacks {missing[:3]}")
+    return record
+
+
+def read_error(path: Path) -> dict | None:
+    """An error record (``errors/*.json``: ``path``, ``error``), or ``None`` for a damaged one,
+    which is named in a warning and removed (it only marks a checkpoint to retry)."""
+    try:
+        error = read_json(path)
+        if isinstance(error.get("path"), str) and isinstance(error.get("error"), str):
+            return error
+        message = f"{path}: lacks 'path' or 'error'"
+    except CorruptRecordError as damaged:
+        message = str(damaged)
+    log.warning("damaged error record (%s): removed", message)
+    path.unlink(missing_ok=True)
+    return None
 
 
 @contextmanager
@@ -99,9 +158,16 @@ def exclusive(out: Path) -> Iterator[None]:
 
 
 def init_dir(out: Path, options: dict) -> None:
-    """Create ``out`` or check that it was made with ``options``, atomically with respect to other runs."""
+    """Create ``out`` or check that it was made with ``options``, atomically with respect to other runs.
+
+    A directory that exists, holds anything but hidden files, and is not a replay output (no ``replay.json``)
+    is refused with ``ValueError`` before anything is written in it: its files
+    (``checkpoints.csv`` …) would be overwritten.
+    """
     wanted = {"version": VERSION, **options}
+    _refuse_foreign(out)  # before the lock file is created in it
     with exclusive(out):
+        _refuse_foreign(out)  # again under the lock: another run may have begun meanwhile
         for sub in (RECORDS, ERRORS):
             (out / sub).mkdir(exist_ok=True)
         manifest = out / MANIFEST
@@ -116,6 +182,24 @@ def init_dir(out: Path, options: dict) -> None:
             write_atomic(manifest, json.dumps(wanted, indent=1).encode())
 
 
+def _refuse_foreign(out: Path) -> None:
+    """Raise ``ValueError`` if ``out`` is a non-empty directory that no replay made."""
+    if not out.is_dir() or (out / MANIFEST).is_file():
+        return
+    foreign = sorted(name for name in os.listdir(out) if name not in _OWN and not name.startswith("."))
+    if foreign:
+        raise ValueError(
+            f"refusing to write into {str(out)!r}: it is not empty ({', '.join(map(repr, foreign[:5]))}"
+            f"{' ...' if len(foreign) > 5 else ''}) and not a replay output directory (no {MANIFEST}); its files "
+            "(checkpoints.csv, layers.csv, errors.csv ...) would be overwritten: give a new or empty --out"
+        )
+
+
+_OWN = frozenset({RECORDS, ERRORS})
+"""What a replay directory holds before its manifest is written (a run killed while starting),
+besides hidden files (its lock, temporary files; a ``.gitkeep``), which replay never overwrites."""
+
+
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard-link ``source`` as ``target`` (records never change in place), else copy it atomically."""
     try:
@@ -127,9 +211,10 @@ def link_or_copy(source: Path, target: Path) -> None:
             shutil.copyfileobj(handle, copy)
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that ``path`` is absent, old or complete (``probe._atomic.atomic_write``)."""
-    with atomic_write(path, "wb") as handle:
+def write_atomic(path: Path, data: bytes, *, sync: bool = True) -> None:
+    """Write ``data`` so that ``path`` is absent, old or complete (``probe._atomic.atomic_write``;
+    ``sync=False``: not fsynced, for a file that need not survive a power loss)."""
+    with atomic_write(path, "wb", sync=sync) as handle:
         handle.write(data)
 
 
