@@ -291,7 +291,7 @@ def test_float8_weights_are_upcast_and_measured(tmp_path, capsys, dtype, suffix)
 def test_an_infinite_evbmf_tolerance_is_refused(tmp_path, capsys):
     for argv in (["measure", str(REFERENCE_FILE)], ["replay", str(REFERENCE_FILE), "--out", str(tmp_path / "out")]):
         assert main([*argv, "--evbmf-xatol", "inf"]) == 2
-        assert "evbmf_xatol must be a positive number or None, got inf" in capsys.readouterr().err
+        assert "evbmf_xatol must be a positive finite number or None, got inf" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 
