@@ -64,13 +64,13 @@ class Unfolding:
 
     @property
     def kept(self) -> bool:
-        """Whether EVBMF kept a component (some finite, non-zero ``d``)."""
-        return bool(self.d.size) and bool(np.isfinite(self.d).all()) and float(self.d.max()) > 0.0
+        """Whether EVBMF kept a component (some non-zero ``d``; ``inf`` where beyond float64 counts)."""
+        return bool(self.d.size) and not bool(np.isnan(self.d).any()) and float(self.d.max()) > 0.0
 
     @property
     def finite(self) -> bool:
-        """Whether the weights were finite (a non-finite layer's quantities are NaN)."""
-        return bool(np.isfinite(self.s).all())
+        """Whether the weights were finite (a non-finite layer's spectrum is NaN; ``inf`` only beyond float64)."""
+        return not bool(np.isnan(self.s).any())
 
 
 @dataclass(frozen=True)
