@@ -55,6 +55,16 @@ def trust_p_value(rho: float, n: int, threshold: float, *, either_sign: bool) ->
     return min(1.0, 2.0 * p if either_sign else p)
 
 
+def look_size(available: int, smallest: int) -> tuple[int, int]:
+    """The sample of a look and its number ``j``: the largest ``g_j = ⌈smallest · 1.5^(j−1)⌉ ≤ available``
+    (``j`` = 1, 2, …; ``(0, 0)`` when ``available < smallest``). Testing at grid sizes only, on
+    a fixed sample per size, makes each size one look."""
+    size, look = 0, 0
+    while math.ceil(smallest * 1.5 ** look) <= available:
+        size, look = math.ceil(smallest * 1.5 ** look), look + 1
+    return size, look
+
+
 def holm(p_values: Sequence[float], *, alpha: float) -> list[bool]:
     """Holm's step-down test: which hypotheses are rejected at family-wise error ``alpha``.
 
