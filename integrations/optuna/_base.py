@@ -40,6 +40,11 @@ class MeasureBasedPruner(BasePruner):
         self._recorded: set[tuple[int, int]] = set()
 
     @property
+    def settings(self) -> dict[str, Any]:
+        """The pruner's class and arguments (as :func:`pruner_settings` reads them back from a study)."""
+        return dict(self._settings)
+
+    @property
     def stored_measures(self) -> tuple[str, ...]:
         """The measures the pruner reads; ``report_measures`` stores them by default."""
         return ()
