@@ -156,3 +156,13 @@ def test_a_useless_signal_is_rarely_trusted_across_looks():
                 trusted = trusted or bool(pruner.trusted(study, 1))
         ever += trusted
     assert ever / studies <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / studies)
+
+
+def test_the_reason_is_readable_in_the_dashboard_columns():
+    study = _partial_study(1.0)
+    assert _judge(study, step=1, measure=0.0)
+    attrs = study.trials[-1].user_attrs
+    reason = pruning_reason(study.trials[-1])
+    assert attrs["probe:pruned_reason"] == (
+        f"step 1, learned rule on F_p_BE: 0 < {reason['threshold']:.4g} (outside the top 5 of 13; trusted by this "
+        f"study: rho +1.00 with the objective at step 3 over 10 trials)")
