@@ -61,6 +61,7 @@ from integrations.optuna import (
 DATA = Path(__file__).parent / "data"
 FIGURES = Path(__file__).parent / "figures"
 DEFAULT = "default: LearnedMeasurePruner()"
+PRIOR = "prior="
 STARTUP = 5
 """Completed trials before any pruner with a startup setting prunes (Optuna's default)."""
 
@@ -100,15 +101,19 @@ Setup = tuple[str, str | None, Callable[[], BasePruner]]
 """(name, measure or None, factory of a fresh pruner per study)."""
 
 
-def setups(epochs: int, *, quick: bool = False) -> list[Setup]:
+def setups(epochs: int, *, quick: bool = False, prior_runs: int = 0) -> list[Setup]:
     """The compared setups. Warm-ups are in epochs (the same on every family); only the
-    resources of SuccessiveHalving/Hyperband follow the family's length, as Optuna's do."""
+    resources of SuccessiveHalving/Hyperband follow the family's length, as Optuna's do.
+    With ``prior_runs``, also the default with ``prior=`` an unpruned study of that many
+    runs the order did not draw (built per order in :func:`_study`)."""
     def median(warmup: int) -> Callable[[], MedianPruner]:
         return lambda: MedianPruner(n_startup_trials=STARTUP, n_warmup_steps=warmup)
 
     rows: list[Setup] = [
         (DEFAULT, None, LearnedMeasurePruner),
         ("none", None, NopPruner),
+        *([(f"{PRIOR} an unpruned study of {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner)]
+          if prior_runs else []),
         ("random 50% at epoch 3 (chance baseline)", None, lambda: RandomPruner(step=3, share=0.5)),
         ("median (warmup 1)", None, median(1)),
     ]
@@ -146,8 +151,8 @@ def setups(epochs: int, *, quick: bool = False) -> list[Setup]:
     return rows
 
 
-Family = tuple[list[RecordedRun], int, int, bool]
-"""(runs, epochs, trials per study, quick)."""
+Family = tuple[list[RecordedRun], int, int, bool, int]
+"""(runs, epochs, trials per study, quick, prior runs)."""
 _STATE: dict[str, Family] = {}
 """Per worker process: family name -> its :data:`Family`, set by :func:`_init`."""
 
@@ -177,13 +182,23 @@ def draw(n_runs: int, trials: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_runs)[:trials]
 
 
+def earlier_study(runs: list[RecordedRun], trials: int, prior_runs: int, seed: int) -> optuna.Study:
+    """The ``prior=`` of order ``seed``: an unpruned in-memory study of ``prior_runs`` runs
+    that order did not draw (the next ones of its permutation)."""
+    others = np.random.default_rng(seed).permutation(len(runs))[trials:trials + prior_runs]
+    study = optuna.create_study(direction="maximize", pruner=NopPruner())
+    replay_study([runs[i] for i in others], study=study)
+    return study
+
+
 def _study(task: tuple[str, int, int]) -> tuple[int, float, float]:
     """One replayed study: (family, setup index, order seed) -> (epochs consumed, best final value
     found, best final value among the drawn runs)."""
     family, index, seed = task
-    runs, epochs, trials, quick = _STATE[family]
+    runs, epochs, trials, quick, prior_runs = _STATE[family]
     ordered = [runs[i] for i in draw(len(runs), trials, seed)]
-    pruner = setups(epochs, quick=quick)[index][2]()
+    name, _, make = setups(epochs, quick=quick, prior_runs=prior_runs)[index]
+    pruner = LearnedMeasurePruner(prior=earlier_study(runs, trials, prior_runs, seed)) if name.startswith(PRIOR) else make()
     pruned_at = replay_study(ordered, pruner=pruner, study_name=f"order-{seed}")
     consumed = sum(epochs if step is None else step for step in pruned_at)
     found = max(run.value for run, step in zip(ordered, pruned_at) if step is None)
@@ -191,7 +206,7 @@ def _study(task: tuple[str, int, int]) -> tuple[int, float, float]:
 
 
 def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | None = None,
-              quick: bool = False) -> list[dict]:
+              quick: bool = False, prior_runs: int = 0, only: str | None = None) -> list[dict]:
     """Replay every setup on every family, ``trials`` runs per study (default: all); one record
     per (family, setup)."""
     families: dict[str, Family] = {}
@@ -202,9 +217,12 @@ def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | Non
         n = len(runs) if trials is None else trials
         if not 2 <= n <= len(runs):
             raise ValueError(f"--trials must be between 2 and the family's {len(runs)} runs ({path}), got {trials}")
-        families[path.stem] = (runs, epochs, n, quick)
-    tasks = [(family, index, seed) for family, (_, epochs, _, _) in families.items()
-             for index in range(len(setups(epochs, quick=quick))) for seed in range(orders)]
+        if prior_runs and n + prior_runs > len(runs):
+            raise ValueError(f"--prior-runs {prior_runs} + --trials {n} exceed the family's {len(runs)} runs ({path})")
+        families[path.stem] = (runs, epochs, n, quick, prior_runs)
+    tasks = [(family, index, seed) for family, (_, epochs, _, _, _) in families.items()
+             for index, setup in enumerate(setups(epochs, quick=quick, prior_runs=prior_runs))
+             if only is None or only in setup[0] for seed in range(orders)]
     if workers > 1:
         import multiprocessing
 
@@ -214,10 +232,12 @@ def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | Non
         _init(families)
         results = list(map(_study, tasks))
     records = []
-    for family, (runs, epochs, n, _) in families.items():
+    for family, (runs, epochs, n, _, _) in families.items():
         best, full = max(run.value for run in runs), n * epochs
-        for index, (name, measure, _) in enumerate(setups(epochs, quick=quick)):
+        for index, (name, measure, _) in enumerate(setups(epochs, quick=quick, prior_runs=prior_runs)):
             outcomes = [result for task, result in zip(tasks, results) if task[:2] == (family, index)]
+            if not outcomes:
+                continue
             shares = [consumed / full for consumed, _, _ in outcomes]
             regrets = [100.0 * (drawn - found) for _, found, drawn in outcomes]
             records.append({
@@ -232,7 +252,7 @@ def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | Non
 
 def is_optuna(record: dict) -> bool:
     """An Optuna pruner setup (not ours, not a baseline)."""
-    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, "none", "random"))
+    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, PRIOR, "none", "random"))
 
 
 def verdict(records: list[dict]) -> list[str]:
@@ -241,7 +261,9 @@ def verdict(records: list[dict]) -> list[str]:
     lines = []
     for family in dict.fromkeys(r["family"] for r in records):
         rows = [r for r in records if r["family"] == family]
-        default = next(r for r in rows if r["pruner"] == DEFAULT)
+        default = next((r for r in rows if r["pruner"] == DEFAULT), None)
+        if default is None:
+            continue
         budget = default["regret_pp"] <= 0.10 and default["epochs_share"] <= 0.35
         better = [r for r in rows if is_optuna(r) and r["regret_pp"] <= default["regret_pp"] + 0.02
                   and r["epochs_share"] < default["epochs_share"]]
@@ -265,7 +287,8 @@ def pareto_plot(records: list[dict], path: Path) -> None:
     kinds = {"Optuna pruners": (is_optuna, "tab:blue", "o"),
              "measure setups (one chosen measure)": (lambda r: r["measure"] is not None, "tab:orange", "s"),
              "baselines": (lambda r: r["pruner"].startswith(("none", "random")), "grey", "x"),
-             DEFAULT: (lambda r: r["pruner"] == DEFAULT, "tab:red", "*")}
+             DEFAULT: (lambda r: r["pruner"] == DEFAULT, "tab:red", "*"),
+             "the default with prior=": (lambda r: r["pruner"].startswith(PRIOR), "tab:purple", "P")}
     for label, (keep, color, marker) in kinds.items():
         rows = [r for r in records if keep(r)]
         ax.scatter([100 * r["epochs_share"] for r in rows], [r["regret_pp"] for r in rows], c=color, marker=marker,
@@ -304,6 +327,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="family tables (default: every benchmarks/data/*.csv)")
     parser.add_argument("--trials", type=_trials, default=None, metavar="N",
                         help="runs per study, drawn without replacement for each order ('all', the default: every run)")
+    parser.add_argument("--prior-runs", type=int, default=0, metavar="K",
+                        help="also the default with prior= an unpruned study of K runs each order did not draw")
+    parser.add_argument("--only", default=None, metavar="TEXT", help="only the setups whose name contains TEXT")
     parser.add_argument("--orders", type=int, default=30, help="random trial orders (studies per setup; default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="processes replaying studies (default: %(default)s)")
     parser.add_argument("--figures", type=Path, default=FIGURES, help="Pareto plots go here (default: %(default)s)")
@@ -313,7 +339,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = args.data or sorted(DATA.glob("*.csv"))
     if args.quick:
         args.orders = 2
-    records = benchmark(paths, orders=args.orders, workers=args.workers, trials=args.trials, quick=args.quick)
+    records = benchmark(paths, orders=args.orders, workers=args.workers, trials=args.trials, quick=args.quick,
+                        prior_runs=args.prior_runs, only=args.only)
     if args.json:
         print(json.dumps(records, indent=1))
         return

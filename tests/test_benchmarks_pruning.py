@@ -57,3 +57,15 @@ def test_draws_are_without_replacement_and_seeded():
     first = pruning.draw(48, 20, seed=3)
     assert len(first) == len(set(first)) == 20 and set(first) <= set(range(48))
     assert list(first) == list(pruning.draw(48, 20, seed=3)) and list(first) != list(pruning.draw(48, 20, seed=4))
+
+
+def test_prior_runs_adds_the_default_with_an_earlier_study():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pruning.py"), "--quick", "--json", "--trials", "8", "--prior-runs", "8",
+         "--only", "default", "--data", str(FAMILY)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    records = json.loads(out)
+    assert [r["pruner"] for r in records] == [
+        "default: LearnedMeasurePruner()", "prior= an unpruned study of 8 other runs (the default's settings)"]
+    assert all(r["trials"] == 8 and 0.0 < r["epochs_share"] <= 1.0 and r["regret_pp"] >= 0.0 for r in records)
