@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> None:
         for r in rows:
             print(f"| {r['pruner']} | {r['measure'] or ''} | {r['epochs_share']:.1%} ± {r['epochs_share_std']:.1%} | "
                   f"{r['regret_pp']:.2f} ± {r['regret_pp_std']:.2f} | {r['regret_pp_max']:.2f} |")
-        if not args.quick:
+        if not args.quick and args.only is None:
             suffix = "" if first["trials"] == first["runs"] else f"_n{first['trials']}"
             figure = args.figures / f"pruning_{family}{suffix}.png"
             pareto_plot(rows, figure)
