@@ -98,8 +98,8 @@ class LearnedMeasurePruner(MeasureBasedPruner):
     ``n_startup_trials`` trials have completed:
 
     1. *Promotion rule*, when a signal is trusted at ``s`` and ``s`` is a rung
-       (``n_warmup_steps · reduction_factor^k``): the best-bounded trusted signal ranks the
-       trial among every finished trial's value at ``s`` (as asynchronous successive
+       (``max(1, n_warmup_steps) · reduction_factor^k``): the trusted signal with the best confidence
+       bound that the trial has a value for ranks it among every finished trial's value at ``s`` (as asynchronous successive
        halving); it runs on when in the top ``max(1, ⌈n / reduction_factor⌉)``, else it is
        pruned (rule ``"learned"``). Between rungs a trusted step prunes nothing.
     2. *Fallback*, with nothing trusted at ``s``: the objective's best value so far against
@@ -156,7 +156,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         The fallback's share of the best completed trials kept, in percent (Optuna's
         convention); default 75 (prune the bottom quarter).
     reduction_factor:
-        The promotion rule's η: rungs at ``n_warmup_steps · η^k``, the top ``1/η`` runs on;
+        The promotion rule's η: rungs at ``max(1, n_warmup_steps) · η^k``, the top ``1/η`` runs on;
         default 3.
     trust_threshold:
         The ``|rho|`` a candidate must exceed (0 ≤ value < 1); default 0.2.
