@@ -248,7 +248,7 @@ def _why(reason: dict) -> str:
 def trust_summary(study, pruner, epochs: int) -> list[str]:
     """What the pruner trusted, from which epoch — or that it trusted nothing, and why."""
     first: dict[tuple[str, bool], tuple[int, object]] = {}
-    for epoch in range(epochs):
+    for epoch in range(epochs - 1):  # at the last epoch the val acc *is* the final value: trusting it says nothing
         for signal in pruner.trusted(study, epoch):
             first.setdefault((signal.name, signal.higher_is_better), (epoch, signal))
     from integrations.optuna import pruning_reason
@@ -265,7 +265,7 @@ def trust_summary(study, pruner, epochs: int) -> list[str]:
         return lines
     states, settings = [t.state.name for t in study.trials], pruner.settings
     lines.append(
-        f"trusted: nothing. A signal at epoch s earns trust when at least {settings['n_trust_trials']} finished trials "
+        f"trusted: nothing before the last epoch. A signal at epoch s earns trust when at least {settings['n_trust_trials']} finished trials "
         f"reached a later rung (or the end) and its rank correlation there clears {settings['trust_threshold']} at "
         f"{settings['confidence']:.0%} confidence; the chain ends at the final value, so at least {settings['n_trust_trials']} "
         f"completed trials are needed. This study had {states.count('COMPLETE')} completed and "
