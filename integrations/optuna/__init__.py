@@ -21,7 +21,6 @@ from typing import Any
 from integrations.optuna._common import pruner_settings, pruning_reason
 from integrations.optuna._learned import LearnedMeasurePruner, Signal
 from integrations.optuna._measures import (
-    check_measure_name,
     get_measures,
     measured_trial,
     report_measures,
@@ -36,7 +35,6 @@ __all__ = [
     "MeasurePruningCallback",
     "RecordedRun",
     "Signal",
-    "check_measure_name",
     "get_measures",
     "measured_trial",
     "plot_measure_history",
