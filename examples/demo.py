@@ -8,7 +8,9 @@ GenProb networks (``probe.zoo.GenProbNet``), on the CPU:
 2. **HPO**: an Optuna study (a local SQLite file) samples optimizer, learning rate and
    channel code; every epoch each trial stores its measures (``report_measures``), writes
    them to TensorBoard (``ProbeHook``) and saves a GenProb-format checkpoint;
-   ``MeasurePruner`` stops the trials whose ``F_p_BE`` trails the completed ones'.
+   ``LearnedMeasurePruner`` (the recommended default) stops the trials that the signal this
+   study has learned to trust ranks low, and says at the end what it trusted, from which
+   epoch — or that it trusted nothing, and why.
 3. **Offline**: ``probe replay`` measures every saved trial checkpoint, ``probe report``
    correlates each measure with test accuracy and the generalisation gap, epoch by
    epoch (CSV and plots).
@@ -17,7 +19,7 @@ Run::
 
     make demo                  # a few minutes on 2 CPU cores; outputs in demo_out/
     make demo QUICK=1          # well under a minute (what CI runs)
-    .venv/bin/python examples/demo.py --out /tmp/demo --trials 30 --epochs 8
+    .venv/bin/python examples/demo.py --out /tmp/demo --trials 40 --epochs 8
 
 Each run starts over: the demo's own entries in ``--out`` (listed at the end) are replaced.
 """
@@ -59,11 +61,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=Path("demo_out"), help="output directory (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="tiny run for CI: 2 epochs, 5 trials (under a minute)")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the Lightning run and of each trial (default 8; quick 2)")
-    parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 20; quick 5)")
+    parser.add_argument("--trials", type=int, default=None, help="Optuna trials (default 30; quick 5)")
     parser.add_argument("--seed", type=int, default=0, help="seeds data split, models and sampler (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=None, help="replay worker processes (default 2; quick 1)")
     args = parser.parse_args(argv)
-    defaults = {"epochs": (8, 2), "trials": (20, 5), "workers": (2, 1)}
+    defaults = {"epochs": (8, 2), "trials": (30, 5), "workers": (2, 1)}
     for name, (full, quick) in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, quick if args.quick else full)
@@ -207,7 +209,7 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
                 step = (epoch + 1) * len(loader) - 1
                 hook.writer.add_scalar("val/acc", val_acc, step)
                 report_measures(trial, hook.epoch_end(epoch, step=step), epoch)  # measures: TensorBoard and the trial
-                trial.report(val_acc, epoch)  # the objective's curve, for the dashboard (the pruner uses the measure)
+                trial.report(val_acc, epoch)  # the objective's curve: a candidate signal and the pruner's fallback
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
         return val_acc
@@ -222,16 +224,54 @@ def print_trial(study, trial) -> None:
     params = f"{trial.params['optimizer']:<4} lr={trial.params['lr']:<7.3g} code={trial.params['channel_code']}"
     reason = pruning_reason(trial)
     if trial.state.name == "PRUNED" and reason is not None:
-        why = f"{reason['rule']} rule on {reason['signal']}"
-        if "threshold" in reason:
-            side = "below" if reason["higher_is_better"] else "above"
-            why += f": {reason['value']:.4f} {side} the threshold {reason['threshold']:.4f}"
-        outcome = f"pruned at epoch {reason['step']}  ({why})"
+        outcome = f"pruned at epoch {reason['step']}  ({reason['rule']} rule on {reason['signal']}{_why(reason)})"
     else:
         measures = get_measures(trial)
         value = measures[max(measures)][PRUNE_MEASURE] if measures else float("nan")
         outcome = f"completed: val acc {trial.value:.3f}  ({PRUNE_MEASURE} {value:.4f})"
     print(f"trial {trial.number:>2}  {params}  {outcome}", flush=True)
+
+
+def _why(reason: dict) -> str:
+    """The deciding signal's numbers, as the pruner recorded them."""
+    if "threshold" not in reason:
+        return ": NaN"
+    side = "below" if reason["higher_is_better"] else "above"
+    numbers = f": {reason['value']:.4f} {side} {reason['threshold']:.4f}"
+    if reason["rule"] == "learned":
+        horizon = "the final val acc" if reason["horizon"] == "final" else f"val acc at epoch {reason['horizon']}"
+        return (f"{numbers}, outside the top {reason['keep']} of {reason['of']}; trusted ({reason['source']}): "
+                f"rho {reason['rho']:+.2f} with {horizon} over {reason['n']} trials")
+    return f"{numbers}, the bottom {100 - reason['percentile']:.0f} %; no signal trusted at this epoch yet"
+
+
+def trust_summary(study, pruner, epochs: int) -> list[str]:
+    """What the pruner trusted, from which epoch — or that it trusted nothing, and why."""
+    first: dict[tuple[str, bool], tuple[int, object]] = {}
+    for epoch in range(epochs - 1):  # at the last epoch the val acc *is* the final value: trusting it says nothing
+        for signal in pruner.trusted(study, epoch):
+            first.setdefault((signal.name, signal.higher_is_better), (epoch, signal))
+    from integrations.optuna import pruning_reason
+
+    reasons = [pruning_reason(t) or {} for t in study.trials if t.state.name == "PRUNED"]
+    decided = ", ".join(f"{sum(r.get('signal') == name and r.get('rule') == rule for r in reasons)} by {rule} rule on {name}"
+                        for rule, name in sorted({(r.get("rule"), r.get("signal")) for r in reasons}))
+    lines = [f"pruning decisions: {decided or 'none'}"]
+    if first:
+        for (name, higher), (epoch, signal) in first.items():
+            horizon = "the final val acc" if signal.horizon is None else f"val acc at epoch {signal.horizon}"
+            lines.append(f"trusted: {name} ({'higher' if higher else 'lower'} is better) from epoch {epoch}: "
+                         f"rho {signal.rho:+.2f} with {horizon} over {signal.n} trials")
+        return lines
+    states, settings = [t.state.name for t in study.trials], pruner.settings
+    lines.append(
+        f"trusted: nothing before the last epoch. A signal at epoch s earns trust when at least {settings['n_trust_trials']} finished trials "
+        f"reached a later rung (or the end) and its rank correlation there clears {settings['trust_threshold']} at "
+        f"{settings['confidence']:.0%} confidence; the chain ends at the final value, so at least {settings['n_trust_trials']} "
+        f"completed trials are needed. This study had {states.count('COMPLETE')} completed and "
+        f"{states.count('PRUNED')} pruned trials: too few, or no signal ranked the later val acc well enough. "
+        f"Every pruned trial above was decided by the fallback on the objective (val acc), as PercentilePruner would.")
+    return lines
 
 
 def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> None:
@@ -240,12 +280,13 @@ def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> None
 
     from integrations.optuna import LearnedMeasurePruner
 
-    startup = max(2, args.trials // 4)
+    startup = 2 if args.quick else 3
     warmup = 1 if args.epochs > 2 else 0
     pruner = LearnedMeasurePruner(n_startup_trials=startup, n_warmup_steps=warmup)  # the recommended default
     print(f"{args.trials} trials x {args.epochs} epochs; LearnedMeasurePruner: after {startup} completed trials, a trial "
-          f"is stopped at an epoch >= {warmup} when the measures the study has learned to trust (or, until then, "
-          f"its validation accuracy) rank it low")
+          f"is stopped at an epoch >= {warmup} when the signal the study has learned to trust (a measure or the val "
+          f"acc, from every trial's history) ranks it outside the top third at a rung; until something is trusted, "
+          f"when its val acc is in the bottom quarter")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{args.out / 'study.db'}", direction="maximize",
                                 pruner=pruner, sampler=optuna.samplers.TPESampler(seed=args.seed))
@@ -255,6 +296,8 @@ def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> None
     print(f"{states.count('PRUNED')} of {len(states)} trials pruned, {states.count('COMPLETE')} completed; "
           f"{trained} epochs trained of {len(states) * args.epochs}; best val acc {study.best_value:.3f} "
           f"(trial {study.best_trial.number})")
+    for line in trust_summary(study, pruner, args.epochs):
+        print(line)
 
 
 # ---------------------------------------------------------------- 3. replay
@@ -306,7 +349,7 @@ def run(args: argparse.Namespace) -> None:
 
     heading(f"1/3 Lightning: GenProbNet on digits with ProbeCallback, {args.epochs} epochs")
     lightning_run = train_lightning(args, data)
-    heading(f"2/3 Optuna: {args.trials} trials pruned by LearnedMeasurePruner (it learns which measure to trust)")
+    heading(f"2/3 Optuna: {args.trials} trials pruned by LearnedMeasurePruner (it learns which signal to trust)")
     run_study(args, data)
     heading("3/3 Offline: replay the trials' checkpoints, correlate the measures with test accuracy")
     replay_and_report(args)

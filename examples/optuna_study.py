@@ -5,9 +5,10 @@ optimizer, learning rate and channel code, in a plain PyTorch loop. After every 
 stores the network measures with the trial (``report_measures``: user attributes, so the
 sampler never sees them), reports validation accuracy (``trial.report``) and asks the
 study's pruner whether to stop. The pruner is the recommended default,
-``LearnedMeasurePruner()``: it learns from the completed trials which measure (and which
-way) ranks the final accuracy and prunes on it, and falls back on validation accuracy
-while none has earned trust. ``--measure NAME`` uses ``MeasurePruner`` (percentile rule on
+``LearnedMeasurePruner()``: it learns from every trial's history (pruned trials included)
+which signal — a measure with its sign, or validation accuracy — ranks the later accuracy,
+promotes trials through successive-halving rungs on it, and falls back on a percentile rule
+on validation accuracy while nothing has earned trust (docs/hpo.md). ``--measure NAME`` uses ``MeasurePruner`` (percentile rule on
 that one measure) instead. The summary says why each pruned trial was pruned.
 
 Run::

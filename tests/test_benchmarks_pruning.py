@@ -34,3 +34,38 @@ def test_quick_json_records(tmp_path):
     # pruning a random half at epoch 3 of 20 saves about 0.5 × 17/20 of the epochs
     assert 0.3 < records["random 50% at epoch 3 (chance baseline)"]["epochs_share"] < 0.8
     assert records["default: LearnedMeasurePruner()"]["epochs_share"] < 1.0
+
+
+def test_trials_draws_that_many_runs_per_study():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pruning.py"), "--quick", "--json", "--trials", "10", "--data", str(FAMILY)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    records = {r["pruner"]: r for r in json.loads(out)}
+    assert sum(name.startswith("default") for name in records) == 1
+    assert {r["trials"] for r in records.values()} == {10} and {r["runs"] for r in records.values()} == {24}
+    # regret is against the best of the drawn runs: no pruning finds it, every epoch of the 10 runs
+    assert records["none"]["epochs_share"] == 1.0 and records["none"]["regret_pp"] == 0.0
+
+
+def test_draws_are_without_replacement_and_seeded():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import pruning
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    first = pruning.draw(48, 20, seed=3)
+    assert len(first) == len(set(first)) == 20 and set(first) <= set(range(48))
+    assert list(first) == list(pruning.draw(48, 20, seed=3)) and list(first) != list(pruning.draw(48, 20, seed=4))
+
+
+def test_prior_runs_adds_the_default_with_an_earlier_study():
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pruning.py"), "--quick", "--json", "--trials", "8", "--prior-runs", "8",
+         "--only", "default", "--data", str(FAMILY)],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout
+    records = json.loads(out)
+    assert [r["pruner"] for r in records] == [
+        "default: LearnedMeasurePruner()", "prior= an unpruned study of 8 other runs (the default's settings)"]
+    assert all(r["trials"] == 8 and 0.0 < r["epochs_share"] <= 1.0 and r["regret_pp"] >= 0.0 for r in records)

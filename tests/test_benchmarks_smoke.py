@@ -24,6 +24,7 @@ RUNS = {
     "cli_latency.py": (["--repeats", "1"], "probe --help"),
     "tensorboard_cost.py": (["--epochs", "2", "--repeats", "1"], "ms"),
     "family.py": (["--quick"], "test_acc"),
+    "family_mlp.py": (["--quick"], "test_acc"),
 }
 
 

@@ -79,6 +79,12 @@ def test_prints_trials_and_where_things_are(demo_run):
             assert f"pruned at epoch {reason['step']}  ({reason['rule']} rule on {reason['signal']}" in line
         else:
             assert f"completed: val acc {t.value:.3f}" in line
+    # the closing summary says what decided the pruned trials and what was trusted (5 trials: nothing)
+    pruned = [pruning_reason(t) for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    decided = {(r["rule"], r["signal"]) for r in pruned}
+    assert "pruning decisions: " + ", ".join(
+        f"{sum((r['rule'], r['signal']) == key for r in pruned)} by {key[0]} rule on {key[1]}" for key in sorted(decided)) in printed
+    assert "trusted: nothing before the last epoch. A signal at epoch s earns trust when at least 8 finished trials" in printed
     # a rerun starts over: the demo's own entries are replaced, the user's are kept
     assert not (out / "genprob_checkpoints" / "stale.pth.tar").exists()
     assert (out / "notes.txt").read_text() == "not the demo's"

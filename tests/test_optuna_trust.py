@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from integrations.optuna import correlation_lower_bound, holm, is_poor, rank_correlation
-from integrations.optuna._trust import percentile_threshold, trust_p_value
+from integrations.optuna._trust import (
+    correlation_lower_bound,
+    holm,
+    is_poor,
+    percentile_threshold,
+    rank_correlation,
+    trust_p_value,
+)
 
 
 def test_rank_correlation():

@@ -2,9 +2,10 @@
 
 - :func:`report_measures` stores a step's measures with a trial (trial attributes, never
   ``trial.report``); :func:`get_measures` reads them back, from any worker.
-- :class:`LearnedMeasurePruner` (the recommended default) learns from the study which
-  measures, with what sign, rank the final objective, and falls back on the objective's
-  own values; :class:`MeasurePruner` prunes on one chosen measure (percentile rule), alone
+- :class:`LearnedMeasurePruner` (the recommended default) learns from every trial of the
+  study which measures, with what sign, rank the later objective, promotes trials through
+  successive-halving rungs on what it trusts (optionally carried from an earlier study with
+  ``prior=``), and falls back on the objective's own values; :class:`MeasurePruner` prunes on one chosen measure (percentile rule), alone
   or together with an objective pruner. :func:`pruning_reason` tells why a trial was
   pruned, :func:`pruner_settings` with what settings.
 - :class:`MeasurePruningCallback` does both each epoch in Lightning (single process or DDP);
@@ -20,7 +21,6 @@ from typing import Any
 from integrations.optuna._common import pruner_settings, pruning_reason
 from integrations.optuna._learned import LearnedMeasurePruner, Signal
 from integrations.optuna._measures import (
-    check_measure_name,
     get_measures,
     measured_trial,
     report_measures,
@@ -28,12 +28,6 @@ from integrations.optuna._measures import (
 from integrations.optuna._plot import plot_measure_history
 from integrations.optuna._pruner import MeasurePruner
 from integrations.optuna._replay import RecordedRun, replay_study
-from integrations.optuna._trust import (
-    correlation_lower_bound,
-    holm,
-    is_poor,
-    rank_correlation,
-)
 
 __all__ = [
     "LearnedMeasurePruner",
@@ -41,16 +35,11 @@ __all__ = [
     "MeasurePruningCallback",
     "RecordedRun",
     "Signal",
-    "check_measure_name",
-    "correlation_lower_bound",
     "get_measures",
-    "holm",
-    "is_poor",
     "measured_trial",
     "plot_measure_history",
     "pruner_settings",
     "pruning_reason",
-    "rank_correlation",
     "replay_study",
     "report_measures",
 ]

@@ -13,6 +13,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 PRUNED_KEY = "probe:pruned"
 """Trial system attribute: why the trial was pruned (``{"rule", "signal", "value", "threshold", "step", …}``)."""
+READABLE_KEY = "probe:pruned_reason"
+"""Trial user attribute: the same reason as one readable sentence (a column in optuna-dashboard)."""
 SETTINGS_KEY = "probe:pruner"
 """Study system attribute: the measure pruner's class and arguments."""
 NAN_POLICIES = ("prune", "ignore")
@@ -70,8 +72,30 @@ def _json_safe(value: Any) -> Any:
 
 
 def record_pruned(study: optuna.study.Study, trial: FrozenTrial, reason: Mapping[str, Any]) -> None:
-    """Store why ``trial`` is pruned in its system attribute ``probe:pruned`` (NaN as ``None``)."""
+    """Store why ``trial`` is pruned: the record in its system attribute ``probe:pruned`` (NaN as
+    ``None``), and :func:`describe_reason`'s sentence in its user attribute ``probe:pruned_reason``."""
     study._storage.set_trial_system_attr(trial._trial_id, PRUNED_KEY, {k: _json_safe(v) for k, v in reason.items()})
+    study._storage.set_trial_user_attr(trial._trial_id, READABLE_KEY, describe_reason(reason))
+
+
+def describe_reason(reason: Mapping[str, Any]) -> str:
+    """A pruning record as one sentence, e.g. ``"step 3, learned rule on F_p_BE: 0.41 < 0.52 (outside
+    the top 5 of 13; trusted by this study: rho +0.93 with the final value over 12 trials)"``."""
+    head = f"step {reason.get('step')}, {reason.get('rule')} rule on {reason.get('signal')}"
+    if reason.get("rule") == "nan":
+        return f"{head}: NaN"
+    if reason.get("rule") == "wrapped" or "threshold" not in reason:
+        return head
+    side = "<" if reason.get("higher_is_better") else ">"
+    text = f"{head}: {reason['value']:.4g} {side} {reason['threshold']:.4g}"
+    if "keep" in reason:
+        horizon = "the final value" if reason.get("horizon") == "final" else f"the objective at step {reason.get('horizon')}"
+        source = "this study" if reason.get("source") == "study" else "the prior study"
+        return (f"{text} (outside the top {reason['keep']} of {reason['of']}; trusted by {source}: "
+                f"rho {reason['rho']:+.2f} with {horizon} over {reason['n']} trials)")
+    if reason.get("rule") == "fallback":
+        return f"{text} (percentile {reason.get('percentile')} of the completed trials; nothing trusted at this step)"
+    return f"{text} (percentile {reason.get('percentile')} of the completed trials)"
 
 
 def record_settings(study: optuna.study.Study, settings: Mapping[str, Any], recorded: set[tuple[int, int]]) -> None:
@@ -87,8 +111,12 @@ def pruning_reason(trial: FrozenTrial) -> dict[str, Any] | None:
 
     Keys: ``rule`` (``"percentile"``, ``"learned"``, ``"fallback"``, ``"nan"`` or
     ``"wrapped"``), ``signal`` (the measure, or ``"objective"`` for ``trial.report`` values),
-    ``step``, ``value``, ``threshold``, ``higher_is_better`` and, for learned rules, the
-    Spearman ``rho`` and the number ``n`` of completed trials it was estimated on.
+    ``step``, ``value``, ``threshold``, ``higher_is_better``; the percentile rules add
+    ``percentile``; the learned promotion rule adds ``keep`` and ``of`` (the trial was not
+    among the best ``keep`` of ``of`` at the rung), the trusted signal's Spearman ``rho``,
+    the ``n`` trials it was estimated on, its ``horizon`` (``"final"`` or the step whose
+    objective it ranks) and ``source`` (``"study"`` or ``"prior"``). The same reason, as one
+    sentence, is the trial's user attribute ``probe:pruned_reason`` (optuna-dashboard shows it).
     """
     return trial.system_attrs.get(PRUNED_KEY)
 

@@ -1,35 +1,25 @@
-"""``LearnedMeasurePruner``: the recommended default — learns from the study which measures
-(and with what sign) rank the final objective, and falls back on the objective's own values."""
+"""``LearnedMeasurePruner``: the recommended default — learns from every trial of the study
+(pruned and unfinished ones included) which signal ranks the later objective, then promotes
+trials through successive-halving rungs on that signal."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
-from optuna.pruners import BasePruner
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from integrations.optuna._common import (
-    NAN_POLICIES,
-    check_choice,
-    check_int,
-    check_single_objective,
-    record_pruned,
-    record_settings,
-    step_to_judge,
-)
-from integrations.optuna._measures import (
-    check_measure_name,
-    get_measures,
-    stored_measure,
-)
+from integrations.optuna._base import MeasureBasedPruner
+from integrations.optuna._common import check_int
+from integrations.optuna._measures import check_measure_name, get_measures
 from integrations.optuna._trust import (
     correlation_lower_bound,
     holm,
+    look_size,
     percentile_threshold,
     rank_correlation,
     trust_p_value,
@@ -38,69 +28,99 @@ from probe.aggregate import HEADLINE_NAMES
 
 OBJECTIVE = "objective"
 """The name of the candidate signal made of the objective's own ``trial.report`` values."""
+FINAL = None
+"""Horizon of a signal that ranks the completed trials' final values."""
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
 class Signal(NamedTuple):
-    """A candidate that earned trust at a step: a measure (or ``"objective"``) and its sign."""
+    """A candidate trusted at a step: a measure (or ``"objective"``) and its sign."""
 
     name: str
     higher_is_better: bool
     rho: float
-    """Spearman correlation of the signal at the step with the final objective (completed trials)."""
+    """Spearman correlation of the signal at the step with the objective at ``horizon``."""
     n: int
-    """Completed trials it was estimated on."""
+    """Trials it was estimated on (the look's sample: pruned and completed trials alike)."""
     lower_bound: float
-    """Lower confidence bound of ``|rho|`` at the Holm-adjusted level that trusted it."""
+    """Lower confidence bound of ``|rho|`` at the level of the test that trusted it."""
+    horizon: int | None = FINAL
+    """The later step whose objective it ranks (``None``: the final value); when not final,
+    the objective there is trusted in turn (a chain ending at the final value)."""
+    source: str = "study"
+    """``"study"`` (this study's own trials) or ``"prior"`` (carried from ``prior=``, not refuted here)."""
 
 
-class LearnedMeasurePruner(BasePruner):
+class _History(NamedTuple):
+    """A finished trial as the pruner reads it (fixed once finished, so cached)."""
+
+    number: int
+    values: dict[int, np.ndarray]
+    """step -> candidate values (NaN where missing or undefined)."""
+    objective: dict[int, float]
+    """step -> reported objective value."""
+    final: float
+    """The final value; NaN unless completed."""
+
+
+class LearnedMeasurePruner(MeasureBasedPruner):
     """The recommended default: prune on whichever signal *this study* has shown to rank its
-    final objective — no measure to choose, no sign to know.
+    later objective — no measure to choose, no sign to know — promoting trials through
+    successive-halving rungs once a signal is trusted.
 
-    How it decides, at each step ``s`` (the latest with stored measures or a reported value)
-    from ``n_warmup_steps`` on, once ``n_startup_trials`` trials have completed:
+    **Evidence** comes from every finished trial (completed *and* pruned), as far as it ran:
+    a trial that reached step ``s′ > s`` tells how its step-``s`` values rank against its
+    objective at ``s′``. Candidates: every measure in ``measures`` (either sign) and the
+    objective's own ``trial.report`` value at ``s`` (the study's direction).
 
-    1. **Candidates**: every measure in ``measures`` (the eight headline ones by default),
-       either sign, and the objective's own ``trial.report`` value (higher is better in the
-       study's direction: the sign Optuna's pruners assume).
-    2. **Trust**: over the completed trials with a finite value at ``s``, the Spearman
-       correlation ``rho`` of each candidate with the final objective is tested against
-       ``|rho| <= trust_threshold`` (Fisher z; a measure's p-value is doubled because its
-       sign is chosen from the data). Holm's step-down procedure over all candidates keeps
-       the chance of trusting any useless candidate at this step below ``1 - confidence``;
-       fewer than ``n_trust_trials`` pairs never earn trust.
-    3. **Judge**: the trial is pruned when **every** trusted candidate it has a finite
-       value for ranks it worse than the ``percentile``-th best of the completed trials'
-       values at ``s`` (Optuna's ``PercentilePruner`` rule, with the learned sign; the
-       default 75 prunes the bottom quarter). The objective is judged, as Optuna's pruners
-       do, by the trial's best value so far.
-    4. **Fallback**: with nothing trusted, the objective alone is judged by the same rule —
-       ``PercentilePruner``'s decisions — unless at least ``n_trust_trials`` completed
-       trials show its value at ``s`` ranking the final objective below
-       ``trust_threshold`` (early epochs often do): then the trial runs on. A measure that
-       has not earned trust in this study never prunes.
-    5. **NaN**: a trial whose every usable signal at ``s`` is NaN (diverged weights or
-       objective) is pruned with ``nan_policy="prune"`` (default). Other trials' NaN or
-       missing values are left out.
+    **Trust** (:meth:`trusted`), at a step ``s``: the *horizons* of ``s`` are the final
+    value and the rungs after ``s`` (``H`` of them). At each horizon with at least
+    ``n_trust_trials`` finished trials having both the step-``s`` candidates and the
+    horizon's objective, the test takes one *look* at a fixed sample: the first ``g`` such
+    trials by number, ``g`` on the grid ``⌈n_trust_trials · 1.5^(j−1)⌉`` (j = 1, 2, …; the
+    largest available), so that a look's outcome does not change until the next grid size.
+    What is tested, per candidate: H₀ "the Spearman ρ of the candidate at ``s`` with the
+    objective at the horizon is ≤ ``trust_threshold``" (for a measure ``|ρ|``: its sign is
+    chosen from the data and the p-value doubled; the objective must rank its later values
+    the same way), by the Fisher-z (Bonett–Wright) normal approximation, with Holm's
+    step-down over the candidates at level ``α_j = (1 − confidence) / H / 2^j``. Summed
+    over every look and horizon, the chance that a candidate whose H₀ holds is ever trusted
+    at step ``s`` is at most ``1 − confidence`` (up to the normal approximation; a union
+    bound, so conservative). The bound is per step, not across steps. A horizon before the
+    final value counts only when the objective *there* is trusted in turn (the same test
+    at that step): trust is a chain ending at the final value, so at least
+    ``n_trust_trials`` completed trials are needed, but the earlier links are estimated on
+    every trial that got that far, pruned ones included. The pruner's own selection keeps
+    a useless signal useless among the survivors, so the bound holds in a pruned study too
+    (selection on another signal correlated with it is the one case it does not cover).
 
-    Holm bounds the error of one look; the pruner looks at every step and after every
-    completed trial, so with few trials a chance correlation can still earn trust for a
-    while (raise ``n_trust_trials`` or ``confidence`` to make that rarer).
+    **Judge**, at the trial's latest step ``s`` from ``n_warmup_steps`` on, once
+    ``n_startup_trials`` trials have completed:
 
-    Why a trial was pruned (rule, signal, value, threshold, ``rho``, step) is stored in its
-    system attribute ``probe:pruned`` (:func:`pruning_reason`); the settings in the study's
-    ``probe:pruner`` (:func:`pruner_settings`). :meth:`trusted` shows the ranking at a step.
+    1. *Promotion rule*, when a signal is trusted at ``s`` and ``s`` is a rung
+       (``max(1, n_warmup_steps) · reduction_factor^k``): the trusted signal with the best confidence
+       bound that the trial has a value for ranks it among every finished trial's value at ``s`` (as asynchronous successive
+       halving); it runs on when in the top ``max(1, ⌈n / reduction_factor⌉)``, else it is
+       pruned (rule ``"learned"``). Between rungs a trusted step prunes nothing.
+    2. *Fallback*, with nothing trusted at ``s``: the objective's best value so far against
+       the ``percentile``-th best of the completed trials' values at ``s`` (Optuna's
+       ``PercentilePruner``; rule ``"fallback"``) — unless the finished trials *refute* it
+       (at least ``n_trust_trials`` of them show Spearman ρ below ``trust_threshold``
+       between its value at ``s`` and the objective at the furthest horizon): where the
+       early objective misleads, nothing is pruned. A measure never prunes untrusted.
+    3. *NaN*: a trial whose every usable signal at ``s`` is NaN is pruned with
+       ``nan_policy="prune"`` (default). Other trials' NaN or missing values are left out.
 
-    Worked example (maximize; 20 completed trials; step 3; defaults): ``F_p_BE`` at step 3
-    has ``rho = +0.80`` with the final objective over the 20, ``SQ_p_BE`` ``-0.75``, the
-    objective's own step-3 value ``+0.30``, the other measures ``|rho| < 0.3``. For
-    ``F_p_BE``, z = (atanh 0.80 − atanh 0.30) / sqrt((1 + 0.80²/2) / 17) = 0.79 / 0.28 = 2.83,
-    two-sided p = 0.0046 ≤ 0.05 / 9 (Holm's first level, 9 candidates): trusted. For
-    ``SQ_p_BE``, z = 2.42, p = 0.016 > 0.05 / 8: not trusted, and Holm stops there. A new
-    trial whose step-3 ``F_p_BE`` lies in the bottom quarter of the 20 completed trials'
-    step-3 values is pruned, whatever its objective says. With 8 completed trials nothing
-    can be trusted yet: the trial's best objective value so far is compared with the
-    bottom quarter of the 8 trials' step-3 values, as ``PercentilePruner(75)`` would.
+    **Prior** (opt-in): ``prior=`` an earlier :class:`optuna.Study` on the same task (any
+    storage: ``optuna.load_study(...)``); the signals trusted there at a step (by the same
+    test on its trials) are trusted here from the first trial (``source="prior"``) until
+    this study's own finished trials refute them (ρ with the prior's sign below
+    ``trust_threshold`` over at least ``n_trust_trials``), and confirmed when this
+    study's own test trusts them.
+
+    Why a trial was pruned (rule, signal, value, threshold, ``rho``, ``n``, step) is stored
+    in its system attribute ``probe:pruned`` (:func:`pruning_reason`), the settings in the
+    study's ``probe:pruner`` (:func:`pruner_settings`).
 
     Example:
 
@@ -128,28 +148,33 @@ class LearnedMeasurePruner(BasePruner):
     Parameters
     ----------
     measures:
-        Candidate measures (names stored by ``report_measures``: the headline names or
-        aggregates such as ``ER_L2_t6_BE``); default ``probe.HEADLINE_NAMES``.
+        Candidate measures (names stored by ``report_measures``); default ``probe.HEADLINE_NAMES``.
     objective:
         Whether the objective's ``trial.report`` values are a candidate and the fallback;
         default ``True``. With ``False`` the pruner abstains until a measure earns trust.
     percentile:
-        Share of the best completed trials kept at a step, in percent, 0–100 (Optuna's
+        The fallback's share of the best completed trials kept, in percent (Optuna's
         convention); default 75 (prune the bottom quarter).
+    reduction_factor:
+        The promotion rule's η: rungs at ``max(1, n_warmup_steps) · η^k``, the top ``1/η`` runs on;
+        default 3.
     trust_threshold:
-        The ``|rho|`` a candidate must exceed (0 ≤ value < 1); default 0.3.
+        The ``|rho|`` a candidate must exceed (0 ≤ value < 1); default 0.2.
     confidence:
-        Family-wise confidence of the trust test (0–1, exclusive); default 0.95.
+        ``1 −`` the bound on trusting a candidate with ``|rho| ≤ trust_threshold`` at a
+        step, over all looks (0–1, exclusive); default 0.95.
     n_trust_trials:
-        Fewest completed trials with the candidate at the step to test it; default 10 (≥ 4).
+        Fewest trials in a look (≥ 4); default 8.
     n_startup_trials:
-        No pruning until this many trials have completed; default 5.
+        No pruning until this many trials have completed; default 3.
     n_warmup_steps:
-        No pruning before this step; default 1.
+        No pruning before this step; the first rung; default 1.
     interval_steps:
-        Judge at most once per this many steps, counted from ``n_warmup_steps``; default 1.
+        The fallback judges at most once per this many steps; default 1.
     nan_policy:
         ``"prune"`` (default) or ``"ignore"``: what a trial with only NaN signals gets.
+    prior:
+        An earlier study whose trusted signals start trusted here (see above); default none.
     """
 
     def __init__(
@@ -158,13 +183,15 @@ class LearnedMeasurePruner(BasePruner):
         measures: Sequence[str] = HEADLINE_NAMES,
         objective: bool = True,
         percentile: float = 75.0,
-        trust_threshold: float = 0.3,
+        reduction_factor: int = 3,
+        trust_threshold: float = 0.2,
         confidence: float = 0.95,
-        n_trust_trials: int = 10,
-        n_startup_trials: int = 5,
+        n_trust_trials: int = 8,
+        n_startup_trials: int = 3,
         n_warmup_steps: int = 1,
         interval_steps: int = 1,
         nan_policy: str = "prune",
+        prior: optuna.Study | None = None,
     ) -> None:
         if isinstance(measures, str):
             raise ValueError(f"measures must be a sequence of measure names, got measures={measures!r}")
@@ -175,140 +202,264 @@ class LearnedMeasurePruner(BasePruner):
             raise ValueError("measures=() with objective=False leaves nothing to judge by")
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be between 0 and 100 inclusive, got percentile={percentile!r}")
+        check_int("reduction_factor", reduction_factor, 2)
         if not 0.0 <= trust_threshold < 1.0:
             raise ValueError(f"trust_threshold must be in [0, 1), got trust_threshold={trust_threshold!r}")
         if not 0.0 < confidence < 1.0:
             raise ValueError(f"confidence must be strictly between 0 and 1, got confidence={confidence!r}")
         check_int("n_trust_trials", n_trust_trials, 4)
-        check_int("n_startup_trials", n_startup_trials, 0)
-        check_int("n_warmup_steps", n_warmup_steps, 0)
-        check_int("interval_steps", interval_steps, 1)
-        check_choice("nan_policy", nan_policy, NAN_POLICIES)
+        if prior is not None and not isinstance(prior, optuna.Study):
+            raise ValueError(f"prior must be an optuna.Study (e.g. optuna.load_study(...)) or None, got prior={prior!r}")
+        super().__init__(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps,
+                         interval_steps=interval_steps, nan_policy=nan_policy)
         self.measures = measures
         self._objective = bool(objective)
         self._percentile = percentile
+        self._eta = reduction_factor
         self._trust_threshold = trust_threshold
         self._confidence = confidence
         self._n_trust_trials = n_trust_trials
-        self._n_startup_trials = n_startup_trials
-        self._n_warmup_steps = n_warmup_steps
-        self._interval_steps = interval_steps
-        self._nan_policy = nan_policy
-        self._settings = {
-            "class": type(self).__name__, "measures": list(measures), "objective": self._objective,
-            "percentile": percentile, "trust_threshold": trust_threshold, "confidence": confidence,
-            "n_trust_trials": n_trust_trials, "n_startup_trials": n_startup_trials,
-            "n_warmup_steps": n_warmup_steps, "interval_steps": interval_steps, "nan_policy": nan_policy,
-        }
-        self._recorded: set[tuple[int, int]] = set()
-        self._cache: dict[tuple[int, int, int], tuple[tuple[int, ...], list[Signal]]] = {}
+        self._prior = prior
+        self._settings.update({
+            "measures": list(measures), "objective": self._objective, "percentile": percentile,
+            "reduction_factor": reduction_factor, "trust_threshold": trust_threshold, "confidence": confidence,
+            "n_trust_trials": n_trust_trials,
+            "prior": None if prior is None else prior.study_name,
+        })
+        self._histories: dict[tuple[int, int], dict[int, _History]] = {}
+        self._trust_cache: dict[tuple[int, int, int], tuple[int, list[Signal]]] = {}
+        self._memo: dict[tuple[int, int], tuple[int, dict[int, list[Signal]]]] = {}
+        self._prior_trust: dict[int, list[Signal]] | None = None
+
+    @property
+    def stored_measures(self) -> tuple[str, ...]:
+        """The measures this pruner reads (``report_measures`` stores them by default)."""
+        return self.measures
 
     @property
     def _candidates(self) -> tuple[str, ...]:
         return (*self.measures, OBJECTIVE) if self._objective else self.measures
 
-    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
-        """Whether to prune ``trial`` (see the class docstring for how it decides)."""
-        check_single_objective(study, self)
-        record_settings(study, self._settings, self._recorded)
+    def _is_rung(self, step: int) -> bool:
+        rung = max(1, self._n_warmup_steps)
+        while rung < step:
+            rung *= self._eta
+        return rung == step
+
+    def _rungs_after(self, step: int, last: int) -> list[int]:
+        """The rungs in ``(step, last]``, furthest first."""
+        rung, rungs = max(1, self._n_warmup_steps), []
+        while rung <= last:
+            if rung > step:
+                rungs.append(rung)
+            rung *= self._eta
+        return rungs[::-1]
+
+    # --- reading the study ------------------------------------------------------------
+
+    def _finished(self, study: optuna.study.Study) -> list[_History]:
+        """Every finished trial of ``study`` as a :class:`_History` (parsed once, then cached)."""
+        key = (id(study._storage), study._study_id)
+        cache = self._histories.setdefault(key, {})
+        trials = study.get_trials(deepcopy=False, states=_FINISHED)
+        for trial in trials:
+            if trial.number not in cache:
+                cache[trial.number] = self._history(trial)
+        return [cache[t.number] for t in trials]
+
+    def _history(self, trial: FrozenTrial) -> _History:
         measures = get_measures(trial)
-        steps = set(measures) | (set(trial.intermediate_values) if self._objective else set())
-        judged = step_to_judge(study, steps, n_startup_trials=self._n_startup_trials,
-                               n_warmup_steps=self._n_warmup_steps, interval_steps=self._interval_steps)
-        if judged is None:
-            return False
-        step, completed = judged
-        reason = self._judge(study, trial, completed, step)
-        if reason is not None:
-            record_pruned(study, trial, reason)
-        return reason is not None
+        steps = set(measures) | set(trial.intermediate_values)
+        values = {}
+        for step in steps:
+            row = [measures.get(step, {}).get(name, math.nan) for name in self.measures]
+            if self._objective:
+                row.append(trial.intermediate_values.get(step, math.nan))
+            values[step] = np.array(row, dtype=float)
+        final = trial.value if trial.state == TrialState.COMPLETE and trial.value is not None else math.nan
+        return _History(trial.number, values, {s: float(v) for s, v in trial.intermediate_values.items()}, float(final))
+
+    # --- trust ---------------------------------------------------------------------------
 
     def trusted(self, study: optuna.study.Study, step: int) -> list[Signal]:
-        """The candidates trusted at ``step`` by the study's completed trials, best first."""
-        return self._trusted(study, study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), step)
+        """The candidates trusted at ``step``, best first: by the study's own finished trials,
+        then those carried from ``prior=`` that this study has not refuted."""
+        return self._trusted(study, self._finished(study), step)
 
-    def _judge(self, study: optuna.study.Study, trial: FrozenTrial, completed: list[FrozenTrial], step: int) -> dict | None:
-        trusted = self._trusted(study, completed, step)
+    def _trusted(self, study: optuna.study.Study, histories: list[_History], step: int) -> list[Signal]:
+        key = (id(study._storage), study._study_id, step)
+        cached = self._trust_cache.get(key)
+        if cached is not None and cached[0] == len(histories):
+            return cached[1]
         maximize = study.direction == StudyDirection.MAXIMIZE
-        fallback = [] if trusted or not self._objective or self._objective_refuted(completed, step) else [
-            Signal(OBJECTIVE, maximize, math.nan, 0, math.nan)]
-        own = [(signal, self._own_value(trial, signal, step)) for signal in trusted + fallback]
+        count, memo = self._memo.get(key[:2], (-1, {}))
+        if count != len(histories):
+            memo = {}
+            self._memo[key[:2]] = (len(histories), memo)
+        own = self._test(histories, step, maximize, memo)
+        names = {s.name for s in own}
+        carried = [s for s in self._prior_signals(maximize).get(step, [])
+                   if s.name not in names and not self._refuted(histories, step, s.name, s.higher_is_better, maximize)]
+        signals = own + [s._replace(source="prior") for s in carried]
+        self._trust_cache[key] = (len(histories), signals)
+        return signals
+
+    def _prior_signals(self, maximize: bool) -> dict[int, list[Signal]]:
+        """What ``prior=`` trusted, per step (computed once)."""
+        if self._prior is None:
+            return {}
+        if self._prior_trust is None:
+            histories = [self._history(t) for t in self._prior.get_trials(deepcopy=False, states=_FINISHED)]
+            steps = sorted({s for h in histories for s in h.values})
+            prior_max = self._prior.direction == StudyDirection.MAXIMIZE
+            memo: dict[int, list[Signal]] = {}
+            self._prior_trust = {s: self._test(histories, s, prior_max, memo) for s in steps}
+        return self._prior_trust
+
+    def _sample(self, histories: list[_History], step: int, horizon: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The candidates at ``step`` and the objective at ``horizon``, over the trials having both."""
+        rows, targets = [], []
+        for h in histories:
+            target = h.final if horizon is FINAL else h.objective.get(horizon, math.nan)
+            if step in h.values and math.isfinite(target):
+                rows.append(h.values[step])
+                targets.append(target)
+        return np.array(rows, dtype=float).reshape(len(rows), len(self._candidates)), np.array(targets, dtype=float)
+
+    def _horizons(self, histories: list[_History], step: int) -> list[int | None]:
+        """The final value and the rungs after ``step`` up to the longest run, furthest first."""
+        last = max((max(h.objective, default=-1) for h in histories), default=-1)
+        return [FINAL, *self._rungs_after(step, last)]
+
+    def _furthest(self, histories: list[_History], step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The sample at the furthest horizon with at least ``n_trust_trials`` trials (maybe empty)."""
+        for horizon in self._horizons(histories, step):
+            values, targets = self._sample(histories, step, horizon)
+            if len(targets) >= self._n_trust_trials:
+                return values, targets
+        return np.empty((0, len(self._candidates))), np.empty(0)
+
+    def _test(self, histories: list[_History], step: int, maximize: bool, memo: dict[int, list[Signal]]) -> list[Signal]:
+        """This study's trust test at ``step`` (class docstring): one look per horizon with
+        enough trials, chained through the objective at later rungs."""
+        if step in memo:
+            return memo[step]
+        memo[step] = []
+        horizons = self._horizons(histories, step)
+        best: dict[str, Signal] = {}
+        for horizon in horizons:
+            values, targets = self._sample(histories, step, horizon)
+            size, look = look_size(len(targets), self._n_trust_trials)
+            if not look:
+                continue
+            if horizon is not FINAL and not any(s.name == OBJECTIVE for s in self._test(histories, horizon, maximize, memo)):
+                continue  # a chain must end at the final value
+            alpha = (1.0 - self._confidence) / len(horizons) / 2.0 ** look
+            for signal in self._look(values[:size], targets[:size], alpha, maximize, horizon):
+                if signal.name not in best or signal.lower_bound > best[signal.name].lower_bound:
+                    best[signal.name] = signal
+        memo[step] = sorted(best.values(), key=lambda signal: -signal.lower_bound)
+        return memo[step]
+
+    def _look(self, values: np.ndarray, targets: np.ndarray, alpha: float, maximize: bool,
+              horizon: int | None) -> list[Signal]:
+        """Holm's test of every candidate on one look's sample at family-wise level ``alpha``."""
+        estimates = []
+        for index, name in enumerate(self._candidates):
+            column = values[:, index]
+            n = int(np.isfinite(column).sum())
+            rho = rank_correlation(column, targets) if n >= self._n_trust_trials else math.nan
+            either_sign = name != OBJECTIVE  # the objective must rank its own later values the same way
+            estimates.append((name, rho, n, trust_p_value(rho, n, self._trust_threshold, either_sign=either_sign),
+                              either_sign))
+        rejected = holm([e[3] for e in estimates], alpha=alpha)
+        signals = []
+        ordered = sorted(range(len(estimates)), key=lambda i: estimates[i][3])
+        for rank, index in enumerate(ordered):
+            name, rho, n, _, either_sign = estimates[index]
+            if rejected[index]:
+                level = alpha / (len(estimates) - rank) / (2.0 if either_sign else 1.0)
+                signals.append(Signal(name, (rho > 0) == maximize, rho, n,
+                                      correlation_lower_bound(rho, n, confidence=1.0 - level), horizon))
+        return signals
+
+    def _refuted(self, histories: list[_History], step: int, name: str, higher_is_better: bool, maximize: bool) -> bool:
+        """Whether the finished trials contradict ``name`` with its sign at ``step``: at least
+        ``n_trust_trials`` of them at the furthest horizon, and its signed Spearman below ``trust_threshold``."""
+        values, targets = self._furthest(histories, step)
+        column = values[:, self._candidates.index(name)] if len(targets) else np.empty(0)
+        if int(np.isfinite(column).sum()) < self._n_trust_trials:
+            return False
+        rho = rank_correlation(column, targets)
+        signed = rho if higher_is_better == maximize else -rho
+        return not signed >= self._trust_threshold
+
+    # --- judging -------------------------------------------------------------------------
+
+    def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
+        """Whether to prune ``trial`` (see the class docstring for how it decides)."""
+        self._start(study)
+        measures = get_measures(trial)
+        steps = set(measures) | (set(trial.intermediate_values) if self._objective else set())
+        if not steps or max(steps) < self._n_warmup_steps:
+            return False
+        step = max(steps)
+        histories = self._finished(study)
+        if sum(math.isfinite(h.final) for h in histories) < max(1, self._n_startup_trials):
+            return False
+        trusted = self._trusted(study, histories, step)
+        if trusted:
+            reason = self._promote(measures.get(step, {}), trial, histories, trusted, step)
+        elif self._gate(study, steps) is not None:
+            reason = self._fallback(study, trial, histories, step)
+        else:
+            reason = None
+        return self._record(study, trial, reason)
+
+    def _promote(self, measures: dict[str, float], trial: FrozenTrial, histories: list[_History],
+                 trusted: list[Signal], step: int) -> dict[str, Any] | None:
+        """The promotion rule at a rung, on the best trusted signal the trial has a value for."""
+        own = [(signal, trial.intermediate_values.get(step) if signal.name == OBJECTIVE else measures.get(signal.name))
+               for signal in trusted]
         usable = [(signal, value) for signal, value in own if value is not None]
         if not usable:
             return None
         finite = [(signal, value) for signal, value in usable if math.isfinite(value)]
         if not finite:
-            signal, value = usable[0]
-            return {"rule": "nan", "signal": signal.name, "step": step, "value": value} if self._nan_policy == "prune" else None
-        verdicts = [self._verdict(signal, value, completed, step) for signal, value in finite]
-        return verdicts[0] if all(verdict is not None for verdict in verdicts) else None
+            return self._nan_reason(usable[0][0].name, step)
+        signal, value = finite[0]
+        if not self._is_rung(step):
+            return None
+        index = self._candidates.index(signal.name)
+        others = np.array([h.values[step][index] for h in histories if step in h.values], dtype=float)
+        population = np.append(others[np.isfinite(others)], value)
+        sign = 1.0 if signal.higher_is_better else -1.0
+        keep = max(1, math.ceil(len(population) / self._eta))
+        threshold = float(sign * np.sort(sign * population)[::-1][keep - 1])
+        if not sign * value < sign * threshold:
+            return None
+        return {"rule": "learned", "signal": signal.name, "step": step, "value": float(value), "threshold": threshold,
+                "higher_is_better": signal.higher_is_better, "keep": keep, "of": len(population),
+                "rho": signal.rho, "n": signal.n, "horizon": "final" if signal.horizon is FINAL else signal.horizon,
+                "source": signal.source}
 
-    def _objective_refuted(self, completed: list[FrozenTrial], step: int) -> bool:
-        """Whether the completed trials contradict the objective at ``step``: at least
-        ``n_trust_trials`` pairs, and its Spearman with the final value below ``trust_threshold``."""
-        pairs = [(t.intermediate_values.get(step), t.value) for t in completed]
-        pairs = [(v, final) for v, final in pairs if v is not None and final is not None]
-        if len(pairs) < self._n_trust_trials:
-            return False
-        rho = rank_correlation(*zip(*pairs))
-        return not rho >= self._trust_threshold
-
-    def _verdict(self, signal: Signal, value: float, completed: list[FrozenTrial], step: int) -> dict | None:
-        values = [self._value(t, signal.name, step) for t in completed]
-        others = [v for v in values if v is not None and math.isfinite(v)]
+    def _fallback(self, study: optuna.study.Study, trial: FrozenTrial, histories: list[_History], step: int) -> dict[str, Any] | None:
+        """The percentile rule on the objective, unless the finished trials refute it at ``step``."""
+        if not self._objective or step not in trial.intermediate_values:
+            return None
+        maximize = study.direction == StudyDirection.MAXIMIZE
+        if self._refuted(histories, step, OBJECTIVE, maximize, maximize):
+            return None
+        so_far = np.array([v for s, v in trial.intermediate_values.items() if s <= step], dtype=float)
+        if np.isnan(so_far).all():
+            return self._nan_reason(OBJECTIVE, step)
+        value = float(np.nanmax(so_far) if maximize else np.nanmin(so_far))
+        others = [h.objective[step] for h in histories if math.isfinite(h.final) and step in h.objective]
+        others = [v for v in others if math.isfinite(v)]
         if not others:
             return None
-        threshold = percentile_threshold(others, percentile=self._percentile, higher_is_better=signal.higher_is_better)
-        if not (value < threshold if signal.higher_is_better else value > threshold):
+        threshold = percentile_threshold(others, percentile=self._percentile, higher_is_better=maximize)
+        if not (value < threshold if maximize else value > threshold):
             return None
-        return {"rule": "learned" if signal.n else "fallback", "signal": signal.name, "step": step, "value": value,
-                "threshold": threshold, "higher_is_better": signal.higher_is_better, "percentile": self._percentile,
-                "rho": signal.rho, "n": signal.n}
-
-    def _own_value(self, trial: FrozenTrial, signal: Signal, step: int) -> float | None:
-        """The judged trial's value: a measure at ``step``; the objective's best so far (as Optuna's pruners)."""
-        if signal.name != OBJECTIVE:
-            return stored_measure(trial, step, signal.name)
-        if step not in trial.intermediate_values:
-            return None
-        values = np.array([v for s, v in trial.intermediate_values.items() if s <= step], dtype=float)
-        if np.isnan(values).all():
-            return math.nan
-        return float(np.nanmax(values) if signal.higher_is_better else np.nanmin(values))
-
-    def _value(self, trial: FrozenTrial, name: str, step: int) -> float | None:
-        if name == OBJECTIVE:
-            value = trial.intermediate_values.get(step)
-            return None if value is None else float(value)
-        return stored_measure(trial, step, name)
-
-    def _trusted(self, study: optuna.study.Study, completed: list[FrozenTrial], step: int) -> list[Signal]:
-        """Holm's trust test of every candidate at ``step`` (cached until another trial completes)."""
-        key = (id(study._storage), study._study_id, step)
-        numbers = tuple(t.number for t in completed)
-        cached = self._cache.get(key)
-        if cached is not None and cached[0] == numbers:
-            return cached[1]
-        finals = np.array([math.nan if t.value is None else t.value for t in completed], dtype=float)
-        maximize = study.direction == StudyDirection.MAXIMIZE
-        estimates = []
-        for name in self._candidates:
-            values = np.array([math.nan if (v := self._value(t, name, step)) is None else v for t in completed], dtype=float)
-            n = int((np.isfinite(values) & np.isfinite(finals)).sum())
-            rho = rank_correlation(values, finals) if n >= self._n_trust_trials else math.nan
-            either_sign = name != OBJECTIVE
-            p = trust_p_value(rho, n, self._trust_threshold, either_sign=either_sign)
-            estimates.append((name, rho, n, p, either_sign))
-        alpha = 1.0 - self._confidence
-        rejected = holm([p for *_, p, _ in estimates], alpha=alpha)
-        signals = []
-        ordered = sorted(range(len(estimates)), key=lambda i: estimates[i][3])
-        for rank, index in enumerate(ordered):
-            name, rho, n, p, either_sign = estimates[index]
-            if not rejected[index]:
-                continue
-            level = alpha / (len(estimates) - rank) / (2.0 if either_sign else 1.0)
-            signals.append(Signal(name, (rho > 0) == maximize, rho, n, correlation_lower_bound(rho, n, confidence=1.0 - level)))
-        signals.sort(key=lambda signal: -signal.lower_bound)
-        self._cache[key] = (numbers, signals)
-        return signals
+        return {"rule": "fallback", "signal": OBJECTIVE, "step": step, "value": value, "threshold": threshold,
+                "higher_is_better": maximize, "percentile": self._percentile}

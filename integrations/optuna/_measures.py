@@ -155,18 +155,10 @@ def _history(attrs: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
 
 
 def _default_names(trial: AnyTrial) -> list[str]:
-    """The headline measures, and whatever else the study's measure pruner reads."""
-    from integrations.optuna._learned import LearnedMeasurePruner
-    from integrations.optuna._pruner import MeasurePruner
-
-    names = list(HEADLINE_NAMES)
+    """The headline measures, and whatever else the study's pruner reads (its ``stored_measures``)."""
     study = getattr(trial, "study", None)  # FixedTrial and FrozenTrial have none
-    pruner = getattr(study, "pruner", None)
-    if isinstance(pruner, MeasurePruner):
-        names.append(pruner.measure)
-    elif isinstance(pruner, LearnedMeasurePruner):
-        names.extend(pruner.measures)
-    return list(dict.fromkeys(names))
+    extra = getattr(getattr(study, "pruner", None), "stored_measures", ())
+    return list(dict.fromkeys([*HEADLINE_NAMES, *extra]))
 
 
 def _as_float(value: object, name: str) -> float:

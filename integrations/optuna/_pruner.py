@@ -8,15 +8,8 @@ import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
 
-from integrations.optuna._common import (
-    NAN_POLICIES,
-    check_choice,
-    check_int,
-    check_single_objective,
-    record_pruned,
-    record_settings,
-    step_to_judge,
-)
+from integrations.optuna._base import MeasureBasedPruner
+from integrations.optuna._common import check_choice, check_int
 from integrations.optuna._measures import (
     check_measure_name,
     get_measures,
@@ -27,7 +20,7 @@ from integrations.optuna._trust import percentile_threshold
 DIRECTIONS = ("maximize", "minimize")
 
 
-class MeasurePruner(BasePruner):
+class MeasurePruner(MeasureBasedPruner):
     """Percentile rule on one network measure stored by :func:`report_measures`, optionally
     with an objective pruner. For a study where you do not know which measure predicts (or
     which way), use :class:`LearnedMeasurePruner`, the recommended default.
@@ -122,46 +115,38 @@ class MeasurePruner(BasePruner):
         if not 0.0 <= percentile <= 100.0:
             raise ValueError(f"percentile must be between 0 and 100 inclusive, got percentile={percentile!r}")
         check_choice("direction", direction, DIRECTIONS)
-        check_int("n_startup_trials", n_startup_trials, 0)
-        check_int("n_warmup_steps", n_warmup_steps, 0)
-        check_int("interval_steps", interval_steps, 1)
         check_int("n_min_trials", n_min_trials, 1)
-        check_choice("nan_policy", nan_policy, NAN_POLICIES)
         if wrapped_pruner is not None and not isinstance(wrapped_pruner, BasePruner):
             raise ValueError(f"wrapped_pruner must be an optuna BasePruner or None, got wrapped_pruner={wrapped_pruner!r}")
+        super().__init__(n_startup_trials=n_startup_trials, n_warmup_steps=n_warmup_steps,
+                         interval_steps=interval_steps, nan_policy=nan_policy)
         self.measure = measure
         self._percentile = percentile
         self._higher_is_better = direction == "maximize"
-        self._n_startup_trials = n_startup_trials
-        self._n_warmup_steps = n_warmup_steps
-        self._interval_steps = interval_steps
         self._n_min_trials = n_min_trials
-        self._nan_policy = nan_policy
         self._wrapped_pruner = wrapped_pruner
-        self._settings = {
-            "class": type(self).__name__, "measure": measure, "percentile": percentile, "direction": direction,
-            "n_startup_trials": n_startup_trials, "n_warmup_steps": n_warmup_steps, "interval_steps": interval_steps,
-            "n_min_trials": n_min_trials, "nan_policy": nan_policy,
+        self._settings.update({
+            "measure": measure, "percentile": percentile, "direction": direction, "n_min_trials": n_min_trials,
             "wrapped_pruner": None if wrapped_pruner is None else type(wrapped_pruner).__name__,
-        }
-        self._recorded: set[tuple[int, int]] = set()
+        })
+
+    @property
+    def stored_measures(self) -> tuple[str, ...]:
+        """The measure this pruner reads (``report_measures`` stores it by default)."""
+        return (self.measure,)
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         """Whether to prune ``trial``: its measure is poor, or ``wrapped_pruner`` says so."""
-        check_single_objective(study, self)
-        record_settings(study, self._settings, self._recorded)
+        self._start(study)
         reason = self._judge(study, trial)
         if reason is None and self._wrapped_pruner is not None and self._wrapped_pruner.prune(study, trial):
             reason = {"rule": "wrapped", "signal": type(self._wrapped_pruner).__name__, "step": trial.last_step}
-        if reason is not None:
-            record_pruned(study, trial, reason)
-        return reason is not None
+        return self._record(study, trial, reason)
 
     def _judge(self, study: optuna.study.Study, trial: FrozenTrial) -> dict | None:
         """The reason to prune ``trial`` on the measure, or ``None``."""
         measures = get_measures(trial)
-        judged = step_to_judge(study, measures, n_startup_trials=self._n_startup_trials,
-                               n_warmup_steps=self._n_warmup_steps, interval_steps=self._interval_steps)
+        judged = self._gate(study, measures)
         if judged is None:
             return None
         step, completed = judged
@@ -172,7 +157,7 @@ class MeasurePruner(BasePruner):
             )
         value = measures[step][self.measure]
         if math.isnan(value):
-            return {"rule": "nan", "signal": self.measure, "step": step, "value": value} if self._nan_policy == "prune" else None
+            return self._nan_reason(self.measure, step, value)
         stored = [stored_measure(t, step, self.measure) for t in completed]
         others = [v for v in stored if v is not None and not math.isnan(v)]
         if len(others) < self._n_min_trials:

@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm, spearmanr
+
+_NORMAL = NormalDist()
+
+
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks 1..n, ties sharing their average rank (``scipy.stats.rankdata``'s default)."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    ends = np.append(starts[1:], len(values))
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2.0, ends - starts)
+    return ranks
 
 
 def rank_correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> float:
-    """Spearman rank correlation (``scipy.stats.spearmanr``) over the pairs where both values are finite.
+    """Spearman rank correlation (Pearson's of the average ranks, as ``scipy.stats.spearmanr``)
+    over the pairs where both values are finite.
 
     Returns NaN when fewer than two such pairs remain or either side is constant.
     """
@@ -22,7 +36,10 @@ def rank_correlation(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.nd
     a, b = a[keep], b[keep]
     if a.size < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return math.nan
-    return float(spearmanr(a, b).statistic)
+    ra, rb = _ranks(a), _ranks(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    return float(np.clip(ra @ rb / math.sqrt((ra @ ra) * (rb @ rb)), -1.0, 1.0))
 
 
 def _fisher_z(rho: float, n: int) -> tuple[float, float]:
@@ -39,7 +56,7 @@ def correlation_lower_bound(rho: float, n: int, *, confidence: float = 0.95) -> 
     if n < 4 or math.isnan(rho):
         return math.nan
     z, se = _fisher_z(rho, n)
-    return max(0.0, math.tanh(z - float(norm.ppf(confidence)) * se))
+    return max(0.0, math.tanh(z - _NORMAL.inv_cdf(confidence) * se))
 
 
 def trust_p_value(rho: float, n: int, threshold: float, *, either_sign: bool) -> float:
@@ -51,8 +68,18 @@ def trust_p_value(rho: float, n: int, threshold: float, *, either_sign: bool) ->
     if n < 4 or math.isnan(rho) or (not either_sign and rho <= 0):
         return 1.0
     z, se = _fisher_z(rho, n)
-    p = float(norm.sf((z - math.atanh(threshold)) / se))
+    p = 0.5 * math.erfc((z - math.atanh(threshold)) / se / math.sqrt(2.0))
     return min(1.0, 2.0 * p if either_sign else p)
+
+
+def look_size(available: int, smallest: int) -> tuple[int, int]:
+    """The sample of a look and its number ``j``: the largest ``g_j = ⌈smallest · 1.5^(j−1)⌉ ≤ available``
+    (``j`` = 1, 2, …; ``(0, 0)`` when ``available < smallest``). Testing at grid sizes only, on
+    a fixed sample per size, makes each size one look."""
+    size, look = 0, 0
+    while math.ceil(smallest * 1.5 ** look) <= available:
+        size, look = math.ceil(smallest * 1.5 ** look), look + 1
+    return size, look
 
 
 def holm(p_values: Sequence[float], *, alpha: float) -> list[bool]:
