@@ -63,7 +63,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 
 import probe
-from integrations._background import KINDS, Finished, Measurer
+from integrations._background import Finished, Measurer
 from integrations._lightning_monitors import (
     check_clashes,
     check_monitors,
@@ -80,13 +80,14 @@ from integrations._lightning_trainer import (
     end_of_epoch_validation,
     epoch_metrics_step,
 )
+from integrations._live import LiveSettings
 from integrations._weights import has_lazy, warn_nonfinite
 from integrations.tensorboard import LogOptions, network_metrics
-from probe._validate import check_choice, check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES, check_measure_names
+from probe._validate import check_choice
+from probe.aggregate import HEADLINE_NAMES
 from probe.api import gather, is_sharded
-from probe.layers import LayerSelector, check_layers, select_layers
-from probe.options import LIVE, MeasureOptions, check_options
+from probe.layers import LayerSelector, select_layers
+from probe.options import LIVE, MeasureOptions
 
 log = logging.getLogger(__name__)
 
@@ -203,15 +204,12 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         use_loggers: bool = True,
         step: Literal["lightning", "epoch"] = "lightning",
     ) -> None:
-        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
+        live = LiveSettings.check(measures=measures, layers=layers, options=options, every_n_epochs=every_n_epochs,
+                                  background=background, log_options=log_options)
+        self.measures, self.layers, self.options = live.measures, live.layers, live.options
+        self.every_n_epochs, self.background, self.log_options = live.every_n_epochs, live.background, live.log_options
         self.copy_to = check_choice("copy_to", copy_to, ("cpu", "model"))
         self.step = check_choice("step", step, ("lightning", "epoch"))
-        background = check_choice("background", background, (False, True, *KINDS))
-        self.background: Literal["thread", "process"] | None = "thread" if background is True else background or None
-        self.measures = check_measure_names(measures)
-        self.layers = check_layers(layers)
-        self.options = check_options(options)
-        self.log_options = check_instance("log_options", log_options, LogOptions)
         self.use_loggers = bool(use_loggers)
         self.last_report: probe.Report | None = None
         self.last_epoch: int | None = None

@@ -65,13 +65,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 
 import probe
-from integrations._background import KINDS, Measurer
+from integrations._background import Measurer
+from integrations._live import LiveSettings
 from integrations.tensorboard import LogOptions, ReportWriter
-from probe._validate import check_choice, check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES, check_measure_names
+from probe.aggregate import HEADLINE_NAMES
 from probe.api import is_sharded
-from probe.layers import LayerSelector, check_layers, select_layers
-from probe.options import LIVE, MeasureOptions, check_options
+from probe.layers import LayerSelector, select_layers
+from probe.options import LIVE, MeasureOptions
 
 log = logging.getLogger(__name__)
 
@@ -157,13 +157,10 @@ class _ProbeTrainerLogic:
         background: bool | Literal["thread", "process"] = False,
         log_options: LogOptions = LogOptions(),
     ) -> None:
-        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
-        background = check_choice("background", background, (False, True, *KINDS))
-        self.background: Literal["thread", "process"] | None = "thread" if background is True else background or None
-        self.measures = check_measure_names(measures)
-        self.layers = check_layers(layers)
-        self.options = check_options(options)
-        self.log_options = check_instance("log_options", log_options, LogOptions)
+        live = LiveSettings.check(measures=measures, layers=layers, options=options, every_n_epochs=every_n_epochs,
+                                  background=background, log_options=log_options)
+        self.measures, self.layers, self.options = live.measures, live.layers, live.options
+        self.every_n_epochs, self.background, self.log_options = live.every_n_epochs, live.background, live.log_options
         self.last_report: probe.Report | None = None
         self._report_writer: ReportWriter | None = None  # the TensorBoardCallback's writer, with the heatmaps' history
         self.last_step: int | None = None

@@ -29,7 +29,7 @@ def check_choice(name: str, value: T, choices: Iterable[object]) -> T:
     return value
 
 
-def check_instance(name: str, value: T, kind: type, *, called: str = "") -> T:
+def check_instance(name: str, value: object, kind: type[T], *, called: str = "") -> T:
     """``value`` if it is a ``kind`` (``called``: its name in the message), else ``TypeError`` naming ``name``."""
     if not isinstance(value, kind):
         raise TypeError(f"{name} must be a {called or kind.__module__ + '.' + kind.__qualname__}, got {type(value).__name__}")

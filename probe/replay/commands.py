@@ -74,16 +74,41 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 5,10, got {text!r}") from None
 
 
+def subcommand(sub: argparse._SubParsersAction, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """A ``probe`` subcommand whose description and epilog keep their line breaks."""
+    return sub.add_parser(name, help=help, description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+_REPLAY_TEXT = dict(
+    help="measure every checkpoint of a family into tables (parallel, resumable, shardable)",
+    description="Measure every checkpoint matched by the paths, directories or globs: GenProb files with the "
+    "genprob layer preset, everything else (Lightning .ckpt, .pt/.pth state dicts, .safetensors) with auto.",
+    epilog=_REPLAY_EPILOG,
+)
+
+
+_MERGE_TEXT = dict(
+    help="join replay output directories (e.g. shards) and rebuild the tables",
+    description="Join the per-checkpoint records of replay output directories (made with the same options) "
+    "into --out and rebuild its tables. With one directory and no --out, rebuild that directory's tables "
+    "(e.g. after shards shared it).",
+    epilog=_OUTPUTS + "\nexamples:\n  probe merge runs/shard* --out runs/all --genprob-csv\n  probe merge runs/shared\n",
+)
+
+
+_REPORT_TEXT = dict(
+    help="correlate measures with test accuracy and gap, epoch by epoch; CSV and plots",
+    description="For each epoch (and --by group), correlate each measure with test accuracy and with the "
+    "generalisation gap (test_acc - train_acc) across the checkpoints of a replay directory. Checkpoints "
+    "without accuracies (Lightning .ckpt, state dicts) give nothing to correlate: the command then fails (exit 2).",
+    epilog=_REPORT_EPILOG,
+)
+
+
 def add_replay(sub: argparse._SubParsersAction) -> None:
     """Register ``probe replay``."""
-    p = sub.add_parser(
-        "replay",
-        help="measure every checkpoint of a family into tables (parallel, resumable, shardable)",
-        description="Measure every checkpoint matched by the paths, directories or globs: GenProb files with the "
-        "genprob layer preset, everything else (Lightning .ckpt, .pt/.pth state dicts, .safetensors) with auto.",
-        epilog=_REPLAY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = subcommand(sub, "replay", **_REPLAY_TEXT)
     p.add_argument("paths", nargs="+", metavar="PATH_OR_GLOB", help="checkpoint files, directories (searched recursively) or quoted globs")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created; a replay directory is resumed; "
                    "a non-empty directory that is not one is refused)")
@@ -134,15 +159,7 @@ def _run_replay(args: argparse.Namespace) -> int:
 
 def add_merge(sub: argparse._SubParsersAction) -> None:
     """Register ``probe merge``."""
-    p = sub.add_parser(
-        "merge",
-        help="join replay output directories (e.g. shards) and rebuild the tables",
-        description="Join the per-checkpoint records of replay output directories (made with the same options) "
-        "into --out and rebuild its tables. With one directory and no --out, rebuild that directory's tables "
-        "(e.g. after shards shared it).",
-        epilog=_OUTPUTS + "\nexamples:\n  probe merge runs/shard* --out runs/all --genprob-csv\n  probe merge runs/shared\n",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = subcommand(sub, "merge", **_MERGE_TEXT)
     p.add_argument("sources", nargs="+", metavar="DIR", help="replay output directories")
     p.add_argument("--out", default=None, metavar="DIR", help="merged directory (default: the only source)")
     p.add_argument("--genprob-csv", action="store_true", help="also write the reference-compatible per-layer CSVs")
@@ -175,15 +192,7 @@ def _print_tables(tables) -> None:
 
 def add_report(sub: argparse._SubParsersAction) -> None:
     """Register ``probe report``."""
-    p = sub.add_parser(
-        "report",
-        help="correlate measures with test accuracy and gap, epoch by epoch; CSV and plots",
-        description="For each epoch (and --by group), correlate each measure with test accuracy and with the "
-        "generalisation gap (test_acc - train_acc) across the checkpoints of a replay directory. Checkpoints "
-        "without accuracies (Lightning .ckpt, state dicts) give nothing to correlate: the command then fails (exit 2).",
-        epilog=_REPORT_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = subcommand(sub, "report", **_REPORT_TEXT)
     p.add_argument("dir", metavar="DIR", help="a probe replay output directory")
     p.add_argument("--out", default=None, metavar="REPORT_DIR", help="where to write (default DIR/report)")
     p.add_argument("--measures", type=_csv_list, default=None, help="comma-separated measures (default: the 8 headline)")

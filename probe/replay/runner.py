@@ -48,7 +48,9 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
+
+from typing_extensions import Unpack
 
 from probe._validate import check_int
 from probe.evbmf import REFERENCE_XATOL
@@ -354,18 +356,24 @@ def _run_pool(paths: list[str], out: str, settings: dict, unsafe: bool, workers:
     return [path for path in paths if path in broken]
 
 
+class MeasureSettings(TypedDict, total=False):
+    """``iter_replay``'s measuring settings, which ``replay`` passes on unchanged."""
+
+    layers: str | None
+    options: MeasureOptions | None
+    workers: int
+    unsafe: bool
+
+
 def replay(
     patterns: Iterable[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     *,
-    layers: str | None = None,
-    options: MeasureOptions | None = None,
-    workers: int = 1,
     shard: tuple[int, int] | None = None,
-    unsafe: bool = False,
     genprob_csv: bool = False,
     parquet: bool = False,
     progress: Progress | None = None,
+    **settings: Unpack[MeasureSettings],
 ) -> tuple[list[Outcome], Tables]:
     """Find, measure (resuming) and consolidate: the library form of ``probe replay``.
 
@@ -375,8 +383,6 @@ def replay(
         Files, directories or globs (``find_checkpoints``).
     out_dir:
         Output directory (layout in this module's docstring).
-    layers, options, workers, unsafe:
-        As in ``iter_replay``.
     shard:
         ``(K, N)``: measure only the K-th of N deterministic shards (``select_shard``). An
         empty shard (more shards than files) is not an error: it measures nothing.
@@ -386,6 +392,8 @@ def replay(
         Also write the tables as Parquet (needs ``pyarrow``). Default ``False``.
     progress:
         Called as ``progress(outcome, total)`` after each checkpoint.
+    **settings:
+        ``layers``, ``options``, ``workers``, ``unsafe``: as in ``iter_replay``.
 
     Returns
     -------
@@ -401,7 +409,7 @@ def replay(
         if not paths:
             log.warning("shard %d/%d is empty: there are fewer checkpoints than shards", *shard)
     outcomes = []
-    for outcome in iter_replay(paths, out_dir, layers=layers, options=options, workers=workers, unsafe=unsafe):
+    for outcome in iter_replay(paths, out_dir, **settings):
         outcomes.append(outcome)
         if progress is not None:
             progress(outcome, len(paths))
