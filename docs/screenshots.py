@@ -8,6 +8,8 @@ TensorBoard in headless Chromium and copies the report's correlation plot:
 - ``docs/tensorboard_heatmap.png``: the Lightning run's ``probe_heatmap/SQ`` image at
   its actual size;
 - ``docs/report_correlation.png``: ``probe report``'s Spearman-with-test-accuracy plot.
+- ``docs/optuna_dashboard_pruned.png``: optuna-dashboard's page of the demo study's first pruned
+  trial, whose note says why the measure pruner stopped it.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``). TensorBoard's settings
 (smoothing, settings pane) live in the browser's localStorage and some views need a
@@ -144,6 +146,36 @@ def screenshot(base: str, name: str, size: tuple[int, int], path: str, click: st
     return target
 
 
+def dashboard_pruned_trial(study_db: Path, out: Path) -> Path:
+    """optuna-dashboard's page of the first pruned trial of the demo's study (its note says why)."""
+    import optuna
+
+    study = optuna.load_study(study_name="probe-demo", storage=f"sqlite:///{study_db}")
+    pruned = [t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    if not pruned:
+        raise SystemExit("the demo's study has no pruned trial to show")
+    port = free_port()
+    server = subprocess.Popen([*executable("optuna-dashboard", "optuna_dashboard._cli"), f"sqlite:///{study_db}",
+                               "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(150):
+            with socket.socket() as probe_socket:
+                if probe_socket.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.2)
+        target = out / "optuna_dashboard_pruned.png"
+        with tempfile.TemporaryDirectory() as profile:
+            subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                            f"--user-data-dir={profile}", "--window-size=1800,820", "--virtual-time-budget=20000",
+                            f"--screenshot={target}",
+                            f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}/trials?numbers={pruned[0]}"],
+                           check=True, capture_output=True, timeout=180)
+        return target
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--demo-out", type=Path, default=None, help="a finished demo's output (default: run the demo now)")
@@ -175,6 +207,7 @@ def main() -> None:
             board.wait(timeout=30)
         report = shutil.copyfile(demo / "report" / "corr_test_acc_spearman.png", args.out / "report_correlation.png")
         print(report)
+        print(dashboard_pruned_trial(demo / "study.db", args.out))
 
 
 if __name__ == "__main__":

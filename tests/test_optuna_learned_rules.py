@@ -166,3 +166,22 @@ def test_the_reason_is_readable_in_the_dashboard_columns():
     assert attrs["probe:pruned_reason"] == (
         f"step 1, learned rule on F_p_BE: 0 < {reason['threshold']:.4g} (outside the top 5 of 13; trusted by this "
         f"study: rho +1.00 with the objective at step 3 over 10 trials)")
+
+
+def test_the_reason_is_the_trials_note_in_optuna_dashboard():
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    study = _partial_study(1.0)
+    assert _judge(study, step=1, measure=0.0)
+    trial = study.trials[-1]
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), trial._trial_id)
+    assert note["body"] == f"**Pruned** by the measure pruner: {trial.user_attrs['probe:pruned_reason']}."
+
+
+def test_the_pruners_settings_are_the_studys_note_in_optuna_dashboard():
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    study = _partial_study(1.0)
+    _judge(study, step=1, measure=0.0)
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)
+    assert note["body"].startswith("**Pruner**: `LearnedMeasurePruner(") and "trust_threshold=0.2" in note["body"]

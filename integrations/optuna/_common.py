@@ -73,9 +73,25 @@ def _json_safe(value: Any) -> Any:
 
 def record_pruned(study: optuna.study.Study, trial: FrozenTrial, reason: Mapping[str, Any]) -> None:
     """Store why ``trial`` is pruned: the record in its system attribute ``probe:pruned`` (NaN as
-    ``None``), and :func:`describe_reason`'s sentence in its user attribute ``probe:pruned_reason``."""
+    ``None``), :func:`describe_reason`'s sentence in its user attribute ``probe:pruned_reason`` and,
+    where optuna-dashboard is installed, as the trial's note (shown at the top of its page)."""
+    sentence = describe_reason(reason)
     study._storage.set_trial_system_attr(trial._trial_id, PRUNED_KEY, {k: _json_safe(v) for k, v in reason.items()})
-    study._storage.set_trial_user_attr(trial._trial_id, READABLE_KEY, describe_reason(reason))
+    study._storage.set_trial_user_attr(trial._trial_id, READABLE_KEY, sentence)
+    _dashboard_note(study, trial, f"**Pruned** by the measure pruner: {sentence}.")
+
+
+def _dashboard_note(study: optuna.study.Study, trial: FrozenTrial | None, body: str, *, only_if_empty: bool = False) -> None:
+    """The optuna-dashboard note (Markdown) of ``trial``, or of the study, if optuna-dashboard is
+    installed; else nothing. ``only_if_empty``: keep a note someone already wrote."""
+    try:
+        from optuna_dashboard._note import note_ver_key, save_note_with_version
+    except ImportError:
+        return
+    trial_id = None if trial is None else trial._trial_id
+    version = study._storage.get_study_system_attrs(study._study_id).get(note_ver_key(trial_id), 0)
+    if not (only_if_empty and version):
+        save_note_with_version(study._storage, study._study_id, trial_id, version + 1, body)
 
 
 def describe_reason(reason: Mapping[str, Any]) -> str:
@@ -99,11 +115,14 @@ def describe_reason(reason: Mapping[str, Any]) -> str:
 
 
 def record_settings(study: optuna.study.Study, settings: Mapping[str, Any], recorded: set[tuple[int, int]]) -> None:
-    """Store the pruner's ``settings`` in the study's system attribute ``probe:pruner``, once per study."""
+    """Store the pruner's ``settings`` in the study's system attribute ``probe:pruner``, once per study,
+    and, where optuna-dashboard is installed and the study has no note yet, as the study's note."""
     key = (id(study._storage), study._study_id)
     if key not in recorded:
         study._storage.set_study_system_attr(study._study_id, SETTINGS_KEY, dict(settings))
         recorded.add(key)
+        arguments = ", ".join(f"{name}={value!r}" for name, value in settings.items() if name != "class")
+        _dashboard_note(study, None, f"**Pruner**: `{settings.get('class', 'measure pruner')}({arguments})`", only_if_empty=True)
 
 
 def pruning_reason(trial: FrozenTrial) -> dict[str, Any] | None:
