@@ -33,8 +33,10 @@ DEFAULT_OUT = Path(__file__).parent / "data" / "family_mlp.csv"
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "RMSprop")
 LR_RANGE = {"SGD": (3e-3, 0.3), "Adam": (1e-4, 1e-2), "AdamW": (1e-4, 1e-2), "RMSprop": (3e-5, 3e-3)}
 PERFORMANCE = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "test_loss")
+POWER_LAW = ("alpha_mean_BE", "alphahat_mean_BE")
+"""WeightWatcher's school, recorded beside the headline measures (SPEC §10)."""
 FIELDS = ["run_id", "optimizer", "lr", "weight_decay", "width", "depth", "batch_size", "seed", "epoch",
-          *PERFORMANCE, *probe.HEADLINE_NAMES]
+          *PERFORMANCE, *probe.HEADLINE_NAMES, *POWER_LAW]
 
 
 def task() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -111,7 +113,8 @@ def train_one(seed: int, *, epochs: int) -> list[dict]:
                 performance[f"{name}_acc"] = (logits.argmax(1) == y).float().mean().item()
                 performance[f"{name}_loss"] = nn.functional.cross_entropy(logits, y).item()
         report = probe.measure(net, layers="auto")
-        rows.append({"run_id": run_id, **cfg, "epoch": epoch, **performance, **report.network})
+        power_law = {name: report.value(name) for name in POWER_LAW}
+        rows.append({"run_id": run_id, **cfg, "epoch": epoch, **performance, **report.network, **power_law})
     return rows
 
 

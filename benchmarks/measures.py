@@ -45,7 +45,7 @@ def family_correlations(frame: pd.DataFrame, *, targets: list[str], by: tuple[st
     from probe.replay.analysis import correlations
 
     runs = frame.groupby(list(by))["run_id"].nunique().min() if by else frame["run_id"].nunique()
-    return correlations(frame, measures=[*probe.HEADLINE_NAMES, *BASELINES], targets=targets, by=by,
+    return correlations(frame, measures=[*recorded_measures(frame), *BASELINES], targets=targets, by=by,
                         min_count=max(3, (runs + 1) // 2))
 
 
@@ -53,8 +53,13 @@ def correlation_table(frame: pd.DataFrame, *, target: str, method: str, by: tupl
     """``method`` coefficient per epoch (rows) and column (measures, then baselines), with the final ``target``."""
     result = family_correlations(frame, targets=[target], by=by)
     return result.pivot_table(index=[*by, "epoch"], columns="measure", values=method, dropna=False)[
-        [*probe.HEADLINE_NAMES, *BASELINES]
+        [*recorded_measures(frame), *BASELINES]
     ]
+
+
+def recorded_measures(frame: pd.DataFrame) -> list[str]:
+    """The headline measures, and WeightWatcher's α/α̂ where the family recorded them."""
+    return [*probe.HEADLINE_NAMES, *(name for name in ("alpha_mean_BE", "alphahat_mean_BE") if name in frame)]
 
 
 def _markdown(table: pd.DataFrame, *, index: str) -> str:
@@ -89,15 +94,15 @@ def main(argv: list[str] | None = None) -> None:
         print(f"#### {args.method.capitalize()} with {label}\n")
         print(_markdown(tables[target].loc[shown], index="epoch"), "\n")
 
-    for column in ("optimizer", "channel_code"):
+    for column in (c for c in ("optimizer", "channel_code") if c in frame):
         within = correlation_table(frame, target="final_test_acc", method=args.method, by=(column,))
         print(f"#### {args.method.capitalize()} with final test accuracy at epoch {early}, within each {column}\n")
         print(_markdown(within.xs(early, level="epoch"), index=column), "\n")
 
-    counts = frame[frame["epoch"] == early][list(probe.HEADLINE_NAMES)].notna().sum()
+    counts = frame[frame["epoch"] == early][recorded_measures(frame)].notna().sum()
     print(f"Runs with a defined measure at epoch {early} (AE measures are NaN while EVBMF keeps <= 1 component "
           f"per layer): " + ", ".join(f"{name} {count}" for name, count in counts.items()) + "\n")
-    measures = tables["final_test_acc"].loc[1:early, list(probe.HEADLINE_NAMES)]
+    measures = tables["final_test_acc"].loc[1:early, recorded_measures(frame)]
     best_epoch, best_name = measures.stack().idxmax()
     rho = measures.loc[best_epoch, best_name]
     strongest_epoch, strongest_name = measures.abs().stack().idxmax()
