@@ -358,7 +358,7 @@ class _ProbeTrainerLogic:
         from integrations.optuna import report_measures
 
         values = self.last_report if self.last_report is not None else {k[len(PROBE_PREFIX):]: v for k, v in self._metrics.items()}
-        report_measures(trial, values, step, names=None if self.last_report is not None else list(values))
+        report_measures(trial, values, step, measures=None if self.last_report is not None else list(values))
 
     def _write_extras(self, state: Any) -> None:
         """Per-layer TensorBoard extras (``log_options``) through the ``TensorBoardCallback``'s writer."""

@@ -51,10 +51,10 @@ def test_default_names_add_the_pruner_aggregate_and_names_select():
     stored = report_measures(trial, report, 0)
     assert set(stored) == set(probe.HEADLINE_NAMES) | {"ER_L2_t6_BE"}
     assert stored["ER_L2_t6_BE"] == pytest.approx(report.network["E_L2_BE"])  # same definition
-    stored = report_measures(trial, report, 1, names=["SQ_p_BE", "SQ_p_t0_AE"])
+    stored = report_measures(trial, report, 1, measures=["SQ_p_BE", "SQ_p_t0_AE"])
     assert get_measures(trial)[1] == pytest.approx({"SQ_p_BE": report.network["SQ_p_BE"],
                                                      "SQ_p_t0_AE": report.network["SQ_p_AE"]}, nan_ok=True)
-    assert report_measures(trial, {"E_L2_BE": 1, "SQ_p_BE": 2.5}, 2, names=["SQ_p_BE"]) == {"SQ_p_BE": 2.5}
+    assert report_measures(trial, {"E_L2_BE": 1, "SQ_p_BE": 2.5}, 2, measures=["SQ_p_BE"]) == {"SQ_p_BE": 2.5}
 
 
 def test_non_finite_values_are_stored_json_safely(tmp_path):
@@ -175,10 +175,10 @@ def test_attributes_of_other_code_are_ignored():
         (({"E_L2_BE": 1.0}, -1), {}, r"step=-1"),
         (({"E_L2_BE": 1.0}, 1.0), {}, r"step=1.0"),
         (({"E_L2_BE": 1.0}, True), {}, r"step=True"),
-        (({"E_L2": 1.0}, 0), {}, r"names='E_L2'"),
+        (({"E_L2": 1.0}, 0), {}, r"measures='E_L2'"),
         (({"E_L2_BE": "high"}, 0), {}, r"'E_L2_BE' must be a number, got 'high'"),
-        (({"E_L2_BE": 1.0}, 0), {"names": ["SQ_p_BE"]}, r"names='SQ_p_BE' is not in the measures given"),
-        (({"E_L2_BE": 1.0}, 0), {"names": ["ER_L9_t0_BE"]}, r"names='ER_L9_t0_BE'"),
+        (({"E_L2_BE": 1.0}, 0), {"measures": ["SQ_p_BE"]}, r"measures='SQ_p_BE' is not in the measures given"),
+        (({"E_L2_BE": 1.0}, 0), {"measures": ["ER_L9_t0_BE"]}, r"measures='ER_L9_t0_BE'"),
     ],
 )
 def test_bad_arguments(args, kwargs, match):

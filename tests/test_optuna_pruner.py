@@ -126,7 +126,7 @@ def test_aggregate_measure_must_be_stored_for_the_judged_trial():
     study.tell(done, 1.0)
     trial = study.ask()
     report_measures(trial, {"E_L2_BE": 1.0}, 0)
-    with pytest.raises(ValueError, match=r"'ER_L2_t6_BE' was not stored at step 0 of trial 1.*names="):
+    with pytest.raises(ValueError, match=r"'ER_L2_t6_BE' was not stored at step 0 of trial 1.*measures="):
         trial.should_prune()
 
 

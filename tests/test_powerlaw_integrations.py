@@ -21,7 +21,7 @@ def test_report_measures_stores_alpha_in_a_real_study():
     report = probe.measure(torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Linear(64, 16)))
     study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
     trial = study.ask()
-    stored = report_measures(trial, report, 0, names=NAMES)
+    stored = report_measures(trial, report, 0, measures=NAMES)
     assert stored == {name: report.value(name) for name in NAMES}
     assert all(math.isfinite(v) for v in stored.values())
     assert get_measures(study.trials[0])[0] == pytest.approx(stored)

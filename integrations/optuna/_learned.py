@@ -135,7 +135,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
                 quality = trial.suggest_float("x", 0.0, 1.0)
                 for epoch in range(10):
                     # in real use: report_measures(trial, probe.measure(model), epoch)
-                    report_measures(trial, {"F_p_BE": -quality + epoch / 100}, epoch, names=["F_p_BE"])
+                    report_measures(trial, {"F_p_BE": -quality + epoch / 100}, epoch, measures=["F_p_BE"])
                     trial.report(quality * epoch / 10, epoch)  # the objective's own curve
                     if trial.should_prune():
                         raise optuna.TrialPruned()

@@ -148,7 +148,7 @@ class MeasurePruningCallback(*callback_bases("MeasurePruningCallback")):  # type
     def _report_and_decide(self, trainer: Any, pl_module: Any, epoch: int, report: Report | None) -> bool:
         if report is None:
             report = probe.measure(pl_module, layers=self.layers, options=self.options)
-        report_measures(self._trial, report, epoch, names=self._measures)
+        report_measures(self._trial, report, epoch, measures=self._measures)
         self.last_report, self.last_epoch = report, epoch
         if self._monitor is not None:
             value = trainer.callback_metrics.get(self._monitor)

@@ -48,7 +48,7 @@ def report_measures(
     report: Report | Mapping[str, float],
     step: int,
     *,
-    names: Iterable[str] | None = None,
+    measures: Iterable[str] | None = None,
 ) -> dict[str, float]:
     """Store the network measures of ``step`` with ``trial`` (trial attributes, not ``trial.report``; layout above).
 
@@ -63,8 +63,8 @@ def report_measures(
     step:
         Non-negative step, normally the epoch (the same numbering as ``trial.report``).
         Storing the same step again replaces it.
-    names:
-        Measures to store. Default: for a ``Report``, the eight headline measures plus the
+    measures:
+        Names of the measures to store. Default: for a ``Report``, the eight headline measures plus the
         measure of the study's :class:`MeasurePruner` when that is an aggregate; for a
         mapping, all of its keys.
 
@@ -75,9 +75,9 @@ def report_measures(
     """
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
         raise ValueError(f"step must be a non-negative integer, got step={step!r}")
-    if names is None:
-        names = list(report) if not isinstance(report, Report) else _default_names(trial)
-    names = [check_measure_name(name, argument="names") for name in names]
+    if measures is None:
+        measures = list(report) if not isinstance(report, Report) else _default_names(trial)
+    names = [check_measure_name(name, argument="measures") for name in measures]
     values = {}
     for name in names:
         if isinstance(report, Report):
@@ -85,7 +85,7 @@ def report_measures(
         elif name in report:
             values[name] = _as_float(report[name], name)
         else:
-            raise ValueError(f"names={name!r} is not in the measures given: {sorted(report)}")
+            raise ValueError(f"measures={name!r} is not in the measures given: {sorted(report)}")
     latest, history = _step_attrs(trial.user_attrs.get(STEP_KEY), step, values)
     for key, value in latest.items():
         trial.set_user_attr(key, value)

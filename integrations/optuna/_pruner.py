@@ -47,7 +47,7 @@ class MeasurePruner(MeasureBasedPruner):
     makes the measure abstain with ``"ignore"`` (consider it for ``_AE`` measures, NaN
     when EVBMF keeps no component anywhere). Other trials' NaN or missing values are
     left out of the percentile. A stored step lacking ``measure``
-    for the trial being judged raises ``ValueError`` (store it with ``names=``).
+    for the trial being judged raises ``ValueError`` (store it with ``measures=``).
 
     Example:
 
@@ -153,7 +153,7 @@ class MeasurePruner(MeasureBasedPruner):
         if self.measure not in measures[step]:
             raise ValueError(
                 f"measure {self.measure!r} was not stored at step {step} of trial {trial.number} "
-                f"(stored: {sorted(measures[step])}); pass names=[{self.measure!r}] to report_measures"
+                f"(stored: {sorted(measures[step])}); pass measures=[{self.measure!r}] to report_measures"
             )
         value = measures[step][self.measure]
         if math.isnan(value):
