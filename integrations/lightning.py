@@ -72,6 +72,7 @@ from integrations._lightning_monitors import (
     monitors,
     plateau_schedulers,
 )
+from integrations._lightning_plan import Hook, Moment, Policy, plan
 from integrations._lightning_sink import LoggerSink
 from integrations._lightning_trainer import (
     PROBE_PREFIX,
@@ -280,34 +281,17 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._check_clashes(trainer)
 
     def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
-        if trainer.sanity_checking or trainer.state.fn != "fit":
-            return
-        end = end_of_epoch_validation(trainer)
-        wanted = (end and (self._due(trainer.current_epoch) or self._scheduler_reads)) or bool(self._readers)
-        self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=False, epoch_end=end,
-                    step=epoch_metrics_step(trainer, in_train_epoch_end=False))
+        self._execute(trainer, pl_module, "validation_start")
 
     def on_validation_epoch_end(self, trainer: Any, pl_module: Any) -> None:
-        # background: the measurement started with this validation ran alongside it; monitors read next
-        if trainer.sanity_checking or trainer.state.fn != "fit" or not self.background:
-            return
-        if self._fresh(trainer) and self._readers:
-            self._point(trainer, pl_module, measure=False, wait=True, epoch_end=end_of_epoch_validation(trainer),
-                        step=epoch_metrics_step(trainer, in_train_epoch_end=False))
+        self._execute(trainer, pl_module, "validation_epoch_end")
 
     def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
         self._check_clashes(trainer)
-        monitored = bool(self._readers) or self._scheduler_reads
-        wanted = self._due(trainer.current_epoch) or monitored
-        self._point(trainer, pl_module, measure=wanted and not self._fresh(trainer), wait=monitored, epoch_end=True,
-                    step=epoch_metrics_step(trainer, in_train_epoch_end=True))
+        self._execute(trainer, pl_module, "train_epoch_end")
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
-        if self._swa_versions is not None and self._swa_versions != _versions(pl_module):
-            # StochasticWeightAveraging swapped the averaged weights in (on_train_end): those are the ones saved;
-            # logged one step after the last epoch's measures, labelled with the epoch count
-            self._point(trainer, pl_module, measure=True, wait=True, epoch_end=True,
-                        step=epoch_metrics_step(trainer, in_train_epoch_end=False))
+        self._execute(trainer, pl_module, "fit_end")
         self._flush(trainer)
 
     def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
@@ -335,8 +319,7 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         for that measurement. Every rank must call it (it broadcasts under DDP). ``None``
         when measuring failed (``nonfinite="nan"``).
         """
-        self._point(trainer, pl_module, measure=not self._fresh(trainer), wait=True, epoch_end=True,
-                    step=epoch_metrics_step(trainer, in_train_epoch_end=True))
+        self._execute(trainer, pl_module, "fresh_report")
         return self.last_report if self._published_at == trainer.global_step else None
 
     def state_dict(self) -> dict[str, Any]:
@@ -368,8 +351,22 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
 
     # ------------------------------------------------------------- internals
 
-    def _due(self, epoch: int) -> bool:
-        return (epoch + 1) % self.every_n_epochs == 0
+    def _execute(self, trainer: Any, pl_module: Any, hook: Hook) -> None:
+        """Ask the plan what ``hook`` must do given the trainer's state, and do it."""
+        fitting = not trainer.sanity_checking and trainer.state.fn == "fit"
+        moment = Moment(
+            epoch=trainer.current_epoch,
+            fitting=fitting,
+            measured_this_step=self._fresh(trainer),
+            end_of_epoch_validation=fitting and hook.startswith("validation") and end_of_epoch_validation(trainer),
+            weights_swapped=hook == "fit_end" and self._swa_versions is not None and self._swa_versions != _versions(pl_module),
+        )
+        policy = Policy(every_n_epochs=self.every_n_epochs, background=self.background is not None,
+                        monitored=bool(self._readers), scheduler_reads=self._scheduler_reads)
+        step = plan(hook, moment, policy)
+        if step is not None:
+            self._point(trainer, pl_module, measure=step.measure, wait=step.wait, epoch_end=step.epoch_end,
+                        step=epoch_metrics_step(trainer, in_train_epoch_end=step.in_train_epoch_end))
 
     def _select(self, pl_module: Any) -> None:
         """Check the selection against the (materialised) model once per fit; note sharded weights."""
