@@ -72,8 +72,11 @@ def plan(hook: Hook, moment: Moment, policy: Policy) -> Step | None:
         monitored = policy.monitored or policy.scheduler_reads
         return Step(measure=(due or monitored) and fresh, wait=monitored, epoch_end=True, in_train_epoch_end=True)
     if hook == "fit_end":
-        # StochasticWeightAveraging swapped the averaged weights in (on_train_end): those are the ones saved;
-        # logged one step after the last epoch's measures
-        return Step(measure=True, wait=True, epoch_end=True, in_train_epoch_end=False) if moment.weights_swapped else None
+        # StochasticWeightAveraging swapped the averaged weights in (on_train_end): those are the ones saved,
+        # logged one step after the last epoch's measures; in background mode, the last measurements are
+        # finished and shared with every rank, so all end the fit with the same last report
+        if moment.weights_swapped or policy.background:
+            return Step(measure=moment.weights_swapped, wait=True, epoch_end=True, in_train_epoch_end=False)
+        return None
     # fresh_report: another callback's on_train_epoch_end wants the weights as they are now
     return Step(measure=fresh, wait=True, epoch_end=True, in_train_epoch_end=True)

@@ -124,7 +124,8 @@ def lightning(out: Path) -> None:
                                                    if k.startswith("probe/")}
 
     probes = {"sync": ProbeCallback(use_loggers=False),
-              "thread": ProbeCallback(use_loggers=False, background="thread", measures=["F_p_BE"])}
+              # its own name for F_p_BE's value (two callbacks may not log one name)
+              "thread": ProbeCallback(use_loggers=False, background="thread", measures=["fro_p_t7_BE"])}
     recorder = Recorder()
     trainer = L.Trainer(accelerator="cpu", devices=2, strategy=ModelParallelStrategy(), max_epochs=2, logger=False,
                         callbacks=[*probes.values(), EarlyStopping("probe/E_L2_BE", mode="max", patience=100), recorder],

@@ -56,6 +56,7 @@ def test_sanity_checks_validate_and_test_do_nothing(hook):
     assert plan(hook, _moment(fitting=False, measured_this_step=True), _policy(background=True, monitored=True)) is None
 
 
-def test_fit_end_measures_only_weights_swapped_in_unmeasured():
+def test_fit_end_measures_only_weights_swapped_in_unmeasured_and_background_finishes_for_every_rank():
     assert plan("fit_end", _moment(), _policy()) is None
     assert plan("fit_end", _moment(weights_swapped=True), _policy()) == Step(True, True, True, False)
+    assert plan("fit_end", _moment(), _policy(background=True)) == Step(False, True, True, False)
