@@ -1,0 +1,149 @@
+"""In-place LAPACK kernels for the CPU route (SPEC §2), each within a bounded amount of
+extra memory: the float64 Gram of a float32 matrix is built from column blocks (never a
+float64 copy of the whole matrix), eigenvalues and singular values are computed in place.
+
+Eigenvalues use LAPACK's two-stage tridiagonal reduction (``dsyevd_2stage``, eigenvalues
+only: mostly BLAS-3, ~1.5–2× faster than ``dsyevd`` from ~1000 rows up) from the OpenBLAS
+that numpy ships, found through ``ctypes``; where that library or symbol is missing,
+scipy's ``dsyevd`` (in place) is used instead.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import glob
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+import scipy.linalg.blas as blas
+import scipy.linalg.lapack as lapack
+
+log = logging.getLogger(__name__)
+
+# A Gram block (float64 columns of the matrix) holds at most this many bytes, and at most
+# a sixteenth of the matrix's float32 bytes (but ≥ 64 columns, for the product's speed).
+_BLOCK_BYTES = 16 << 20
+_MIN_BLOCK = 64
+_COL_MAJOR = 102  # LAPACK_COL_MAJOR
+
+
+def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
+    """``A Aᵀ`` (``a``: L × M, C-contiguous float32/float64) as a Fortran-ordered L × L
+    array whose lower triangle alone is set. ``double``: formed in float64 from float64 copies of
+    column blocks, else in float32."""
+    rows, cols = a.shape
+    if not double:
+        a = a.astype(np.float32, copy=False)
+        return blas.ssyrk(1.0, a.T, trans=1, lower=1)  # A Aᵀ from the F-ordered view of Aᵀ
+    gram = np.zeros((rows, rows), np.float64, order="F")
+    if a.dtype == np.float64:
+        return blas.dsyrk(1.0, np.ascontiguousarray(a).T, beta=0.0, c=gram, trans=1, lower=1, overwrite_c=1)
+    block = max(_MIN_BLOCK, min(cols // 16, _BLOCK_BYTES // (8 * rows)))
+    for start in range(0, cols, block):
+        part = a[:, start:start + block].astype(np.float64, order="F")
+        gram = blas.dsyrk(1.0, part, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
+    return gram
+
+
+def symv_lower(gram: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``G x`` for a Fortran-ordered ``gram`` of which only the lower triangle is set."""
+    symv = blas.dsymv if gram.dtype == np.float64 else blas.ssymv
+    return symv(1.0, gram, x.astype(gram.dtype, copy=False), lower=1)
+
+
+def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
+    """Ascending float64 eigenvalues of the symmetric matrix in ``gram``'s lower triangle
+    (Fortran-ordered; destroyed: upcast in place of nothing when already float64)."""
+    gram = np.asfortranarray(gram, dtype=np.float64)
+    n = gram.shape[0]
+    two_stage = _lapacke("dsyevd_2stage")
+    if two_stage is not None:
+        values = np.empty(n, np.float64)
+        info = two_stage(_COL_MAJOR, b"N", b"L", n, gram.ctypes.data, max(n, 1), values.ctypes.data)
+        if info == 0:
+            return values
+        log.debug("dsyevd_2stage failed (info %d); dsyevd instead", info)
+    lwork = int(lapack.dsyevd_lwork(n, compute_v=0, lower=1)[0])
+    values, _, info = lapack.dsyevd(gram, compute_v=0, lower=1, lwork=max(lwork, 64 * n + 2 * n + 1), overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dsyevd did not converge (info {info})")
+    return values
+
+
+def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
+    """Float64 singular values (descending) of ``a`` (L × M, L ≤ M) with one float64 copy of
+    it as the only large allocation: the copy is ``Aᵀ`` in Fortran order, reduced in place
+    by QR where ``M ≥ qr_aspect · L`` (its ``R`` compacted into the same buffer)."""
+    rows, cols = a.shape
+    if cols >= qr_aspect * rows and rows > 0:
+        at = np.array(a, dtype=np.float64, order="C").T  # Aᵀ, Fortran-ordered, M × L
+        at, _, _, info = lapack.dgeqrf(at, lwork=64 * rows, overwrite_a=1)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
+        work = _compact_r(at)
+    else:
+        work = np.array(a, dtype=np.float64, order="F")
+    m, n = work.shape
+    values = np.empty(min(m, n), np.float64)
+    gesdd = _lapacke("dgesdd")
+    if gesdd is not None:  # numpy's own LAPACK: the values numpy's svdvals gives
+        unused = np.empty(1, np.float64)
+        info = gesdd(_COL_MAJOR, b"N", m, n, work.ctypes.data, max(m, 1), values.ctypes.data,
+                     unused.ctypes.data, 1, unused.ctypes.data, 1)
+    else:
+        lwork = int(lapack.dgesdd_lwork(m, n, compute_uv=0, full_matrices=0)[0])
+        _, values, _, info = lapack.dgesdd(work, compute_uv=0, full_matrices=0, lwork=max(lwork, 1), overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dgesdd did not converge (info {info})")
+    return values
+
+
+def _compact_r(qr: np.ndarray) -> np.ndarray:
+    """The upper-triangular ``R`` (L × L, Fortran order) of ``dgeqrf``'s M × L result, moved
+    to the start of the same buffer (column ``j`` from offset ``j·M`` to ``j·L``: increasing
+    ``j`` never overwrites a column still to be read)."""
+    tall, n = qr.shape
+    flat = qr.reshape(-1, order="F")  # a view: qr is Fortran-contiguous
+    for j in range(n):
+        column = flat[j * n:(j + 1) * n]
+        column[:] = flat[j * tall:j * tall + n]
+        column[j + 1:] = 0.0
+    return flat[: n * n].reshape((n, n), order="F")
+
+
+@functools.cache
+def _openblas() -> tuple[ctypes.CDLL, str, type[ctypes.c_int64] | type[ctypes.c_int32]] | None:
+    """numpy's bundled OpenBLAS, its LAPACKE symbol prefix/suffix pattern and integer type."""
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "*openblas*"))):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern, integer in (("scipy_LAPACKE_{}64_", ctypes.c_int64), ("LAPACKE_{}64_", ctypes.c_int64),
+                                 ("scipy_LAPACKE_{}", ctypes.c_int32), ("LAPACKE_{}", ctypes.c_int32)):
+            if hasattr(library, pattern.format("dsyevd_2stage")):
+                return library, pattern, integer
+    log.debug("no LAPACKE in numpy's OpenBLAS; scipy's LAPACK instead")
+    return None
+
+
+@functools.cache
+def _lapacke(name: str) -> Callable[..., int] | None:
+    """``LAPACKE_<name>`` (``dsyevd_2stage`` or ``dgesdd``) of numpy's OpenBLAS, or ``None``."""
+    found = _openblas()
+    if found is None:
+        return None
+    library, pattern, integer = found
+    function = getattr(library, pattern.format(name))
+    function.restype = integer
+    signatures = {
+        "dsyevd_2stage": [ctypes.c_int, ctypes.c_char, ctypes.c_char, integer, ctypes.c_void_p, integer, ctypes.c_void_p],
+        "dgesdd": [ctypes.c_int, ctypes.c_char, integer, integer, ctypes.c_void_p, integer, ctypes.c_void_p,
+                   ctypes.c_void_p, integer, ctypes.c_void_p, integer],
+    }
+    function.argtypes = signatures[name]
+    return function
