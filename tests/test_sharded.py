@@ -64,7 +64,7 @@ def test_cli_measures_a_sharded_checkpoint_within_twice_its_largest_tensor(check
         "print('EXTRA', status, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     _, status, extra = result.stdout.strip().splitlines()[-1].split()
     largest = (1 << 20) * 128 * 4  # float32 bytes of the largest tensor
