@@ -11,6 +11,8 @@ Weights (conv and linear weights only, as ``layers="auto"`` picks them):
   O 768×768, FFN 768×3072 and 3072×768); ``gpt2-medium``: ``--blocks`` blocks of
   GPT-2-medium (1024×3072 attention, 1024×1024 projection, 1024×4096 and 4096×1024 MLP).
   Transformer blocks all have the same shapes, so the ratios do not depend on the depth.
+  ``llama-7b`` (not in the default run): ``--blocks`` LLaMA-7B blocks (4 × 4096² attention,
+  3 × 4096×11008 MLP); a whole 7B model is 32 blocks (times the block row, plus embeddings).
 * ``init``: PyTorch's default initialisation. ``trained``: the same shapes with power-law
   spectra (``s_i = i^-p``, ``p`` in [0.5, 1.5], condition numbers up to ~3e4), as trained
   layers have.
@@ -63,6 +65,8 @@ from probe.spectrum import _first_routes, _largest_first
 from probe.unfold import unfold
 
 MODELS = ("resnet18", "resnet50", "bert-base", "gpt2-medium")
+LARGE_MODELS = ("llama-7b",)
+"""Not in the default run (minutes per row at one thread): ``--models llama-7b``."""
 
 
 def resnet18(width: int = 64) -> list[tuple[int, ...]]:
@@ -99,6 +103,12 @@ def transformer(d: int, qkv_fused: bool, blocks: int) -> list[tuple[int, ...]]:
     return (attention + [(d, d), (4 * d, d), (d, 4 * d)]) * blocks
 
 
+def llama_block(d: int, hidden: int) -> list[tuple[int, ...]]:
+    """One LLaMA-7B block's linear weights: Q, K, V, O (d × d), gate and up (hidden × d), down
+    (d × hidden). A 7B model has 32 such blocks plus two 32000 × 4096 embeddings."""
+    return [(d, d)] * 4 + [(hidden, d), (hidden, d), (d, hidden)]
+
+
 def shapes_of(model: str, blocks: int, quick: bool) -> list[tuple[int, ...]]:
     """``quick``: every width divided by 8, one transformer block (a smoke test)."""
     div = 8 if quick else 1
@@ -108,6 +118,7 @@ def shapes_of(model: str, blocks: int, quick: bool) -> list[tuple[int, ...]]:
         "resnet50": lambda: resnet50(64 // div),
         "bert-base": lambda: transformer(768 // div, False, blocks),
         "gpt2-medium": lambda: transformer(1024 // div, True, blocks),
+        "llama-7b": lambda: llama_block(4096 // div, 11008 // div) * blocks,
     }[model]()
 
 
@@ -327,7 +338,7 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS + LARGE_MODELS}")
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per cell (best kept; 0: accuracy only)")
     parser.add_argument("--blocks", type=int, default=4, help="transformer blocks measured (shapes repeat per block)")
@@ -341,8 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="widths / 8, one block, one repeat, one thread: a smoke test")
     args = parser.parse_args(argv)
     models = args.models.split(",")
-    if unknown := set(models) - set(MODELS):
-        parser.error(f"unknown model(s) {sorted(unknown)}; choose from {MODELS}")
+    if unknown := set(models) - set(MODELS + LARGE_MODELS):
+        parser.error(f"unknown model(s) {sorted(unknown)}; choose from {MODELS + LARGE_MODELS}")
     threads = [1] if args.quick else [int(t) for t in args.threads.split(",")]
     repeats = 1 if args.quick else args.repeats
     device = torch.device(args.device)
