@@ -1,9 +1,10 @@
 """Extra peak memory of ``probe.measure`` on one large layer, against the layer's float32 bytes.
 
 Each case runs in a fresh subprocess (one thread): it builds the weight, measures a tiny
-layer first (imports, BLAS buffers), reads the peak resident set size (``ru_maxrss``),
-measures the layer, and reads the peak again. The difference is the extra peak memory the
-measurement needed on top of the weight itself; the bound is 2× the layer's float32 bytes
+layer first (imports, BLAS buffers), resets the kernel's peak resident set size
+(``/proc/self/clear_refs``; a forked child otherwise starts with its parent's peak), reads
+the resident size, measures the layer, and reads the peak (``VmHWM``). The difference is
+the extra peak memory the measurement needed on top of the weight itself; the bound is 2× the layer's float32 bytes
 (plus a small constant: LAPACK workspaces, Python objects).
 
 Kinds: ``random`` (Gaussian entries: the ``gram32``/``gram64`` routes), ``ill`` (the
@@ -18,7 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import re
 import subprocess
 import sys
 import time
@@ -39,6 +40,26 @@ def weight(rows: int, cols: int, kind: str):  # -> torch.Tensor (torch imported 
     return w
 
 
+def reset_peak() -> int:
+    """Reset this process's peak resident size to the current one, and return that (bytes)."""
+    with open("/proc/self/clear_refs", "w") as handle:
+        handle.write("5")
+    return _status("VmRSS")
+
+
+def peak() -> int:
+    """This process's peak resident size since :func:`reset_peak` (bytes)."""
+    return _status("VmHWM")
+
+
+def _status(field: str) -> int:
+    with open("/proc/self/status") as handle:
+        match = re.search(rf"^{field}:\s+(\d+) kB", handle.read(), re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"no {field} in /proc/self/status (Linux only)")
+    return int(match[1]) * 1024
+
+
 def child(rows: int, cols: int, kind: str, method: str) -> dict[str, object]:
     """Run in the subprocess: the extra peak RSS of measuring one layer, in bytes."""
     import torch
@@ -48,11 +69,11 @@ def child(rows: int, cols: int, kind: str, method: str) -> dict[str, object]:
     torch.set_num_threads(1)
     w = weight(rows, cols, kind)
     probe.measure({"warm.weight": torch.randn(64, 256)}, layers="auto", method=method)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = reset_peak()
     start = time.perf_counter()
     report = probe.measure({"layer.weight": w}, layers="auto", method=method)
     seconds = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    after = peak()
     route = report.layers[0].unfoldings["out"].route
     return {"extra": after - before, "tensor": rows * cols * 4, "route": route, "seconds": seconds}
 

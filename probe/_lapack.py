@@ -35,17 +35,25 @@ def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
     array whose lower triangle alone is set. ``double``: formed in float64 from float64 copies of
     column blocks, else in float32."""
     rows, cols = a.shape
-    if not double:
-        a = a.astype(np.float32, copy=False)
-        return blas.ssyrk(1.0, a.T, trans=1, lower=1)  # A Aᵀ from the F-ordered view of Aᵀ
+    if not double or a.dtype == np.float64:
+        a = a.astype(np.float64 if double else np.float32, copy=False)
+        syrk = blas.dsyrk if double else blas.ssyrk
+        x, trans = _fortran(a)
+        return syrk(1.0, x, trans=trans, lower=1)
     gram = np.zeros((rows, rows), np.float64, order="F")
-    if a.dtype == np.float64:
-        return blas.dsyrk(1.0, np.ascontiguousarray(a).T, beta=0.0, c=gram, trans=1, lower=1, overwrite_c=1)
     block = max(_MIN_BLOCK, min(cols // 16, _BLOCK_BYTES // (8 * rows)))
     for start in range(0, cols, block):
         part = a[:, start:start + block].astype(np.float64, order="F")
         gram = blas.dsyrk(1.0, part, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
     return gram
+
+
+def _fortran(a: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(x, trans)`` with ``x`` Fortran-contiguous and ``syrk(x, trans)`` = ``A Aᵀ``: no copy
+    for a C- or Fortran-ordered ``a`` (a copy would cost a transposing pass over it)."""
+    if a.flags.f_contiguous:
+        return a, 0
+    return np.ascontiguousarray(a).T, 1
 
 
 def symv_lower(gram: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -76,16 +84,26 @@ def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
 def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     """Float64 singular values (descending) of ``a`` (L × M, L ≤ M) with one float64 copy of
     it as the only large allocation: the copy is ``Aᵀ`` in Fortran order, reduced in place
-    by QR where ``M ≥ qr_aspect · L`` (its ``R`` compacted into the same buffer)."""
+    by QR where ``M ≥ qr_aspect · L`` (its ``R`` compacted into the same buffer; for a
+    Fortran-ordered ``a``, by LQ, whose ``L`` already lies at the buffer's start)."""
     rows, cols = a.shape
-    if cols >= qr_aspect * rows and rows > 0:
+    gelqf = _lapacke("dgelqf")
+    if cols >= qr_aspect * rows and rows > 0 and a.flags.f_contiguous and gelqf is not None:
+        work = np.array(a, dtype=np.float64, order="F")  # A = L Q: L (rows × rows) in the first columns
+        info = gelqf(_COL_MAJOR, rows, cols, work.ctypes.data, rows, np.empty(rows).ctypes.data)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"dgelqf failed (info {info})")
+        work = work[:, :rows]
+        for j in range(1, rows):
+            work[:j, j] = 0.0
+    elif cols >= qr_aspect * rows and rows > 0:
         at = np.array(a, dtype=np.float64, order="C").T  # Aᵀ, Fortran-ordered, M × L
         at, _, _, info = lapack.dgeqrf(at, lwork=64 * rows, overwrite_a=1)
         if info != 0:
             raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
         work = _compact_r(at)
-    else:
-        work = np.array(a, dtype=np.float64, order="F")
+    else:  # A or Aᵀ (the same singular values), whichever copies without transposing
+        work = np.array(a, dtype=np.float64, order="F") if a.flags.f_contiguous else np.array(a, dtype=np.float64).T
     m, n = work.shape
     values = np.empty(min(m, n), np.float64)
     gesdd = _lapacke("dgesdd")
@@ -133,7 +151,7 @@ def _openblas() -> tuple[ctypes.CDLL, str, type[ctypes.c_int64] | type[ctypes.c_
 
 @functools.cache
 def _lapacke(name: str) -> Callable[..., int] | None:
-    """``LAPACKE_<name>`` (``dsyevd_2stage`` or ``dgesdd``) of numpy's OpenBLAS, or ``None``."""
+    """``LAPACKE_<name>`` (``dsyevd_2stage``, ``dgelqf``, ``dgesdd``) of numpy's OpenBLAS, or ``None``."""
     found = _openblas()
     if found is None:
         return None
@@ -142,6 +160,7 @@ def _lapacke(name: str) -> Callable[..., int] | None:
     function.restype = integer
     signatures = {
         "dsyevd_2stage": [ctypes.c_int, ctypes.c_char, ctypes.c_char, integer, ctypes.c_void_p, integer, ctypes.c_void_p],
+        "dgelqf": [ctypes.c_int, integer, integer, ctypes.c_void_p, integer, ctypes.c_void_p],
         "dgesdd": [ctypes.c_int, ctypes.c_char, integer, integer, ctypes.c_void_p, integer, ctypes.c_void_p,
                    ctypes.c_void_p, integer, ctypes.c_void_p, integer],
     }

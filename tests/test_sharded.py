@@ -55,13 +55,14 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_cli_measures_a_sharded_checkpoint_within_twice_its_largest_tensor(checkpoint):
     code = (
-        "import resource, sys, torch, probe\n"
+        "import torch, probe\n"
+        "from benchmarks.memory import peak, reset_peak\n"
         "from probe.cli import main\n"
         "torch.set_num_threads(1)\n"
         "probe.measure({'warm.weight': torch.randn(128, 4096)})\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "before = reset_peak()\n"
         f"status = main(['measure', {str(checkpoint)!r}])\n"
-        "print('EXTRA', status, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
+        "print('EXTRA', status, peak() - before)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
