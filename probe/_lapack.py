@@ -2,10 +2,10 @@
 extra memory: the float64 Gram of a float32 matrix is built from column blocks (never a
 float64 copy of the whole matrix), eigenvalues and singular values are computed in place.
 
-Eigenvalues use LAPACK's two-stage tridiagonal reduction (``dsyevd_2stage``, eigenvalues
-only: mostly BLAS-3, ~1.5–2× faster than ``dsyevd`` from ~1000 rows up) from the OpenBLAS
-that numpy ships, found through ``ctypes``; where that library or symbol is missing,
-scipy's ``dsyevd`` (in place) is used instead.
+Eigenvalues of Grams from 1024 rows up use MKL's ``dsyevd`` where torch's CPU wheel carries
+MKL (x86 Linux and Windows; found through ``ctypes``), else, and below that size, LAPACK's
+two-stage tridiagonal reduction (``dsyevd_2stage``, eigenvalues only: mostly BLAS-3) from
+the OpenBLAS that numpy ships; where neither is found, scipy's ``dsyevd``. All in place.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ log = logging.getLogger(__name__)
 
 # A Gram block (float64 columns of the matrix) holds at most this many bytes, and at most
 # a sixteenth of the matrix's float32 bytes (but ≥ 64 columns, for the product's speed).
-_BLOCK_BYTES = 16 << 20
+_BLOCK_BYTES = 4 << 20
 _MIN_BLOCK = 64
 _COL_MAJOR = 102  # LAPACK_COL_MAJOR
+# From this order on, MKL's dsyevd (inside torch's CPU wheel, where it exists) solves a Gram
+# 1.5-1.8x faster than OpenBLAS's two-stage solver (benchmarks/speed.py --kernels).
+_MKL_MIN = 1024
 
 
 def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
@@ -67,6 +70,11 @@ def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
     (Fortran-ordered; destroyed: upcast in place of nothing when already float64)."""
     gram = np.asfortranarray(gram, dtype=np.float64)
     n = gram.shape[0]
+    mkl = _mkl_dsyevd() if n >= _MKL_MIN else None
+    if mkl is not None:
+        values = mkl(gram)
+        if values is not None:
+            return values
     two_stage = _lapacke("dsyevd_2stage")
     if two_stage is not None:
         values = np.empty(n, np.float64)
@@ -130,6 +138,46 @@ def _compact_r(qr: np.ndarray) -> np.ndarray:
         column[:] = flat[j * tall:j * tall + n]
         column[j + 1:] = 0.0
     return flat[: n * n].reshape((n, n), order="F")
+
+
+@functools.cache
+def _mkl_dsyevd() -> Callable[[np.ndarray], np.ndarray | None] | None:
+    """In-place eigenvalues (``dsyevd``, lower triangle, LP64) from the MKL that torch's
+    x86 CPU wheel links statically, or ``None`` where torch has no MKL."""
+    import torch
+
+    path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
+    if not torch.backends.mkl.is_available() or not os.path.exists(path):
+        return None
+    try:
+        library = ctypes.CDLL(path)
+        function = library.dsyevd_
+        library.mkl_get_max_threads  # noqa: B018 (MKL's, not another LAPACK's, dsyevd_)
+    except (OSError, AttributeError):
+        return None
+    function.restype = None
+    integer = ctypes.c_int32
+
+    def solve(gram: np.ndarray) -> np.ndarray | None:
+        n = gram.shape[0]
+        values = np.empty(n, np.float64)
+        work, iwork = np.empty(1, np.float64), np.empty(1, np.int32)
+        info = integer(0)
+
+        def call(lwork: int, liwork: int) -> None:
+            function(b"N", b"L", ctypes.byref(integer(n)), gram.ctypes.data_as(ctypes.c_void_p), ctypes.byref(integer(max(n, 1))),
+                     values.ctypes.data_as(ctypes.c_void_p), work.ctypes.data_as(ctypes.c_void_p), ctypes.byref(integer(lwork)),
+                     iwork.ctypes.data_as(ctypes.c_void_p), ctypes.byref(integer(liwork)), ctypes.byref(info))
+
+        call(-1, -1)  # workspace query
+        work, iwork = np.empty(max(1, int(work[0])), np.float64), np.empty(max(1, int(iwork[0])), np.int32)
+        call(work.size, iwork.size)
+        if info.value != 0:
+            log.debug("MKL dsyevd failed (info %d); OpenBLAS instead", info.value)
+            return None
+        return values
+
+    return solve
 
 
 @functools.cache

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,3 +47,20 @@ def test_singular_values_match_numpy(layout, shape):
     values = svdvals_inplace(a, 1.5)
     np.testing.assert_allclose(values, np.linalg.svd(a.astype(np.float64), compute_uv=False), rtol=1e-10)
     np.testing.assert_array_equal(a, before)  # the input is never overwritten
+
+
+def test_large_grams_solve_in_a_subprocess():
+    """From 1024 rows on, eigenvalues come from MKL through ctypes (where torch has it): run
+    where a wrong call could only crash a child, against numpy's eigvalsh."""
+    code = (
+        "import numpy as np\n"
+        "from probe._lapack import gram_lower, eigvalsh_lower\n"
+        "a = np.random.default_rng(0).standard_normal((1100, 1300)).astype(np.float32)\n"
+        "gram = gram_lower(a, True)\n"
+        "want = np.linalg.eigvalsh(np.tril(gram) + np.tril(gram, -1).T)\n"
+        "print(np.abs(eigvalsh_lower(gram) - want).max() / want[-1])\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 1e-13
