@@ -120,3 +120,15 @@ def test_measure_prints_a_progress_line_per_large_layer(tmp_path, capsys):
     assert "layers.2.weight" in out and "layers.0.norm" not in out
     lazy = load_checkpoint(index_file).state_dict
     assert isinstance(lazy, LazyStateDict) and lazy["layers.1.weight"].dtype == torch.float32
+
+
+def test_low_precision_tensors_are_read_as_float32_and_others_as_stored(tmp_path):
+    w = torch.randn(64, 32)
+    stored = {"a.weight": w.to(torch.float8_e4m3fn), "b.weight": w.bfloat16(), "c.weight": w.half(),
+              "d.weight": w.double(), "steps": torch.arange(3, dtype=torch.int16)}
+    save_file(stored, str(tmp_path / "m.safetensors"))
+    lazy = LazyStateDict.open(tmp_path / "m.safetensors")
+    assert {name: lazy.meta()[name].dtype for name in stored} == {name: t.dtype for name, t in stored.items()}
+    for name in ("a.weight", "b.weight", "c.weight"):
+        assert lazy[name].dtype == torch.float32 and torch.equal(lazy[name], stored[name].float())
+    assert lazy["d.weight"].dtype == torch.float64 and torch.equal(lazy["steps"], stored["steps"])

@@ -2,7 +2,7 @@
 (``model-00001-of-00003.safetensors`` … with ``model.safetensors.index.json``).
 
 :class:`LazyStateDict` maps names to tensors read on access from the memory-mapped file
-(``safetensors.safe_open``); half-precision tensors (bf16, fp16) are upcast to float32 in
+(``safetensors.safe_open``); half-precision and float8 tensors are upcast to float32 in
 row chunks, so a tensor costs its float32 bytes and never also its stored copy.
 :func:`measure_lazily` measures such a state dict one layer at a time, so the resident
 memory is about one layer plus its measurement (≤ 2× its float32 bytes), whatever the size
@@ -25,7 +25,10 @@ from probe.report import Report
 INDEX_SUFFIX = ".safetensors.index.json"
 """The file naming a sharded checkpoint's tensors and their shards."""
 _CHUNK_BYTES = 64 << 20  # half-precision tensors are upcast this many float32 bytes at a time
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
+           "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
+_UPCAST = (torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)  # read as float32, in chunks
 
 Progress = Callable[[int, int, str, tuple[int, ...], float, float], None]
 """``progress(done, total, name, shape, seconds, seconds_left)`` after each layer."""
@@ -45,9 +48,8 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
                 for name in handle.keys():  # noqa: SIM118 (a safe_open handle is no dict)
                     if self._files.get(name) == shard:
                         tensor_slice = handle.get_slice(name)
-                        dtype = _DTYPES.get(tensor_slice.get_dtype())
-                        shape = tuple(tensor_slice.get_shape())
-                        self._meta[name] = torch.empty(shape, dtype=dtype or torch.int64, device="meta")
+                        dtype = _DTYPES.get(tensor_slice.get_dtype(), torch.uint8)  # others: never a weight
+                        self._meta[name] = torch.empty(tuple(tensor_slice.get_shape()), dtype=dtype, device="meta")
         missing = set(self._files) - set(self._meta)
         if missing:
             raise ValueError(f"tensors {sorted(missing)[:4]} are named by the index but missing from their shards")
@@ -75,7 +77,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         with safe_open(str(self._files[name]), framework="pt") as handle:
             part = handle.get_slice(name)
             meta = self._meta[name]
-            if meta.dtype not in (torch.float16, torch.bfloat16) or meta.ndim == 0:
+            if meta.dtype not in _UPCAST or meta.ndim == 0:
                 return handle.get_tensor(name)
             out = torch.empty(meta.shape, dtype=torch.float32)
             step = max(1, _CHUNK_BYTES // max(1, 4 * out[0].numel()))
