@@ -379,7 +379,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time an ill- vs a well-conditioned ROWS x 6.125·ROWS layer (e.g. 1024; VGG fc6 is 4096)")
     parser.add_argument("--kernels", action="store_true", help="also time the CPU kernels in torch (MKL) and numpy (OpenBLAS)")
     parser.add_argument("--profile", action="store_true", help="also split one thread's probe.measure into its parts")
-    parser.add_argument("--columns", default=",".join(COLUMNS), help=f"comma-separated timing columns, from {COLUMNS}")
+    parser.add_argument("--columns", default=",".join((*COLUMNS, "ww")),
+                        help=f"comma-separated timing columns, from {(*COLUMNS, 'ww')} (ww: when weightwatcher is installed)")
     parser.add_argument("--large", default="", metavar="SHAPES",
                         help="also time single large matrices ROWSxCOLS,... (random, power-law and ill-conditioned) "
                              "against svdvals, e.g. 4096x4096,4096x11008")
@@ -399,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, device {device}, {args.clock} clock, best of {repeats} interleaved; "
           f"transformers: {1 if args.quick else args.blocks} block(s){'; --quick: widths / 8' if args.quick else ''}")
-    names = [c for c in COLUMNS if c in args.columns.split(",")] + (["ww"] if ww else [])
+    names = [c for c in COLUMNS if c in args.columns.split(",")] + (["ww"] if ww and "ww" in args.columns.split(",") else [])
     header = (f"{'model':<12} {'weights':<8} {'thr':>3} " + " ".join(f"{n:>11}" for n in names)
               + f" {'auto/svd32':>11} {'auto/svd64':>11} {'auto/np32':>10} {'auto/gram64':>12}")
     print(header)
@@ -419,7 +420,7 @@ def main(argv: list[str] | None = None) -> None:
                 "gram64": lambda: probe.measure(weights, method="gram64"),
                 "auto": lambda: probe.measure(weights),
             }.items() if name in names}
-            if ww and device.type == "cpu":
+            if ww and device.type == "cpu" and "ww" in names:
                 columns["ww"] = lambda: ww(weights)
             report, report64 = probe.measure(weights), probe.measure(weights, method="gram64")  # also warm-ups
             reference = reference_records(weights)
