@@ -99,7 +99,8 @@ def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     gelqf = _lapacke("dgelqf")
     if cols >= qr_aspect * rows and rows > 0 and a.flags.f_contiguous and gelqf is not None:
         work = np.array(a, dtype=np.float64, order="F")  # A = L Q: L (rows × rows) in the first columns
-        info = gelqf(_COL_MAJOR, rows, cols, work.ctypes.data, rows, np.empty(rows).ctypes.data)
+        tau = np.empty(rows, np.float64)  # kept referenced: LAPACK writes into it
+        info = gelqf(_COL_MAJOR, rows, cols, work.ctypes.data, rows, tau.ctypes.data)
         if info != 0:
             raise np.linalg.LinAlgError(f"dgelqf failed (info {info})")
         work = work[:, :rows]
