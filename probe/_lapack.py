@@ -115,6 +115,8 @@ def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     else:  # A or Aᵀ (the same singular values), whichever copies without transposing
         work = np.array(a, dtype=np.float64, order="F") if a.flags.f_contiguous else np.array(a, dtype=np.float64).T
     m, n = work.shape
+    if min(m, n) >= _MKL_MIN and (mkl_values := _mkl_dgesdd(work)) is not None:
+        return mkl_values
     values = np.empty(min(m, n), np.float64)
     gesdd = _lapacke("dgesdd")
     if gesdd is not None:  # numpy's own LAPACK: the values numpy's svdvals gives
@@ -143,9 +145,9 @@ def _compact_r(qr: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _mkl_dsyevd() -> Callable[[np.ndarray], np.ndarray | None] | None:
-    """In-place eigenvalues (``dsyevd``, lower triangle, LP64) from the MKL that torch's
-    x86 CPU wheel links statically, or ``None`` where torch has no MKL."""
+def _mkl(name: str) -> Callable[..., None] | None:
+    """A LAPACK routine (Fortran interface, LP64) of the MKL that torch's x86 CPU wheel links
+    statically, or ``None`` where torch has no MKL."""
     import torch
 
     path = os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so")
@@ -153,11 +155,48 @@ def _mkl_dsyevd() -> Callable[[np.ndarray], np.ndarray | None] | None:
         return None
     try:
         library = ctypes.CDLL(path)
-        function = library.dsyevd_
-        library.mkl_get_max_threads  # noqa: B018 (MKL's, not another LAPACK's, dsyevd_)
+        function = getattr(library, name)
+        library.mkl_get_max_threads  # noqa: B018 (MKL's, not another LAPACK's, routine)
     except (OSError, AttributeError):
         return None
     function.restype = None
+    return function
+
+
+def _mkl_dgesdd(work: np.ndarray) -> np.ndarray | None:
+    """Singular values of the Fortran-ordered float64 ``work`` (destroyed) by MKL's
+    ``dgesdd``, or ``None`` where there is no MKL."""
+    function = _mkl("dgesdd_")
+    if function is None:
+        return None
+    integer = ctypes.c_int32
+    m, n = work.shape
+    values = np.empty(min(m, n), np.float64)
+    unused, query = np.empty(1, np.float64), np.empty(1, np.float64)
+    iwork = np.empty(max(1, 8 * min(m, n)), np.int32)
+    info = integer(0)
+
+    def call(buffer: np.ndarray, lwork: int) -> None:
+        function(b"N", ctypes.byref(integer(m)), ctypes.byref(integer(n)), work.ctypes.data_as(ctypes.c_void_p),
+                 ctypes.byref(integer(max(m, 1))), values.ctypes.data_as(ctypes.c_void_p), unused.ctypes.data_as(ctypes.c_void_p),
+                 ctypes.byref(integer(1)), unused.ctypes.data_as(ctypes.c_void_p), ctypes.byref(integer(1)),
+                 buffer.ctypes.data_as(ctypes.c_void_p), ctypes.byref(integer(lwork)), iwork.ctypes.data_as(ctypes.c_void_p),
+                 ctypes.byref(info))
+
+    call(query, -1)
+    buffer = np.empty(max(1, int(query[0])), np.float64)
+    call(buffer, buffer.size)
+    if info.value != 0:  # work is destroyed: no second attempt on it
+        raise np.linalg.LinAlgError(f"dgesdd (MKL) did not converge (info {info.value})")
+    return values
+
+
+@functools.cache
+def _mkl_dsyevd() -> Callable[[np.ndarray], np.ndarray | None] | None:
+    """In-place eigenvalues (``dsyevd``, lower triangle) from torch's MKL, or ``None``."""
+    function = _mkl("dsyevd_")
+    if function is None:
+        return None
     integer = ctypes.c_int32
 
     def solve(gram: np.ndarray) -> np.ndarray | None:
