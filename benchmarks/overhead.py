@@ -104,7 +104,7 @@ def _workload(name: str, batches: int, batch_size: int, wait: float) -> tuple[nn
 
 
 def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epochs: int, log_dir: Path,
-         val_batches: int = 0) -> tuple[list[float], float, ProbeCallback | None]:
+         val_batches: int = 0, accelerator: str = "cpu") -> tuple[list[float], float, ProbeCallback | None]:
     """Seconds of epochs 1..epochs-2 (start to next start), seconds from the last epoch's start to the
     return of ``fit``, and the callback."""
     class Module(pl.LightningModule):
@@ -143,7 +143,7 @@ def _fit(pl, network: nn.Module, loader: DataLoader, wait: float, mode: str, epo
     callbacks = [clock] if probe_callback is None else [probe_callback, clock]
     if monitor:
         callbacks.append(pl.callbacks.EarlyStopping("probe/E_L2_BE", mode="max", patience=10 * epochs))
-    trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=pl.loggers.TensorBoardLogger(log_dir, name=mode),
+    trainer = pl.Trainer(max_epochs=epochs, accelerator=accelerator, devices=1, logger=pl.loggers.TensorBoardLogger(log_dir, name=mode),
                          callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, log_every_n_steps=1, limit_val_batches=val_batches,
                          num_sanity_val_steps=0)
@@ -162,6 +162,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=4, help="resnet18: random batches per epoch (default 4)")
     parser.add_argument("--batch-size", type=int, default=32, help="resnet18: batch size (default 32)")
     parser.add_argument("--repeats", type=int, default=2, help="fits per model and mode, interleaved; medians (default 2)")
+    parser.add_argument("--accelerator", default="cpu", help="Lightning accelerator of the fits (e.g. gpu; default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--val-batches", type=int, default=0, help="validation batches per epoch (default 0: no validation loop)")
     parser.add_argument("--modes", default=",".join(MODES),
@@ -192,7 +193,7 @@ def main() -> None:
                 for mode in modes:  # interleaved, so a slow spell of a shared machine hits every mode
                     network, loader, wait = _workload(name, args.batches, args.batch_size, args.wait)
                     steady, tail, callback = _fit(pl, network, loader, wait, mode, args.epochs, Path(scratch) / name,
-                                                  args.val_batches)
+                                                  args.val_batches, args.accelerator)
                     epochs[mode] += steady
                     tails[mode].append(tail)
                     timings[mode] += callback.timings[1:] if callback else []

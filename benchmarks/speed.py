@@ -11,6 +11,8 @@ Weights (conv and linear weights only, as ``layers="auto"`` picks them):
   O 768×768, FFN 768×3072 and 3072×768); ``gpt2-medium``: ``--blocks`` blocks of
   GPT-2-medium (1024×3072 attention, 1024×1024 projection, 1024×4096 and 4096×1024 MLP).
   Transformer blocks all have the same shapes, so the ratios do not depend on the depth.
+  ``llama-7b`` (not in the default run): ``--blocks`` LLaMA-7B blocks (4 × 4096² attention,
+  3 × 4096×11008 MLP); a whole 7B model is 32 blocks (times the block row, plus embeddings).
 * ``init``: PyTorch's default initialisation. ``trained``: the same shapes with power-law
   spectra (``s_i = i^-p``, ``p`` in [0.5, 1.5], condition numbers up to ~3e4), as trained
   layers have.
@@ -39,7 +41,7 @@ weights, all that ``auto`` does beyond ``gram64``.
 
 Usage: ``python benchmarks/speed.py [--models resnet18,bert-base] [--threads 1,2]
 [--repeats 3] [--blocks 4] [--clock wall|cpu] [--cliff 1024] [--kernels] [--profile]
-[--device cuda] [--quick]``
+[--device cuda] [--columns auto,svd32\\ loop] [--large 4096x4096,4096x11008] [--quick]``
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ from probe.spectrum import _first_routes, _largest_first
 from probe.unfold import unfold
 
 MODELS = ("resnet18", "resnet50", "bert-base", "gpt2-medium")
+COLUMNS = ("svd32 loop", "svd64 loop", "np svd32", "gram64", "auto")
+LARGE_MODELS = ("llama-7b",)
+"""Not in the default run (minutes per row at one thread): ``--models llama-7b``."""
 
 
 def resnet18(width: int = 64) -> list[tuple[int, ...]]:
@@ -99,6 +104,12 @@ def transformer(d: int, qkv_fused: bool, blocks: int) -> list[tuple[int, ...]]:
     return (attention + [(d, d), (4 * d, d), (d, 4 * d)]) * blocks
 
 
+def llama_block(d: int, hidden: int) -> list[tuple[int, ...]]:
+    """One LLaMA-7B block's linear weights: Q, K, V, O (d × d), gate and up (hidden × d), down
+    (d × hidden). A 7B model has 32 such blocks plus two 32000 × 4096 embeddings."""
+    return [(d, d)] * 4 + [(hidden, d), (hidden, d), (d, hidden)]
+
+
 def shapes_of(model: str, blocks: int, quick: bool) -> list[tuple[int, ...]]:
     """``quick``: every width divided by 8, one transformer block (a smoke test)."""
     div = 8 if quick else 1
@@ -108,6 +119,7 @@ def shapes_of(model: str, blocks: int, quick: bool) -> list[tuple[int, ...]]:
         "resnet50": lambda: resnet50(64 // div),
         "bert-base": lambda: transformer(768 // div, False, blocks),
         "gpt2-medium": lambda: transformer(1024 // div, True, blocks),
+        "llama-7b": lambda: llama_block(4096 // div, 11008 // div) * blocks,
     }[model]()
 
 
@@ -258,6 +270,35 @@ def cliff_floor(matrix: torch.Tensor, repeats: int, sync: Callable[[], None], cl
           f"{t['svd'] / t['gram32']:.1f}x gram32 and {t['svd'] / t['gram64']:.1f}x gram64", flush=True)
 
 
+def large_matrix(rows: int, cols: int, kind: str, seed: int = 0) -> torch.Tensor:
+    """A float32 ``rows × cols`` Gaussian matrix; ``power``: its shorter side's directions scaled
+    ``i^-1`` (a trained-like decay, condition ~``min(rows, cols)``), ``ill``: scaled over 1e9."""
+    g = torch.Generator().manual_seed(seed)
+    a = torch.randn(rows, cols, generator=g)
+    k = min(rows, cols)
+    scale = {"random": torch.ones(k), "power": torch.arange(1, k + 1, dtype=torch.float32) ** -1.0,
+             "ill": torch.logspace(0, -9, k)}[kind]
+    return a * (scale[:, None] if rows <= cols else scale)
+
+
+def large(shapes: list[tuple[int, ...]], repeats: int, clock: Callable[[], float], sync: Callable[[], None],
+          device: torch.device) -> None:
+    """One large matrix at a time: ``probe.measure`` against float32 ``svdvals`` of the same
+    matrix (timed side by side), with the route taken and the accuracy against float64."""
+    print(f"\nsingle large layers, {torch.get_num_threads()} thread(s), best of {repeats}")
+    print(f"{'shape':>12} {'kind':>7} {'svd32':>9} {'auto':>9} {'auto/svd32':>11}  {'route':<7} {'max rel. dev.':>13}")
+    for rows, cols in shapes:
+        for kind in ("random", "power", "ill"):
+            weights = {"w.weight": large_matrix(rows, cols, kind).to(device)}
+            matrix = weights["w.weight"]
+            t = best_times({"svd32": lambda: torch.linalg.svdvals(matrix), "auto": lambda: probe.measure(weights)},
+                           repeats, sync, clock)
+            report = probe.measure(weights)
+            dev = deviation(report, reference_records(weights))
+            print(f"{rows}x{cols:<6} {kind:>7} {t['svd32']:>8.2f}s {t['auto']:>8.2f}s {t['auto'] / t['svd32']:>10.2f}x  "
+                  f"{report.layers[0].unfoldings['out'].route:<7} {dev:>13.1e}", flush=True)
+
+
 KERNEL_SHAPES = ((256, 2304), (512, 4608), (768, 768), (768, 3072), (1024, 4096))
 
 
@@ -327,7 +368,7 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS}")
+    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS + LARGE_MODELS}")
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per cell (best kept; 0: accuracy only)")
     parser.add_argument("--blocks", type=int, default=4, help="transformer blocks measured (shapes repeat per block)")
@@ -338,11 +379,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="also time an ill- vs a well-conditioned ROWS x 6.125·ROWS layer (e.g. 1024; VGG fc6 is 4096)")
     parser.add_argument("--kernels", action="store_true", help="also time the CPU kernels in torch (MKL) and numpy (OpenBLAS)")
     parser.add_argument("--profile", action="store_true", help="also split one thread's probe.measure into its parts")
+    parser.add_argument("--columns", default=",".join((*COLUMNS, "ww")),
+                        help=f"comma-separated timing columns, from {(*COLUMNS, 'ww')} (ww: when weightwatcher is installed)")
+    parser.add_argument("--large", default="", metavar="SHAPES",
+                        help="also time single large matrices ROWSxCOLS,... (random, power-law and ill-conditioned) "
+                             "against svdvals, e.g. 4096x4096,4096x11008")
     parser.add_argument("--quick", action="store_true", help="widths / 8, one block, one repeat, one thread: a smoke test")
     args = parser.parse_args(argv)
     models = args.models.split(",")
-    if unknown := set(models) - set(MODELS):
-        parser.error(f"unknown model(s) {sorted(unknown)}; choose from {MODELS}")
+    if unknown := set(models) - set(MODELS + LARGE_MODELS):
+        parser.error(f"unknown model(s) {sorted(unknown)}; choose from {MODELS + LARGE_MODELS}")
     threads = [1] if args.quick else [int(t) for t in args.threads.split(",")]
     repeats = 1 if args.quick else args.repeats
     device = torch.device(args.device)
@@ -354,7 +400,7 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"torch {torch.__version__}, device {device}, {args.clock} clock, best of {repeats} interleaved; "
           f"transformers: {1 if args.quick else args.blocks} block(s){'; --quick: widths / 8' if args.quick else ''}")
-    names = ["svd32 loop", "svd64 loop", "np svd32", "gram64", "auto"] + (["ww"] if ww else [])
+    names = [c for c in COLUMNS if c in args.columns.split(",")] + (["ww"] if ww and "ww" in args.columns.split(",") else [])
     header = (f"{'model':<12} {'weights':<8} {'thr':>3} " + " ".join(f"{n:>11}" for n in names)
               + f" {'auto/svd32':>11} {'auto/svd64':>11} {'auto/np32':>10} {'auto/gram64':>12}")
     print(header)
@@ -367,14 +413,14 @@ def main(argv: list[str] | None = None) -> None:
             mats = unfoldings(weights)
             mats64 = [m.double() for m in mats]
             arrays = [m.numpy() for m in mats] if device.type == "cpu" else []
-            columns: dict[str, Callable[[], object]] = {
+            columns: dict[str, Callable[[], object]] = {name: fn for name, fn in {
                 "svd32 loop": lambda: [torch.linalg.svdvals(m) for m in mats],
                 "np svd32": lambda: [np.linalg.svd(a, compute_uv=False) for a in arrays],
                 "svd64 loop": lambda: [torch.linalg.svdvals(m) for m in mats64],
                 "gram64": lambda: probe.measure(weights, method="gram64"),
                 "auto": lambda: probe.measure(weights),
-            }
-            if ww and device.type == "cpu":
+            }.items() if name in names}
+            if ww and device.type == "cpu" and "ww" in names:
                 columns["ww"] = lambda: ww(weights)
             report, report64 = probe.measure(weights), probe.measure(weights, method="gram64")  # also warm-ups
             reference = reference_records(weights)
@@ -387,9 +433,9 @@ def main(argv: list[str] | None = None) -> None:
                 with threadpool_limits(n, user_api="blas"):
                     t = best_times(columns, repeats, sync, clock)
                 cells = " ".join(f"{t[c] * 1e3:>8.0f} ms" if c in t else f"{'-':>11}" for c in names)
-                np32 = f"{t['auto'] / t['np svd32']:>9.3f}x" if "np svd32" in t else f"{'-':>10}"
-                print(f"{model:<12} {label:<8} {n:>3} {cells} {t['auto'] / t['svd32 loop']:>10.3f}x "
-                      f"{t['auto'] / t['svd64 loop']:>10.3f}x {np32} {t['auto'] / t['gram64']:>11.3f}x", flush=True)
+                ratios = [f"{t['auto'] / t[c]:>{w - 1}.3f}x" if c in t and "auto" in t else f"{'-':>{w}}"
+                          for c, w in (("svd32 loop", 11), ("svd64 loop", 11), ("np svd32", 10), ("gram64", 12))]
+                print(f"{model:<12} {label:<8} {n:>3} {cells} {' '.join(ratios)}", flush=True)
             routes = Counter(u.route for layer in report.layers for u in layer.unfoldings.values())
             accuracy.append((model, label, deviation(report, reference), deviation(report64, reference),
                              ", ".join(f"{r} {c}" for r, c in sorted(routes.items()))))
@@ -404,6 +450,9 @@ def main(argv: list[str] | None = None) -> None:
         profile(models, args.blocks, args.quick, max(repeats, 1))
     if args.kernels:
         kernels(max(repeats, 1))
+    if args.large:
+        torch.set_num_threads(threads[0])
+        large([tuple(int(x) for x in shape.split("x")) for shape in args.large.split(",")], max(repeats, 1), clock, sync, device)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -33,9 +34,10 @@ examples:
   probe measure lightning_logs/version_0/checkpoints/epoch=9-step=160.ckpt --layers auto
   probe measure model.safetensors --method svd      # float64 svdvals for every matrix
   probe measure model.pt --alpha                    # + WeightWatcher's alpha, alphahat per layer
-  probe measure model.pt --plot spectra.png         # + per-layer log-log ESD with the power-law tail""",
+  probe measure model.pt --plot spectra.png         # + per-layer log-log ESD with the power-law tail
+  probe measure llama/model.safetensors.index.json  # sharded: one tensor in memory at a time""",
     )
-    p.add_argument("path", help="checkpoint or state-dict file")
+    p.add_argument("path", help="checkpoint or state-dict file (or a sharded safetensors checkpoint's index JSON)")
     p.add_argument("--layers", default=None, choices=["auto", "genprob"],
                    help="layer preset (default: genprob for GenProb files, auto otherwise)")
     p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route")
@@ -51,15 +53,15 @@ examples:
 
 
 def _run_measure(args: argparse.Namespace) -> int:
-    import probe
     from probe.replay.readers import load_checkpoint
     from probe.replay.runner import Options
+    from probe.replay.sharded import measure_state
 
     checkpoint = load_checkpoint(args.path, unsafe=args.unsafe_load)
     # the settings `probe replay` measures this file with, so both print the same numbers
     layers, options = Options(layers=args.layers, method=args.method, evbmf_xatol=args.evbmf_xatol).for_file(
         checkpoint.layers, genprob=checkpoint.format == "genprob")
-    report = probe.measure(checkpoint.state_dict, layers=layers, options=options)
+    report = measure_state(checkpoint.state_dict, layers=layers, options=options, progress=_progress_line)
     known = {k: v for k, v in checkpoint.performance.items() if v == v}  # drop NaN (unknown)
     print(f"{checkpoint.path} ({checkpoint.format}, epoch {checkpoint.epoch}, layers={layers})")
     if known:
@@ -73,6 +75,20 @@ def _run_measure(args: argparse.Namespace) -> int:
 
         print(f"wrote {plot_spectra(report, args.plot, title=f'{checkpoint.path.name} (epoch {checkpoint.epoch})')}")
     return 0
+
+
+_LARGE = 1 << 22  # elements: a layer this large gets a progress line (lazily read checkpoints)
+
+
+def _progress_line(done: int, total: int, name: str, shape: tuple[int, ...], seconds: float, left: float) -> None:
+    """One stderr line per large layer: which, how long it took, and the time left."""
+    if math.prod(shape) >= _LARGE:
+        print(f"[{done}/{total}] {name} {'x'.join(map(str, shape))}: {seconds:.1f}s, about {_duration(left)} left",
+              file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f}s" if seconds < 90 else f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 _SUBCOMMANDS = [_add_measure, *_REPLAY_SUBCOMMANDS]

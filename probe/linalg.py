@@ -16,11 +16,13 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import scipy.linalg
 import torch
+
+from probe._lapack import eigvalsh_lower, gram_lower, svdvals_inplace, symv_lower
 
 # |entries| within 2**±safe: no A Aᵀ entry overflows (≤ M·2**(2·safe)), and underflowed
 # products stay far below the rounding of λ_max ≥ max|a|² (float32 also for gram32 of float64).
@@ -79,24 +81,24 @@ class NumpyKernels:
         return (_ldexp(a, -e) if e else a), e
 
     def gram_eigenvalues(self, a: np.ndarray, double: bool, floor: float = 0.0) -> np.ndarray | None:
-        a = a.astype(np.float64 if double else np.float32, copy=False)
-        gram = a @ a.T  # numpy forms A Aᵀ with one syrk
+        gram = gram_lower(a, double)  # lower triangle only; float64 from float64 column blocks
         if floor and not self._definite_above(gram, floor):
             return None
-        return np.linalg.eigvalsh(gram.astype(np.float64, copy=False), UPLO="L")
+        return eigvalsh_lower(gram)  # in place
 
     @staticmethod
     def _definite_above(gram: np.ndarray, floor: float) -> bool:
-        shifted = gram.copy()
-        np.fill_diagonal(shifted, gram.diagonal() - floor * _top_lower_bound(gram))
+        x = gram.diagonal().copy()  # G·1 ≥ 0 on each row would need the full matrix: the diagonal is as good a start
+        for _ in range(3):
+            x = symv_lower(gram, _unit(x))
+        top = max(_norm(x), float(gram.diagonal().max()))
+        shifted = gram.copy(order="F")
+        np.fill_diagonal(shifted, gram.diagonal() - floor * top)
         potrf = scipy.linalg.lapack.dpotrf if gram.dtype == np.float64 else scipy.linalg.lapack.spotrf
         return int(potrf(shifted, lower=1, clean=0, overwrite_a=1)[1]) == 0
 
     def svd_values(self, a: np.ndarray) -> np.ndarray:
-        a = a.astype(np.float64, copy=False)
-        if a.shape[1] >= _QR_ASPECT * a.shape[0]:
-            a = cast(np.ndarray, np.linalg.qr(a.T, mode="r"))  # R only
-        return np.linalg.svd(a, compute_uv=False)
+        return svdvals_inplace(a, _QR_ASPECT)
 
     def stable_rank(self, a: np.ndarray) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].astype(np.float32, copy=False)

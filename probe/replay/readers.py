@@ -33,8 +33,9 @@ from probe.replay.genprob import (
 
 log = logging.getLogger(__name__)
 
-SUFFIXES = (".pth.tar", ".ckpt", ".pt", ".pth", ".safetensors")
-"""File endings replay picks up when given a directory."""
+SUFFIXES = (".pth.tar", ".ckpt", ".pt", ".pth", ".safetensors", ".safetensors.index.json")
+"""File endings replay picks up when given a directory (a sharded checkpoint's shards are
+left to its ``.safetensors.index.json``)."""
 DENSE_LIMIT_BYTES = 1 << 30
 """Largest dense size of a tensor the file does not store densely (sparse, or an expanded
 stride-0 view): such a tensor is densified up to this size and refused above it."""
@@ -63,7 +64,8 @@ class UnsafeCheckpointError(CheckpointError):
 class Checkpoint:
     """One loaded checkpoint and what is known about it.
 
-    ``state_dict`` maps names to CPU tensors; ``layers`` is the layer preset it calls for
+    ``state_dict`` maps names to CPU tensors (for safetensors files, a
+    :class:`probe.replay.sharded.LazyStateDict` reading each tensor when asked for); ``layers`` is the layer preset it calls for
     (``genprob`` for GenProb files, ``auto`` otherwise); ``performance`` has
     ``test_acc, test_loss, train_acc, train_loss, gap`` (NaN where unknown). ``run``
     identifies the training run across epochs (GenProb: the file name without the epoch;
@@ -75,7 +77,7 @@ class Checkpoint:
 
     path: Path
     format: str
-    state_dict: dict[str, torch.Tensor]
+    state_dict: Mapping[str, torch.Tensor]
     layers: str
     performance: dict[str, float]
     epoch: int | None
@@ -106,8 +108,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
     path:
         A GenProb ``.pth.tar``, a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict (or a
         dict holding one under ``state_dict``, ``model_state_dict`` or ``model``), or a
-        ``.safetensors`` file. Sparse tensors and expanded (stride-0) views are densified
-        up to ``DENSE_LIMIT_BYTES`` and refused, by name, above it; a sparse tensor's
+        ``.safetensors`` file or a sharded one's ``.safetensors.index.json`` (read lazily,
+        one tensor at a time, bf16/fp16 as float32). Sparse tensors and expanded (stride-0) views
+        are densified up to ``DENSE_LIMIT_BYTES`` and refused, by name, above it; a sparse tensor's
         invariants (index bounds and order) are checked first.
     unsafe:
         Allow arbitrary unpickling (``torch.load(weights_only=False)``). Only for files you
@@ -131,7 +134,7 @@ def load_checkpoint(path: str | os.PathLike[str], *, unsafe: bool = False) -> Ch
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {str(path)!r} does not exist or is not a file")
-    if path.name.lower().endswith(".safetensors"):
+    if path.name.lower().endswith((".safetensors", ".safetensors.index.json")):
         return _from_safetensors(path)
     obj = _torch_load(path, unsafe=unsafe)
     if isinstance(obj, nn.Module):
@@ -273,19 +276,21 @@ def _from_lightning(path: Path, obj: Mapping[str, object]) -> Checkpoint:
 
 
 def _from_safetensors(path: Path) -> Checkpoint:
-    from safetensors.torch import load_file
+    from probe.replay.sharded import LazyStateDict
 
     try:
-        state = load_file(path, device="cpu")
+        state = LazyStateDict.open(path)  # headers only: tensors are read when measured
     except Exception as error:  # safetensors raises its own SafetensorError for damaged headers/data
         raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({type(error).__name__}: {_detail(error)})") from error
-    return _plain(path, "safetensors", _tensors(path, state), {})
+    if not state:
+        raise CheckpointError(f"{path}: holds no tensors")
+    return _plain(path, "safetensors", state, {})
 
 
 def _plain(
     path: Path,
     fmt: str,
-    state: dict[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
     obj: Mapping[str, object],
     *,
     layers: str = "auto",

@@ -162,7 +162,10 @@ def find_checkpoints(patterns: Iterable[str | os.PathLike[str]]) -> list[Path]:
         else:
             raise FileNotFoundError(f"no such checkpoint, directory or glob match: {pattern!r}")
         found.update(p.resolve() for p in matches)
-    return sorted(found, key=str)
+    from probe.replay.sharded import INDEX_SUFFIX, shards_of
+
+    shards = {shard for p in found if p.name.endswith(INDEX_SUFFIX) for shard in shards_of(p)}
+    return sorted(found - shards, key=str)
 
 
 def parse_shard(text: str, environ: Mapping[str, str] | None = None) -> tuple[int, int]:
@@ -503,7 +506,7 @@ def _die_with_parent(parent_alive: Any) -> None:
 
 def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool) -> Outcome:
     """Load, measure and record one checkpoint (runs in a worker process)."""
-    import probe
+    from probe.replay.sharded import measure_state
 
     out, key = Path(out_dir), checkpoint_key(path)
     try:
@@ -511,12 +514,12 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
         digest = content_digest(path)
         checkpoint = load_checkpoint(path, unsafe=unsafe)
         preset, settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
-        report = probe.measure(checkpoint.state_dict, layers=preset, options=settings)
+        report = measure_state(checkpoint.state_dict, layers=preset, options=settings)
     except Exception as error:
         return _failed(path, out_dir, f"{type(error).__name__}: {error}")
     position = {layer.name: (index, len(layer.shape)) for index, layer in enumerate(report.layers)}
     layers = [
-        {"layer_index": position[row["layer"]][0], "ndim": position[row["layer"]][1], **row} for row in report.records()
+        {"layer_index": position[str(row["layer"])][0], "ndim": position[str(row["layer"])][1], **row} for row in report.records()
     ]
     record = {
         "key": key,

@@ -1,0 +1,70 @@
+"""The in-place CPU kernels agree with numpy's on every memory layout (issue 24)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from probe._lapack import eigvalsh_lower, gram_lower, svdvals_inplace
+
+LAYOUTS = {
+    "C": np.ascontiguousarray,
+    "F": np.asfortranarray,
+    "strided": lambda a: np.repeat(a, 2, axis=1)[:, ::2],
+}
+
+
+def matrix(rows: int, cols: int, dtype: type) -> np.ndarray:
+    rng = np.random.default_rng(rows * cols)
+    return (rng.standard_normal((rows, cols)) * np.logspace(0, -3, rows)[:, None]).astype(dtype)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("shape", [(37, 300), (80, 90), (1, 7)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gram_and_eigenvalues_match_numpy(layout, shape, dtype):
+    a = LAYOUTS[layout](matrix(*shape, dtype))
+    exact = np.linalg.eigvalsh(a.astype(np.float64) @ a.astype(np.float64).T)
+    for double in (True, False):
+        gram = gram_lower(a, double)
+        assert gram.flags.f_contiguous and gram.dtype == (np.float64 if double else np.float32)
+        full = a.astype(gram.dtype) @ a.astype(gram.dtype).T
+        np.testing.assert_allclose(np.tril(gram), np.tril(full), rtol=1e-5 if not double else 1e-12, atol=1e-6 * full.max())
+        tolerance = 1e-12 if double else 1e-5
+        np.testing.assert_allclose(eigvalsh_lower(gram), exact, rtol=0, atol=tolerance * exact[-1])
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("shape", [(37, 300), (80, 90), (64, 64), (1, 7)])
+def test_singular_values_match_numpy(layout, shape):
+    a = LAYOUTS[layout](matrix(*shape, np.float32))
+    before = a.copy()
+    values = svdvals_inplace(a, 1.5)
+    np.testing.assert_allclose(values, np.linalg.svd(a.astype(np.float64), compute_uv=False), rtol=1e-10)
+    np.testing.assert_array_equal(a, before)  # the input is never overwritten
+
+
+def test_ctypes_kernels_in_a_subprocess():
+    """The kernels called through ctypes (MKL's dsyevd from 1024 rows on, OpenBLAS's LAPACKE
+    dgelqf and dgesdd) at sizes where a wrong call corrupts memory: in a child, against numpy."""
+    code = (
+        "import numpy as np\n"
+        "from probe._lapack import gram_lower, eigvalsh_lower, svdvals_inplace\n"
+        "a = np.random.default_rng(0).standard_normal((1100, 1300)).astype(np.float32)\n"
+        "gram = gram_lower(a, True)\n"
+        "want = np.linalg.eigvalsh(np.tril(gram) + np.tril(gram, -1).T)\n"
+        "errors = [np.abs(eigvalsh_lower(gram) - want).max() / want[-1]]\n"
+        "for b in (np.asfortranarray(a[:400, :1300]), a[:400, :1300].copy(), a[:, :1200].copy(), np.asfortranarray(a[:, :1300])):\n"
+        "    want = np.linalg.svd(b.astype(np.float64), compute_uv=False)\n"
+        "    errors.append(np.abs(svdvals_inplace(b, 1.5) / want - 1).max())\n"
+        "print(max(errors))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout) < 1e-12
