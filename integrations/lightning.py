@@ -422,8 +422,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
                 self._take_part_in_gathers(pl_module)
         except Exception as caught:
             error = caught
-        if trainer.is_global_zero and (measure or result is not None):
-            self._timing(epoch).blocking_s += perf_counter() - start
+        if trainer.is_global_zero and (measure or result is not None):  # waiting counts for the epoch waited for
+            self._timing(epoch if measure or result is None else result.epoch).blocking_s += perf_counter() - start
         if trainer.world_size > 1:
             message, result = trainer.strategy.broadcast((None if error is None else repr(error), result), src=0)
             if error is None and message is not None:
