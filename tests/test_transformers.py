@@ -23,7 +23,7 @@ import probe
 from integrations.transformers import ProbeTrainerCallback
 from probe.aggregate import HEADLINE_NAMES
 from probe.cli import main
-from probe.options import LIVE
+from probe.options import LIVE, MeasureOptions
 from tests import tb_events
 from tests.hf_helpers import Examples, arguments, tiny_bert, tiny_gpt2
 
@@ -221,7 +221,6 @@ def test_gpt2_measures_are_logged_at_every_evaluation(gpt2_run):
     assert {p.parent.name for p in out.glob("checkpoint-*/model.safetensors")} == {"checkpoint-2", "checkpoint-4"}
 
 
-@pytest.mark.xfail(reason="tied weights counted once lands with issue 20", strict=False)
 def test_gpt2_logged_values_equal_the_saved_checkpoints(gpt2_run):
     out, trainer = gpt2_run
     for step, entry in _eval_entries(trainer).items():
@@ -277,3 +276,24 @@ def test_two_evaluation_datasets_share_one_measurement_and_a_late_added_callback
     best_step = max((4, 8), key=lambda s: entries[s, "eval_b"]["eval_b_probe/F_p_BE"])
     assert trainer.state.best_metric == entries[best_step, "eval_b"]["eval_b_probe/F_p_BE"]
     assert Path(trainer.state.best_model_checkpoint).name == f"checkpoint-{best_step}"
+
+
+def test_the_options_reach_the_measurement_unchanged(tmp_path):
+    """A coarse EVBMF tolerance changes AE values; the logged ones equal probe.measure with the same options."""
+    model = tiny_bert()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # structure EVBMF keeps, so that AE values exist and the tolerance matters
+        for module in model.modules():
+            if isinstance(module, torch.nn.Linear) and min(module.weight.shape) >= 8:
+                rows, cols = module.weight.shape
+                module.weight.copy_(torch.randn(rows, 2, generator=generator) @ torch.randn(2, cols, generator=generator)
+                                    + 0.01 * torch.randn(rows, cols, generator=generator))
+    options = MeasureOptions(evbmf_xatol=0.5, nonfinite="nan")
+    trainer = Trainer(model, arguments(tmp_path, num_train_epochs=1, learning_rate=1e-5), train_dataset=Examples(16, seed=1),
+                      eval_dataset=Examples(16, seed=2), callbacks=[ProbeTrainerCallback(options=options)])
+    trainer.train()
+    (entry,) = _eval_entries(trainer).values()
+    expected, default = probe.measure(trainer.model, options=options), probe.measure(trainer.model, options=LIVE)
+    assert any(not _same(expected.value(n), default.value(n)) for n in HEADLINE_NAMES if n.endswith("_AE"))
+    for name in HEADLINE_NAMES:
+        assert _same(entry[f"eval_probe/{name}"], expected.value(name)), name
