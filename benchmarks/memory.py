@@ -1,7 +1,7 @@
 """Extra peak memory of ``probe.measure`` on one large layer, against the layer's float32 bytes.
 
 Each case runs in a fresh subprocess (one thread): it builds the weight, measures a tiny
-layer first (imports, BLAS buffers), resets the kernel's peak resident set size
+layer on every route first (imports and their compilation, MKL and BLAS buffers), resets the kernel's peak resident set size
 (``/proc/self/clear_refs``; a forked child otherwise starts with its parent's peak), reads
 the resident size, measures the layer, and reads the peak (``VmHWM``). The difference is
 the extra peak memory the measurement needed on top of the weight itself; the bound is 2× the layer's float32 bytes
@@ -68,7 +68,10 @@ def child(rows: int, cols: int, kind: str, method: str) -> dict[str, object]:
 
     torch.set_num_threads(1)
     w = weight(rows, cols, kind)
-    probe.measure({"warm.weight": torch.randn(64, 256)}, layers="auto", method=method)
+    # warm-up on every route at the MKL sizes: modules imported (and compiled, in a fresh clone) and the
+    # libraries' one-time buffers allocated; the warm-up's own arrays are unmapped when freed
+    for warm in (torch.randn(64, 256), weight(1024, 1024, "random"), weight(1024, 1152, "ill")):
+        probe.measure({"warm.weight": warm}, layers="auto", method=method)
     before = reset_peak()
     start = time.perf_counter()
     report = probe.measure({"layer.weight": w}, layers="auto", method=method)
