@@ -11,11 +11,8 @@ headless Chromium (``apt-get install chromium``).
 from __future__ import annotations
 
 import math
-import socket
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib
@@ -23,6 +20,9 @@ import numpy as np
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from screenshots import chromium_screenshot, dashboard
 
 from integrations.optuna import MeasurePruner, plot_measure_history, report_measures
 from probe import HEADLINE_NAMES
@@ -54,24 +54,8 @@ def make_study(storage: str) -> optuna.Study:
 
 
 def screenshot(db: Path, out: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).with_name("optuna-dashboard")), f"sqlite:///{db}",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--screenshot={out}", "--window-size=1400,1900", "--virtual-time-budget=20000",
-                        f"http://127.0.0.1:{port}/dashboard/studies/1/smartSelection"],
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
-    finally:
-        server.terminate()
-        server.wait()
+    with dashboard(db) as base:
+        chromium_screenshot(f"{base}/dashboard/studies/1/smartSelection", out, (1400, 1900), budget_ms=20000)
 
 
 def main() -> None:

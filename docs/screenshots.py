@@ -23,6 +23,7 @@ which sets them first and clicks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import json
 import shutil
@@ -35,6 +36,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,14 +138,19 @@ def proxy(target: str) -> http.server.ThreadingHTTPServer:
     return server
 
 
-def screenshot(base: str, name: str, size: tuple[int, int], path: str, click: str, out: Path) -> Path:
-    url = f"{base}{SEED_PAGE}?" + urllib.parse.urlencode({"next": path, "click": click})
-    target = out / name
+def chromium_screenshot(url: str, target: Path, size: tuple[int, int], *, budget_ms: int = 30000) -> Path:
+    """``url`` photographed by headless Chromium (a fresh profile) into ``target``."""
     with tempfile.TemporaryDirectory() as profile:
         subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                        f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}", "--virtual-time-budget=30000",
-                        f"--screenshot={target}", url], check=True, capture_output=True, timeout=180)
+                        f"--user-data-dir={profile}", f"--window-size={size[0]},{size[1]}",
+                        f"--virtual-time-budget={budget_ms}", f"--screenshot={target}", url],
+                       check=True, capture_output=True, timeout=300)
     return target
+
+
+def screenshot(base: str, name: str, size: tuple[int, int], path: str, click: str, out: Path) -> Path:
+    url = f"{base}{SEED_PAGE}?" + urllib.parse.urlencode({"next": path, "click": click})
+    return chromium_screenshot(url, out / name, size)
 
 
 def dashboard_pruned_trial(study_db: Path, out: Path) -> Path:
@@ -154,6 +161,14 @@ def dashboard_pruned_trial(study_db: Path, out: Path) -> Path:
     pruned = [t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     if not pruned:
         raise SystemExit("the demo's study has no pruned trial to show")
+    with dashboard(study_db) as base:
+        url = f"{base}/dashboard/studies/{study._study_id}/trials?numbers={pruned[0]}"
+        return chromium_screenshot(url, out / "optuna_dashboard_pruned.png", (1800, 820), budget_ms=20000)
+
+
+@contextlib.contextmanager
+def dashboard(study_db: Path) -> Iterator[str]:
+    """optuna-dashboard serving ``study_db`` on a free local port, while the block runs; its base URL."""
     port = free_port()
     server = subprocess.Popen([*executable("optuna-dashboard", "optuna_dashboard._cli"), f"sqlite:///{study_db}",
                                "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -163,14 +178,7 @@ def dashboard_pruned_trial(study_db: Path, out: Path) -> Path:
                 if probe_socket.connect_ex(("127.0.0.1", port)) == 0:
                     break
             time.sleep(0.2)
-        target = out / "optuna_dashboard_pruned.png"
-        with tempfile.TemporaryDirectory() as profile:
-            subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            f"--user-data-dir={profile}", "--window-size=1800,820", "--virtual-time-budget=20000",
-                            f"--screenshot={target}",
-                            f"http://127.0.0.1:{port}/dashboard/studies/{study._study_id}/trials?numbers={pruned[0]}"],
-                           check=True, capture_output=True, timeout=180)
-        return target
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -28,12 +28,13 @@ from typing import Any
 from torch import nn
 
 import probe
+from integrations._live import LiveSettings
 from integrations._weights import has_lazy, warn_nonfinite
 from integrations.tensorboard import LogOptions, ReportWriter
-from probe._validate import check_instance, check_int
-from probe.aggregate import HEADLINE_NAMES, check_measure_names
-from probe.layers import LayerSelector, check_layers, select_layers
-from probe.options import LIVE, MeasureOptions, check_options
+from probe._validate import check_instance
+from probe.aggregate import HEADLINE_NAMES
+from probe.layers import LayerSelector, select_layers
+from probe.options import LIVE, MeasureOptions
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +87,10 @@ class ProbeHook:
         check_instance("model", model, nn.Module, called="torch.nn.Module")
         if (log_dir is None) == (writer is None):
             raise ValueError("give exactly one of log_dir (a directory for a new SummaryWriter) and writer")
-        self.every_n_epochs = check_int("every_n_epochs", every_n_epochs, 1)
-        self.measures = check_measure_names(measures)
-        self.layers = check_layers(layers)
-        self.options = check_options(options)
-        self.log_options = check_instance("log_options", log_options, LogOptions)
+        live = LiveSettings.check(measures=measures, layers=layers, options=options, every_n_epochs=every_n_epochs,
+                                  background=False, log_options=log_options)
+        self.measures, self.layers, self.options = live.measures, live.layers, live.options
+        self.every_n_epochs, self.log_options = live.every_n_epochs, live.log_options
         if not has_lazy(model):  # a lazy module is checked at the first epoch_end, once materialised
             select_layers(model, layers)  # raises now, not at epoch 5, when nothing is selected
         self._model = model

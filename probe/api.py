@@ -14,7 +14,7 @@ from torch import nn
 from typing_extensions import Unpack
 
 from probe.evbmf import evbmf
-from probe.layers import LayerSelector, check_layers, every_tensor, select_layers
+from probe.layers import LayerSelector, every_tensor, select_layers
 from probe.options import MeasureOptions, OptionShortcuts, resolve
 from probe.quantities import QUANTITIES, quantities
 from probe.report import LayerResult, Report, Unfolding
@@ -68,7 +68,6 @@ def measure(
     collective: call ``measure`` on every rank of the mesh (each gets the same report).
     """
     options = resolve(options, dict(shortcuts))
-    check_layers(layers)
     method, nonfinite, device, evbmf_xatol = options.method, options.nonfinite, options.device, options.evbmf_xatol
     selected = select_layers(model_or_state_dict, layers)
     if any(is_sharded(tensor) for _, tensor in selected):

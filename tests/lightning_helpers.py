@@ -113,6 +113,24 @@ def recorder(pl, probe_callback: Any = None):
     return Recorder()
 
 
+def recording_stopper(pl, *args: Any, **kwargs: Any):
+    """An ``EarlyStopping(*args, **kwargs)`` of ``pl`` that also keeps, at each check, the step, the value it
+    reads and the weights (``.reads``)."""
+
+    class RecordingEarlyStopping(importlib.import_module(f"{pl.__name__}.callbacks").EarlyStopping):
+        def __init__(self) -> None:
+            super().__init__(*args, **kwargs)
+            self.reads: list[tuple[int, float, dict]] = []
+
+        def _run_early_stopping_check(self, trainer) -> None:
+            value = trainer.callback_metrics.get(self.monitor)
+            if value is not None:
+                self.reads.append((trainer.global_step, float(value), copy.deepcopy(trainer.lightning_module.state_dict())))
+            super()._run_early_stopping_check(trainer)
+
+    return RecordingEarlyStopping()
+
+
 def probe_metrics(trainer) -> dict[str, float]:
     return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("probe/")}
 

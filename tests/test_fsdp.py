@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.distributed import run_ranks
 
 SCRIPT = Path(__file__).with_name("fsdp_fit.py")
 TIMEOUT_S = 180
@@ -23,16 +22,7 @@ pytestmark = pytest.mark.timeout(TIMEOUT_S + 60)
 
 
 def _run(mode: str, out: Path) -> list[dict]:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(SCRIPT), mode, str(out)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"{mode} FSDP run did not finish in {TIMEOUT_S} s (deadlock?):\n{output[-4000:]}")
-    assert process.returncode == 0, output[-4000:]
+    run_ranks([sys.executable, str(SCRIPT), mode, str(out)], timeout_s=TIMEOUT_S, what=f"{mode} FSDP run")
     return [json.loads((out / f"{mode}{rank}.json").read_text()) for rank in (0, 1)]
 
 

@@ -8,9 +8,6 @@ carries a synchronous and a background callback (their measures differ).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +15,7 @@ import pytest
 import torch
 
 import probe
+from tests.distributed import run_ranks
 from tests.tb_events import close, load, scalars, value_at
 
 SCRIPT = Path(__file__).with_name("lightning_ddp_fit.py")
@@ -31,16 +29,7 @@ pytestmark = pytest.mark.timeout(TIMEOUT_S + 60)
 def ddp_run(tmp_path_factory) -> tuple[Path, dict, dict, dict]:
     pytest.importorskip("lightning.pytorch")
     out = tmp_path_factory.mktemp("ddp")
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen([sys.executable, str(SCRIPT), str(out)], stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # rank 0 and the rank 1 it launched
-        output, _ = process.communicate()
-        pytest.fail(f"DDP fit did not finish in {TIMEOUT_S} s (deadlock?):\n{output[-4000:]}")
-    assert process.returncode == 0, output[-4000:]
+    run_ranks([sys.executable, str(SCRIPT), str(out)], timeout_s=TIMEOUT_S, what="DDP fit")
     rank0, rank1 = (json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1))
     return out, rank0, rank1, torch.load(out / "states.pt", weights_only=True)
 

@@ -5,7 +5,6 @@ non-finite weights. Real Trainers, tiny models; every value checked against ``pr
 
 from __future__ import annotations
 
-import copy
 import importlib
 import math
 import warnings
@@ -16,7 +15,7 @@ from torch import nn
 
 import probe
 from integrations.lightning import ProbeCallback
-from tests.lightning_helpers import PACKAGES, loader, module, recorder, trainer
+from tests.lightning_helpers import PACKAGES, loader, module, recorder, recording_stopper, trainer
 from tests.tb_events import close, load, scalars
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps|LeafSpec|exists and is not empty).*")]
@@ -30,23 +29,6 @@ def pl(request):
 
 def _callbacks(pl):
     return importlib.import_module(f"{pl.__name__}.callbacks")
-
-
-def _recording_stopper(pl, *args, **kwargs):
-    class RecordingEarlyStopping(_callbacks(pl).EarlyStopping):
-        """EarlyStopping that also keeps, at each check, the step, the value it reads and the weights."""
-
-        def __init__(self) -> None:
-            super().__init__(*args, **kwargs)
-            self.reads: list[tuple[int, float, dict]] = []
-
-        def _run_early_stopping_check(self, trainer) -> None:
-            value = trainer.callback_metrics.get(self.monitor)
-            if value is not None:
-                self.reads.append((trainer.global_step, float(value), copy.deepcopy(trainer.lightning_module.state_dict())))
-            super()._run_early_stopping_check(trainer)
-
-    return RecordingEarlyStopping()
 
 
 # ------------------------------------------------------------------ 1. lazy modules
@@ -164,7 +146,7 @@ def test_two_probe_callbacks_logging_one_name_are_refused_at_fit_start(pl, tmp_p
 @pytest.mark.parametrize("background", [False, "thread"])
 @pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
 def test_patience_advances_once_per_optimizer_step(pl, background, tmp_path) -> None:
-    stopper = _recording_stopper(pl, "probe/E_L2_BE", mode="max", patience=100)
+    stopper = recording_stopper(pl, "probe/E_L2_BE", mode="max", patience=100)
     callback = ProbeCallback(use_loggers=False, background=background)
     # 4 batches an epoch, one optimizer step each 4: validations at global steps 0, 0, 0, 1 | 1, 1, 1, 2
     run = trainer(pl, tmp_path, [stopper, callback], max_epochs=2, logger=False, accumulate_grad_batches=4,
@@ -221,7 +203,7 @@ def _barebones(pl, callbacks, **kwargs):
 
 @pytest.mark.parametrize("validation", [True, False], ids=["validation", "no-validation"])
 def test_barebones_monitors_read_the_measures(pl, validation, tmp_path) -> None:
-    stopper = _recording_stopper(pl, "probe/SQ_p_BE", mode="max", patience=100)
+    stopper = recording_stopper(pl, "probe/SQ_p_BE", mode="max", patience=100)
     callback = ProbeCallback(use_loggers=False, measures=["SQ_p_BE"])
     net = module(pl, validation=validation)
     _barebones(pl, [stopper, callback]).fit(net)

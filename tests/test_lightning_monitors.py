@@ -12,20 +12,18 @@ For each configuration a real fit runs with both monitors; then:
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
 
 import probe
 from integrations.lightning import ProbeCallback
-from tests.lightning_helpers import module, trainer
+from tests.lightning_helpers import module, recording_stopper, trainer
 from tests.tb_events import close
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.filterwarnings("ignore:.*(num_workers|log_every_n_steps|LeafSpec|exists and is not empty).*")]
 
 L = pytest.importorskip("lightning.pytorch")
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402 - after the importorskip
+from lightning.pytorch.callbacks import ModelCheckpoint  # noqa: E402 - after the importorskip
 
 CONFIGURATIONS = {  # name: (Trainer options, ProbeCallback options, validation loop, EarlyStopping reads)
     "val every epoch": ({}, {}, True, 2),
@@ -42,24 +40,10 @@ CONFIGURATIONS = {  # name: (Trainer options, ProbeCallback options, validation 
 }
 
 
-class RecordingEarlyStopping(EarlyStopping):
-    """EarlyStopping that also keeps, at each check, the step, the value it reads and the weights."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.reads: list[tuple[int, float, dict]] = []
-
-    def _run_early_stopping_check(self, trainer) -> None:
-        value = trainer.callback_metrics.get(self.monitor)
-        if value is not None:
-            self.reads.append((trainer.global_step, float(value), copy.deepcopy(trainer.lightning_module.state_dict())))
-        super()._run_early_stopping_check(trainer)
-
-
 @pytest.mark.parametrize("configuration", list(CONFIGURATIONS))
 def test_monitors_never_crash_and_read_the_weights_they_see(configuration, tmp_path) -> None:
     trainer_options, probe_options, validation, reads = CONFIGURATIONS[configuration]
-    stopper = RecordingEarlyStopping("probe/E_L2_BE", mode="max", patience=100)  # strict: a missing value raises
+    stopper = recording_stopper(L, "probe/E_L2_BE", mode="max", patience=100)  # strict: a missing value raises
     checkpoint = ModelCheckpoint(tmp_path / "ckpt", monitor="probe/SQ_p_BE", mode="max", save_top_k=-1,
                                  filename="{epoch}-{step}")
     callback = ProbeCallback(use_loggers=False, **probe_options)

@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +20,7 @@ from safetensors.torch import load_file
 
 import probe
 from probe.options import LIVE
+from tests.distributed import run_ranks
 
 SCRIPT = Path(__file__).with_name("hf_ddp_fit.py")
 TIMEOUT_S = 180
@@ -31,17 +29,8 @@ pytestmark = pytest.mark.timeout(TIMEOUT_S + 30)
 
 
 def test_two_processes_see_equal_values_and_take_equal_decisions(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT), str(tmp_path)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        output, _ = process.communicate()
-        pytest.fail(f"torchrun did not finish in {TIMEOUT_S} s (deadlock?):\n{output[-4000:]}")
-    assert process.returncode == 0, output[-4000:]
+    run_ranks(command, timeout_s=TIMEOUT_S, what="torchrun", HF_HUB_OFFLINE="1")
     rank0, rank1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert (rank0["world_size"], rank1["world_size"]) == (2, 2)
 
