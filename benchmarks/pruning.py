@@ -11,7 +11,9 @@ trained; a completed one returns its final test accuracy.
 Compared, with the same settings on every family (chosen on the two digits families, before
 the MNIST family was benchmarked): Optuna's ``MedianPruner``, ``PercentilePruner``,
 ``SuccessiveHalvingPruner``, ``HyperbandPruner``, ``WilcoxonPruner`` and
-``PatientPruner(MedianPruner)`` at a few settings each; the earlier measure setups
+``PatientPruner(MedianPruner)`` at a few settings each; a *hindsight bound* (successive
+halving on each rung's best signal chosen on all of the family's runs: not a pruner anyone
+could run, the least a rule of that shape costs when it knows what to trust); the earlier measure setups
 (``MeasurePruner`` percentile rule on ``E_L2_BE`` and ``F_p_BE``, single-measure learned
 rule, hybrid); a no-pruning and a random-pruning baseline; and the recommended default,
 ``LearnedMeasurePruner()``. For each: epochs consumed as a share of no pruning, and regret =
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import math
 import statistics
 import types
 import warnings
@@ -49,12 +52,14 @@ from optuna.pruners import (
     SuccessiveHalvingPruner,
     WilcoxonPruner,
 )
+from optuna.trial import TrialState
 
 import probe
 from integrations.optuna import (
     LearnedMeasurePruner,
     MeasurePruner,
     RecordedRun,
+    get_measures,
     replay_study,
 )
 
@@ -62,6 +67,7 @@ DATA = Path(__file__).parent / "data"
 FIGURES = Path(__file__).parent / "figures"
 DEFAULT = "default: LearnedMeasurePruner()"
 PRIOR = "prior="
+HINDSIGHT = "hindsight bound"
 STARTUP = 5
 """Completed trials before any pruner with a startup setting prunes (Optuna's default)."""
 
@@ -85,6 +91,11 @@ def load_runs(path: Path) -> tuple[list[RecordedRun], int]:
     return runs, epochs
 
 
+def families() -> list[Path]:
+    """The family tables in ``benchmarks/data`` (``*_powerlaw.csv``, the MLP runs re-recorded with α, left out)."""
+    return sorted(p for p in DATA.glob("*.csv") if not p.stem.endswith("_powerlaw"))
+
+
 class RandomPruner(BasePruner):
     """Baseline: at step ``step``, prune each trial with probability ``share`` (seeded by trial number)."""
 
@@ -95,6 +106,60 @@ class RandomPruner(BasePruner):
         if trial.last_step != self._step:
             return False
         return bool(np.random.default_rng((self._seed, trial.number)).random() < self._share)
+
+
+class HalvingOnSignal(BasePruner):
+    """Successive halving on fixed signals: at rung ``r`` (1, η, η², …), once ``startup`` trials
+    have completed, a trial runs on when its signal ranks in the top ``⌈n/η⌉`` of every trial
+    that reached ``r`` (itself included), else it is pruned; a NaN signal is pruned.
+
+    ``signals``: rung -> (name, higher is better), ``"objective"`` for ``trial.report``'s value."""
+
+    def __init__(self, signals: dict[int, tuple[str, bool]], *, eta: int = 3, startup: int = 3) -> None:
+        self._signals, self._eta, self._startup = signals, eta, startup
+
+    @staticmethod
+    def _value(trial: optuna.trial.FrozenTrial, step: int, name: str) -> float:
+        value = trial.intermediate_values.get(step) if name == "objective" else get_measures(trial).get(step, {}).get(name)
+        return np.nan if value is None else float(value)
+
+    def prune(self, study: optuna.study.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        step = trial.last_step
+        if step not in self._signals:
+            return False
+        finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if sum(t.state == TrialState.COMPLETE for t in finished) < self._startup:
+            return False
+        name, higher = self._signals[step]
+        sign = 1.0 if higher else -1.0
+        own = sign * self._value(trial, step, name)
+        if not np.isfinite(own):
+            return True
+        population = np.array([sign * self._value(t, step, name) for t in finished] + [own])
+        population = np.sort(population[np.isfinite(population)])[::-1]
+        return bool(own < population[max(1, math.ceil(len(population) / self._eta)) - 1])
+
+
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's ρ over the pairs where both are finite (NaN with fewer than 3)."""
+    keep = np.isfinite(x) & np.isfinite(y)
+    return float(scipy.stats.spearmanr(x[keep], y[keep])[0]) if keep.sum() >= 3 else float("nan")
+
+
+def hindsight_signals(runs: list[RecordedRun], epochs: int, *, eta: int = 3) -> dict[int, tuple[str, bool]]:
+    """Per rung (1, η, η², … < ``epochs``), the signal — the objective's value or a headline measure —
+    whose value there has the largest ``|Spearman ρ|`` with the final value over *all* of the family's
+    runs, with the sign of that ρ: what a pruner could only know in hindsight."""
+    finals = [run.value for run in runs]
+    signals, rung = {}, 1
+    while rung < epochs:
+        candidates = {"objective": [run.intermediate_values[rung] for run in runs]}
+        candidates.update({name: [run.measures[rung][name] for run in runs] for name in probe.HEADLINE_NAMES})
+        rhos = {name: _spearman(np.array(values), np.array(finals)) for name, values in candidates.items()}
+        name = max((n for n in rhos if np.isfinite(rhos[n])), key=lambda n: abs(rhos[n]))
+        signals[rung] = (name, bool(rhos[name] > 0))
+        rung *= eta
+    return signals
 
 
 Setup = tuple[str, str | None, Callable[[], BasePruner]]
@@ -115,6 +180,8 @@ def setups(epochs: int, *, quick: bool = False, prior_runs: int = 0) -> list[Set
         *([(f"{PRIOR} an unpruned study of {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner)]
           if prior_runs else []),
         ("random 50% at epoch 3 (chance baseline)", None, lambda: RandomPruner(step=3, share=0.5)),
+        (f"{HINDSIGHT}: successive halving (min 1, η=3) on each rung's best signal, chosen on all runs", None,
+         NopPruner),
         ("median (warmup 1)", None, median(1)),
     ]
     if quick:
@@ -198,7 +265,12 @@ def _study(task: tuple[str, int, int]) -> tuple[int, float, float]:
     runs, epochs, trials, quick, prior_runs = _STATE[family]
     ordered = [runs[i] for i in draw(len(runs), trials, seed)]
     name, _, make = setups(epochs, quick=quick, prior_runs=prior_runs)[index]
-    pruner = LearnedMeasurePruner(prior=earlier_study(runs, trials, prior_runs, seed)) if name.startswith(PRIOR) else make()
+    if name.startswith(PRIOR):
+        pruner: BasePruner = LearnedMeasurePruner(prior=earlier_study(runs, trials, prior_runs, seed))
+    elif name.startswith(HINDSIGHT):
+        pruner = HalvingOnSignal(hindsight_signals(runs, epochs))
+    else:
+        pruner = make()
     pruned_at = replay_study(ordered, pruner=pruner, study_name=f"order-{seed}")
     consumed = sum(epochs if step is None else step for step in pruned_at)
     found = max(run.value for run, step in zip(ordered, pruned_at) if step is None)
@@ -252,7 +324,7 @@ def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | Non
 
 def is_optuna(record: dict) -> bool:
     """An Optuna pruner setup (not ours, not a baseline)."""
-    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, PRIOR, "none", "random"))
+    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, PRIOR, HINDSIGHT, "none", "random"))
 
 
 def verdict(records: list[dict]) -> list[str]:
@@ -287,6 +359,7 @@ def pareto_plot(records: list[dict], path: Path) -> None:
     kinds = {"Optuna pruners": (is_optuna, "tab:blue", "o"),
              "measure setups (one chosen measure)": (lambda r: r["measure"] is not None, "tab:orange", "s"),
              "baselines": (lambda r: r["pruner"].startswith(("none", "random")), "grey", "x"),
+             "hindsight bound (not a usable pruner)": (lambda r: r["pruner"].startswith(HINDSIGHT), "black", "D"),
              DEFAULT: (lambda r: r["pruner"] == DEFAULT, "tab:red", "*"),
              "the default with prior=": (lambda r: r["pruner"].startswith(PRIOR), "tab:purple", "P")}
     for label, (keep, color, marker) in kinds.items():
@@ -324,7 +397,7 @@ def _trials(text: str) -> int | None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, nargs="+", default=None,
-                        help="family tables (default: every benchmarks/data/*.csv)")
+                        help="family tables (default: every benchmarks/data/*.csv but *_powerlaw.csv)")
     parser.add_argument("--trials", type=_trials, default=None, metavar="N",
                         help="runs per study, drawn without replacement for each order ('all', the default: every run)")
     parser.add_argument("--prior-runs", type=int, default=0, metavar="K",
@@ -336,7 +409,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON list (one record per family and setup), no plots")
     parser.add_argument("--quick", action="store_true", help="smoke test: 24 runs per family, 5 setups, 2 orders, no plots")
     args = parser.parse_args(argv)
-    paths = args.data or sorted(DATA.glob("*.csv"))
+    paths = args.data or families()
     if args.quick:
         args.orders = 2
     records = benchmark(paths, orders=args.orders, workers=args.workers, trials=args.trials, quick=args.quick,
