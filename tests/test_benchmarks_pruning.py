@@ -69,3 +69,30 @@ def test_prior_runs_adds_the_default_with_an_earlier_study():
     assert [r["pruner"] for r in records] == [
         "default: LearnedMeasurePruner()", "prior= an unpruned study of 8 other runs (the default's settings)"]
     assert all(r["trials"] == 8 and 0.0 < r["epochs_share"] <= 1.0 and r["regret_pp"] >= 0.0 for r in records)
+
+
+def test_hindsight_bound_picks_each_rungs_best_signal_and_halves_on_it():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import pruning
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import probe
+    from integrations.optuna import RecordedRun, replay_study
+
+    quality = [0.05 * i for i in range(12)]  # run i's final value; the runs arrive best last
+    runs = []
+    for i, q in enumerate(quality):
+        measures = {e: {name: 0.0 for name in probe.HEADLINE_NAMES} for e in range(1, 6)}
+        for e in measures:
+            measures[e]["SQ_p_BE"] = -q if e == 1 else 0.3 * ((q * 100) % 7)  # ranks the final (reversed) at epoch 1 only
+        objective = {e: ((i * 5) % 12 / 100 if e < 3 else q) for e in range(1, 6)}  # misleads before epoch 3
+        runs.append(RecordedRun(measures=measures, value=q, intermediate_values=objective))
+    assert pruning.hindsight_signals(runs, 5) == {1: ("SQ_p_BE", False), 3: ("objective", True)}
+    order = [9, 10, 8, *range(8), 11]  # three good runs first, then the eight worst, the best last
+    pruned_at = replay_study([runs[i] for i in order], pruner=pruning.HalvingOnSignal(pruning.hindsight_signals(runs, 5)))
+    assert pruned_at[:3] == [None] * 3  # the startup trials complete
+    # runs 0-5 fall below the top third at rung 1 by SQ_p_BE; 6 and 7 make it (4th of 10 and 11) and
+    # fall below the top third at rung 3 by the objective
+    assert pruned_at[3:11] == [1] * 6 + [3, 3]
+    assert pruned_at[-1] is None  # the best ranks first at every rung
