@@ -25,6 +25,7 @@ RUNS = {
     "tensorboard_cost.py": (["--epochs", "2", "--repeats", "1"], "ms"),
     "family.py": (["--quick"], "test_acc"),
     "family_mlp.py": (["--quick"], "test_acc"),
+    "family_transformer.py": (["--quick"], "test_acc"),
 }
 
 
