@@ -111,7 +111,7 @@ class RandomPruner(BasePruner):
 class HalvingOnSignal(BasePruner):
     """Successive halving on fixed signals: at rung ``r`` (1, η, η², …), once ``startup`` trials
     have completed, a trial runs on when its signal ranks in the top ``⌈n/η⌉`` of every trial
-    that reached ``r`` (itself included), else it is pruned; a NaN signal is pruned.
+    that reached ``r`` (itself included), else it is pruned; a trial without a finite value runs on.
 
     ``signals``: rung -> (name, higher is better), ``"objective"`` for ``trial.report``'s value."""
 
@@ -134,7 +134,7 @@ class HalvingOnSignal(BasePruner):
         sign = 1.0 if higher else -1.0
         own = sign * self._value(trial, step, name)
         if not np.isfinite(own):
-            return True
+            return False
         population = np.array([sign * self._value(t, step, name) for t in finished] + [own])
         population = np.sort(population[np.isfinite(population)])[::-1]
         return bool(own < population[max(1, math.ceil(len(population) / self._eta)) - 1])
@@ -149,13 +149,15 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> float:
 def hindsight_signals(runs: list[RecordedRun], epochs: int, *, eta: int = 3) -> dict[int, tuple[str, bool]]:
     """Per rung (1, η, η², … < ``epochs``), the signal — the objective's value or a headline measure —
     whose value there has the largest ``|Spearman ρ|`` with the final value over *all* of the family's
-    runs, with the sign of that ρ: what a pruner could only know in hindsight."""
+    runs (among those finite in ≥ 90 % of the runs), with the sign of that ρ: what a pruner could
+    only know in hindsight."""
     finals = [run.value for run in runs]
     signals, rung = {}, 1
     while rung < epochs:
         candidates = {"objective": [run.intermediate_values[rung] for run in runs]}
         candidates.update({name: [run.measures[rung][name] for run in runs] for name in probe.HEADLINE_NAMES})
-        rhos = {name: _spearman(np.array(values), np.array(finals)) for name, values in candidates.items()}
+        rhos = {name: _spearman(np.array(values), np.array(finals)) for name, values in candidates.items()
+                if np.isfinite(values).mean() >= 0.9}
         name = max((n for n in rhos if np.isfinite(rhos[n])), key=lambda n: abs(rhos[n]))
         signals[rung] = (name, bool(rhos[name] > 0))
         rung *= eta
