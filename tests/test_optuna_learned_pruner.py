@@ -135,10 +135,24 @@ def test_the_fallback_stands_down_where_the_objective_is_refuted():
     """The reported values rank the runs backwards: once 10 completed trials show it, the
     objective no longer prunes (and noise measures never do)."""
     runs, _ = _runs(NOISE, objective="-q")
-    study = _study(runs, LearnedMeasurePruner(n_trust_trials=10))
+    study = _study(runs, LearnedMeasurePruner(percentile=75.0, n_trust_trials=10))
     pruned = _pruned(study)
     assert pruned and all(pruning_reason(t)["rule"] == "fallback" for t in pruned)
     assert max(_completed_before(study, t.number) for t in pruned) < 10
+
+
+def test_by_default_nothing_prunes_untrusted_not_even_the_objective():
+    """A plateau: the early objective ranks the runs backwards (the best leave it last). The
+    default waits for trust and never prunes on it; the opt-in fallback prunes on it at once."""
+    runs, _ = _runs(NOISE, objective="-q")
+    study = _study(runs, LearnedMeasurePruner())
+    assert _pruned(study) == [] and study.best_value == max(run.value for run in runs)
+    with_fallback = _study(runs, LearnedMeasurePruner(percentile=75.0))
+    assert any(pruning_reason(t)["rule"] == "fallback" for t in _pruned(with_fallback))
+    # a constructed plateau: every early value tied but the best run's, below the others
+    plateau = [run._replace(intermediate_values={s: (0.2 if run.value == max(r.value for r in runs) else 0.35)
+                                                 for s in run.intermediate_values}) for run in runs]
+    assert _pruned(_study(plateau, LearnedMeasurePruner())) == []
 
 
 def test_a_trusted_measure_beats_a_misleading_objective():

@@ -66,7 +66,10 @@ class _History(NamedTuple):
 class LearnedMeasurePruner(MeasureBasedPruner):
     """The recommended default: prune on whichever signal *this study* has shown to rank its
     later objective — no measure to choose, no sign to know — promoting trials through
-    successive-halving rungs once a signal is trusted.
+    successive-halving rungs once a signal is trusted. Nothing prunes untrusted, the
+    objective included: until a signal is trusted, trials run on (``percentile=`` adds
+    Optuna's percentile rule on the objective meanwhile, cheaper where the early objective
+    ranks well, and costly where it misleads — e.g. a loss plateau that some runs leave late).
 
     **Evidence** comes from every finished trial (completed *and* pruned), as far as it ran:
     a trial that reached step ``s′ > s`` tells how its step-``s`` values rank against its
@@ -102,12 +105,13 @@ class LearnedMeasurePruner(MeasureBasedPruner):
        bound that the trial has a value for ranks it among every finished trial's value at ``s`` (as asynchronous successive
        halving); it runs on when in the top ``max(1, ⌈n / reduction_factor⌉)``, else it is
        pruned (rule ``"learned"``). Between rungs a trusted step prunes nothing.
-    2. *Fallback*, with nothing trusted at ``s``: the objective's best value so far against
-       the ``percentile``-th best of the completed trials' values at ``s`` (Optuna's
-       ``PercentilePruner``; rule ``"fallback"``) — unless the finished trials *refute* it
-       (at least ``n_trust_trials`` of them show Spearman ρ below ``trust_threshold``
-       between its value at ``s`` and the objective at the furthest horizon): where the
-       early objective misleads, nothing is pruned. A measure never prunes untrusted.
+    2. *Fallback* (opt-in, ``percentile=``), with nothing trusted at ``s``: the objective's
+       best value so far against the ``percentile``-th best of the completed trials' values
+       at ``s`` (Optuna's ``PercentilePruner``; rule ``"fallback"``) — unless the finished
+       trials *refute* it (at least ``n_trust_trials`` of them show Spearman ρ below
+       ``trust_threshold`` between its value at ``s`` and the objective at the furthest
+       horizon). Without it (default) nothing is pruned at an untrusted step. A measure
+       never prunes untrusted.
     3. *NaN*: a trial whose every usable signal at ``s`` is NaN is pruned with
        ``nan_policy="prune"`` (default). Other trials' NaN or missing values are left out.
 
@@ -153,8 +157,9 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         Whether the objective's ``trial.report`` values are a candidate and the fallback;
         default ``True``. With ``False`` the pruner abstains until a measure earns trust.
     percentile:
-        The fallback's share of the best completed trials kept, in percent (Optuna's
-        convention); default 75 (prune the bottom quarter).
+        Turns on the fallback at untrusted steps: the share of the best completed trials kept,
+        in percent (Optuna's convention: 75 prunes the bottom quarter). Default ``None``: no
+        fallback (the safe choice where the early objective can mislead; see docs/hpo.md).
     reduction_factor:
         The promotion rule's η: rungs at ``max(1, n_warmup_steps) · η^k``, the top ``1/η`` runs on;
         default 3.
@@ -182,7 +187,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         *,
         measures: Sequence[str] = HEADLINE_NAMES,
         objective: bool = True,
-        percentile: float = 75.0,
+        percentile: float | None = None,
         reduction_factor: int = 3,
         trust_threshold: float = 0.2,
         confidence: float = 0.95,
@@ -200,8 +205,9 @@ class LearnedMeasurePruner(MeasureBasedPruner):
             raise ValueError(f"measures must not repeat a name, got measures={list(measures)!r}")
         if not measures and not objective:
             raise ValueError("measures=() with objective=False leaves nothing to judge by")
-        if not 0.0 <= percentile <= 100.0:
-            raise ValueError(f"percentile must be between 0 and 100 inclusive, got percentile={percentile!r}")
+        if percentile is not None and (isinstance(percentile, bool) or not isinstance(percentile, (int, float))
+                                       or not 0.0 <= percentile <= 100.0):
+            raise ValueError(f"percentile must be None or between 0 and 100 inclusive, got percentile={percentile!r}")
         check_int("reduction_factor", reduction_factor, 2)
         if not 0.0 <= trust_threshold < 1.0:
             raise ValueError(f"trust_threshold must be in [0, 1), got trust_threshold={trust_threshold!r}")
@@ -444,8 +450,9 @@ class LearnedMeasurePruner(MeasureBasedPruner):
                 "source": signal.source}
 
     def _fallback(self, study: optuna.study.Study, trial: FrozenTrial, histories: list[_History], step: int) -> dict[str, Any] | None:
-        """The percentile rule on the objective, unless the finished trials refute it at ``step``."""
-        if not self._objective or step not in trial.intermediate_values:
+        """The percentile rule on the objective (when ``percentile`` is set), unless the finished
+        trials refute it at ``step``."""
+        if self._percentile is None or not self._objective or step not in trial.intermediate_values:
             return None
         maximize = study.direction == StudyDirection.MAXIMIZE
         if self._refuted(histories, step, OBJECTIVE, maximize, maximize):
