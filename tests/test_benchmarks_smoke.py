@@ -26,6 +26,7 @@ RUNS = {
     "family.py": (["--quick"], "test_acc"),
     "family_mlp.py": (["--quick"], "test_acc"),
     "family_transformer.py": (["--quick"], "test_acc"),
+    "family_recurrent.py": (["--quick"], "test_acc"),
 }
 
 
