@@ -15,7 +15,8 @@ the MNIST family was benchmarked): Optuna's ``MedianPruner``, ``PercentilePruner
 halving on each rung's best signal chosen on all of the family's runs: not a pruner anyone
 could run, the least a rule of that shape costs when it knows what to trust); the earlier measure setups
 (``MeasurePruner`` percentile rule on ``E_L2_BE`` and ``F_p_BE``, single-measure learned
-rule, hybrid); a no-pruning and a random-pruning baseline; and the recommended default,
+rule, hybrid); a no-pruning and a random-pruning baseline; the previous default
+(``percentile=75``, its fallback on the objective on) and the recommended default,
 ``LearnedMeasurePruner()``. For each: epochs consumed as a share of no pruning, and regret =
 the best final test accuracy among the study's N runs (what no pruning finds) minus the best
 found (percentage points), mean ± standard deviation (and worst) over the orders.
@@ -68,6 +69,7 @@ FIGURES = Path(__file__).parent / "figures"
 DEFAULT = "default: LearnedMeasurePruner()"
 PRIOR = "prior="
 HINDSIGHT = "hindsight bound"
+PREVIOUS = "LearnedMeasurePruner(percentile=75): the previous default (fallback on the objective)"
 STARTUP = 5
 """Completed trials before any pruner with a startup setting prunes (Optuna's default)."""
 
@@ -179,6 +181,7 @@ def setups(epochs: int, *, quick: bool = False, prior_runs: int = 0) -> list[Set
     rows: list[Setup] = [
         (DEFAULT, None, LearnedMeasurePruner),
         ("none", None, NopPruner),
+        (PREVIOUS, None, lambda: LearnedMeasurePruner(percentile=75.0)),
         *([(f"{PRIOR} an unpruned study of {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner)]
           if prior_runs else []),
         ("random 50% at epoch 3 (chance baseline)", None, lambda: RandomPruner(step=3, share=0.5)),
@@ -326,7 +329,7 @@ def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | Non
 
 def is_optuna(record: dict) -> bool:
     """An Optuna pruner setup (not ours, not a baseline)."""
-    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, PRIOR, HINDSIGHT, "none", "random"))
+    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, PRIOR, HINDSIGHT, PREVIOUS, "none", "random"))
 
 
 def verdict(records: list[dict]) -> list[str]:
@@ -363,6 +366,7 @@ def pareto_plot(records: list[dict], path: Path) -> None:
              "baselines": (lambda r: r["pruner"].startswith(("none", "random")), "grey", "x"),
              "hindsight bound (not a usable pruner)": (lambda r: r["pruner"].startswith(HINDSIGHT), "black", "D"),
              DEFAULT: (lambda r: r["pruner"] == DEFAULT, "tab:red", "*"),
+             "the previous default (percentile=75)": (lambda r: r["pruner"] == PREVIOUS, "tab:pink", "*"),
              "the default with prior=": (lambda r: r["pruner"].startswith(PRIOR), "tab:purple", "P")}
     for label, (keep, color, marker) in kinds.items():
         rows = [r for r in records if keep(r)]
