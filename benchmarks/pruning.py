@@ -69,7 +69,7 @@ FIGURES = Path(__file__).parent / "figures"
 DEFAULT = "default: LearnedMeasurePruner()"
 PRIOR = "prior="
 HINDSIGHT = "hindsight bound"
-PREVIOUS = "LearnedMeasurePruner(percentile=75): the previous default (fallback on the objective)"
+PREVIOUS = "previous: LearnedMeasurePruner(percentile=75), fallback on the objective"
 STARTUP = 5
 """Completed trials before any pruner with a startup setting prunes (Optuna's default)."""
 
@@ -366,7 +366,7 @@ def pareto_plot(records: list[dict], path: Path) -> None:
              "baselines": (lambda r: r["pruner"].startswith(("none", "random")), "grey", "x"),
              "hindsight bound (not a usable pruner)": (lambda r: r["pruner"].startswith(HINDSIGHT), "black", "D"),
              DEFAULT: (lambda r: r["pruner"] == DEFAULT, "tab:red", "*"),
-             "the previous default (percentile=75)": (lambda r: r["pruner"] == PREVIOUS, "tab:pink", "*"),
+             "previous: percentile=75": (lambda r: r["pruner"] == PREVIOUS, "tab:pink", "*"),
              "the default with prior=": (lambda r: r["pruner"].startswith(PRIOR), "tab:purple", "P")}
     for label, (keep, color, marker) in kinds.items():
         rows = [r for r in records if keep(r)]
