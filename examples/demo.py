@@ -209,7 +209,7 @@ def make_objective(args: argparse.Namespace, data: tuple[TensorDataset, ...]):
                 step = (epoch + 1) * len(loader) - 1
                 hook.writer.add_scalar("val/acc", val_acc, step)
                 report_measures(trial, hook.epoch_end(epoch, step=step), epoch)  # measures: TensorBoard and the trial
-                trial.report(val_acc, epoch)  # the objective's curve: a candidate signal and the pruner's fallback
+                trial.report(val_acc, epoch)  # the objective's curve: a candidate signal like the measures
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
         return val_acc
@@ -242,7 +242,7 @@ def _why(reason: dict) -> str:
         horizon = "the final val acc" if reason["horizon"] == "final" else f"val acc at epoch {reason['horizon']}"
         return (f"{numbers}, outside the top {reason['keep']} of {reason['of']}; trusted ({reason['source']}): "
                 f"rho {reason['rho']:+.2f} with {horizon} over {reason['n']} trials")
-    return f"{numbers}, the bottom {100 - reason['percentile']:.0f} %; no signal trusted at this epoch yet"
+    return f"{numbers}, the bottom {100 - reason['percentile']:.0f} %; no signal trusted at this epoch yet (fallback)"
 
 
 def trust_summary(study, pruner, epochs: int) -> list[str]:
@@ -269,8 +269,8 @@ def trust_summary(study, pruner, epochs: int) -> list[str]:
         f"reached a later rung (or the end) and its rank correlation there clears {settings['trust_threshold']} at "
         f"{settings['confidence']:.0%} confidence; the chain ends at the final value, so at least {settings['n_trust_trials']} "
         f"completed trials are needed. This study had {states.count('COMPLETE')} completed and "
-        f"{states.count('PRUNED')} pruned trials: too few, or no signal ranked the later val acc well enough. "
-        f"Every pruned trial above was decided by the fallback on the objective (val acc), as PercentilePruner would.")
+        f"{states.count('PRUNED')} pruned trials: too few, or no signal ranked the later val acc well enough, "
+        f"so nothing was pruned on a signal (the default prunes nothing untrusted, the val acc included).")
     return lines
 
 
@@ -286,7 +286,7 @@ def run_study(args: argparse.Namespace, data: tuple[TensorDataset, ...]) -> None
     print(f"{args.trials} trials x {args.epochs} epochs; LearnedMeasurePruner: after {startup} completed trials, a trial "
           f"is stopped at an epoch >= {warmup} when the signal the study has learned to trust (a measure or the val "
           f"acc, from every trial's history) ranks it outside the top third at a rung; until something is trusted, "
-          f"when its val acc is in the bottom quarter")
+          f"every trial runs on")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=STUDY_NAME, storage=f"sqlite:///{args.out / 'study.db'}", direction="maximize",
                                 pruner=pruner, sampler=optuna.samplers.TPESampler(seed=args.seed))

@@ -129,13 +129,12 @@ def test_lightning_checkpoints_per_epoch(demo_run):
     assert sorted(p.name for p in (out / "lightning_checkpoints").iterdir()) == ["digits-epoch=00.ckpt", "digits-epoch=01.ckpt"]
 
 
-def test_study_has_pruned_and_completed_trials(demo_run):
+def test_study_prunes_nothing_untrusted_and_keeps_every_epoch(demo_run):
     out, demo, _, _, _ = demo_run
     study = optuna.load_study(study_name=demo.STUDY_NAME, storage=f"sqlite:///{out / 'study.db'}")
     states = [t.state for t in study.trials]
-    assert len(states) == 5
-    assert states.count(optuna.trial.TrialState.PRUNED) >= 1
-    assert states.count(optuna.trial.TrialState.COMPLETE) >= 1
+    # 5 trials cannot establish trust (8 finished trials at least), and the default prunes nothing untrusted
+    assert states == [optuna.trial.TrialState.COMPLETE] * 5
     # every epoch a trial trained left its measures, its val acc and one GenProb checkpoint
     files = [parse_genprob_name(p) for p in (out / "genprob_checkpoints").iterdir()]
     assert all(f is not None and f.dataset == "DIGITS10" for f in files)
