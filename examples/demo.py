@@ -269,8 +269,10 @@ def trust_summary(study, pruner, epochs: int) -> list[str]:
         f"reached a later rung (or the end) and its rank correlation there clears {settings['trust_threshold']} at "
         f"{settings['confidence']:.0%} confidence; the chain ends at the final value, so at least {settings['n_trust_trials']} "
         f"completed trials are needed. This study had {states.count('COMPLETE')} completed and "
-        f"{states.count('PRUNED')} pruned trials: too few, or no signal ranked the later val acc well enough, "
-        f"so nothing was pruned on a signal (the default prunes nothing untrusted, the val acc included).")
+        f"{states.count('PRUNED')} pruned trials: "
+        + ("too few completed trials" if states.count("COMPLETE") < settings["n_trust_trials"]
+           else "enough trials, but no signal ranked the later val acc well enough")
+        + ", so nothing was pruned on a signal (the default prunes nothing untrusted, the val acc included).")
     return lines
 
 

@@ -85,6 +85,7 @@ def test_prints_trials_and_where_things_are(demo_run):
     assert "pruning decisions: " + ", ".join(
         f"{sum((r['rule'], r['signal']) == key for r in pruned)} by {key[0]} rule on {key[1]}" for key in sorted(decided)) in printed
     assert "trusted: nothing before the last epoch. A signal at epoch s earns trust when at least 8 finished trials" in printed
+    assert "5 completed and 0 pruned trials: too few completed trials, so nothing was pruned on a signal" in printed
     # a rerun starts over: the demo's own entries are replaced, the user's are kept
     assert not (out / "genprob_checkpoints" / "stale.pth.tar").exists()
     assert (out / "notes.txt").read_text() == "not the demo's"
