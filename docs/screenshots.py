@@ -9,7 +9,8 @@ TensorBoard in headless Chromium and copies the report's correlation plot:
   its actual size;
 - ``docs/report_correlation.png``: ``probe report``'s Spearman-with-test-accuracy plot.
 - ``docs/optuna_dashboard_pruned.png``: optuna-dashboard's page of the demo study's first pruned
-  trial, whose note says why the measure pruner stopped it.
+  trial, whose note says why the measure pruner stopped it (the recorded MNIST family replayed
+  under the default pruner when the demo pruned nothing).
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``). TensorBoard's settings
 (smoothing, settings pane) live in the browser's localStorage and some views need a
@@ -154,16 +155,39 @@ def screenshot(base: str, name: str, size: tuple[int, int], path: str, click: st
 
 
 def dashboard_pruned_trial(study_db: Path, out: Path) -> Path:
-    """optuna-dashboard's page of the first pruned trial of the demo's study (its note says why)."""
+    """optuna-dashboard's page of the first pruned trial of the demo's study (its note says why);
+    when the demo pruned nothing (nothing was trusted), of a study replaying the recorded MNIST
+    family with the default pruner instead (``benchmarks/data/family_mnist.csv``)."""
     import optuna
 
     study = optuna.load_study(study_name="probe-demo", storage=f"sqlite:///{study_db}")
     pruned = [t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     if not pruned:
-        raise SystemExit("the demo's study has no pruned trial to show")
+        study_db = Path(tempfile.mkdtemp(prefix="probe-screenshots-")) / "replayed_study.db"
+        study = replayed_study(study_db)
+        pruned = [t.number for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     with dashboard(study_db) as base:
         url = f"{base}/dashboard/studies/{study._study_id}/trials?numbers={pruned[0]}"
         return chromium_screenshot(url, out / "optuna_dashboard_pruned.png", (1800, 820), budget_ms=20000)
+
+
+def replayed_study(study_db: Path):  # -> optuna.Study
+    """The MNIST family's 48 recorded runs replayed (in a fixed order) into a fresh SQLite
+    study named ``probe-demo`` under ``LearnedMeasurePruner()``."""
+    import optuna
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import pruning
+
+    from integrations.optuna import LearnedMeasurePruner, replay_study
+
+    study_db.parent.mkdir(parents=True, exist_ok=True)
+    study_db.unlink(missing_ok=True)
+    runs, _ = pruning.load_runs(ROOT / "benchmarks" / "data" / "family_mnist.csv")
+    study = optuna.create_study(study_name="probe-demo", storage=f"sqlite:///{study_db}", direction="maximize",
+                                pruner=LearnedMeasurePruner())
+    replay_study([runs[i] for i in pruning.draw(len(runs), len(runs), 0)], study=study)
+    return study
 
 
 @contextlib.contextmanager
