@@ -92,28 +92,13 @@ def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
 
 def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     """Float64 singular values (descending) of ``a`` (L × M, L ≤ M) with one float64 copy of
-    it as the only large allocation: the copy is ``Aᵀ`` in Fortran order, reduced in place
-    by QR where ``M ≥ qr_aspect · L`` (its ``R`` compacted into the same buffer; for a
-    Fortran-ordered ``a``, by LQ, whose ``L`` already lies at the buffer's start)."""
+    it as the only large allocation: reduced in place to its triangular factor
+    (:func:`_triangular`) where ``M ≥ qr_aspect · L``."""
     rows, cols = a.shape
-    gelqf = _lapacke("dgelqf")
-    if cols >= qr_aspect * rows and rows > 0 and a.flags.f_contiguous and gelqf is not None:
-        work = np.array(a, dtype=np.float64, order="F")  # A = L Q: L (rows × rows) in the first columns
-        tau = np.empty(rows, np.float64)  # kept referenced: LAPACK writes into it
-        info = gelqf(_COL_MAJOR, rows, cols, work.ctypes.data, rows, tau.ctypes.data)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"dgelqf failed (info {info})")
-        work = work[:, :rows]
-        for j in range(1, rows):
-            work[:j, j] = 0.0
-    elif cols >= qr_aspect * rows and rows > 0:
-        at = np.array(a, dtype=np.float64, order="C").T  # Aᵀ, Fortran-ordered, M × L
-        at, _, _, info = lapack.dgeqrf(at, lwork=64 * rows, overwrite_a=1)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
-        work = _compact_r(at)
+    if cols >= qr_aspect * rows and rows > 0:
+        work, _ = _triangular(a)
     else:  # A or Aᵀ (the same singular values), whichever copies without transposing
-        work = np.array(a, dtype=np.float64, order="F") if a.flags.f_contiguous else np.array(a, dtype=np.float64).T
+        work = _float64_copy(a)
     m, n = work.shape
     if min(m, n) >= _MKL_MIN and (mkl_values := _mkl_dgesdd(work)) is not None:
         return mkl_values
@@ -129,6 +114,61 @@ def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError(f"dgesdd did not converge (info {info})")
     return values
+
+
+def inverse_solver(a: np.ndarray) -> Callable[[np.ndarray, bool], np.ndarray] | None:
+    """``solve(x, transpose)``: ``F⁻¹ x`` (``F⁻ᵀ x``) for a float64 factor ``F`` (L × L) with the
+    singular values of ``a`` (L × M, L ≤ M), held in one float64 copy of ``a``: ``a`` (or
+    ``aᵀ``) itself, LU-factored in place with partial pivoting (``dgetrf``) where square, else
+    its triangular factor (:func:`_triangular`). ``None`` where ``F`` has an exactly zero pivot."""
+    rows, cols = a.shape
+    if cols > rows:
+        work, lower = _triangular(a)
+        if not work.diagonal().all():
+            return None
+        return lambda x, transpose: _checked("dtrtrs", *lapack.dtrtrs(work, x, lower=int(lower), trans=int(transpose)))
+    lu, pivots, info = lapack.dgetrf(_float64_copy(a), overwrite_a=1)
+    if info != 0:
+        if info < 0:
+            raise np.linalg.LinAlgError(f"dgetrf failed (info {info})")
+        return None
+    return lambda x, transpose: _checked("dgetrs", *lapack.dgetrs(lu, pivots, x, trans=int(transpose)))
+
+
+def _checked(name: str, x: np.ndarray, info: int) -> np.ndarray:
+    if info != 0:
+        raise np.linalg.LinAlgError(f"{name} failed (info {info})")
+    return x
+
+
+def _float64_copy(a: np.ndarray) -> np.ndarray:
+    """``a`` or ``aᵀ`` (the same singular values) in float64, Fortran order, whichever copies
+    without transposing."""
+    return np.array(a, dtype=np.float64, order="F") if a.flags.f_contiguous else np.array(a, dtype=np.float64).T
+
+
+def _triangular(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The L × L triangular factor (float64, Fortran order, the other triangle zeroed) of ``a``
+    (L × M, 0 < L < M), which has ``a``'s singular values, and whether it is lower-triangular:
+    from one float64 copy, reduced in place by QR of ``Aᵀ`` (``R`` compacted into the same
+    buffer) or, for a Fortran-ordered ``a``, by LQ, whose ``L`` already lies at the buffer's start."""
+    rows, cols = a.shape
+    gelqf = _lapacke("dgelqf")
+    if a.flags.f_contiguous and gelqf is not None:
+        work = np.array(a, dtype=np.float64, order="F")  # A = L Q: L (rows × rows) in the first columns
+        tau = np.empty(rows, np.float64)  # kept referenced: LAPACK writes into it
+        info = gelqf(_COL_MAJOR, rows, cols, work.ctypes.data, rows, tau.ctypes.data)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"dgelqf failed (info {info})")
+        work = work[:, :rows]
+        for j in range(1, rows):
+            work[:j, j] = 0.0
+        return work, True
+    at = np.array(a, dtype=np.float64, order="C").T  # Aᵀ, Fortran-ordered, M × L
+    at, _, _, info = lapack.dgeqrf(at, lwork=64 * rows, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
+    return _compact_r(at), False
 
 
 def _compact_r(qr: np.ndarray) -> np.ndarray:

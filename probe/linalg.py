@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -22,7 +22,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from probe._lapack import eigvalsh_lower, gram_lower, svdvals_inplace, symv_lower
+from probe._lapack import eigvalsh_lower, gram_lower, inverse_solver, svdvals_inplace, symv_lower
 
 # |entries| within 2**±safe: no A Aᵀ entry overflows (≤ M·2**(2·safe)), and underflowed
 # products stay far below the rounding of λ_max ≥ max|a|² (float32 also for gram32 of float64).
@@ -33,6 +33,16 @@ _QR_ASPECT = 1.5
 # stays random-like there (Marchenko–Pastur condition 3 at L/M = 1/4), a low-rank one stays
 # low-rank, and the estimate costs a few matrix-vector products on a quarter of a 3×3 conv.
 _ESTIMATE_ASPECT = 4
+# Inverse subspace iteration: a block of this many vectors refines its smallest
+# ``_BLOCK - _GUARD`` singular values (the guard vectors speed up their convergence: rate
+# (σ_k/σ_9)² per step); it stops when the values' remaining error, estimated from the last
+# two steps' changes (geometric convergence), is below ``_TOLERANCE`` relative, or a step
+# changes them by less than ``_ROUNDING``; after ``_MAX_STEPS`` it gives up.
+_BLOCK = 8
+_GUARD = 2
+_TOLERANCE = 1e-9
+_ROUNDING = 1e-12
+_MAX_STEPS = 50
 
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -52,6 +62,12 @@ class Kernels(Protocol[Array]):
 
     def svd_values(self, a: Array) -> np.ndarray:
         """Float64 singular values (descending), via QR for wide matrices."""
+
+    def smallest_singular_values(self, a: Array, count: int) -> np.ndarray | None:
+        """Up to ``count`` of the smallest singular values (ascending, float64, at most
+        ``_BLOCK - _GUARD`` unless the block spans all ``L`` rows) by inverse subspace iteration
+        on a float64 factor of ``A`` (:func:`inverse_iteration`); ``None`` where the factor has
+        an exactly zero pivot or the iteration does not converge."""
 
     def stable_rank(self, a: Array) -> float:
         """An over-estimate of ``‖A‖²_F / ‖A‖²₂`` on the first ``4·L`` columns (``nan`` for 0)."""
@@ -100,6 +116,10 @@ class NumpyKernels:
     def svd_values(self, a: np.ndarray) -> np.ndarray:
         return svdvals_inplace(a, _QR_ASPECT)
 
+    def smallest_singular_values(self, a: np.ndarray, count: int) -> np.ndarray | None:
+        solve = inverse_solver(a)
+        return None if solve is None else inverse_iteration(solve, _start(a.shape[0]), count)
+
     def stable_rank(self, a: np.ndarray) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].astype(np.float32, copy=False)
         x = a @ _unit(np.ones(a.shape[0], a.dtype) @ a)  # A Aᵀ1; then λ_max ≥ ‖Aᵀx‖² for ‖x‖ = 1
@@ -136,6 +156,25 @@ class TorchKernels:
             a = torch.linalg.qr(a.mT, mode="r").R
         return torch.linalg.svdvals(a).cpu().numpy()
 
+    def smallest_singular_values(self, a: torch.Tensor, count: int) -> np.ndarray | None:
+        a = a.to(torch.float64)
+        rows, cols = a.shape
+        if cols > rows:
+            r = torch.linalg.qr(a.mT, mode="r").R  # A = Rᵀ Qᵀ: A's singular values
+            if not bool(r.diagonal().all()):
+                return None
+
+            def solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
+                return torch.linalg.solve_triangular(r.mT if transpose else r, x, upper=not transpose)
+        else:
+            lu, pivots, info = torch.linalg.lu_factor_ex(a)
+            if int(info) != 0:
+                return None
+
+            def solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
+                return torch.linalg.lu_solve(lu, pivots, x, adjoint=transpose)
+        return inverse_iteration(solve, torch.from_numpy(_start(rows)).to(a.device), count)
+
     def stable_rank(self, a: torch.Tensor) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].to(torch.float32)
         x = a @ _unit(a.sum(dim=0))
@@ -146,6 +185,42 @@ class TorchKernels:
 
 NUMPY = NumpyKernels()
 TORCH = TorchKernels()
+
+
+def inverse_iteration(solve: Callable[[Array, bool], Array], start: Array, count: int) -> np.ndarray | None:
+    """The smallest ``min(count, k)`` singular values (ascending) of a factor ``F`` given by
+    ``solve(x, transpose)`` = ``F⁻¹x`` / ``F⁻ᵀx``: subspace iteration on ``(FᵀF)⁻¹`` from the
+    orthonormal block ``start`` (L × p), each step's Rayleigh–Ritz values the singular values
+    of ``F⁻¹ Y``, ``Y`` an orthonormal basis of ``F⁻ᵀ X`` (they decrease to ``σ_i`` from above,
+    at the accuracy of the backward-stable solves: ``ε·‖A‖`` absolute, as float64 ``svdvals``).
+    ``k = p − _GUARD`` (``p`` where the block spans everything). ``None`` where the values
+    overflow or do not converge in ``_MAX_STEPS`` steps."""
+    rows, block = start.shape
+    count = min(count, block if block == rows else block - _GUARD)
+    linalg: Any = torch.linalg if isinstance(start, torch.Tensor) else np.linalg
+    x, last_values, last_change = start, None, np.inf
+    for _ in range(_MAX_STEPS):
+        y = linalg.qr(solve(x, True))[0]
+        x, inverse, _ = linalg.svd(solve(y, False), full_matrices=False)
+        inverse = inverse.cpu().numpy() if isinstance(inverse, torch.Tensor) else inverse
+        with np.errstate(divide="ignore"):
+            values = 1.0 / inverse[:count].astype(np.float64)
+        if not (np.isfinite(values).all() and values.all()):
+            return None
+        if last_values is not None:
+            change = float(np.max(np.abs(values - last_values) / values))
+            error = change**2 / (last_change - change) if change < last_change < np.inf else np.inf
+            if change <= _ROUNDING or error <= _TOLERANCE:
+                return values
+            last_change = change
+        last_values = values
+    return None
+
+
+def _start(rows: int) -> np.ndarray:
+    """The iteration's first block: an orthonormal basis of seeded Gaussian vectors (the same
+    values on every run)."""
+    return np.linalg.qr(np.random.default_rng(0).standard_normal((rows, min(rows, _BLOCK))))[0]
 
 
 def _ldexp(a: Array, e: int) -> Array:

@@ -39,19 +39,21 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
-from probe.linalg import kernels_for, single_threaded_blas
+from probe.evbmf import evbmf
+from probe.linalg import Kernels, kernels_for, single_threaded_blas
+from probe.quantities import quantities
 
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "gram64", "svd"]
 METHODS = ("auto", "gram64", "svd")
-Route = Literal["gram32", "gram64", "svd"]
-ROUTES: tuple[Route, ...] = ("gram32", "gram64", "svd")
+Route = Literal["gram32", "gram64", "gram64+min", "svd"]
+ROUTES: tuple[Route, ...] = ("gram32", "gram64", "gram64+min", "svd")
 
 # Rounding a Gram product A Aᵀ at precision u moves its eigenvalues by
 # about u·λ_max, so the smallest singular value's relative error is about
@@ -74,6 +76,16 @@ _MIN_STABLE_RANK = 0.45
 # costs the float32 product, not also a solve).
 _SURE_STABLE_RANK = 0.5
 _EARLY_REJECT = 0.9
+# gram64+min: the Gram's eigenvalues λ_i are taken to be within √L·ε·λ_max of σ_i² (measured:
+# up to 34·ε·λ_max at L = 2048), and its unresolved values that are not refined must move no
+# quantity by more than this (relative, all errors aligned) between the ends of their
+# intervals: a quarter of SPEC's 1e-5.
+_MAX_SPREAD = 2.5e-6
+# Below this σ_min/σ_1 (condition above 1e10) float64 arithmetic itself fixes σ_min only to
+# ~ε·σ_1 absolute, ≥ 2e-6 relative, in any method (LU and LAPACK's svd differ by up to
+# 0.35·ε·σ_1, 1.4e-4 relative at condition 1.8e12): there C can match float64 svdvals to
+# 1e-5 only by being it, so such matrices go to ``svd``.
+_MIN_REFINED = 1e-10
 # This many estimated matrices (the largest) all predicted gram64 mark a trained model: skip the rest's estimates.
 _SAMPLE = 4
 
@@ -181,10 +193,53 @@ def _solve(matrix: torch.Tensor, route: Route, doubtful: bool) -> Spectrum:
     matrix's copy per thread at a time)."""
     kernels = kernels_for(matrix.device)
     a, e = kernels.prepare(matrix)
+    if route == "gram64+min":  # where it starts: the refinement needs the Gram's eigenvalues
+        route = "gram64"
     while route != "svd":
         floor = _EARLY_REJECT * _MIN_RATIO[route] if doubtful and route == "gram32" else 0.0
         eig = kernels.gram_eigenvalues(a, double=route == "gram64", floor=floor)
         if eig is not None and (eig[-1] == 0 or eig[0] >= _MIN_RATIO[route] * eig[-1]):
             return Spectrum(np.sqrt(np.maximum(eig[::-1], 0.0)), route, e)
+        if eig is not None and route == "gram64" and (values := _refined(kernels, a, eig, matrix.shape[1])) is not None:
+            return Spectrum(values, "gram64+min", e)
         route = "gram64" if route == "gram32" else "svd"
     return Spectrum(kernels.svd_values(a), "svd", e)
+
+
+def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> np.ndarray | None:
+    """Singular values (descending) from the float64 Gram's ascending eigenvalues ``eig``
+    where they hold, the smallest refined (:meth:`Kernels.smallest_singular_values`), or
+    ``None`` (then ``svd``; also where the condition exceeds 1e10, ``_MIN_REFINED``).
+
+    The ``count`` unresolved eigenvalues (``λ < bound``) are replaced, smallest first, by the
+    refined values; any left between (more than the block refines) keep the Gram's value,
+    raised to the largest refined one, if moving them all to either end of their intervals
+    ``√max(λ ∓ √L·ε·λ_max, 0)`` moves no SPEC §4 quantity, BE or AE (:func:`_spread`), by more
+    than ``_MAX_SPREAD`` (``Σσ`` and ``ER`` increase with each such value, ``σ ≤ 1e-5·σ_1``
+    for ``L`` below ~1e5, so their truth lies between; AE's values are checked at both ends).
+    """
+    count = int(np.searchsorted(eig, _MIN_RATIO["gram64"] * eig[-1]))
+    small = kernels.smallest_singular_values(a, count)
+    if small is None or small[0] < _MIN_REFINED * np.sqrt(eig[-1]):
+        return None
+    values = np.sqrt(np.maximum(eig, 0.0))
+    values[: len(small)] = small
+    if len(small) < count:
+        delta = np.sqrt(len(eig)) * _EPS["gram64"] * eig[-1]
+        between = eig[len(small):count]
+        ends = [np.sqrt(np.maximum(between + d, 0.0)).clip(small[-1]) for d in (-delta, delta)]
+        low, high = (np.sort(np.concatenate([values[: len(small)], end, values[count:]]))[::-1] for end in ends)
+        if _spread(low, high, cols) > _MAX_SPREAD:
+            return None
+        values[len(small):count] = values[len(small):count].clip(small[-1])
+    return np.sort(values)[::-1]
+
+
+def _spread(low: np.ndarray, high: np.ndarray, cols: int) -> float:
+    """The largest relative difference of any SPEC §4 quantity, BE or AE, between two spectra
+    (descending) of an ``L × cols`` matrix (``inf`` where one is NaN and the other not)."""
+    rows = len(low)
+    a, b = ({**quantities(v, rows), **{f"{k}_AE": x for k, x in quantities(evbmf(v, rows, cols).d, rows).items()}}
+            for v in (low, high))
+    return max((abs(a[k] - b[k]) / abs(a[k]) if a[k] else float(b[k] != 0)) if a[k] == a[k] else float(b[k] == b[k]) * np.inf
+               for k in a)
