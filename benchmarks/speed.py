@@ -35,7 +35,8 @@ and the floor: the engine's kernels alone for each route on that shape.
 ``--kernels`` times the CPU kernels themselves in torch (MKL) and numpy (OpenBLAS), one
 thread: why :mod:`probe.linalg` uses numpy on the CPU. ``--profile`` splits one thread's
 ``probe.measure`` per model into its parts (scaling, stable-rank estimate, Gram products,
-eigensolver, svd, EVBMF + quantities, the rest): where the time goes. Its ``estimate`` is
+eigensolver, the ``gram64+min`` refinement of the smallest values, svd, EVBMF + quantities,
+the rest): where the time goes. Its ``estimate`` is
 ``auto``'s route prediction as ``auto`` runs it (the stable-rank estimates): on trained
 weights, all that ``auto`` does beyond ``gram64``.
 
@@ -329,7 +330,7 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
     """Where one thread's ``probe.measure`` spends its time, per model (the routes ``auto`` takes)."""
     from probe.linalg import NUMPY
 
-    parts = ("scale", "estimate", "A Aᵀ", "eigvalsh", "svd", "EVBMF+q", "rest")
+    parts = ("scale", "estimate", "A Aᵀ", "eigvalsh", "refine", "svd", "EVBMF+q", "rest")
     print("\nwhere the time goes: probe.measure, 1 thread, CPU, best of", repeats, "(ms)")
     print(f"{'model':<12} {'weights':<8} {'measure':>8} " + " ".join(f"{p:>9}" for p in parts))
     torch.set_num_threads(1)
@@ -348,10 +349,12 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
                     if unit.route == "svd":
                         steps["svd"] = lambda: NUMPY.svd_values(a)
                     else:
-                        b = a.astype(np.float64 if unit.route == "gram64" else np.float32)
+                        b = a.astype(np.float32 if unit.route == "gram32" else np.float64)
                         gram = (b @ b.T).astype(np.float64)
                         steps["A Aᵀ"] = lambda: b @ b.T
                         steps["eigvalsh"] = lambda: np.linalg.eigvalsh(gram)
+                    if unit.route == "gram64+min":
+                        steps["refine"] = lambda: NUMPY.smallest_or_all(a if rows <= cols else a.T, min(rows, cols))
                     steps["EVBMF+q"] = lambda: (evbmf(unit.s, rows, cols), quantities(unit.s, rows))
                     for part, seconds in best_times(steps, repeats, lambda: None, time.perf_counter).items():
                         total[part] += seconds

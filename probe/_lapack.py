@@ -93,12 +93,14 @@ def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
 def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     """Float64 singular values (descending) of ``a`` (L × M, L ≤ M) with one float64 copy of
     it as the only large allocation: reduced in place to its triangular factor
-    (:func:`_triangular`) where ``M ≥ qr_aspect · L``."""
+    (:func:`triangular_factor`) where ``M ≥ qr_aspect · L``."""
     rows, cols = a.shape
-    if cols >= qr_aspect * rows and rows > 0:
-        work, _ = _triangular(a)
-    else:  # A or Aᵀ (the same singular values), whichever copies without transposing
-        work = _float64_copy(a)
+    return svdvals_destroying(triangular_factor(a)[0] if cols >= qr_aspect * rows and rows > 0 else _float64_copy(a))
+
+
+def svdvals_destroying(work: np.ndarray) -> np.ndarray:
+    """Float64 singular values (descending) of the Fortran-ordered float64 ``work``, computed
+    in place (``work`` is destroyed)."""
     m, n = work.shape
     if min(m, n) >= _MKL_MIN and (mkl_values := _mkl_dgesdd(work)) is not None:
         return mkl_values
@@ -116,23 +118,27 @@ def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     return values
 
 
-def inverse_solver(a: np.ndarray) -> Callable[[np.ndarray, bool], np.ndarray] | None:
-    """``solve(x, transpose)``: ``F⁻¹ x`` (``F⁻ᵀ x``) for a float64 factor ``F`` (L × L) with the
-    singular values of ``a`` (L × M, L ≤ M), held in one float64 copy of ``a``: ``a`` (or
-    ``aᵀ``) itself, LU-factored in place with partial pivoting (``dgetrf``) where square, else
-    its triangular factor (:func:`_triangular`). ``None`` where ``F`` has an exactly zero pivot."""
-    rows, cols = a.shape
-    if cols > rows:
-        work, lower = _triangular(a)
-        if not work.diagonal().all():
-            return None
-        return lambda x, transpose: _checked("dtrtrs", *lapack.dtrtrs(work, x, lower=int(lower), trans=int(transpose)))
+Solve = Callable[[np.ndarray, bool], np.ndarray]
+
+
+def lu_solver(a: np.ndarray) -> Solve | None:
+    """``solve(x, transpose)``: ``F⁻¹ x`` (``F⁻ᵀ x``) for ``F`` the square ``a`` (or ``aᵀ``: the
+    same singular values) in float64, LU-factored in place with partial pivoting (``dgetrf``)
+    in one float64 copy; ``None`` where a pivot is exactly zero."""
     lu, pivots, info = lapack.dgetrf(_float64_copy(a), overwrite_a=1)
-    if info != 0:
-        if info < 0:
-            raise np.linalg.LinAlgError(f"dgetrf failed (info {info})")
+    if info < 0:
+        raise np.linalg.LinAlgError(f"dgetrf failed (info {info})")
+    if info > 0:
         return None
     return lambda x, transpose: _checked("dgetrs", *lapack.dgetrs(lu, pivots, x, trans=int(transpose)))
+
+
+def triangular_solver(factor: np.ndarray, lower: bool) -> Solve | None:
+    """``solve(x, transpose)`` for the triangular ``factor`` (:func:`triangular_factor`);
+    ``None`` where a diagonal entry is exactly zero."""
+    if not factor.diagonal().all():
+        return None
+    return lambda x, transpose: _checked("dtrtrs", *lapack.dtrtrs(factor, x, lower=int(lower), trans=int(transpose)))
 
 
 def _checked(name: str, x: np.ndarray, info: int) -> np.ndarray:
@@ -147,7 +153,7 @@ def _float64_copy(a: np.ndarray) -> np.ndarray:
     return np.array(a, dtype=np.float64, order="F") if a.flags.f_contiguous else np.array(a, dtype=np.float64).T
 
 
-def _triangular(a: np.ndarray) -> tuple[np.ndarray, bool]:
+def triangular_factor(a: np.ndarray) -> tuple[np.ndarray, bool]:
     """The L × L triangular factor (float64, Fortran order, the other triangle zeroed) of ``a``
     (L × M, 0 < L < M), which has ``a``'s singular values, and whether it is lower-triangular:
     from one float64 copy, reduced in place by QR of ``Aᵀ`` (``R`` compacted into the same

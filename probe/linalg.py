@@ -22,7 +22,16 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from probe._lapack import eigvalsh_lower, gram_lower, inverse_solver, svdvals_inplace, symv_lower
+from probe._lapack import (
+    eigvalsh_lower,
+    gram_lower,
+    lu_solver,
+    svdvals_destroying,
+    svdvals_inplace,
+    symv_lower,
+    triangular_factor,
+    triangular_solver,
+)
 
 # |entries| within 2**±safe: no A Aᵀ entry overflows (≤ M·2**(2·safe)), and underflowed
 # products stay far below the rounding of λ_max ≥ max|a|² (float32 also for gram32 of float64).
@@ -33,16 +42,21 @@ _QR_ASPECT = 1.5
 # stays random-like there (Marchenko–Pastur condition 3 at L/M = 1/4), a low-rank one stays
 # low-rank, and the estimate costs a few matrix-vector products on a quarter of a 3×3 conv.
 _ESTIMATE_ASPECT = 4
-# Inverse subspace iteration: a block of this many vectors refines its smallest
-# ``_BLOCK - _GUARD`` singular values (the guard vectors speed up their convergence: rate
-# (σ_k/σ_9)² per step); it stops when the values' remaining error, estimated from the last
-# two steps' changes (geometric convergence), is below ``_TOLERANCE`` relative, or a step
-# changes them by less than ``_ROUNDING``; after ``_MAX_STEPS`` it gives up.
+# Inverse subspace iteration: a block of ``count + _GUARD`` vectors refines all ``count``
+# unresolved singular values where that is at most ``_MAX_BLOCK``, else a block of ``_BLOCK``
+# its smallest ``_BLOCK - _GUARD`` (the guard vectors speed up convergence: the values'
+# error shrinks by (σ_k/σ_{p+1})⁴ per step, p the block size); it stops when the values' remaining error, estimated from the last
+# two steps' changes (geometric convergence: error ≈ change·r/(1−r), r the ratio of the last
+# two changes), is below ``_TOLERANCE`` relative, or a step changes them by less than
+# ``_ROUNDING``; after ``_MAX_STEPS`` it gives up.
 _BLOCK = 8
 _GUARD = 2
+_MAX_BLOCK = 32
 _TOLERANCE = 1e-9
 _ROUNDING = 1e-12
 _MAX_STEPS = 50
+# From this step on, a geometric rate that would need more than _MAX_STEPS steps gives up.
+_PREDICT_FROM = 4
 
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -63,11 +77,15 @@ class Kernels(Protocol[Array]):
     def svd_values(self, a: Array) -> np.ndarray:
         """Float64 singular values (descending), via QR for wide matrices."""
 
-    def smallest_singular_values(self, a: Array, count: int) -> np.ndarray | None:
-        """Up to ``count`` of the smallest singular values (ascending, float64, at most
-        ``_BLOCK - _GUARD`` unless the block spans all ``L`` rows) by inverse subspace iteration
-        on a float64 factor of ``A`` (:func:`inverse_iteration`); ``None`` where the factor has
-        an exactly zero pivot or the iteration does not converge."""
+    def smallest_or_all(self, a: Array, count: int, floor: float = 0.0,
+                        accept: Callable[[np.ndarray], bool] = lambda values: True) -> tuple[np.ndarray, bool]:
+        """``(values, True)``: up to ``count`` of the smallest singular values (ascending,
+        float64; all where ``count + _GUARD ≤ _MAX_BLOCK``, else ``_BLOCK - _GUARD``) by inverse
+        subspace iteration (:func:`inverse_iteration`) on a float64 factor of ``A`` (LU where
+        square, else the triangular factor of QR/LQ); else ``(all, False)``: every singular value
+        (descending) as :meth:`svd_values` gives them, from the same triangular factor where wide
+        (where the factor has an exactly zero pivot, the iteration does not converge,
+        ``σ_min < floor`` or ``accept(values)`` is false)."""
 
     def stable_rank(self, a: Array) -> float:
         """An over-estimate of ``‖A‖²_F / ‖A‖²₂`` on the first ``4·L`` columns (``nan`` for 0)."""
@@ -116,9 +134,16 @@ class NumpyKernels:
     def svd_values(self, a: np.ndarray) -> np.ndarray:
         return svdvals_inplace(a, _QR_ASPECT)
 
-    def smallest_singular_values(self, a: np.ndarray, count: int) -> np.ndarray | None:
-        solve = inverse_solver(a)
-        return None if solve is None else inverse_iteration(solve, _start(a.shape[0]), count)
+    def smallest_or_all(self, a: np.ndarray, count: int, floor: float = 0.0,
+                        accept: Callable[[np.ndarray], bool] = lambda values: True) -> tuple[np.ndarray, bool]:
+        rows, cols = a.shape
+        factor, lower = triangular_factor(a) if cols > rows else (None, False)
+        solve = lu_solver(a) if factor is None else triangular_solver(factor, lower)
+        values = None if solve is None else inverse_iteration(solve, _start(rows, count), count, floor)
+        del solve  # the LU buffer, before svd's copy
+        if values is not None and accept(values):
+            return values, True
+        return (self.svd_values(a) if factor is None else svdvals_destroying(factor)), False
 
     def stable_rank(self, a: np.ndarray) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].astype(np.float32, copy=False)
@@ -156,24 +181,26 @@ class TorchKernels:
             a = torch.linalg.qr(a.mT, mode="r").R
         return torch.linalg.svdvals(a).cpu().numpy()
 
-    def smallest_singular_values(self, a: torch.Tensor, count: int) -> np.ndarray | None:
+    def smallest_or_all(self, a: torch.Tensor, count: int, floor: float = 0.0,
+                        accept: Callable[[np.ndarray], bool] = lambda values: True) -> tuple[np.ndarray, bool]:
         a = a.to(torch.float64)
         rows, cols = a.shape
+        values = None
         if cols > rows:
             r = torch.linalg.qr(a.mT, mode="r").R  # A = Rᵀ Qᵀ: A's singular values
-            if not bool(r.diagonal().all()):
-                return None
+            if bool(r.diagonal().all()):
+                def solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
+                    return torch.linalg.solve_triangular(r.mT if transpose else r, x, upper=not transpose)
 
-            def solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
-                return torch.linalg.solve_triangular(r.mT if transpose else r, x, upper=not transpose)
-        else:
-            lu, pivots, info = torch.linalg.lu_factor_ex(a)
-            if int(info) != 0:
-                return None
-
-            def solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
+                values = inverse_iteration(solve, torch.from_numpy(_start(rows, count)).to(a.device), count, floor)
+            return (values, True) if values is not None and accept(values) else (torch.linalg.svdvals(r).cpu().numpy(), False)
+        lu, pivots, info = torch.linalg.lu_factor_ex(a)
+        if int(info) == 0:
+            def lu_solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
                 return torch.linalg.lu_solve(lu, pivots, x, adjoint=transpose)
-        return inverse_iteration(solve, torch.from_numpy(_start(rows)).to(a.device), count)
+
+            values = inverse_iteration(lu_solve, torch.from_numpy(_start(rows, count)).to(a.device), count, floor)
+        return (values, True) if values is not None and accept(values) else (self.svd_values(a), False)
 
     def stable_rank(self, a: torch.Tensor) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].to(torch.float32)
@@ -187,40 +214,49 @@ NUMPY = NumpyKernels()
 TORCH = TorchKernels()
 
 
-def inverse_iteration(solve: Callable[[Array, bool], Array], start: Array, count: int) -> np.ndarray | None:
+def inverse_iteration(solve: Callable[[Array, bool], Array], start: Array, count: int,
+                      floor: float = 0.0) -> np.ndarray | None:
     """The smallest ``min(count, k)`` singular values (ascending) of a factor ``F`` given by
     ``solve(x, transpose)`` = ``F⁻¹x`` / ``F⁻ᵀx``: subspace iteration on ``(FᵀF)⁻¹`` from the
     orthonormal block ``start`` (L × p), each step's Rayleigh–Ritz values the singular values
     of ``F⁻¹ Y``, ``Y`` an orthonormal basis of ``F⁻ᵀ X`` (they decrease to ``σ_i`` from above,
     at the accuracy of the backward-stable solves: ``ε·‖A‖`` absolute, as float64 ``svdvals``).
     ``k = p − _GUARD`` (``p`` where the block spans everything). ``None`` where the values
-    overflow or do not converge in ``_MAX_STEPS`` steps."""
+    overflow, do not converge in ``_MAX_STEPS`` steps, or the smallest falls below ``floor``
+    (then so does ``σ_min``: each value bounds its ``σ_i`` from above)."""
     rows, block = start.shape
     count = min(count, block if block == rows else block - _GUARD)
     linalg: Any = torch.linalg if isinstance(start, torch.Tensor) else np.linalg
     x, last_values, last_change = start, None, np.inf
-    for _ in range(_MAX_STEPS):
+    for step in range(_MAX_STEPS):
         y = linalg.qr(solve(x, True))[0]
         x, inverse, _ = linalg.svd(solve(y, False), full_matrices=False)
         inverse = inverse.cpu().numpy() if isinstance(inverse, torch.Tensor) else inverse
         with np.errstate(divide="ignore"):
             values = 1.0 / inverse[:count].astype(np.float64)
-        if not (np.isfinite(values).all() and values.all()):
+        if not (np.isfinite(values).all() and values[0] > floor):
             return None
         if last_values is not None:
             change = float(np.max(np.abs(values - last_values) / values))
-            error = change**2 / (last_change - change) if change < last_change < np.inf else np.inf
-            if change <= _ROUNDING or error <= _TOLERANCE:
+            if change <= _ROUNDING:
                 return values
+            if change < last_change < np.inf:
+                rate = change / last_change
+                error = change * rate / (1 - rate)
+                if error <= _TOLERANCE:
+                    return values
+                if step >= _PREDICT_FROM and step + np.log(_TOLERANCE / error) / np.log(rate) > _MAX_STEPS:
+                    return None  # too slow (a dense tail of small values): give up early
             last_change = change
         last_values = values
     return None
 
 
-def _start(rows: int) -> np.ndarray:
-    """The iteration's first block: an orthonormal basis of seeded Gaussian vectors (the same
-    values on every run)."""
-    return np.linalg.qr(np.random.default_rng(0).standard_normal((rows, min(rows, _BLOCK))))[0]
+def _start(rows: int, count: int) -> np.ndarray:
+    """The iteration's first block for ``count`` wanted values: an orthonormal basis of seeded
+    Gaussian vectors (the same values on every run)."""
+    block = min(rows, count + _GUARD if count + _GUARD <= _MAX_BLOCK else _BLOCK)
+    return np.linalg.qr(np.random.default_rng(0).standard_normal((rows, block)))[0]
 
 
 def _ldexp(a: Array, e: int) -> Array:

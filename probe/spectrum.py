@@ -200,16 +200,18 @@ def _solve(matrix: torch.Tensor, route: Route, doubtful: bool) -> Spectrum:
         eig = kernels.gram_eigenvalues(a, double=route == "gram64", floor=floor)
         if eig is not None and (eig[-1] == 0 or eig[0] >= _MIN_RATIO[route] * eig[-1]):
             return Spectrum(np.sqrt(np.maximum(eig[::-1], 0.0)), route, e)
-        if eig is not None and route == "gram64" and (values := _refined(kernels, a, eig, matrix.shape[1])) is not None:
-            return Spectrum(values, "gram64+min", e)
+        if eig is not None and route == "gram64":
+            values, refined = _refined(kernels, a, eig, matrix.shape[1])
+            return Spectrum(values, "gram64+min" if refined else "svd", e)
         route = "gram64" if route == "gram32" else "svd"
     return Spectrum(kernels.svd_values(a), "svd", e)
 
 
-def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> np.ndarray | None:
+def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> tuple[np.ndarray, bool]:
     """Singular values (descending) from the float64 Gram's ascending eigenvalues ``eig``
-    where they hold, the smallest refined (:meth:`Kernels.smallest_singular_values`), or
-    ``None`` (then ``svd``; also where the condition exceeds 1e10, ``_MIN_REFINED``).
+    where they hold, the smallest refined (:meth:`Kernels.smallest_or_all`), and ``True``; or
+    float64 ``svdvals`` (of the same factor where wide) and ``False`` where that cannot hold,
+    also where the condition exceeds 1e10 (``_MIN_REFINED``).
 
     The ``count`` unresolved eigenvalues (``λ < bound``) are replaced, smallest first, by the
     refined values; any left between (more than the block refines) keep the Gram's value,
@@ -219,20 +221,29 @@ def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> np.nd
     for ``L`` below ~1e5, so their truth lies between; AE's values are checked at both ends).
     """
     count = int(np.searchsorted(eig, _MIN_RATIO["gram64"] * eig[-1]))
-    small = kernels.smallest_singular_values(a, count)
-    if small is None or small[0] < _MIN_REFINED * np.sqrt(eig[-1]):
-        return None
     values = np.sqrt(np.maximum(eig, 0.0))
-    values[: len(small)] = small
-    if len(small) < count:
-        delta = np.sqrt(len(eig)) * _EPS["gram64"] * eig[-1]
-        between = eig[len(small):count]
-        ends = [np.sqrt(np.maximum(between + d, 0.0)).clip(small[-1]) for d in (-delta, delta)]
-        low, high = (np.sort(np.concatenate([values[: len(small)], end, values[count:]]))[::-1] for end in ends)
-        if _spread(low, high, cols) > _MAX_SPREAD:
-            return None
-        values[len(small):count] = values[len(small):count].clip(small[-1])
-    return np.sort(values)[::-1]
+
+    def accept(small: np.ndarray) -> bool:
+        values[: len(small)] = small
+        return _unrefined_hold(values, eig, len(small), count, cols)
+
+    small, refined = kernels.smallest_or_all(a, count, floor=_MIN_REFINED * values[-1], accept=accept)
+    if not refined:
+        return small, False
+    values[len(small):count] = values[len(small):count].clip(small[-1])
+    return np.sort(values)[::-1], True
+
+
+def _unrefined_hold(values: np.ndarray, eig: np.ndarray, refined: int, count: int, cols: int) -> bool:
+    """Whether the unresolved values ``refined:count`` of ``values`` (ascending; the first
+    ``refined`` refined), each anywhere in ``√max(λ ∓ √L·ε·λ_max, 0)`` raised to the largest
+    refined value, leave every quantity within ``_MAX_SPREAD``."""
+    if refined >= count:
+        return True
+    delta = np.sqrt(len(eig)) * _EPS["gram64"] * eig[-1]
+    ends = (np.sqrt(np.maximum(eig[refined:count] + d, 0.0)).clip(values[refined - 1]) for d in (-delta, delta))
+    low, high = (np.sort(np.concatenate([values[:refined], end, values[count:]]))[::-1] for end in ends)
+    return _spread(low, high, cols) <= _MAX_SPREAD
 
 
 def _spread(low: np.ndarray, high: np.ndarray, cols: int) -> float:
