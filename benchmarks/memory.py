@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="auto", choices=("auto", "gram64", "svd"))
     args = parser.parse_args(argv)
     print(f"extra peak RSS of probe.measure on one float32 layer, method={args.method}, 1 thread, fresh process per row")
-    print(f"{'shape':>12} {'kind':>7} {'route':>7} {'tensor':>10} {'extra':>10} {'extra/tensor':>13} {'time':>8}")
+    print(f"{'shape':>12} {'kind':>7} {'route':>10} {'tensor':>10} {'extra':>10} {'extra/tensor':>13} {'time':>8}")
     for shape in args.shapes.split(","):
         rows, cols = (int(x) for x in shape.split("x"))
         for kind in args.kinds.split(","):
             r = run_case(rows, cols, kind, args.method)
             tensor, extra = int(r["tensor"]), int(r["extra"])  # type: ignore[call-overload]
-            print(f"{shape:>12} {kind:>7} {r['route']:>7} {tensor / 2**20:8.0f}MB {extra / 2**20:8.0f}MB "
+            print(f"{shape:>12} {kind:>7} {r['route']:>10} {tensor / 2**20:8.0f}MB {extra / 2**20:8.0f}MB "
                   f"{extra / tensor:12.2f}x {float(r['seconds']):7.2f}s", flush=True)  # type: ignore[arg-type]
 
 
