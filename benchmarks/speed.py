@@ -238,7 +238,7 @@ def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[]
     where ``auto``'s prediction from the stable-rank estimate has to be right."""
     cols = int(rows * 6.125)
     print(f"\nill- vs well-conditioned linear layer {rows} x {cols} (VGG fc6 aspect), {torch.get_num_threads()} thread(s)")
-    print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<6} {'max rel. dev.':>13}")
+    print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<10} {'max rel. dev.':>13}")
     for condition in (3.0, 5.0, 10.0, 1e7):  # 3-10: random-looking, gram32's limit is ≈ 4
         weights = {"fc.weight": conditioned(rows, cols, condition).to(device)}
         first = probe.measure(weights)  # also a warm-up
@@ -251,7 +251,7 @@ def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[]
         }, repeats, sync, clock)
         dev = deviation(first, reference_records(weights))
         print(f"{condition:>10.0e} {t['svd32']:>9.2f}s {t['gram64']:>9.2f}s {t['auto']:>9.2f}s {t['hint']:>10.2f}s  "
-              f"{first.layers[0].unfoldings['out'].route:<6} {dev:>13.1e}", flush=True)
+              f"{first.layers[0].unfoldings['out'].route:<10} {dev:>13.1e}", flush=True)
     cliff_floor(matrix, repeats, sync, clock)
 
 
@@ -287,7 +287,7 @@ def large(shapes: list[tuple[int, ...]], repeats: int, clock: Callable[[], float
     """One large matrix at a time: ``probe.measure`` against float32 ``svdvals`` of the same
     matrix (timed side by side), with the route taken and the accuracy against float64."""
     print(f"\nsingle large layers, {torch.get_num_threads()} thread(s), best of {repeats}")
-    print(f"{'shape':>12} {'kind':>7} {'svd32':>9} {'auto':>9} {'auto/svd32':>11}  {'route':<7} {'max rel. dev.':>13}")
+    print(f"{'shape':>12} {'kind':>7} {'svd32':>9} {'auto':>9} {'auto/svd32':>11}  {'route':<10} {'max rel. dev.':>13}")
     for rows, cols in shapes:
         for kind in ("random", "power", "ill"):
             weights = {"w.weight": large_matrix(rows, cols, kind).to(device)}
@@ -297,7 +297,7 @@ def large(shapes: list[tuple[int, ...]], repeats: int, clock: Callable[[], float
             report = probe.measure(weights)
             dev = deviation(report, reference_records(weights))
             print(f"{rows}x{cols:<6} {kind:>7} {t['svd32']:>8.2f}s {t['auto']:>8.2f}s {t['auto'] / t['svd32']:>10.2f}x  "
-                  f"{report.layers[0].unfoldings['out'].route:<7} {dev:>13.1e}", flush=True)
+                  f"{report.layers[0].unfoldings['out'].route:<10} {dev:>13.1e}", flush=True)
 
 
 KERNEL_SHAPES = ((256, 2304), (512, 4608), (768, 768), (768, 3072), (1024, 4096))

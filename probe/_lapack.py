@@ -1,6 +1,8 @@
 """In-place LAPACK kernels for the CPU route (SPEC §2), each within a bounded amount of
 extra memory: the float64 Gram of a float32 matrix is built from column blocks (never a
-float64 copy of the whole matrix), eigenvalues and singular values are computed in place.
+float64 copy of the whole matrix), eigenvalues and singular values are computed in place,
+and the factors the smallest singular values are refined on (LU where square, the
+triangular factor of QR/LQ where wide) take one float64 copy of the matrix.
 
 Eigenvalues of Grams from 1024 rows up use MKL's ``dsyevd`` where torch's CPU wheel carries
 MKL (x86 Linux and Windows; found through ``ctypes``), else, and below that size, LAPACK's

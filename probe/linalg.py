@@ -1,5 +1,6 @@
-"""Stage 2's dense kernels on one matrix: scaling, Gram eigenvalues, ``svdvals``, and a
-cheap stable-rank estimate (SPEC §2).
+"""Stage 2's dense kernels on one matrix: scaling, Gram eigenvalues, ``svdvals``, the
+smallest singular values by inverse subspace iteration, and a cheap stable-rank estimate
+(SPEC §2).
 
 On the CPU they run on numpy's LAPACK and BLAS (OpenBLAS in numpy's wheels), one BLAS
 thread per call, so that independent matrices can be spread over the cores
@@ -45,10 +46,10 @@ _ESTIMATE_ASPECT = 4
 # Inverse subspace iteration: a block of ``count + _GUARD`` vectors refines all ``count``
 # unresolved singular values where that is at most ``_MAX_BLOCK``, else a block of ``_BLOCK``
 # its smallest ``_BLOCK - _GUARD`` (the guard vectors speed up convergence: the values'
-# error shrinks by (σ_k/σ_{p+1})⁴ per step, p the block size); it stops when the values' remaining error, estimated from the last
-# two steps' changes (geometric convergence: error ≈ change·r/(1−r), r the ratio of the last
-# two changes), is below ``_TOLERANCE`` relative, or a step changes them by less than
-# ``_ROUNDING``; after ``_MAX_STEPS`` it gives up.
+# error shrinks by (σ_k/σ_{p+1})⁴ per step, p the block size). It stops when the values'
+# remaining error, estimated from the last two steps' changes (geometric convergence:
+# error ≈ change·r/(1−r), r the ratio of the last two changes), is below ``_TOLERANCE``
+# relative, or a step changes them by less than ``_ROUNDING``; after ``_MAX_STEPS`` it gives up.
 _BLOCK = 8
 _GUARD = 2
 _MAX_BLOCK = 32

@@ -3,7 +3,7 @@
 Only singular values are computed, never U or V. A matrix whose entries are far from 1
 is first scaled by a power of two so that its largest entry lies in [0.5, 1) (exact, and
 undone exactly on the values), so no route overflows or underflows at any scale the dtype
-holds. Three routes, cheapest first:
+holds. Four routes, cheapest first:
 
 ``gram32``
     eigenvalues of the ``L × L`` Gram matrix ``A Aᵀ`` (``L ≤ M``), the product in
@@ -12,9 +12,19 @@ holds. Three routes, cheapest first:
     (well-conditioned matrices, e.g. freshly initialised layers with ``L/M ≲ 1/3``).
 ``gram64``
     the same in float64. Kept where the same bound holds in float64 (condition ≲ 1e5).
+``gram64+min``
+    where only the smallest eigenvalues miss that bound (condition up to 1e10): the Gram's
+    values for the rest, and the unresolved smallest singular values (all of them up to 30,
+    else the 6 smallest) by inverse subspace iteration on a float64 factor of ``A`` (LU
+    where square, the triangular factor of QR/LQ where wide), accurate to float64's
+    ``ε·‖A‖`` like ``svdvals``, so ``C`` too. Unresolved values left unrefined keep the
+    Gram's value only where no quantity could move by more than 2.5e-6 through them
+    (:func:`_refined`). Costs the ``gram64`` route plus about a fifth to a third of it.
 ``svd``
     float64 ``svdvals``; of the triangular factor ``R`` of ``Aᵀ = QR`` for wide matrices
-    (``M ≥ 1.5 L``), which costs about as much as ``gram64`` instead of ~10× more.
+    (``M ≥ 1.5 L``), which costs about as much as ``gram64`` instead of ~10× more. Where
+    ``gram64+min`` does not hold (no convergence, an exactly zero pivot, condition above
+    1e10, too many unresolved values), from the factor it already computed where wide.
 
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
@@ -23,7 +33,8 @@ float32) and a cheap stable-rank estimate (under ``0.45·L``: condition above ~5
 trained layers; once the four largest estimated matrices all look so, the others skip the
 estimate). A route that turns out not to hold hands the matrix to the next one, so a hint
 or a prediction only ever costs time, never accuracy.
-``method="gram64"`` starts at ``gram64`` and ``method="svd"`` uses ``svd`` alone. Every
+``method="gram64"`` starts at ``gram64`` (and may end at ``gram64+min`` or ``svd``) and
+``method="svd"`` uses ``svd`` alone; a ``gram64+min`` hint starts at ``gram64``. Every
 route gives each SPEC §4 quantity within 1e-5 relative of float64 ``svdvals``
 (``tests/test_spectrum.py`` checks this at each route's boundary and at scales 1e±30).
 Half-precision weights are upcast per matrix, never summed in 16 bits.
