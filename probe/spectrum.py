@@ -259,9 +259,14 @@ def _unrefined_hold(values: np.ndarray, eig: np.ndarray, refined: int, count: in
 
 def _spread(low: np.ndarray, high: np.ndarray, cols: int) -> float:
     """The largest relative difference of any SPEC §4 quantity, BE or AE, between two spectra
-    (descending) of an ``L × cols`` matrix (``inf`` where one is NaN and the other not)."""
+    (descending) of an ``L × cols`` matrix (``inf`` where only one is NaN or zero)."""
     rows = len(low)
     a, b = ({**quantities(v, rows), **{f"{k}_AE": x for k, x in quantities(evbmf(v, rows, cols).d, rows).items()}}
             for v in (low, high))
-    return max((abs(a[k] - b[k]) / abs(a[k]) if a[k] else float(b[k] != 0)) if a[k] == a[k] else float(b[k] == b[k]) * np.inf
-               for k in a)
+
+    def relative(x: float, y: float) -> float:
+        if x == y or (np.isnan(x) and np.isnan(y)):
+            return 0.0
+        return abs(x - y) / abs(x) if x and np.isfinite(x) else np.inf
+
+    return max(relative(a[k], b[k]) for k in a)
