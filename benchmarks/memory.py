@@ -7,8 +7,10 @@ the resident size, measures the layer, and reads the peak (``VmHWM``). The diffe
 the extra peak memory the measurement needed on top of the weight itself; the bound is 2× the layer's float32 bytes
 (plus a small constant: LAPACK workspaces, Python objects).
 
-Kinds: ``random`` (Gaussian entries: the ``gram32``/``gram64`` routes), ``ill`` (the
-shorter side scaled log-spaced over 1e9: condition ~1e9, the ``svd`` route).
+Kinds: ``random`` (Gaussian entries: the ``gram32``/``gram64`` routes), ``power`` (the
+shorter side's directions scaled ``i^-1``: condition ~1e5–1e7, a few singular values below
+what the float64 Gram resolves: ``gram64+min``), ``ill`` (the shorter side scaled
+log-spaced over 1e9: condition ~1e9–1e12, ``gram64+min`` on wide matrices, ``svd`` on square ones).
 
 Usage: ``python benchmarks/memory.py [--shapes 2048x2048,1024x4096] [--kinds random,ill]
 [--method auto]``
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 
 SHAPES = "2048x2048,1024x4096,4096x1024,2048x8192,4096x4096"
-KINDS = ("random", "ill")
+KINDS = ("random", "power", "ill")
 
 
 def weight(rows: int, cols: int, kind: str):  # -> torch.Tensor (torch imported in the child only)
@@ -35,8 +37,10 @@ def weight(rows: int, cols: int, kind: str):  # -> torch.Tensor (torch imported 
 
     g = torch.Generator().manual_seed(0)
     w = torch.randn(rows, cols, generator=g)
-    if kind == "ill":  # the shorter side's directions scaled over 1e9
-        w *= torch.logspace(0, -9, rows)[:, None] if rows <= cols else torch.logspace(0, -9, cols)
+    k = min(rows, cols)
+    scale = {"random": None, "power": torch.arange(1, k + 1.0) ** -1, "ill": torch.logspace(0, -9, k)}[kind]
+    if scale is not None:  # the shorter side's directions
+        w *= scale[:, None] if rows <= cols else scale
     return w
 
 
@@ -70,7 +74,7 @@ def child(rows: int, cols: int, kind: str, method: str) -> dict[str, object]:
     w = weight(rows, cols, kind)
     # warm-up on every route at the MKL sizes: modules imported (and compiled, in a fresh clone) and the
     # libraries' one-time buffers allocated; the warm-up's own arrays are unmapped when freed
-    for warm in (torch.randn(64, 256), weight(1024, 1024, "random"), weight(1024, 1152, "ill")):
+    for warm in (torch.randn(64, 256), weight(1024, 1024, "random"), weight(1024, 1152, "ill"), weight(1024, 1024, "power")):
         probe.measure({"warm.weight": warm}, layers="auto", method=method)
     before = reset_peak()
     start = time.perf_counter()
@@ -97,13 +101,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--method", default="auto", choices=("auto", "gram64", "svd"))
     args = parser.parse_args(argv)
     print(f"extra peak RSS of probe.measure on one float32 layer, method={args.method}, 1 thread, fresh process per row")
-    print(f"{'shape':>12} {'kind':>7} {'route':>7} {'tensor':>10} {'extra':>10} {'extra/tensor':>13} {'time':>8}")
+    print(f"{'shape':>12} {'kind':>7} {'route':>10} {'tensor':>10} {'extra':>10} {'extra/tensor':>13} {'time':>8}")
     for shape in args.shapes.split(","):
         rows, cols = (int(x) for x in shape.split("x"))
         for kind in args.kinds.split(","):
             r = run_case(rows, cols, kind, args.method)
             tensor, extra = int(r["tensor"]), int(r["extra"])  # type: ignore[call-overload]
-            print(f"{shape:>12} {kind:>7} {r['route']:>7} {tensor / 2**20:8.0f}MB {extra / 2**20:8.0f}MB "
+            print(f"{shape:>12} {kind:>7} {r['route']:>10} {tensor / 2**20:8.0f}MB {extra / 2**20:8.0f}MB "
                   f"{extra / tensor:12.2f}x {float(r['seconds']):7.2f}s", flush=True)  # type: ignore[arg-type]
 
 

@@ -35,7 +35,8 @@ and the floor: the engine's kernels alone for each route on that shape.
 ``--kernels`` times the CPU kernels themselves in torch (MKL) and numpy (OpenBLAS), one
 thread: why :mod:`probe.linalg` uses numpy on the CPU. ``--profile`` splits one thread's
 ``probe.measure`` per model into its parts (scaling, stable-rank estimate, Gram products,
-eigensolver, svd, EVBMF + quantities, the rest): where the time goes. Its ``estimate`` is
+eigensolver, the ``gram64+min`` refinement of the smallest values, svd, EVBMF + quantities,
+the rest): where the time goes. Its ``estimate`` is
 ``auto``'s route prediction as ``auto`` runs it (the stable-rank estimates): on trained
 weights, all that ``auto`` does beyond ``gram64``.
 
@@ -237,7 +238,7 @@ def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[]
     where ``auto``'s prediction from the stable-rank estimate has to be right."""
     cols = int(rows * 6.125)
     print(f"\nill- vs well-conditioned linear layer {rows} x {cols} (VGG fc6 aspect), {torch.get_num_threads()} thread(s)")
-    print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<6} {'max rel. dev.':>13}")
+    print(f"{'condition':>10} {'svd32':>10} {'gram64':>10} {'auto':>10} {'auto, hint':>11}  {'route':<10} {'max rel. dev.':>13}")
     for condition in (3.0, 5.0, 10.0, 1e7):  # 3-10: random-looking, gram32's limit is ≈ 4
         weights = {"fc.weight": conditioned(rows, cols, condition).to(device)}
         first = probe.measure(weights)  # also a warm-up
@@ -250,7 +251,7 @@ def cliff(rows: int, repeats: int, clock: Callable[[], float], sync: Callable[[]
         }, repeats, sync, clock)
         dev = deviation(first, reference_records(weights))
         print(f"{condition:>10.0e} {t['svd32']:>9.2f}s {t['gram64']:>9.2f}s {t['auto']:>9.2f}s {t['hint']:>10.2f}s  "
-              f"{first.layers[0].unfoldings['out'].route:<6} {dev:>13.1e}", flush=True)
+              f"{first.layers[0].unfoldings['out'].route:<10} {dev:>13.1e}", flush=True)
     cliff_floor(matrix, repeats, sync, clock)
 
 
@@ -286,7 +287,7 @@ def large(shapes: list[tuple[int, ...]], repeats: int, clock: Callable[[], float
     """One large matrix at a time: ``probe.measure`` against float32 ``svdvals`` of the same
     matrix (timed side by side), with the route taken and the accuracy against float64."""
     print(f"\nsingle large layers, {torch.get_num_threads()} thread(s), best of {repeats}")
-    print(f"{'shape':>12} {'kind':>7} {'svd32':>9} {'auto':>9} {'auto/svd32':>11}  {'route':<7} {'max rel. dev.':>13}")
+    print(f"{'shape':>12} {'kind':>7} {'svd32':>9} {'auto':>9} {'auto/svd32':>11}  {'route':<10} {'max rel. dev.':>13}")
     for rows, cols in shapes:
         for kind in ("random", "power", "ill"):
             weights = {"w.weight": large_matrix(rows, cols, kind).to(device)}
@@ -296,7 +297,7 @@ def large(shapes: list[tuple[int, ...]], repeats: int, clock: Callable[[], float
             report = probe.measure(weights)
             dev = deviation(report, reference_records(weights))
             print(f"{rows}x{cols:<6} {kind:>7} {t['svd32']:>8.2f}s {t['auto']:>8.2f}s {t['auto'] / t['svd32']:>10.2f}x  "
-                  f"{report.layers[0].unfoldings['out'].route:<7} {dev:>13.1e}", flush=True)
+                  f"{report.layers[0].unfoldings['out'].route:<10} {dev:>13.1e}", flush=True)
 
 
 KERNEL_SHAPES = ((256, 2304), (512, 4608), (768, 768), (768, 3072), (1024, 4096))
@@ -329,7 +330,7 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
     """Where one thread's ``probe.measure`` spends its time, per model (the routes ``auto`` takes)."""
     from probe.linalg import NUMPY
 
-    parts = ("scale", "estimate", "A Aᵀ", "eigvalsh", "svd", "EVBMF+q", "rest")
+    parts = ("scale", "estimate", "A Aᵀ", "eigvalsh", "refine", "svd", "EVBMF+q", "rest")
     print("\nwhere the time goes: probe.measure, 1 thread, CPU, best of", repeats, "(ms)")
     print(f"{'model':<12} {'weights':<8} {'measure':>8} " + " ".join(f"{p:>9}" for p in parts))
     torch.set_num_threads(1)
@@ -348,10 +349,12 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
                     if unit.route == "svd":
                         steps["svd"] = lambda: NUMPY.svd_values(a)
                     else:
-                        b = a.astype(np.float64 if unit.route == "gram64" else np.float32)
+                        b = a.astype(np.float32 if unit.route == "gram32" else np.float64)
                         gram = (b @ b.T).astype(np.float64)
                         steps["A Aᵀ"] = lambda: b @ b.T
                         steps["eigvalsh"] = lambda: np.linalg.eigvalsh(gram)
+                    if unit.route == "gram64+min":
+                        steps["refine"] = lambda: NUMPY.smallest_or_all(a if rows <= cols else a.T, min(rows, cols))
                     steps["EVBMF+q"] = lambda: (evbmf(unit.s, rows, cols), quantities(unit.s, rows))
                     for part, seconds in best_times(steps, repeats, lambda: None, time.perf_counter).items():
                         total[part] += seconds

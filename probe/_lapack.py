@@ -1,6 +1,8 @@
 """In-place LAPACK kernels for the CPU route (SPEC §2), each within a bounded amount of
 extra memory: the float64 Gram of a float32 matrix is built from column blocks (never a
-float64 copy of the whole matrix), eigenvalues and singular values are computed in place.
+float64 copy of the whole matrix), eigenvalues and singular values are computed in place,
+and the factors the smallest singular values are refined on (LU where square, the
+triangular factor of QR/LQ where wide) take one float64 copy of the matrix.
 
 Eigenvalues of Grams from 1024 rows up use MKL's ``dsyevd`` where torch's CPU wheel carries
 MKL (x86 Linux and Windows; found through ``ctypes``), else, and below that size, LAPACK's
@@ -92,28 +94,15 @@ def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
 
 def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     """Float64 singular values (descending) of ``a`` (L × M, L ≤ M) with one float64 copy of
-    it as the only large allocation: the copy is ``Aᵀ`` in Fortran order, reduced in place
-    by QR where ``M ≥ qr_aspect · L`` (its ``R`` compacted into the same buffer; for a
-    Fortran-ordered ``a``, by LQ, whose ``L`` already lies at the buffer's start)."""
+    it as the only large allocation: reduced in place to its triangular factor
+    (:func:`triangular_factor`) where ``M ≥ qr_aspect · L``."""
     rows, cols = a.shape
-    gelqf = _lapacke("dgelqf")
-    if cols >= qr_aspect * rows and rows > 0 and a.flags.f_contiguous and gelqf is not None:
-        work = np.array(a, dtype=np.float64, order="F")  # A = L Q: L (rows × rows) in the first columns
-        tau = np.empty(rows, np.float64)  # kept referenced: LAPACK writes into it
-        info = gelqf(_COL_MAJOR, rows, cols, work.ctypes.data, rows, tau.ctypes.data)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"dgelqf failed (info {info})")
-        work = work[:, :rows]
-        for j in range(1, rows):
-            work[:j, j] = 0.0
-    elif cols >= qr_aspect * rows and rows > 0:
-        at = np.array(a, dtype=np.float64, order="C").T  # Aᵀ, Fortran-ordered, M × L
-        at, _, _, info = lapack.dgeqrf(at, lwork=64 * rows, overwrite_a=1)
-        if info != 0:
-            raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
-        work = _compact_r(at)
-    else:  # A or Aᵀ (the same singular values), whichever copies without transposing
-        work = np.array(a, dtype=np.float64, order="F") if a.flags.f_contiguous else np.array(a, dtype=np.float64).T
+    return svdvals_destroying(triangular_factor(a)[0] if cols >= qr_aspect * rows and rows > 0 else _float64_copy(a))
+
+
+def svdvals_destroying(work: np.ndarray) -> np.ndarray:
+    """Float64 singular values (descending) of the Fortran-ordered float64 ``work``, computed
+    in place (``work`` is destroyed)."""
     m, n = work.shape
     if min(m, n) >= _MKL_MIN and (mkl_values := _mkl_dgesdd(work)) is not None:
         return mkl_values
@@ -129,6 +118,65 @@ def svdvals_inplace(a: np.ndarray, qr_aspect: float) -> np.ndarray:
     if info != 0:
         raise np.linalg.LinAlgError(f"dgesdd did not converge (info {info})")
     return values
+
+
+Solve = Callable[[np.ndarray, bool], np.ndarray]
+
+
+def lu_solver(a: np.ndarray) -> Solve | None:
+    """``solve(x, transpose)``: ``F⁻¹ x`` (``F⁻ᵀ x``) for ``F`` the square ``a`` (or ``aᵀ``: the
+    same singular values) in float64, LU-factored in place with partial pivoting (``dgetrf``)
+    in one float64 copy; ``None`` where a pivot is exactly zero."""
+    lu, pivots, info = lapack.dgetrf(_float64_copy(a), overwrite_a=1)
+    if info < 0:
+        raise np.linalg.LinAlgError(f"dgetrf failed (info {info})")
+    if info > 0:
+        return None
+    return lambda x, transpose: _checked("dgetrs", *lapack.dgetrs(lu, pivots, x, trans=int(transpose)))
+
+
+def triangular_solver(factor: np.ndarray, lower: bool) -> Solve | None:
+    """``solve(x, transpose)`` for the triangular ``factor`` (:func:`triangular_factor`);
+    ``None`` where a diagonal entry is exactly zero."""
+    if not factor.diagonal().all():
+        return None
+    return lambda x, transpose: _checked("dtrtrs", *lapack.dtrtrs(factor, x, lower=int(lower), trans=int(transpose)))
+
+
+def _checked(name: str, x: np.ndarray, info: int) -> np.ndarray:
+    if info != 0:
+        raise np.linalg.LinAlgError(f"{name} failed (info {info})")
+    return x
+
+
+def _float64_copy(a: np.ndarray) -> np.ndarray:
+    """``a`` or ``aᵀ`` (the same singular values) in float64, Fortran order, whichever copies
+    without transposing."""
+    return np.array(a, dtype=np.float64, order="F") if a.flags.f_contiguous else np.array(a, dtype=np.float64).T
+
+
+def triangular_factor(a: np.ndarray) -> tuple[np.ndarray, bool]:
+    """The L × L triangular factor (float64, Fortran order, the other triangle zeroed) of ``a``
+    (L × M, 0 < L < M), which has ``a``'s singular values, and whether it is lower-triangular:
+    from one float64 copy, reduced in place by QR of ``Aᵀ`` (``R`` compacted into the same
+    buffer) or, for a Fortran-ordered ``a``, by LQ, whose ``L`` already lies at the buffer's start."""
+    rows, cols = a.shape
+    gelqf = _lapacke("dgelqf")
+    if a.flags.f_contiguous and gelqf is not None:
+        work = np.array(a, dtype=np.float64, order="F")  # A = L Q: L (rows × rows) in the first columns
+        tau = np.empty(rows, np.float64)  # kept referenced: LAPACK writes into it
+        info = gelqf(_COL_MAJOR, rows, cols, work.ctypes.data, rows, tau.ctypes.data)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"dgelqf failed (info {info})")
+        work = work[:, :rows]
+        for j in range(1, rows):
+            work[:j, j] = 0.0
+        return work, True
+    at = np.array(a, dtype=np.float64, order="C").T  # Aᵀ, Fortran-ordered, M × L
+    at, _, _, info = lapack.dgeqrf(at, lwork=64 * rows, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dgeqrf failed (info {info})")
+    return _compact_r(at), False
 
 
 def _compact_r(qr: np.ndarray) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Stage 2's dense kernels on one matrix: scaling, Gram eigenvalues, ``svdvals``, and a
-cheap stable-rank estimate (SPEC §2).
+"""Stage 2's dense kernels on one matrix: scaling, Gram eigenvalues, ``svdvals``, the
+smallest singular values by inverse subspace iteration, and a cheap stable-rank estimate
+(SPEC §2).
 
 On the CPU they run on numpy's LAPACK and BLAS (OpenBLAS in numpy's wheels), one BLAS
 thread per call, so that independent matrices can be spread over the cores
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -22,7 +23,16 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from probe._lapack import eigvalsh_lower, gram_lower, svdvals_inplace, symv_lower
+from probe._lapack import (
+    eigvalsh_lower,
+    gram_lower,
+    lu_solver,
+    svdvals_destroying,
+    svdvals_inplace,
+    symv_lower,
+    triangular_factor,
+    triangular_solver,
+)
 
 # |entries| within 2**±safe: no A Aᵀ entry overflows (≤ M·2**(2·safe)), and underflowed
 # products stay far below the rounding of λ_max ≥ max|a|² (float32 also for gram32 of float64).
@@ -33,6 +43,21 @@ _QR_ASPECT = 1.5
 # stays random-like there (Marchenko–Pastur condition 3 at L/M = 1/4), a low-rank one stays
 # low-rank, and the estimate costs a few matrix-vector products on a quarter of a 3×3 conv.
 _ESTIMATE_ASPECT = 4
+# Inverse subspace iteration: a block of ``count + _GUARD`` vectors refines all ``count``
+# unresolved singular values where that is at most ``_MAX_BLOCK``, else a block of ``_BLOCK``
+# its smallest ``_BLOCK - _GUARD`` (the guard vectors speed up convergence: the values'
+# error shrinks by (σ_k/σ_{p+1})⁴ per step, p the block size). It stops when the values'
+# remaining error, estimated from the last two steps' changes (geometric convergence:
+# error ≈ change·r/(1−r), r the ratio of the last two changes), is below ``_TOLERANCE``
+# relative, or a step changes them by less than ``_ROUNDING``; after ``_MAX_STEPS`` it gives up.
+_BLOCK = 8
+_GUARD = 2
+_MAX_BLOCK = 32
+_TOLERANCE = 1e-9
+_ROUNDING = 1e-12
+_MAX_STEPS = 50
+# From this step on, a geometric rate that would need more than _MAX_STEPS steps gives up.
+_PREDICT_FROM = 4
 
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -52,6 +77,16 @@ class Kernels(Protocol[Array]):
 
     def svd_values(self, a: Array) -> np.ndarray:
         """Float64 singular values (descending), via QR for wide matrices."""
+
+    def smallest_or_all(self, a: Array, count: int, floor: float = 0.0,
+                        accept: Callable[[np.ndarray], bool] = lambda values: True) -> tuple[np.ndarray, bool]:
+        """``(values, True)``: up to ``count`` of the smallest singular values (ascending,
+        float64; all where ``count + _GUARD ≤ _MAX_BLOCK``, else ``_BLOCK - _GUARD``) by inverse
+        subspace iteration (:func:`inverse_iteration`) on a float64 factor of ``A`` (LU where
+        square, else the triangular factor of QR/LQ); else ``(all, False)``: every singular value
+        (descending) as :meth:`svd_values` gives them, from the same triangular factor where wide
+        (where the factor has an exactly zero pivot, the iteration does not converge,
+        ``σ_min < floor`` or ``accept(values)`` is false)."""
 
     def stable_rank(self, a: Array) -> float:
         """An over-estimate of ``‖A‖²_F / ‖A‖²₂`` on the first ``4·L`` columns (``nan`` for 0)."""
@@ -100,6 +135,17 @@ class NumpyKernels:
     def svd_values(self, a: np.ndarray) -> np.ndarray:
         return svdvals_inplace(a, _QR_ASPECT)
 
+    def smallest_or_all(self, a: np.ndarray, count: int, floor: float = 0.0,
+                        accept: Callable[[np.ndarray], bool] = lambda values: True) -> tuple[np.ndarray, bool]:
+        rows, cols = a.shape
+        factor, lower = triangular_factor(a) if cols > rows else (None, False)
+        solve = lu_solver(a) if factor is None else triangular_solver(factor, lower)
+        values = None if solve is None else inverse_iteration(solve, _start(rows, count), count, floor)
+        del solve  # the LU buffer, before svd's copy
+        if values is not None and accept(values):
+            return values, True
+        return (self.svd_values(a) if factor is None else svdvals_destroying(factor)), False
+
     def stable_rank(self, a: np.ndarray) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].astype(np.float32, copy=False)
         x = a @ _unit(np.ones(a.shape[0], a.dtype) @ a)  # A Aᵀ1; then λ_max ≥ ‖Aᵀx‖² for ‖x‖ = 1
@@ -136,6 +182,27 @@ class TorchKernels:
             a = torch.linalg.qr(a.mT, mode="r").R
         return torch.linalg.svdvals(a).cpu().numpy()
 
+    def smallest_or_all(self, a: torch.Tensor, count: int, floor: float = 0.0,
+                        accept: Callable[[np.ndarray], bool] = lambda values: True) -> tuple[np.ndarray, bool]:
+        a = a.to(torch.float64)
+        rows, cols = a.shape
+        values = None
+        if cols > rows:
+            r = torch.linalg.qr(a.mT, mode="r").R  # A = Rᵀ Qᵀ: A's singular values
+            if bool(r.diagonal().all()):
+                def solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
+                    return torch.linalg.solve_triangular(r.mT if transpose else r, x, upper=not transpose)
+
+                values = inverse_iteration(solve, torch.from_numpy(_start(rows, count)).to(a.device), count, floor)
+            return (values, True) if values is not None and accept(values) else (torch.linalg.svdvals(r).cpu().numpy(), False)
+        lu, pivots, info = torch.linalg.lu_factor_ex(a)
+        if int(info) == 0:
+            def lu_solve(x: torch.Tensor, transpose: bool) -> torch.Tensor:
+                return torch.linalg.lu_solve(lu, pivots, x, adjoint=transpose)
+
+            values = inverse_iteration(lu_solve, torch.from_numpy(_start(rows, count)).to(a.device), count, floor)
+        return (values, True) if values is not None and accept(values) else (self.svd_values(a), False)
+
     def stable_rank(self, a: torch.Tensor) -> float:
         a = a[:, : _ESTIMATE_ASPECT * a.shape[0]].to(torch.float32)
         x = a @ _unit(a.sum(dim=0))
@@ -146,6 +213,51 @@ class TorchKernels:
 
 NUMPY = NumpyKernels()
 TORCH = TorchKernels()
+
+
+def inverse_iteration(solve: Callable[[Array, bool], Array], start: Array, count: int,
+                      floor: float = 0.0) -> np.ndarray | None:
+    """The smallest ``min(count, k)`` singular values (ascending) of a factor ``F`` given by
+    ``solve(x, transpose)`` = ``F⁻¹x`` / ``F⁻ᵀx``: subspace iteration on ``(FᵀF)⁻¹`` from the
+    orthonormal block ``start`` (L × p), each step's Rayleigh–Ritz values the singular values
+    of ``F⁻¹ Y``, ``Y`` an orthonormal basis of ``F⁻ᵀ X`` (they decrease to ``σ_i`` from above,
+    at the accuracy of the backward-stable solves: ``ε·‖A‖`` absolute, as float64 ``svdvals``).
+    ``k = p − _GUARD`` (``p`` where the block spans everything). ``None`` where the values
+    overflow, do not converge in ``_MAX_STEPS`` steps, or the smallest falls below ``floor``
+    (then so does ``σ_min``: each value bounds its ``σ_i`` from above)."""
+    rows, block = start.shape
+    count = min(count, block if block == rows else block - _GUARD)
+    linalg: Any = torch.linalg if isinstance(start, torch.Tensor) else np.linalg
+    x, last_values, last_change = start, None, np.inf
+    for step in range(_MAX_STEPS):
+        y = linalg.qr(solve(x, True))[0]
+        x, inverse, _ = linalg.svd(solve(y, False), full_matrices=False)
+        inverse = inverse.cpu().numpy() if isinstance(inverse, torch.Tensor) else inverse
+        with np.errstate(divide="ignore"):
+            values = 1.0 / inverse[:count].astype(np.float64)
+        if not (np.isfinite(values).all() and values[0] > floor):
+            return None
+        if last_values is not None:
+            change = float(np.max(np.abs(values - last_values) / values))
+            if change <= _ROUNDING:
+                return values
+            if change < last_change < np.inf:
+                rate = change / last_change
+                error = change * rate / (1 - rate)
+                if error <= _TOLERANCE:
+                    return values
+                if step >= _PREDICT_FROM and step + np.log(_TOLERANCE / error) / np.log(rate) > _MAX_STEPS:
+                    return None  # too slow (a dense tail of small values): give up early
+            last_change = change
+        last_values = values
+    return None
+
+
+def _start(rows: int, count: int) -> np.ndarray:
+    """The iteration's first block for ``count`` wanted values: an orthonormal basis of seeded
+    Gaussian vectors (the same values on every run)."""
+    block = min(rows, count + _GUARD if count + _GUARD <= _MAX_BLOCK else _BLOCK)
+    return np.linalg.qr(np.random.default_rng(0).standard_normal((rows, block)))[0]
 
 
 def _ldexp(a: Array, e: int) -> Array:

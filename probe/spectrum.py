@@ -3,7 +3,7 @@
 Only singular values are computed, never U or V. A matrix whose entries are far from 1
 is first scaled by a power of two so that its largest entry lies in [0.5, 1) (exact, and
 undone exactly on the values), so no route overflows or underflows at any scale the dtype
-holds. Three routes, cheapest first:
+holds. Four routes, cheapest first:
 
 ``gram32``
     eigenvalues of the ``L × L`` Gram matrix ``A Aᵀ`` (``L ≤ M``), the product in
@@ -12,9 +12,19 @@ holds. Three routes, cheapest first:
     (well-conditioned matrices, e.g. freshly initialised layers with ``L/M ≲ 1/3``).
 ``gram64``
     the same in float64. Kept where the same bound holds in float64 (condition ≲ 1e5).
+``gram64+min``
+    where only the smallest eigenvalues miss that bound (condition up to 1e10): the Gram's
+    values for the rest, and the unresolved smallest singular values (all of them up to 30,
+    else the 6 smallest) by inverse subspace iteration on a float64 factor of ``A`` (LU
+    where square, the triangular factor of QR/LQ where wide), accurate to float64's
+    ``ε·‖A‖`` like ``svdvals``, so ``C`` too. Unresolved values left unrefined keep the
+    Gram's value only where no quantity could move by more than 2.5e-6 through them
+    (:func:`_refined`). Costs the ``gram64`` route plus 0.4–1× of it (LU or QR, ~15–30 steps).
 ``svd``
     float64 ``svdvals``; of the triangular factor ``R`` of ``Aᵀ = QR`` for wide matrices
-    (``M ≥ 1.5 L``), which costs about as much as ``gram64`` instead of ~10× more.
+    (``M ≥ 1.5 L``), which costs about as much as ``gram64`` instead of ~10× more. Where
+    ``gram64+min`` does not hold (no convergence, an exactly zero pivot, condition above
+    1e10, too many unresolved values), from the factor it already computed where wide.
 
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
@@ -23,7 +33,8 @@ float32) and a cheap stable-rank estimate (under ``0.45·L``: condition above ~5
 trained layers; once the four largest estimated matrices all look so, the others skip the
 estimate). A route that turns out not to hold hands the matrix to the next one, so a hint
 or a prediction only ever costs time, never accuracy.
-``method="gram64"`` starts at ``gram64`` and ``method="svd"`` uses ``svd`` alone. Every
+``method="gram64"`` starts at ``gram64`` (and may end at ``gram64+min`` or ``svd``) and
+``method="svd"`` uses ``svd`` alone; a ``gram64+min`` hint starts at ``gram64``. Every
 route gives each SPEC §4 quantity within 1e-5 relative of float64 ``svdvals``
 (``tests/test_spectrum.py`` checks this at each route's boundary and at scales 1e±30).
 Half-precision weights are upcast per matrix, never summed in 16 bits.
@@ -39,19 +50,21 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
 
-from probe.linalg import kernels_for, single_threaded_blas
+from probe.evbmf import evbmf
+from probe.linalg import Kernels, kernels_for, single_threaded_blas
+from probe.quantities import quantities
 
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "gram64", "svd"]
 METHODS = ("auto", "gram64", "svd")
-Route = Literal["gram32", "gram64", "svd"]
-ROUTES: tuple[Route, ...] = ("gram32", "gram64", "svd")
+Route = Literal["gram32", "gram64", "gram64+min", "svd"]
+ROUTES: tuple[Route, ...] = ("gram32", "gram64", "gram64+min", "svd")
 
 # Rounding a Gram product A Aᵀ at precision u moves its eigenvalues by
 # about u·λ_max, so the smallest singular value's relative error is about
@@ -74,6 +87,16 @@ _MIN_STABLE_RANK = 0.45
 # costs the float32 product, not also a solve).
 _SURE_STABLE_RANK = 0.5
 _EARLY_REJECT = 0.9
+# gram64+min: the Gram's eigenvalues λ_i are taken to be within √L·ε·λ_max of σ_i² (measured:
+# up to 34·ε·λ_max at L = 2048), and its unresolved values that are not refined must move no
+# quantity by more than this (relative, all errors aligned) between the ends of their
+# intervals: a quarter of SPEC's 1e-5.
+_MAX_SPREAD = 2.5e-6
+# Below this σ_min/σ_1 (condition above 1e10) float64 arithmetic itself fixes σ_min only to
+# ~ε·σ_1 absolute, ≥ 2e-6 relative, in any method (LU and LAPACK's svd differ by up to
+# 0.35·ε·σ_1, 1.4e-4 relative at condition 1.8e12): there C can match float64 svdvals to
+# 1e-5 only by being it, so such matrices go to ``svd``.
+_MIN_REFINED = 1e-10
 # This many estimated matrices (the largest) all predicted gram64 mark a trained model: skip the rest's estimates.
 _SAMPLE = 4
 
@@ -181,10 +204,69 @@ def _solve(matrix: torch.Tensor, route: Route, doubtful: bool) -> Spectrum:
     matrix's copy per thread at a time)."""
     kernels = kernels_for(matrix.device)
     a, e = kernels.prepare(matrix)
+    if route == "gram64+min":  # where it starts: the refinement needs the Gram's eigenvalues
+        route = "gram64"
     while route != "svd":
         floor = _EARLY_REJECT * _MIN_RATIO[route] if doubtful and route == "gram32" else 0.0
         eig = kernels.gram_eigenvalues(a, double=route == "gram64", floor=floor)
         if eig is not None and (eig[-1] == 0 or eig[0] >= _MIN_RATIO[route] * eig[-1]):
             return Spectrum(np.sqrt(np.maximum(eig[::-1], 0.0)), route, e)
+        if eig is not None and route == "gram64":
+            values, refined = _refined(kernels, a, eig, matrix.shape[1])
+            return Spectrum(values, "gram64+min" if refined else "svd", e)
         route = "gram64" if route == "gram32" else "svd"
     return Spectrum(kernels.svd_values(a), "svd", e)
+
+
+def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> tuple[np.ndarray, bool]:
+    """Singular values (descending) from the float64 Gram's ascending eigenvalues ``eig``
+    where they hold, the smallest refined (:meth:`Kernels.smallest_or_all`), and ``True``; or
+    float64 ``svdvals`` (of the same factor where wide) and ``False`` where that cannot hold,
+    also where the condition exceeds 1e10 (``_MIN_REFINED``).
+
+    The ``count`` unresolved eigenvalues (``λ < bound``) are replaced, smallest first, by the
+    refined values; any left between (more than the block refines) keep the Gram's value,
+    raised to the largest refined one, if moving them all to either end of their intervals
+    ``√max(λ ∓ √L·ε·λ_max, 0)`` moves no SPEC §4 quantity, BE or AE (:func:`_spread`), by more
+    than ``_MAX_SPREAD`` (``Σσ`` and ``ER`` increase with each such value, ``σ ≤ 1e-5·σ_1``
+    for ``L`` below ~1e5, so their truth lies between; AE's values are checked at both ends).
+    """
+    count = int(np.searchsorted(eig, _MIN_RATIO["gram64"] * eig[-1]))
+    values = np.sqrt(np.maximum(eig, 0.0))
+
+    def accept(small: np.ndarray) -> bool:
+        values[: len(small)] = small
+        return _unrefined_hold(values, eig, len(small), count, cols)
+
+    small, refined = kernels.smallest_or_all(a, count, floor=_MIN_REFINED * values[-1], accept=accept)
+    if not refined:
+        return small, False
+    values[len(small):count] = values[len(small):count].clip(small[-1])
+    return np.sort(values)[::-1], True
+
+
+def _unrefined_hold(values: np.ndarray, eig: np.ndarray, refined: int, count: int, cols: int) -> bool:
+    """Whether the unresolved values ``refined:count`` of ``values`` (ascending; the first
+    ``refined`` refined), each anywhere in ``√max(λ ∓ √L·ε·λ_max, 0)`` raised to the largest
+    refined value, leave every quantity within ``_MAX_SPREAD``."""
+    if refined >= count:
+        return True
+    delta = np.sqrt(len(eig)) * _EPS["gram64"] * eig[-1]
+    ends = (np.sqrt(np.maximum(eig[refined:count] + d, 0.0)).clip(values[refined - 1]) for d in (-delta, delta))
+    low, high = (np.sort(np.concatenate([values[:refined], end, values[count:]]))[::-1] for end in ends)
+    return _spread(low, high, cols) <= _MAX_SPREAD
+
+
+def _spread(low: np.ndarray, high: np.ndarray, cols: int) -> float:
+    """The largest relative difference of any SPEC §4 quantity, BE or AE, between two spectra
+    (descending) of an ``L × cols`` matrix (``inf`` where only one is NaN or zero)."""
+    rows = len(low)
+    a, b = ({**quantities(v, rows), **{f"{k}_AE": x for k, x in quantities(evbmf(v, rows, cols).d, rows).items()}}
+            for v in (low, high))
+
+    def relative(x: float, y: float) -> float:
+        if x == y or (np.isnan(x) and np.isnan(y)):
+            return 0.0
+        return abs(x - y) / abs(x) if x and np.isfinite(x) else np.inf
+
+    return max(relative(a[k], b[k]) for k in a)

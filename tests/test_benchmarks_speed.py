@@ -31,10 +31,10 @@ def test_speed_quick_prints_every_model_within_tolerance():
         assert float(row[2]) <= 1e-5 and float(row[3]) <= 1e-5, row  # auto, gram64: max rel. deviation
         assert {word for word in row[4:] if not word.rstrip(",").isdigit()} <= set(ROUTES), row
     cliff = [row for row in rows if row[:1] in (["3e+00"], ["5e+00"], ["1e+01"], ["1e+07"])]
-    assert [row[5] for row in cliff] == ["gram32", "gram64", "gram64", "svd"]
+    assert [row[5] for row in cliff] == ["gram32", "gram64", "gram64", "gram64+min"]
     assert all(float(row[6]) <= 1e-5 for row in cliff)
     floor = next(line for line in lines if line.startswith("kernel floor"))
     assert len(re.findall(r"\d\.\d{3}s", floor)) == 3 and float(re.findall(r"([\d.]+)x gram64", floor)[0]) > 0
     models_weights = [(m, w) for m in models for w in ("init", "trained")]
-    assert [(row[0], row[1]) for row in profile] == models_weights  # measure, 6 parts, rest (ms)
-    assert all(len(row) == 10 and float(row[2]) > 0 and all(float(x) >= 0 for x in row[3:9]) for row in profile)
+    assert [(row[0], row[1]) for row in profile] == models_weights  # measure, 7 parts, rest (ms)
+    assert all(len(row) == 11 and float(row[2]) > 0 and all(float(x) >= 0 for x in row[3:10]) for row in profile)

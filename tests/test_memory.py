@@ -12,6 +12,7 @@ _CONSTANT = 16 << 20
 
 @pytest.mark.parametrize(("rows", "cols", "kind", "route"), [
     (2048, 2048, "random", "gram64"),  # the float64 Gram is exactly 2× a square float32 matrix
+    (2048, 2048, "power", "gram64+min"),  # the Gram, freed, then one float64 copy for LU
     (1024, 4096, "ill", "svd"),  # one float64 copy, reduced in place by QR
     (512, 4096, "random", "gram32"),
 ])

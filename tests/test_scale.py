@@ -52,7 +52,7 @@ def test_every_quantity_is_scale_invariant(dtype, scales, method):
 def test_ill_conditioned_float32_is_exact_at_any_scale(factor):
     w = {"w.weight": (matrix_with_condition(24, 216, 1e7).double() * factor).float()}
     fast, exact = probe.measure(w), probe.measure(w, method="svd")
-    assert fast.layers[0].unfoldings["out"].route == "svd"
+    assert fast.layers[0].unfoldings["out"].route in ("gram64+min", "svd")  # beyond the Gram alone
     reference = torch.linalg.svdvals(w["w.weight"].double()).numpy()
     np.testing.assert_allclose(exact.layers[0].unfoldings["out"].s, reference, rtol=1e-9)
     for u in ("in", "out"):
