@@ -7,9 +7,9 @@ sampler never sees them), reports validation accuracy (``trial.report``) and ask
 study's pruner whether to stop. The pruner is the recommended default,
 ``LearnedMeasurePruner()``: it learns from every trial's history (pruned trials included)
 which signal — a measure with its sign, or validation accuracy — ranks the later accuracy,
-promotes trials through successive-halving rungs on it, and falls back on a percentile rule
-on validation accuracy while nothing has earned trust (docs/hpo.md). ``--measure NAME`` uses ``MeasurePruner`` (percentile rule on
-that one measure) instead. The summary says why each pruned trial was pruned.
+promotes trials through successive-halving rungs on it, and prunes nothing while nothing has
+earned trust (docs/hpo.md). ``--measure NAME`` uses ``MeasurePruner`` (percentile rule on that
+one measure) instead. The summary says why each pruned trial was pruned.
 
 Run::
 

@@ -5,7 +5,8 @@
 - :class:`LearnedMeasurePruner` (the recommended default) learns from every trial of the
   study which measures, with what sign, rank the later objective, promotes trials through
   successive-halving rungs on what it trusts (optionally carried from an earlier study with
-  ``prior=``), and falls back on the objective's own values; :class:`MeasurePruner` prunes on one chosen measure (percentile rule), alone
+  ``prior=``), and prunes on nothing untrusted (``percentile=`` adds a percentile rule on the
+  objective meanwhile); :class:`MeasurePruner` prunes on one chosen measure (percentile rule), alone
   or together with an objective pruner. :func:`pruning_reason` tells why a trial was
   pruned, :func:`pruner_settings` with what settings.
 - :class:`MeasurePruningCallback` does both each epoch in Lightning (single process or DDP);
