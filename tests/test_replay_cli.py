@@ -67,6 +67,17 @@ def test_replay_merge_report_from_the_command_line(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "spearman correlation with test_acc (dataset=DIGITS10, optimizer=SGD" in printed
     assert (out / "report" / "correlations.csv").is_file()
+    # a rerun replaces its own report; a folder holding anything else is refused, untouched
+    assert main(["report", str(out), "--measures", "E_L2_BE", "--no-plots"]) == 0
+    capsys.readouterr()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "correlations.csv").write_text("my numbers")
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["report", str(out), "--out", str(mine), "--no-plots"]) == 2
+    error = capsys.readouterr().err
+    assert "refusing to write the report into" in error and "'notes.txt'" in error
+    assert (mine / "correlations.csv").read_text() == "my numbers"
 
 
 def test_replay_unsafe_load_warns_and_merge_writes_parquet(tmp_path, capsys):

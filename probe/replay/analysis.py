@@ -10,6 +10,7 @@ needs memory for one chunk and the checkpoint table, whatever the family's size.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import math
 import os
@@ -399,6 +400,24 @@ class ReportFiles:
     correlations: pd.DataFrame
 
 
+REPORT_FILES = (CORRELATIONS_CSV, "corr_*.png", "scatter_*.png", "spectra_*.png")
+"""What ``probe report`` writes into its directory (names and patterns)."""
+
+
+def _refuse_foreign_report_dir(target: Path) -> None:
+    """Raise ``ValueError`` if ``target`` holds anything (hidden files aside) that a report does not
+    write: its files would be overwritten among someone else's."""
+    if not target.is_dir():
+        return
+    foreign = sorted(name for name in os.listdir(target) if not name.startswith(".")
+                     and not any(fnmatch.fnmatchcase(name, pattern) for pattern in REPORT_FILES))
+    if foreign:
+        raise ValueError(
+            f"refusing to write the report into {str(target)!r}: it holds files a report does not write "
+            f"({', '.join(map(repr, foreign[:5]))}{' ...' if len(foreign) > 5 else ''}); give a new or empty --out"
+        )
+
+
 def write_report(
     out_dir: str | os.PathLike[str],
     *,
@@ -440,7 +459,8 @@ def write_report(
     ReportFiles
 
     Every argument and the tables are checked before anything is written: a damaged table
-    raises ``ValueError`` naming its file, line and column. Rows that repeat a checkpoint
+    raises ``ValueError`` naming its file, line and column; so does a ``report_dir`` holding
+    files a report does not write (a previous report's files are replaced). Rows that repeat a checkpoint
     (``drop_duplicates``) are counted once, with a warning.
     """
     for method in plot_methods:
@@ -467,6 +487,7 @@ def write_report(
         _check_target(table, target, out_dir)
     result = correlations(table, measures=measures, targets=targets, by=by)
     target_dir = Path(report_dir) if report_dir is not None else Path(out_dir) / "report"
+    _refuse_foreign_report_dir(target_dir)
     target_dir.mkdir(parents=True, exist_ok=True)
     csv_path = target_dir / CORRELATIONS_CSV
     result.to_csv(csv_path, index=False)
