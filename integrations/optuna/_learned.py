@@ -154,8 +154,9 @@ class LearnedMeasurePruner(MeasureBasedPruner):
     measures:
         Candidate measures (names stored by ``report_measures``); default ``probe.HEADLINE_NAMES``.
     objective:
-        Whether the objective's ``trial.report`` values are a candidate and the fallback;
-        default ``True``. With ``False`` the pruner abstains until a measure earns trust.
+        Whether the objective's ``trial.report`` values are a candidate (and, with
+        ``percentile``, the fallback's signal); default ``True``. With ``False`` only measures
+        can earn trust.
     percentile:
         Turns on the fallback at untrusted steps: the share of the best completed trials kept,
         in percent (Optuna's convention: 75 prunes the bottom quarter). Default ``None``: no
@@ -416,7 +417,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         trusted = self._trusted(study, histories, step)
         if trusted:
             reason = self._promote(measures.get(step, {}), trial, histories, trusted, step)
-        elif self._gate(study, steps) is not None:
+        elif self._percentile is not None and self._gate(study, steps) is not None:
             reason = self._fallback(study, trial, histories, step)
         else:
             reason = None
@@ -452,7 +453,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
     def _fallback(self, study: optuna.study.Study, trial: FrozenTrial, histories: list[_History], step: int) -> dict[str, Any] | None:
         """The percentile rule on the objective (when ``percentile`` is set), unless the finished
         trials refute it at ``step``."""
-        if self._percentile is None or not self._objective or step not in trial.intermediate_values:
+        if self._percentile is None or not self._objective or step not in trial.intermediate_values:  # for mypy too
             return None
         maximize = study.direction == StudyDirection.MAXIMIZE
         if self._refuted(histories, step, OBJECTIVE, maximize, maximize):
