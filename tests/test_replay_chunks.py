@@ -60,6 +60,24 @@ def test_a_table_not_grouped_by_checkpoint_is_refused(out, tmp_path):
         list(iter_layers(tmp_path / "bad", chunk_rows=100))
 
 
+def test_a_repeated_block_counts_once_and_a_conflicting_one_is_refused(out, tmp_path, caplog):
+    full = load_layers(out)
+    first = full["path"].iloc[0]
+    block = full[full["path"] == first]
+    (tmp_path / "twice").mkdir()  # the first checkpoint's block written twice in a row
+    pd.concat([block, full], ignore_index=True).to_csv(tmp_path / "twice" / "layers.csv", index=False)
+    with caplog.at_level("WARNING"):
+        got = layer_measures(tmp_path / "twice", NAMES, chunk_rows=50)
+    assert f"repeats {len(block)} rows of {first!r}" in caplog.text
+    expected = layer_measures(out, NAMES)
+    pd.testing.assert_frame_equal(got.sort_index(), expected.sort_index())
+    changed = block.assign(ER=block["ER"] * 2)  # the same layers with other values
+    (tmp_path / "conflict").mkdir()
+    pd.concat([changed, full], ignore_index=True).to_csv(tmp_path / "conflict" / "layers.csv", index=False)
+    with pytest.raises(ValueError, match=f"holds {first!r} layer 0 .* twice with different values"):
+        layer_measures(tmp_path / "conflict", NAMES)
+
+
 def test_report_recomputes_aggregates_chunk_by_chunk(out, tmp_path):
     files = write_report(out, report_dir=tmp_path / "report", measures=NAMES, plots=False)
     full = load_layers(out)

@@ -167,14 +167,32 @@ def iter_layers(
 _LAYER_NUMBERS = frozenset({"layer_index", "ndim", "rows", "cols", "weight", "kept", *QUANTITIES, "SQ"})
 
 
+_LAYER_KEY = ["path", "layer_index", "unfolding", "variant"]
+"""What one layer-table row is about: a row repeated with the same key is a repeated block."""
+
+
 def _checked(chunk: pd.DataFrame, seen: set[str]) -> pd.DataFrame:
-    """``chunk``, after checking that none of its checkpoints appeared in an earlier chunk."""
+    """``chunk``, after checking that none of its checkpoints appeared in an earlier chunk,
+    with repeated rows (the same key, the same values: a block written twice) counted once,
+    with a warning; the same key with other values is refused."""
     paths = set(chunk["path"].unique())
     if not paths.isdisjoint(seen):
         raise ValueError(f"the layer table is not grouped by checkpoint (rows of {min(paths & seen)!r} are apart): "
                          "rebuild it with `probe merge DIR`")
     seen.update(paths)
-    return chunk
+    if not set(_LAYER_KEY) <= set(chunk.columns):
+        return chunk
+    repeated = chunk.duplicated(_LAYER_KEY)
+    if not repeated.any():
+        return chunk
+    conflicting = chunk.duplicated(_LAYER_KEY, keep=False) & ~chunk.duplicated(keep=False)
+    if conflicting.any():
+        row = chunk[conflicting].iloc[0]
+        raise ValueError(f"the layer table holds {row['path']!r} layer {row['layer_index']} ({row['unfolding']}, "
+                         f"{row['variant']}) twice with different values: rebuild it with `probe merge DIR`")
+    log.warning("the layer table repeats %d rows of %s; each counted once",
+                int(repeated.sum()), ", ".join(map(repr, sorted(chunk.loc[repeated, "path"].unique())[:3])))
+    return chunk[~repeated]
 
 
 def layer_measures(
