@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from _family_recording import done_runs, sort_by_run
 from torch import nn
 
 import probe
@@ -164,25 +165,6 @@ def _run(args: tuple[Config, dict]) -> tuple[Config, list[dict], float]:
     return config, rows, time.perf_counter() - start
 
 
-def _done(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    with path.open(newline="") as handle:
-        return {row["run_id"] for row in csv.DictReader(handle)}
-
-
-def _sort_file(path: Path, configs: list[Config]) -> None:
-    order = {config.run_id: index for index, config in enumerate(configs)}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields, rows = reader.fieldnames, list(reader)
-    rows.sort(key=lambda row: (order[row["run_id"]], int(row["epoch"])))
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="CSV to append to (default: %(default)s)")
@@ -209,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
         configs, args.epochs = configs[:: len(configs) // 4][:4], 3
         args.out = Path(tempfile.mkdtemp()) / "family.csv"
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = _done(args.out)
+    done = done_runs(args.out)
     # seed-major order: an interrupted run leaves whole seeds of the grid
     todo = sorted((config for config in configs if config.run_id not in done), key=lambda config: config.seed)
     print(f"{len(configs)} models, {len(done)} already in {args.out}, {len(todo)} to train", flush=True)
@@ -235,8 +217,8 @@ def main(argv: list[str] | None = None) -> None:
         elapsed = time.perf_counter() - start
         print(f"[{count}/{len(todo)}] {config.run_id}: test_acc {rows[-1]['test_acc']:.3f} "
               f"({seconds:.0f} s; elapsed {elapsed / 60:.1f} min)", flush=True)
-    if len(_done(args.out)) == len(configs):
-        _sort_file(args.out, configs)
+    if len(done_runs(args.out)) == len(configs):
+        sort_by_run(args.out, [config.run_id for config in configs])
     print(f"wrote {args.out}")
 
 

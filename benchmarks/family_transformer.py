@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _sequence_family import BATCH_SIZES, SPLITS, Family, main, optimizer_draws
+from _family_recording import BATCH_SIZES, SPLITS, Family, main, optimizer_draws, split
 from torch import nn
 
 VOCABULARY, LENGTH, CLASSES = 8, 12, 5
@@ -39,8 +39,7 @@ def task() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     rng = np.random.default_rng(0)
     x = rng.integers(0, VOCABULARY, size=(SPLITS["test"].stop, LENGTH))
     y = np.minimum((x[:, 1:] == x[:, :1]).sum(1), CLASSES - 1)
-    tensors = torch.tensor(x, dtype=torch.long), torch.tensor(y, dtype=torch.long)
-    return {name: (tensors[0][cut], tensors[1][cut]) for name, cut in SPLITS.items()}
+    return split(torch.tensor(x, dtype=torch.long), torch.tensor(y, dtype=torch.long))
 
 
 def config(seed: int) -> dict:

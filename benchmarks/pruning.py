@@ -227,6 +227,8 @@ Family = tuple[list[RecordedRun], int, int, bool, int]
 """(runs, epochs, trials per study, quick, prior runs)."""
 _STATE: dict[str, Family] = {}
 """Per worker process: family name -> its :data:`Family`, set by :func:`_init`."""
+_HINDSIGHT: dict[str, dict[int, tuple[str, bool]]] = {}
+"""Per worker process: family name -> its :func:`hindsight_signals` (computed once)."""
 
 
 def _init(families: dict[str, Family]) -> None:
@@ -273,7 +275,9 @@ def _study(task: tuple[str, int, int]) -> tuple[int, float, float]:
     if name.startswith(PRIOR):
         pruner: BasePruner = LearnedMeasurePruner(prior=earlier_study(runs, trials, prior_runs, seed))
     elif name.startswith(HINDSIGHT):
-        pruner = HalvingOnSignal(hindsight_signals(runs, epochs))
+        if family not in _HINDSIGHT:
+            _HINDSIGHT[family] = hindsight_signals(runs, epochs)
+        pruner = HalvingOnSignal(_HINDSIGHT[family])
     else:
         pruner = make()
     pruned_at = replay_study(ordered, pruner=pruner, study_name=f"order-{seed}")

@@ -1,7 +1,8 @@
-"""What the sequence families (``family_transformer.py``, ``family_recurrent.py``) share: the
-hyperparameters every run draws, the training loop that records each epoch's accuracies,
-losses and measures, and the resumable recording command (rows appended as each run
-finishes; the file rewritten in seed order once every run is done)."""
+"""What the families trained on generated tasks (``family_mlp.py``, ``family_transformer.py``,
+``family_recurrent.py``) share: the hyperparameters every run draws, the training loop that
+records each epoch's accuracies, losses and measures, and the resumable recording command
+(rows appended as each run finishes; the file rewritten in seed order once every run is done,
+also by ``family.py``)."""
 
 from __future__ import annotations
 
@@ -27,11 +28,12 @@ PERFORMANCE = ("train_acc", "train_loss", "val_acc", "val_loss", "test_acc", "te
 POWER_LAW = ("alpha_mean_BE", "alphahat_mean_BE")
 """WeightWatcher's school, recorded beside the headline measures (SPEC §10)."""
 SPLITS = {"train": slice(0, 2000), "val": slice(2000, 2500), "test": slice(2500, 4500)}
+"""The sequence tasks' train / validation / test rows."""
 BATCH_SIZES = (16, 32, 64, 128)
 
 
 class Family(NamedTuple):
-    """One sequence family: its columns, draws, model and task."""
+    """One family: its columns, draws, model and task."""
 
     name: str
     """The CSV's stem, ``benchmarks/data/<name>.csv``."""
@@ -43,10 +45,17 @@ class Family(NamedTuple):
     task: Callable[[], dict[str, tuple[torch.Tensor, torch.Tensor]]]
     runs: int
     """Runs recorded by default."""
+    clip_grad_norm: float | None = 1.0
+    """Gradients clipped to this norm (``None``: not clipped)."""
 
     @property
     def fields(self) -> list[str]:
         return ["run_id", *self.hyperparameters, "seed", "epoch", *PERFORMANCE, *probe.HEADLINE_NAMES, *POWER_LAW]
+
+
+def split(x: torch.Tensor, y: torch.Tensor, cuts: dict[str, slice] = SPLITS) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Inputs and labels cut into the named splits."""
+    return {name: (x[cut], y[cut]) for name, cut in cuts.items()}
 
 
 def optimizer_draws(seed: int, rng: np.random.Generator) -> dict:
@@ -68,8 +77,8 @@ def _optimizer(cfg: dict, params) -> torch.optim.Optimizer:
 
 
 def train_one(family: Family, seed: int, *, epochs: int) -> list[dict]:
-    """Train run ``seed`` of ``family`` (cosine schedule, gradients clipped to norm 1); one row
-    per epoch ``0..epochs`` (epoch 0: at initialisation)."""
+    """Train run ``seed`` of ``family`` (cosine schedule, gradients clipped as the family says);
+    one row per epoch ``0..epochs`` (epoch 0: at initialisation)."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     cfg = family.config(seed)
@@ -89,7 +98,8 @@ def train_one(family: Family, seed: int, *, epochs: int) -> list[dict]:
                 loss = nn.functional.cross_entropy(net(x_train[batch]), y_train[batch])
                 optimizer.zero_grad()
                 loss.backward()
-                nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                if family.clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(net.parameters(), family.clip_grad_norm)
                 optimizer.step()
                 schedule.step()
         net.eval()
@@ -114,14 +124,16 @@ def _run(job: tuple[str, int, int]) -> tuple[list[dict], float]:
     return rows, time.perf_counter() - start
 
 
-def _done(path: Path) -> set[str]:
+def done_runs(path: Path) -> set[str]:
+    """The ``run_id`` values a family table already holds (none when it does not exist)."""
     if not path.exists():
         return set()
     with path.open(newline="") as handle:
         return {row["run_id"] for row in csv.DictReader(handle)}
 
 
-def _sort_file(path: Path, order: list[str]) -> None:
+def sort_by_run(path: Path, order: list[str]) -> None:
+    """Rewrite the family table at ``path`` with its rows in run ``order``, then by epoch."""
     rank = {name: index for index, name in enumerate(order)}
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
@@ -148,7 +160,7 @@ def main(module: str, description: str, argv: list[str] | None = None) -> None:
         args.runs, args.epochs, args.out = 3, 3, Path(tempfile.mkdtemp()) / f"{family.name}.csv"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     order = [family.run_id(family.config(seed)) for seed in range(args.runs)]
-    done = _done(args.out)
+    done = done_runs(args.out)
     todo = [seed for seed, name in enumerate(order) if name not in done]
     print(f"{args.runs} runs, {len(done)} already in {args.out}, {len(todo)} to train", flush=True)
     jobs = [(module, seed, args.epochs) for seed in todo]
@@ -170,6 +182,6 @@ def main(module: str, description: str, argv: list[str] | None = None) -> None:
         print(f"[{count}/{len(todo)}] {rows[-1]['run_id']}: val_acc@1 {rows[1]['val_acc']:.3f}, "
               f"test_acc {rows[-1]['test_acc']:.3f} ({seconds:.0f} s; elapsed {(time.perf_counter() - start) / 60:.1f} min)",
               flush=True)
-    if _done(args.out) >= set(order):
-        _sort_file(args.out, order)
+    if done_runs(args.out) >= set(order):
+        sort_by_run(args.out, order)
     print(f"wrote {args.out}")
