@@ -27,6 +27,7 @@ RUNS = {
     "family_mlp.py": (["--quick"], "test_acc"),
     "family_transformer.py": (["--quick"], "test_acc"),
     "family_recurrent.py": (["--quick"], "test_acc"),
+    "family_mixer.py": (["--quick"], "test_acc"),
 }
 
 
