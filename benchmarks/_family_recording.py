@@ -1,8 +1,8 @@
 """What the families trained on generated tasks (``family_mlp.py``, ``family_transformer.py``,
-``family_recurrent.py``, ``family_mixer.py``) share: the hyperparameters every run draws, the
-training loop that records each epoch's accuracies, losses and measures, and the resumable
-recording command (rows appended as each run finishes; the file rewritten in seed order once
-every run is done, also by ``family.py``)."""
+``family_recurrent.py``, ``family_mixer.py``, ``family_conv1d.py``) share: the hyperparameters
+every run draws, the training loop that records each epoch's accuracies, losses and measures,
+and the resumable recording command (rows appended as each run finishes; the file rewritten in
+seed order once every run is done, also by ``family.py``)."""
 
 from __future__ import annotations
 
