@@ -28,6 +28,7 @@ RUNS = {
     "family_transformer.py": (["--quick"], "test_acc"),
     "family_recurrent.py": (["--quick"], "test_acc"),
     "family_mixer.py": (["--quick"], "test_acc"),
+    "pruning_variants.py": (["--quick"], "| variant | mixer 20 | mixer all |"),
 }
 
 
