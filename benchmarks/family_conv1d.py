@@ -26,7 +26,7 @@ of ``width, depth, token_hidden, batch_size``, so ``pruning.py`` replays it as i
 others. Rows are appended as each run finishes, so an interrupted recording resumes where it
 stopped; when every run is done the file is rewritten in seed order.
 
-    nice -n 10 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/family_conv1d.py --workers 1 --out /work/heldout8/family_conv1d.csv
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/family_conv1d.py --workers 1 --out /work/heldout8/family_conv1d.csv
         # the held-out table (48 runs × 20 epochs; 6.5 min on 2 CPUs shared with another job)
     .venv/bin/python benchmarks/family_conv1d.py --quick     # smoke test: 3 runs, 3 epochs (~9 s)
 """

@@ -25,7 +25,7 @@ channel-mixing weights (2·width × width, width × 2·width) of each block, and
 Rows are appended as each run finishes, so an interrupted recording resumes where it stopped;
 when every run is done the file is rewritten in seed order.
 
-    nice -n 10 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/family_mixer.py --workers 1 --out /work/heldout7/family_mixer.csv
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/family_mixer.py --workers 1 --out /work/heldout7/family_mixer.csv
         # the held-out table (48 runs × 20 epochs; 9.1 min on 2 CPUs shared with another job)
     .venv/bin/python benchmarks/family_mixer.py --quick     # smoke test: 3 runs, 3 epochs (~11 s)
 """

@@ -20,7 +20,7 @@ are ``family_transformer.py``'s with ``cell, hidden, depth, batch_size`` instead
 Rows are appended as each run finishes, so an interrupted recording resumes where it stopped;
 when every run is done the file is rewritten in seed order.
 
-    nice -n 10 OMP_NUM_THREADS=1 .venv/bin/python benchmarks/family_recurrent.py --workers 1 --out /work/heldout6/family_recurrent.csv
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/family_recurrent.py --workers 1 --out /work/heldout6/family_recurrent.csv
         # the held-out table (64 runs × 20 epochs; 15.6 min on 2 CPUs shared with other jobs)
     .venv/bin/python benchmarks/family_recurrent.py --quick     # smoke test: 3 runs, 3 epochs (~20 s)
 """
