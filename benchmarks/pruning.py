@@ -38,6 +38,7 @@ import types
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import optuna
@@ -70,6 +71,8 @@ DEFAULT = "default: LearnedMeasurePruner()"
 PRIOR = "prior="
 HINDSIGHT = "hindsight bound"
 PREVIOUS = "previous: LearnedMeasurePruner(percentile=75), fallback on the objective"
+T = TypeVar("T")
+R = TypeVar("R")
 STARTUP = 5
 """Completed trials before any pruner with a startup setting prunes (Optuna's default)."""
 
@@ -286,6 +289,19 @@ def _study(task: tuple[str, int, int]) -> tuple[int, float, float]:
     return consumed, found, max(run.value for run in ordered)
 
 
+def map_tasks(function: Callable[[T], R], tasks: list[T], *, workers: int,
+              initializer: Callable[..., None], initargs: tuple) -> list[R]:
+    """``function`` over ``tasks``, in order: on ``workers`` spawned processes, each first set up by
+    ``initializer(*initargs)``, or in this process (set up the same way) when ``workers`` is 1."""
+    if workers <= 1:
+        initializer(*initargs)
+        return list(map(function, tasks))
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=initializer, initargs=initargs) as pool:
+        return pool.map(function, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
+
+
 def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | None = None,
               quick: bool = False, prior_runs: int = 0, only: str | None = None) -> list[dict]:
     """Replay every setup on every family, ``trials`` runs per study (default: all); one record
@@ -304,14 +320,7 @@ def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | Non
     tasks = [(family, index, seed) for family, (_, epochs, _, _, _) in families.items()
              for index, setup in enumerate(setups(epochs, quick=quick, prior_runs=prior_runs))
              if only is None or only in setup[0] for seed in range(orders)]
-    if workers > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(families,)) as pool:
-            results = pool.map(_study, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
-    else:
-        _init(families)
-        results = list(map(_study, tasks))
+    results = map_tasks(_study, tasks, workers=workers, initializer=_init, initargs=(families,))
     records = []
     for family, (runs, epochs, n, _, _) in families.items():
         best, full = max(run.value for run in runs), n * epochs

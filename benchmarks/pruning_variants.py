@@ -31,11 +31,11 @@ import numpy as np
 import optuna
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
-from pruning import DATA, draw, load_runs
+from pruning import DATA, draw, load_runs, map_tasks
 
 from integrations.optuna import LearnedMeasurePruner, RecordedRun, replay_study
-from integrations.optuna._learned import FINAL, OBJECTIVE, Signal, _History
-from integrations.optuna._trust import correlation_lower_bound, look_size, rank_correlation, trust_p_value
+from integrations.optuna._learned import OBJECTIVE, Signal, _History
+from integrations.optuna._trust import correlation_lower_bound, rank_correlation, trust_p_value
 
 FAMILIES = ("family", "family_train200", "family_mnist", "family_mlp", "family_transformer", "family_recurrent",
             "family_mixer", "family_conv1d")
@@ -59,30 +59,9 @@ class TrustTest(LearnedMeasurePruner):
         self._spend = spend
         self._objective_share = objective_share
 
-    def _alpha(self, look: int, horizons: int) -> float:
-        """The level of look ``look`` at one of ``horizons`` horizons."""
+    def _look_level(self, look: int, horizons: int) -> float:
         alpha = (1.0 - self._confidence) / horizons
         return alpha / 2.0 ** look if self._spend == "geometric" else alpha / (look * (look + 1))
-
-    def _test(self, histories: list[_History], step: int, maximize: bool, memo: dict[int, list[Signal]]) -> list[Signal]:
-        """The default's test with :meth:`_alpha` for its ``α/2^j``."""
-        if step in memo:
-            return memo[step]
-        memo[step] = []
-        horizons = self._horizons(histories, step)
-        best: dict[str, Signal] = {}
-        for horizon in horizons:
-            values, targets = self._sample(histories, step, horizon)
-            size, look = look_size(len(targets), self._n_trust_trials)
-            if not look:
-                continue
-            if horizon is not FINAL and not any(s.name == OBJECTIVE for s in self._test(histories, horizon, maximize, memo)):
-                continue
-            for signal in self._look(values[:size], targets[:size], self._alpha(look, len(horizons)), maximize, horizon):
-                if signal.name not in best or signal.lower_bound > best[signal.name].lower_bound:
-                    best[signal.name] = signal
-        memo[step] = sorted(best.values(), key=lambda signal: -signal.lower_bound)
-        return memo[step]
 
     def _look(self, values: np.ndarray, targets: np.ndarray, alpha: float, maximize: bool,
               horizon: int | None) -> list[Signal]:
@@ -117,48 +96,7 @@ class TrustTest(LearnedMeasurePruner):
 
 # --- the promotion rule ----------------------------------------------------------------------
 
-class Promotion(LearnedMeasurePruner):
-    """The default's promotion rule with two parts left to a subclass: whether it judges at a
-    step (:meth:`_judges`, after the NaN rule; the default: at rungs) and how many a judgment
-    keeps (:meth:`_keep`; the default: ``max(1, ⌈n/η⌉)``). As it is, it decides as the default."""
-
-    def _judges(self, histories: list[_History], step: int) -> bool:
-        """Whether a trial with a finite trusted value at ``step`` is judged there."""
-        return self._is_rung(step)
-
-    def _keep(self, n: int, signal: Signal, histories: list[_History], step: int) -> int:
-        """How many of the ``n`` values at ``step`` (the trial's included) run on."""
-        return max(1, math.ceil(n / self._eta))
-
-    def _promote(self, measures: dict[str, float], trial: FrozenTrial, histories: list[_History],
-                 trusted: list[Signal], step: int) -> Reason:
-        """The default's ``_promote`` with :meth:`_judges` for its rung check, :meth:`_keep` for its ``⌈n/η⌉``."""
-        own = [(signal, trial.intermediate_values.get(step) if signal.name == OBJECTIVE else measures.get(signal.name))
-               for signal in trusted]
-        usable = [(signal, value) for signal, value in own if value is not None]
-        if not usable:
-            return None
-        finite = [(signal, value) for signal, value in usable if math.isfinite(value)]
-        if not finite:
-            return self._nan_reason(usable[0][0].name, step)
-        signal, value = finite[0]
-        if not self._judges(histories, step):
-            return None
-        index = self._candidates.index(signal.name)
-        others = np.array([h.values[step][index] for h in histories if step in h.values], dtype=float)
-        population = np.append(others[np.isfinite(others)], value)
-        sign = 1.0 if signal.higher_is_better else -1.0
-        keep = self._keep(len(population), signal, histories, step)
-        threshold = float(sign * np.sort(sign * population)[::-1][keep - 1])
-        if not sign * value < sign * threshold:
-            return None
-        return {"rule": "learned", "signal": signal.name, "step": step, "value": float(value), "threshold": threshold,
-                "higher_is_better": signal.higher_is_better, "keep": keep, "of": len(population),
-                "rho": signal.rho, "n": signal.n, "horizon": "final" if signal.horizon is FINAL else signal.horizon,
-                "source": signal.source}
-
-
-class KeepFromRho(Promotion):
+class KeepFromRho(LearnedMeasurePruner):
     """A rung keeps the smallest share (never under ``1/η``) that cuts the best of its ``n``
     with chance at most ``miss``, under a Gaussian copula at ρ's 90 % lower bound."""
 
@@ -175,7 +113,7 @@ class KeepFromRho(Promotion):
         return max(1, math.ceil(n * min(1.0, max(1.0 / self._eta, share))))
 
 
-class RungsOnly(Promotion):
+class RungsOnly(LearnedMeasurePruner):
     """Base of the variants judged at rungs only: unlike the default, a trial at a trusted step
     between rungs is not pruned either when its signals are NaN."""
 
@@ -204,7 +142,7 @@ class KeepSpent(RungsOnly):
         return max(1, math.ceil(n / (1.0 / share)))  # not n * share: ⌈·⌉ can round that otherwise
 
 
-class FirstTrusted(Promotion):
+class FirstTrusted(LearnedMeasurePruner):
     """Judged once per rung's interval ``[r, η·r)``: at its first step with a trusted signal,
     which need not be the rung."""
 
@@ -309,14 +247,7 @@ def benchmark(paths: list[Path], labels: list[str], *, orders: int, workers: int
             raise ValueError(f"{family} has {len(runs)} runs, fewer than a study of {TRIALS[0]} trials")
     tasks = [(family, trials, label, seed) for label in labels for family in families for trials in TRIALS
              for seed in range(orders)]
-    if workers > 1:
-        import multiprocessing
-
-        with multiprocessing.get_context("spawn").Pool(workers, initializer=_init, initargs=(families,)) as pool:
-            results = pool.map(_study, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
-    else:
-        _init(families)
-        results = list(map(_study, tasks))
+    results = map_tasks(_study, tasks, workers=workers, initializer=_init, initargs=(families,))
     table = {}
     for label in labels:
         for family in families:

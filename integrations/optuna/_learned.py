@@ -361,12 +361,16 @@ class LearnedMeasurePruner(MeasureBasedPruner):
                 continue
             if horizon is not FINAL and not any(s.name == OBJECTIVE for s in self._test(histories, horizon, maximize, memo)):
                 continue  # a chain must end at the final value
-            alpha = (1.0 - self._confidence) / len(horizons) / 2.0 ** look
-            for signal in self._look(values[:size], targets[:size], alpha, maximize, horizon):
+            for signal in self._look(values[:size], targets[:size], self._look_level(look, len(horizons)),
+                                     maximize, horizon):
                 if signal.name not in best or signal.lower_bound > best[signal.name].lower_bound:
                     best[signal.name] = signal
         memo[step] = sorted(best.values(), key=lambda signal: -signal.lower_bound)
         return memo[step]
+
+    def _look_level(self, look: int, horizons: int) -> float:
+        """The family-wise level ``α_j = (1 − confidence) / H / 2^j`` of look ``j`` at one of ``H`` horizons."""
+        return (1.0 - self._confidence) / horizons / 2.0 ** look
 
     def _look(self, values: np.ndarray, targets: np.ndarray, alpha: float, maximize: bool,
               horizon: int | None) -> list[Signal]:
@@ -435,13 +439,13 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         if not finite:
             return self._nan_reason(usable[0][0].name, step)
         signal, value = finite[0]
-        if not self._is_rung(step):
+        if not self._judges(histories, step):
             return None
         index = self._candidates.index(signal.name)
         others = np.array([h.values[step][index] for h in histories if step in h.values], dtype=float)
         population = np.append(others[np.isfinite(others)], value)
         sign = 1.0 if signal.higher_is_better else -1.0
-        keep = max(1, math.ceil(len(population) / self._eta))
+        keep = self._keep(len(population), signal, histories, step)
         threshold = float(sign * np.sort(sign * population)[::-1][keep - 1])
         if not sign * value < sign * threshold:
             return None
@@ -449,6 +453,14 @@ class LearnedMeasurePruner(MeasureBasedPruner):
                 "higher_is_better": signal.higher_is_better, "keep": keep, "of": len(population),
                 "rho": signal.rho, "n": signal.n, "horizon": "final" if signal.horizon is FINAL else signal.horizon,
                 "source": signal.source}
+
+    def _judges(self, histories: list[_History], step: int) -> bool:
+        """Whether the promotion rule judges a trial with a finite trusted value at ``step``: at rungs."""
+        return self._is_rung(step)
+
+    def _keep(self, n: int, signal: Signal, histories: list[_History], step: int) -> int:
+        """How many of the ``n`` values at ``step`` (the trial's included) run on: ``max(1, ⌈n/η⌉)``."""
+        return max(1, math.ceil(n / self._eta))
 
     def _fallback(self, study: optuna.study.Study, trial: FrozenTrial, histories: list[_History], step: int) -> dict[str, Any] | None:
         """The percentile rule on the objective (when ``percentile`` is set), unless the finished
