@@ -69,6 +69,7 @@ DATA = Path(__file__).parent / "data"
 FIGURES = Path(__file__).parent / "figures"
 DEFAULT = "default: LearnedMeasurePruner()"
 PRIOR = "prior="
+PRUNED_PRIOR = "a study pruned by the default of"
 HINDSIGHT = "hindsight bound"
 PREVIOUS = "previous: LearnedMeasurePruner(percentile=75), fallback on the objective"
 T = TypeVar("T")
@@ -176,8 +177,8 @@ Setup = tuple[str, str | None, Callable[[], BasePruner]]
 def setups(epochs: int, *, quick: bool = False, prior_runs: int = 0) -> list[Setup]:
     """The compared setups. Warm-ups are in epochs (the same on every family); only the
     resources of SuccessiveHalving/Hyperband follow the family's length, as Optuna's do.
-    With ``prior_runs``, also the default with ``prior=`` an unpruned study of that many
-    runs the order did not draw (built per order in :func:`_study`)."""
+    With ``prior_runs``, also the default with ``prior=`` a study of that many runs the
+    order did not draw, unpruned or pruned by the default (built per order in :func:`_study`)."""
     def median(warmup: int) -> Callable[[], MedianPruner]:
         return lambda: MedianPruner(n_startup_trials=STARTUP, n_warmup_steps=warmup)
 
@@ -185,7 +186,8 @@ def setups(epochs: int, *, quick: bool = False, prior_runs: int = 0) -> list[Set
         (DEFAULT, None, LearnedMeasurePruner),
         ("none", None, NopPruner),
         (PREVIOUS, None, lambda: LearnedMeasurePruner(percentile=75.0)),
-        *([(f"{PRIOR} an unpruned study of {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner)]
+        *([(f"{PRIOR} an unpruned study of {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner),
+           (f"{PRIOR} {PRUNED_PRIOR} {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner)]
           if prior_runs else []),
         ("random 50% at epoch 3 (chance baseline)", None, lambda: RandomPruner(step=3, share=0.5)),
         (f"{HINDSIGHT}: successive halving (min 1, η=3) on each rung's best signal, chosen on all runs", None,
@@ -259,11 +261,13 @@ def draw(n_runs: int, trials: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_runs)[:trials]
 
 
-def earlier_study(runs: list[RecordedRun], trials: int, prior_runs: int, seed: int) -> optuna.Study:
-    """The ``prior=`` of order ``seed``: an unpruned in-memory study of ``prior_runs`` runs
-    that order did not draw (the next ones of its permutation)."""
+def earlier_study(runs: list[RecordedRun], trials: int, prior_runs: int, seed: int, *,
+                  pruned: bool = False) -> optuna.Study:
+    """The ``prior=`` of order ``seed``: an in-memory study of ``prior_runs`` runs that order
+    did not draw (the next ones of its permutation), unpruned or, with ``pruned``, pruned by
+    the default (a user's previous study run with it)."""
     others = np.random.default_rng(seed).permutation(len(runs))[trials:trials + prior_runs]
-    study = optuna.create_study(direction="maximize", pruner=NopPruner())
+    study = optuna.create_study(direction="maximize", pruner=LearnedMeasurePruner() if pruned else NopPruner())
     replay_study([runs[i] for i in others], study=study)
     return study
 
@@ -276,7 +280,8 @@ def _study(task: tuple[str, int, int]) -> tuple[int, float, float]:
     ordered = [runs[i] for i in draw(len(runs), trials, seed)]
     name, _, make = setups(epochs, quick=quick, prior_runs=prior_runs)[index]
     if name.startswith(PRIOR):
-        pruner: BasePruner = LearnedMeasurePruner(prior=earlier_study(runs, trials, prior_runs, seed))
+        earlier = earlier_study(runs, trials, prior_runs, seed, pruned=PRUNED_PRIOR in name)
+        pruner: BasePruner = LearnedMeasurePruner(prior=earlier)
     elif name.startswith(HINDSIGHT):
         if family not in _HINDSIGHT:
             _HINDSIGHT[family] = hindsight_signals(runs, epochs)
@@ -420,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=_trials, default=None, metavar="N",
                         help="runs per study, drawn without replacement for each order ('all', the default: every run)")
     parser.add_argument("--prior-runs", type=int, default=0, metavar="K",
-                        help="also the default with prior= an unpruned study of K runs each order did not draw")
+                        help="also the default with prior= a study of K runs each order did not draw "
+                             "(two rows: that study unpruned, and pruned by the default)")
     parser.add_argument("--only", default=None, metavar="TEXT", help="only the setups whose name contains TEXT")
     parser.add_argument("--orders", type=int, default=30, help="random trial orders (studies per setup; default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="processes replaying studies (default: %(default)s)")

@@ -200,7 +200,7 @@ VARIANTS: dict[str, Callable[[], BasePruner]] = {
     "keep share from ρ, `trust_threshold=0`": lambda: KeepFromRho(trust_threshold=0.0),
     "shift: judged at the first trusted step of each rung's interval": FirstTrusted,
     "`reduction_factor=2` (rungs 1, 2, 4, 8, 16; half kept)": lambda: LearnedMeasurePruner(reduction_factor=2),
-    "keep half at rungs 1, 3, 9": lambda: KeepTop(first=2.0, later=2.0),
+    "`keep=0.5`: half kept at rungs 1, 3, 9": lambda: LearnedMeasurePruner(keep=0.5),
     "keep a third at rung 1, half at later rungs": lambda: KeepTop(first=3, later=2.0),
     "keep max(⅓, s / longest run) at rung s": KeepSpent,
     "prune only outside every trusted signal's top third": EveryTrusted,

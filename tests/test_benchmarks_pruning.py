@@ -67,7 +67,8 @@ def test_prior_runs_adds_the_default_with_an_earlier_study():
     ).stdout
     records = json.loads(out)
     assert [r["pruner"] for r in records] == [
-        "default: LearnedMeasurePruner()", "prior= an unpruned study of 8 other runs (the default's settings)"]
+        "default: LearnedMeasurePruner()", "prior= an unpruned study of 8 other runs (the default's settings)",
+        "prior= a study pruned by the default of 8 other runs (the default's settings)"]
     assert all(r["trials"] == 8 and 0.0 < r["epochs_share"] <= 1.0 and r["regret_pp"] >= 0.0 for r in records)
 
 

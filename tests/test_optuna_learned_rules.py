@@ -96,6 +96,18 @@ def test_promotion_rule_keeps_the_top_third_at_rungs_only():
     study = _partial_study(1.0, reduction_factor=2)
     assert not _judge(study, step=1, measure=population[-7] + 1e-9)
     assert _judge(study, step=1, measure=population[-7] - 1e-9)
+    # keep=0.5 keeps the top half at η = 3's rungs (1, 3, 9): ⌈13 · 0.5⌉ = 7
+    study = _partial_study(1.0, keep=0.5)
+    assert not study.pruner._is_rung(2) and study.pruner._is_rung(3)
+    assert not _judge(study, step=1, measure=population[-7] + 1e-9)
+    assert _judge(study, step=1, measure=population[-7] - 1e-9)
+    assert (pruning_reason(study.trials[-1])["keep"], pruning_reason(study.trials[-1])["of"]) == (7, 13)
+
+
+@pytest.mark.parametrize("keep", [0.0, -0.5, 1.5, True, "half"])
+def test_keep_must_be_a_share(keep):
+    with pytest.raises(ValueError, match="keep="):
+        LearnedMeasurePruner(keep=keep)
 
 
 def test_prior_trust_is_used_then_refuted_or_confirmed(tmp_path):

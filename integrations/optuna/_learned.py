@@ -103,8 +103,9 @@ class LearnedMeasurePruner(MeasureBasedPruner):
     1. *Promotion rule*, when a signal is trusted at ``s`` and ``s`` is a rung
        (``max(1, n_warmup_steps) · reduction_factor^k``): the trusted signal with the best confidence
        bound that the trial has a value for ranks it among every finished trial's value at ``s`` (as asynchronous successive
-       halving); it runs on when in the top ``max(1, ⌈n / reduction_factor⌉)``, else it is
-       pruned (rule ``"learned"``). Between rungs a trusted step prunes nothing.
+       halving); it runs on when in the top ``max(1, ⌈n · keep⌉)`` (``keep`` defaults to
+       ``1 / reduction_factor``), else it is pruned (rule ``"learned"``). Between rungs a
+       trusted step prunes nothing.
     2. *Fallback* (opt-in, ``percentile=``), with nothing trusted at ``s``: the objective's
        best value so far against the ``percentile``-th best of the completed trials' values
        at ``s`` (Optuna's ``PercentilePruner``; rule ``"fallback"``) — unless the finished
@@ -162,8 +163,11 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         in percent (Optuna's convention: 75 prunes the bottom quarter). Default ``None``: no
         fallback (the safe choice where the early objective can mislead; see docs/hpo.md).
     reduction_factor:
-        The promotion rule's η: rungs at ``max(1, n_warmup_steps) · η^k``, the top ``1/η`` runs on;
-        default 3.
+        The promotion rule's η: rungs at ``max(1, n_warmup_steps) · η^k``; default 3.
+    keep:
+        The share of a rung's trials that runs on (0 < keep ≤ 1); default ``1 / reduction_factor``.
+        ``keep=0.5`` guards against late bloomers (a run at the median halfway through its
+        schedule and best at the end) for more epochs; see docs/hpo.md.
     trust_threshold:
         The ``|rho|`` a candidate must exceed (0 ≤ value < 1); default 0.2.
     confidence:
@@ -190,6 +194,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         objective: bool = True,
         percentile: float | None = None,
         reduction_factor: int = 3,
+        keep: float | None = None,
         trust_threshold: float = 0.2,
         confidence: float = 0.95,
         n_trust_trials: int = 8,
@@ -210,6 +215,8 @@ class LearnedMeasurePruner(MeasureBasedPruner):
                                        or not 0.0 <= percentile <= 100.0):
             raise ValueError(f"percentile must be None or between 0 and 100 inclusive, got percentile={percentile!r}")
         check_int("reduction_factor", reduction_factor, 2)
+        if keep is not None and (isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0):
+            raise ValueError(f"keep must be None or a share in (0, 1], got keep={keep!r}")
         if not 0.0 <= trust_threshold < 1.0:
             raise ValueError(f"trust_threshold must be in [0, 1), got trust_threshold={trust_threshold!r}")
         if not 0.0 < confidence < 1.0:
@@ -223,13 +230,15 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         self._objective = bool(objective)
         self._percentile = percentile
         self._eta = reduction_factor
+        self._keep_share = 1.0 / reduction_factor if keep is None else float(keep)
         self._trust_threshold = trust_threshold
         self._confidence = confidence
         self._n_trust_trials = n_trust_trials
         self._prior = prior
         self._settings.update({
             "measures": list(measures), "objective": self._objective, "percentile": percentile,
-            "reduction_factor": reduction_factor, "trust_threshold": trust_threshold, "confidence": confidence,
+            "reduction_factor": reduction_factor, "keep": keep, "trust_threshold": trust_threshold,
+            "confidence": confidence,
             "n_trust_trials": n_trust_trials,
             "prior": None if prior is None else prior.study_name,
         })
@@ -459,8 +468,8 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         return self._is_rung(step)
 
     def _keep(self, n: int, signal: Signal, histories: list[_History], step: int) -> int:
-        """How many of the ``n`` values at ``step`` (the trial's included) run on: ``max(1, ⌈n/η⌉)``."""
-        return max(1, math.ceil(n / self._eta))
+        """How many of the ``n`` values at ``step`` (the trial's included) run on: ``max(1, ⌈n · keep⌉)``."""
+        return max(1, math.ceil(n / (1.0 / self._keep_share)))  # n / (1/keep): exact for keep = 1/η
 
     def _fallback(self, study: optuna.study.Study, trial: FrozenTrial, histories: list[_History], step: int) -> dict[str, Any] | None:
         """The percentile rule on the objective (when ``percentile`` is set), unless the finished
