@@ -1,5 +1,5 @@
 """What the families trained on generated tasks (``family_mlp.py``, ``family_transformer.py``,
-``family_recurrent.py``, ``family_mixer.py``, ``family_conv1d.py``) share: the hyperparameters
+``family_recurrent.py``, ``family_mixer.py``, ``family_conv1d.py``, ``family_gnn.py``) share: the hyperparameters
 every run draws, the training loop that records each epoch's accuracies, losses and measures,
 and the resumable recording command (rows appended as each run finishes; the file rewritten in
 seed order once every run is done, also by ``family.py``)."""
@@ -47,6 +47,9 @@ class Family(NamedTuple):
     """Runs recorded by default."""
     clip_grad_norm: float | None = 1.0
     """Gradients clipped to this norm (``None``: not clipped)."""
+    schedule: str = "cosine"
+    """The learning-rate schedule, stepped per batch: ``"cosine"`` (cosine annealing to zero over
+    the training steps) or ``"step"`` (×0.1 at 50 % and again at 75 % of the training steps)."""
 
     @property
     def fields(self) -> list[str]:
@@ -76,8 +79,18 @@ def _optimizer(cfg: dict, params) -> torch.optim.Optimizer:
     return getattr(torch.optim, cfg["optimizer"])(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
 
 
+def _schedule(family: Family, optimizer: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The family's learning-rate schedule over ``steps`` batches."""
+    if family.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    if family.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[steps // 2, (3 * steps) // 4], gamma=0.1)
+    raise ValueError(f"unknown schedule {family.schedule!r} (cosine or step)")
+
+
 def train_one(family: Family, seed: int, *, epochs: int) -> list[dict]:
-    """Train run ``seed`` of ``family`` (cosine schedule, gradients clipped as the family says);
+    """Train run ``seed`` of ``family`` (the family's schedule, cosine unless it says step;
+    gradients clipped as the family says);
     one row per epoch ``0..epochs`` (epoch 0: at initialisation)."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -88,7 +101,7 @@ def train_one(family: Family, seed: int, *, epochs: int) -> list[dict]:
     net = family.model(cfg)
     optimizer = _optimizer(cfg, net.parameters())
     steps = epochs * math.ceil(len(y_train) / cfg["batch_size"])
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    schedule = _schedule(family, optimizer, steps)
     generator = torch.Generator().manual_seed(seed)
     rows = []
     for epoch in range(epochs + 1):

@@ -29,6 +29,7 @@ RUNS = {
     "family_recurrent.py": (["--quick"], "test_acc"),
     "family_mixer.py": (["--quick"], "test_acc"),
     "family_conv1d.py": (["--quick"], "test_acc"),
+    "family_gnn.py": (["--quick"], "test_acc"),
     "pruning_variants.py": (["--quick"], "| variant | mixer 20 | mixer all |"),
 }
 
