@@ -16,8 +16,8 @@ halving on each rung's best signal chosen on all of the family's runs: not a pru
 could run, the least a rule of that shape costs when it knows what to trust); the earlier measure setups
 (``MeasurePruner`` percentile rule on ``E_L2_BE`` and ``F_p_BE``, single-measure learned
 rule, hybrid); a no-pruning and a random-pruning baseline; the previous default
-(``percentile=75``, its fallback on the objective on) and the recommended default,
-``LearnedMeasurePruner()``. For each: epochs consumed as a share of no pruning, and regret =
+(``percentile=75``, its fallback on the objective on), the recommended default,
+``LearnedMeasurePruner()``, and its late-bloomer guard ``keep=0.5``. For each: epochs consumed as a share of no pruning, and regret =
 the best final test accuracy among the study's N runs (what no pruning finds) minus the best
 found (percentage points), mean ± standard deviation (and worst) over the orders.
 
@@ -72,6 +72,7 @@ PRIOR = "prior="
 PRUNED_PRIOR = "a study pruned by the default of"
 HINDSIGHT = "hindsight bound"
 PREVIOUS = "previous: LearnedMeasurePruner(percentile=75), fallback on the objective"
+KEEP_HALF = "LearnedMeasurePruner(keep=0.5), the late-bloomer guard"
 T = TypeVar("T")
 R = TypeVar("R")
 STARTUP = 5
@@ -186,6 +187,7 @@ def setups(epochs: int, *, quick: bool = False, prior_runs: int = 0) -> list[Set
         (DEFAULT, None, LearnedMeasurePruner),
         ("none", None, NopPruner),
         (PREVIOUS, None, lambda: LearnedMeasurePruner(percentile=75.0)),
+        (KEEP_HALF, None, lambda: LearnedMeasurePruner(keep=0.5)),
         *([(f"{PRIOR} an unpruned study of {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner),
            (f"{PRIOR} {PRUNED_PRIOR} {prior_runs} other runs (the default's settings)", None, LearnedMeasurePruner)]
           if prior_runs else []),
@@ -347,7 +349,8 @@ def benchmark(paths: list[Path], *, orders: int, workers: int, trials: int | Non
 
 def is_optuna(record: dict) -> bool:
     """An Optuna pruner setup (not ours, not a baseline)."""
-    return record["measure"] is None and not record["pruner"].startswith((DEFAULT, PRIOR, HINDSIGHT, PREVIOUS, "none", "random"))
+    return record["measure"] is None and not record["pruner"].startswith(
+        (DEFAULT, PRIOR, HINDSIGHT, PREVIOUS, KEEP_HALF, "none", "random"))
 
 
 def verdict(records: list[dict]) -> list[str]:
@@ -385,6 +388,7 @@ def pareto_plot(records: list[dict], path: Path) -> None:
              "hindsight bound (not a usable pruner)": (lambda r: r["pruner"].startswith(HINDSIGHT), "black", "D"),
              DEFAULT: (lambda r: r["pruner"] == DEFAULT, "tab:red", "*"),
              "previous: percentile=75": (lambda r: r["pruner"] == PREVIOUS, "tab:pink", "*"),
+             "keep=0.5": (lambda r: r["pruner"] == KEEP_HALF, "tab:brown", "*"),
              "the default with prior=": (lambda r: r["pruner"].startswith(PRIOR), "tab:purple", "P")}
     for label, (keep, color, marker) in kinds.items():
         rows = [r for r in records if keep(r)]
@@ -432,7 +436,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=1, help="processes replaying studies (default: %(default)s)")
     parser.add_argument("--figures", type=Path, default=FIGURES, help="Pareto plots go here (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print a JSON list (one record per family and setup), no plots")
-    parser.add_argument("--quick", action="store_true", help="smoke test: 24 runs per family, 5 setups, 2 orders, no plots")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 24 runs per family, 8 setups, 2 orders, no plots")
     args = parser.parse_args(argv)
     paths = args.data or families()
     if args.quick:
