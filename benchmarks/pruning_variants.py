@@ -5,7 +5,7 @@ Each variant changes one part of the default, ``LearnedMeasurePruner()``: its tr
 rung keeps (from ρ's lower bound, a half, a share growing with the step), where it judges
 (the first trusted step of each rung's interval, ``reduction_factor=2``) or which trusted
 signal prunes (every one of them must). Each is replayed with the default on the recorded
-families (``benchmarks/data``: family, train200, mnist, mlp, transformer, recurrent, mixer, conv1d)
+families (``benchmarks/data``: family, train200, mnist, mlp, transformer, recurrent, mixer, conv1d, gnn)
 through ``integrations.optuna.replay_study`` as in ``pruning.py``: ``--orders`` random
 orders (``pruning.draw``), studies of 20 trials and of every run. Printed: a markdown table,
 one row per variant and two columns per family (N = 20, N = all) of mean regret (pp of the
@@ -38,7 +38,7 @@ from integrations.optuna._learned import OBJECTIVE, Signal, _History
 from integrations.optuna._trust import correlation_lower_bound, rank_correlation, trust_p_value
 
 FAMILIES = ("family", "family_train200", "family_mnist", "family_mlp", "family_transformer", "family_recurrent",
-            "family_mixer", "family_conv1d")
+            "family_mixer", "family_conv1d", "family_gnn")
 """The default ``--data``: these tables of ``benchmarks/data``, in this column order."""
 TRIALS: tuple[int, None] = (20, None)
 """Runs per study: 20, and every run (``None``)."""
