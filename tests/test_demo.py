@@ -86,6 +86,9 @@ def test_prints_trials_and_where_things_are(demo_run):
         f"{sum((r['rule'], r['signal']) == key for r in pruned)} by {key[0]} rule on {key[1]}" for key in sorted(decided)) in printed
     assert "trusted: nothing before the last epoch. A signal at epoch s earns trust when at least 8 finished trials" in printed
     assert "5 completed and 0 pruned trials: too few completed trials, so nothing was pruned on a signal" in printed
+    # and how close the best measure came, beside the val acc at the same epoch
+    closest = next(line for line in printed.splitlines() if line.startswith("no measure earned trust; the closest"))
+    assert "with the final val acc over 5 completed trials; the val acc at that epoch: " in closest
     # a rerun starts over: the demo's own entries are replaced, the user's are kept
     assert not (out / "genprob_checkpoints" / "stale.pth.tar").exists()
     assert (out / "notes.txt").read_text() == "not the demo's"
@@ -110,7 +113,7 @@ def test_lightning_output_is_quiet_and_hints_run_as_printed(demo_run):
 
 def test_tensorboard_has_probe_scalars_and_heatmaps_on_lightnings_axis(demo_run):
     out, _, _, _, _ = demo_run
-    lightning = tb_events.load(out / "tensorboard" / "lightning" / "digits")
+    lightning = tb_events.load(out / "tensorboard" / "lightning" / "mnist")
     tags = lightning.Tags()["scalars"]
     for name in probe.HEADLINE_NAMES[:4]:
         assert f"probe/{name}" in tags
@@ -127,7 +130,7 @@ def test_tensorboard_has_probe_scalars_and_heatmaps_on_lightnings_axis(demo_run)
 
 def test_lightning_checkpoints_per_epoch(demo_run):
     out, _, _, _, _ = demo_run
-    assert sorted(p.name for p in (out / "lightning_checkpoints").iterdir()) == ["digits-epoch=00.ckpt", "digits-epoch=01.ckpt"]
+    assert sorted(p.name for p in (out / "lightning_checkpoints").iterdir()) == ["mnist-epoch=00.ckpt", "mnist-epoch=01.ckpt"]
 
 
 def test_study_prunes_nothing_untrusted_and_keeps_every_epoch(demo_run):
@@ -138,7 +141,7 @@ def test_study_prunes_nothing_untrusted_and_keeps_every_epoch(demo_run):
     assert states == [optuna.trial.TrialState.COMPLETE] * 5
     # every epoch a trial trained left its measures, its val acc and one GenProb checkpoint
     files = [parse_genprob_name(p) for p in (out / "genprob_checkpoints").iterdir()]
-    assert all(f is not None and f.dataset == "DIGITS10" for f in files)
+    assert all(f is not None and f.dataset == "MNIST10" for f in files)
     for t in study.trials:
         epochs = list(get_measures(t))
         assert epochs == list(t.intermediate_values) == list(range(len(epochs)))
