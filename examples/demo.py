@@ -303,21 +303,24 @@ def closest_measure(study, measures: Sequence[str], epochs: range, least: int) -
 
     from integrations.optuna import get_measures
 
+    def spearman(pairs: list[tuple[float, float]], least: int) -> float | None:
+        """Spearman of (value, final) pairs; ``None`` below ``least`` pairs or for constant values."""
+        return float(spearmanr(*zip(*pairs))[0]) if len(pairs) >= least and len({x for x, _ in pairs}) > 1 else None
+
     done = [(get_measures(t), t.intermediate_values, t.value) for t in study.trials if t.state.name == "COMPLETE"]
     best, least = None, max(3, min(least, len(done)))
     for epoch in epochs:
         for name in measures:
-            pairs = [(m[epoch][name], value) for m, _, value in done if epoch in m and math.isfinite(m[epoch].get(name, math.nan))]
-            if len(pairs) >= least and len({x for x, _ in pairs}) > 1:
-                rho = float(spearmanr(*zip(*pairs))[0])
-                if best is None or abs(rho) > abs(best[0]):
-                    best = (rho, name, epoch, len(pairs))
+            pairs = [(m[epoch][name], value) for m, _, value in done
+                     if epoch in m and math.isfinite(m[epoch].get(name, math.nan))]
+            rho = spearman(pairs, least)
+            if rho is not None and (best is None or abs(rho) > abs(best[0])):
+                best = (rho, name, epoch, len(pairs))
     if best is None:
         return "no measure earned trust (too few completed trials to rank)"
     rho, name, epoch, n = best
-    objective = [(curve[epoch], value) for _, curve, value in done if epoch in curve]
-    versus = (f"; the val acc at that epoch: {float(spearmanr(*zip(*objective))[0]):+.2f}"
-              if len(objective) >= 3 and len({x for x, _ in objective}) > 1 else "")
+    objective = spearman([(curve[epoch], value) for _, curve, value in done if epoch in curve], 3)
+    versus = "" if objective is None else f"; the val acc at that epoch: {objective:+.2f}"
     return (f"no measure earned trust; the closest (the best of {len(measures)} measures x {len(epochs)} epochs): {name} at "
             f"epoch {epoch}, rho {rho:+.2f} with the final val acc over {n} completed trials{versus}: not enough "
             f"for the trust test at this study's size")

@@ -28,3 +28,27 @@ def test_an_interrupted_recording_resumes_and_ends_in_seed_order(tmp_path):
     table = pd.read_csv(out)
     assert list(table["seed"]) == [0, 0, 1, 1, 2, 2] and list(table["epoch"]) == [0, 1] * 3
     pd.testing.assert_frame_equal(table.iloc[:4].reset_index(drop=True), first)  # the first runs kept, not retrained
+
+
+def test_step_schedule_decays_tenfold_at_half_and_three_quarters():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import _family_recording as recording
+        import family_gnn
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import pytest
+    import torch
+
+    assert family_gnn.FAMILY.schedule == "step"
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = recording._schedule(family_gnn.FAMILY, optimizer, 100)
+    rates = []
+    for _ in range(100):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:50] == [1.0] * 50
+    assert rates[50:75] == pytest.approx([0.1] * 25) and rates[75:] == pytest.approx([0.01] * 25)
+    with pytest.raises(ValueError, match="'linear'"):
+        recording._schedule(family_gnn.FAMILY._replace(schedule="linear"), optimizer, 100)
