@@ -1,13 +1,17 @@
 """In-place LAPACK kernels for the CPU route (SPEC §2), each within a bounded amount of
 extra memory: the float64 Gram of a float32 matrix is built from column blocks (never a
-float64 copy of the whole matrix), eigenvalues and singular values are computed in place,
-and the factors the smallest singular values are refined on (LU where square, the
-triangular factor of QR/LQ where wide) take one float64 copy of the matrix.
+float64 copy of the whole matrix) into its lower triangle alone, in memory whose pages
+become resident only where written (so about half the Gram's bytes), eigenvalues and
+singular values are computed in place, and the factors the smallest singular values are
+refined on (LU where square, the triangular factor of QR/LQ where wide) take one float64
+copy of the matrix.
 
 Eigenvalues of Grams from 1024 rows up use MKL's ``dsyevd`` where torch's CPU wheel carries
 MKL (x86 Linux and Windows; found through ``ctypes``), else, and below that size, LAPACK's
 two-stage tridiagonal reduction (``dsyevd_2stage``, eigenvalues only: mostly BLAS-3) from
 the OpenBLAS that numpy ships; where neither is found, scipy's ``dsyevd``. All in place.
+The caller sets MKL's thread count per calling thread (:func:`mkl_threads`): torch's MKL
+otherwise starts ``torch.get_num_threads()`` threads inside each of the caller's threads.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import ctypes
 import functools
 import glob
 import logging
+import mmap
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import scipy.linalg.blas as blas
@@ -25,10 +32,19 @@ import scipy.linalg.lapack as lapack
 
 log = logging.getLogger(__name__)
 
-# A Gram block (float64 columns of the matrix) holds at most this many bytes, and at most
-# a sixteenth of the matrix's float32 bytes (but ≥ 64 columns, for the product's speed).
-_BLOCK_BYTES = 4 << 20
-_MIN_BLOCK = 64
+# The float64 Gram is summed from float64 copies of chunks of this many columns of the
+# matrix (at most a sixteenth of them, but ≥ 64: at most an eighth of the matrix's float32
+# bytes from 1024 columns on). Narrower chunks slow the products down (4096 × 4096, one
+# thread: 1.26 s at 128 columns, 1.08 s at 256).
+_CHUNK = 256
+_MIN_CHUNK = 64
+# The float64 Gram's lower triangle is updated in column blocks this wide (one dgemm each):
+# only each block's own diagonal square is also written above the diagonal.
+_GRAM_COLUMNS = 256
+# Grams from this many bytes on live in an anonymous memory map: pages that are never
+# written (the upper triangle's) never become resident. numpy's own allocator asks for
+# transparent huge pages, which a single write makes resident 2 MB at a time.
+_LAZY_BYTES = 1 << 20
 _COL_MAJOR = 102  # LAPACK_COL_MAJOR
 # From this order on, MKL's dsyevd (inside torch's CPU wheel, where it exists) solves a Gram
 # 1.5-1.6x faster than OpenBLAS's two-stage solver (measured, one thread, CPU time: 0.36 s
@@ -39,19 +55,49 @@ _MKL_MIN = 1024
 def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
     """``A Aᵀ`` (``a``: L × M, float32 or float64, any memory order) as a Fortran-ordered
     L × L array whose lower triangle alone is set. ``double``: formed in float64 (from float64
-    copies of column blocks of a float32 ``a``), else in float32."""
+    copies of column blocks of ``a``, the upper triangle's pages left unwritten where a
+    ``dgemm`` is found), else in float32."""
     rows, cols = a.shape
-    if not double or a.dtype == np.float64:
-        a = a.astype(np.float64 if double else np.float32, copy=False)
-        syrk = blas.dsyrk if double else blas.ssyrk
-        x, trans = _fortran(a)
-        return syrk(1.0, x, trans=trans, lower=1)
-    gram = np.zeros((rows, rows), np.float64, order="F")
-    block = max(_MIN_BLOCK, min(cols // 16, _BLOCK_BYTES // (8 * rows)))
-    for start in range(0, cols, block):
-        part = a[:, start:start + block].astype(np.float64, order="F")
-        gram = blas.dsyrk(1.0, part, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
+    if not double:
+        x, trans = _fortran(a.astype(np.float32, copy=False))
+        return blas.ssyrk(1.0, x, trans=trans, lower=1)
+    gram = _lazy_zeros(rows)
+    chunk = max(_MIN_CHUNK, min(cols // 16, _CHUNK))
+    gemm = _dgemm()
+    for start in range(0, cols, chunk):
+        part = a[:, start:start + chunk].astype(np.float64, order="F")
+        if gemm is None:  # writes the whole array: correct, only more of it resident
+            gram = blas.dsyrk(1.0, part, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
+        else:
+            _add_lower(gemm, gram, part)
     return gram
+
+
+def _lazy_zeros(rows: int) -> np.ndarray:
+    """A zeroed Fortran-ordered ``rows × rows`` float64 array; from ``_LAZY_BYTES`` on, in an
+    anonymous memory map (unmapped when the array is freed)."""
+    size = 8 * rows * rows
+    if size < _LAZY_BYTES:
+        return np.zeros((rows, rows), np.float64, order="F")
+    return np.frombuffer(mmap.mmap(-1, size), np.float64).reshape((rows, rows), order="F")
+
+
+Gemm = tuple[Callable[..., None], type[ctypes.c_int32] | type[ctypes.c_int64]]
+
+
+def _add_lower(gemm: Gemm, gram: np.ndarray, part: np.ndarray) -> None:
+    """``gram += part partᵀ`` on the lower triangle (and the upper halves of the diagonal
+    ``_GRAM_COLUMNS``-squares), one ``dgemm`` per column block; both Fortran-ordered float64."""
+    function, integer = gemm
+    rows, width = part.shape
+    one, ld, k = ctypes.c_double(1.0), integer(rows), integer(width)
+    for j in range(0, rows, _GRAM_COLUMNS):
+        below, across = integer(rows - j), integer(min(_GRAM_COLUMNS, rows - j))
+        source = ctypes.c_void_p(part.ctypes.data + 8 * j)
+        target = ctypes.c_void_p(gram.ctypes.data + 8 * (j * rows + j))
+        function(b"N", b"T", ctypes.byref(below), ctypes.byref(across), ctypes.byref(k), ctypes.byref(one),
+                 source, ctypes.byref(ld), source, ctypes.byref(ld), ctypes.byref(one), target, ctypes.byref(ld),
+                 ctypes.c_size_t(1), ctypes.c_size_t(1))
 
 
 def _fortran(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -209,6 +255,43 @@ def _mkl(name: str) -> Callable[..., None] | None:
         return None
     function.restype = None
     return function
+
+
+@contextmanager
+def mkl_threads(count: int) -> Iterator[None]:
+    """torch's MKL on ``count`` threads in the calling thread while inside (a thread-local
+    setting, restored after; nothing where torch has no MKL). With MKL's default,
+    ``torch.get_num_threads()`` threads in each of two threads solving matrices side by side
+    on two cores took 1.4–2.7× the wall time (``benchmarks/RESULTS.md``)."""
+    local: Any = _mkl("MKL_Set_Num_Threads_Local")  # by value (the lower-case name takes a pointer)
+    if local is None:
+        yield
+        return
+    local.restype, local.argtypes = ctypes.c_int, [ctypes.c_int]
+    previous = local(count)
+    try:
+        yield
+    finally:
+        local(previous)  # 0: the global setting again
+
+
+@functools.cache
+def _dgemm() -> Gemm | None:
+    """``dgemm`` (Fortran interface) from torch's MKL, else from numpy's OpenBLAS, and its
+    integer type; ``None`` where neither is found."""
+    mkl = _mkl("dgemm_")
+    if mkl is not None:
+        return mkl, ctypes.c_int32
+    found = _openblas()
+    if found is None:
+        return None
+    library, pattern, integer = found
+    name = ("scipy_" if pattern.startswith("scipy_") else "") + "dgemm" + ("_64_" if "64" in pattern else "_")
+    function = getattr(library, name, None)
+    if function is None:
+        return None
+    function.restype = None
+    return function, integer
 
 
 def _mkl_dgesdd(work: np.ndarray) -> np.ndarray | None:

@@ -2,11 +2,10 @@
 smallest singular values by inverse subspace iteration, and a cheap stable-rank estimate
 (SPEC §2).
 
-On the CPU they run on numpy's LAPACK and BLAS (OpenBLAS in numpy's wheels), one BLAS
-thread per call, so that independent matrices can be spread over the cores
-(:func:`single_threaded_blas`). Measured here (AMD EPYC, 1 thread) they are 1.4× faster for
-the Gram product and 1.6–1.8× faster for the symmetric eigensolver than the MKL inside
-torch's CPU wheel (``benchmarks/speed.py --kernels``). On other devices (CUDA) the same
+On the CPU they run on numpy's LAPACK and BLAS (OpenBLAS in numpy's wheels) and, for
+large Grams and ``svdvals``, on the MKL inside torch's x86 CPU wheel where it is faster
+(:mod:`probe._lapack`), one BLAS thread per call, so that independent matrices can be
+spread over the cores (:func:`single_threaded_blas`). On other devices (CUDA) the same
 kernels run in torch on the matrix's own device. Either way only the float64 singular
 values reach the host.
 """

@@ -55,6 +55,7 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import torch
 
+from probe._lapack import mkl_threads
 from probe.evbmf import evbmf
 from probe.linalg import Kernels, kernels_for, single_threaded_blas
 from probe.quantities import quantities
@@ -144,13 +145,17 @@ def singular_values(
     largest_first = _largest_first(matrices)
     on_cpu = [i for i in largest_first if matrices[i].device.type == "cpu"]
     workers = min(torch.get_num_threads(), len(on_cpu))
-    # One BLAS thread from the estimates on: a multi-threaded BLAS call leaves OpenBLAS's
+    # MKL (large Grams, svdvals) gets each worker's share of the threads: its default would
+    # start torch.get_num_threads() threads inside every worker.
+    share = max(1, torch.get_num_threads() // max(workers, 1))
+    # One OpenBLAS thread from the estimates on: a multi-threaded BLAS call leaves OpenBLAS's
     # threads spinning for a while, taking a core from the workers below.
     with single_threaded_blas():
         plan = _first_routes(matrices, largest_first, method, hints)
 
         def one(i: int) -> Spectrum:
-            return _solve(matrices[i], *plan[i])
+            with mkl_threads(share):
+                return _solve(matrices[i], *plan[i])
 
         result = {i: one(i) for i in largest_first if matrices[i].device.type != "cpu"}
         if workers > 1:

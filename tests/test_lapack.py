@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from probe._lapack import eigvalsh_lower, gram_lower, svdvals_inplace
+from probe import _lapack
+from probe._lapack import eigvalsh_lower, gram_lower, mkl_threads, svdvals_inplace
 
 LAYOUTS = {
     "C": np.ascontiguousarray,
@@ -25,7 +28,7 @@ def matrix(rows: int, cols: int, dtype: type) -> np.ndarray:
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("shape", [(37, 300), (80, 90), (1, 7)])
+@pytest.mark.parametrize("shape", [(37, 300), (80, 90), (1, 7), (520, 1100)])  # the last: a memory-mapped Gram, 3 dgemm blocks
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_gram_and_eigenvalues_match_numpy(layout, shape, dtype):
     a = LAYOUTS[layout](matrix(*shape, dtype))
@@ -47,6 +50,24 @@ def test_singular_values_match_numpy(layout, shape):
     values = svdvals_inplace(a, 1.5)
     np.testing.assert_allclose(values, np.linalg.svd(a.astype(np.float64), compute_uv=False), rtol=1e-10)
     np.testing.assert_array_equal(a, before)  # the input is never overwritten
+
+
+def test_mkl_threads_are_set_inside_and_restored_after():
+    max_threads = _lapack._mkl("MKL_Get_Max_Threads")
+    if max_threads is None:
+        pytest.skip("torch has no MKL here")
+    max_threads.restype = ctypes.c_int
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        with mkl_threads(1):
+            assert max_threads() == 1
+            with mkl_threads(2):
+                assert max_threads() == 2
+            assert max_threads() == 1
+        assert max_threads() == 3
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_ctypes_kernels_in_a_subprocess():

@@ -1,4 +1,5 @@
-"""Measuring one layer needs at most 2× its float32 bytes of extra memory (issue 24)."""
+"""Measuring one layer needs at most 2× its float32 bytes of extra memory, and a float64
+Gram about half its own bytes (issue 24)."""
 
 from __future__ import annotations
 
@@ -6,17 +7,19 @@ import pytest
 
 from benchmarks.memory import run_case
 
-# LAPACK workspaces (MKL: ~1 KB per row), OpenBLAS buffers, a 4 MB Gram block, Python objects
+# LAPACK workspaces (MKL: ~1 KB per row), BLAS buffers, an 8 MB chunk of float64 columns, Python objects
 _CONSTANT = 16 << 20
 
 
-@pytest.mark.parametrize(("rows", "cols", "kind", "route"), [
-    (2048, 2048, "random", "gram64"),  # the float64 Gram is exactly 2× a square float32 matrix
-    (2048, 2048, "power", "gram64+min"),  # the Gram, freed, then one float64 copy for LU
-    (1024, 4096, "ill", "svd"),  # one float64 copy, reduced in place by QR
-    (512, 4096, "random", "gram32"),
+@pytest.mark.parametrize(("rows", "cols", "kind", "route", "bound"), [
+    # The float64 Gram of a square float32 matrix has 2× its bytes, but only its lower
+    # triangle becomes resident: 1.25× bounds it (measured 1.23× at 4096², 2.09× before).
+    (4096, 4096, "random", "gram64", 1.25),
+    (2048, 2048, "power", "gram64+min", 2),  # the Gram, freed, then one float64 copy for LU
+    (1024, 4096, "ill", "svd", 2),  # one float64 copy, reduced in place by QR
+    (512, 4096, "random", "gram32", 2),
 ])
-def test_extra_peak_memory_is_at_most_twice_the_layer(rows, cols, kind, route):
+def test_extra_peak_memory_is_at_most_twice_the_layer(rows, cols, kind, route, bound):
     result = run_case(rows, cols, kind)
     assert result["route"] == route
-    assert 0 < result["extra"] <= 2 * result["tensor"] + _CONSTANT, result
+    assert 0 < result["extra"] <= bound * result["tensor"] + _CONSTANT, result
