@@ -61,11 +61,13 @@ def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
     if not double:
         x, trans = _fortran(a.astype(np.float32, copy=False))
         return blas.ssyrk(1.0, x, trans=trans, lower=1)
-    gram = _lazy_zeros(rows)
+    gram = _mapped_zeros(rows, rows)
     chunk = max(_MIN_CHUNK, min(cols // 16, _CHUNK))
+    buffer = _mapped_zeros(rows, min(chunk, cols))
     gemm = _dgemm()
     for start in range(0, cols, chunk):
-        part = a[:, start:start + chunk].astype(np.float64, order="F")
+        part = buffer[:, :min(chunk, cols - start)]  # Fortran-contiguous
+        np.copyto(part, a[:, start:start + chunk])
         if gemm is None:  # writes the whole array: correct, only more of it resident
             gram = blas.dsyrk(1.0, part, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
         else:
@@ -73,13 +75,14 @@ def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
     return gram
 
 
-def _lazy_zeros(rows: int) -> np.ndarray:
-    """A zeroed Fortran-ordered ``rows × rows`` float64 array; from ``_LAZY_BYTES`` on, in an
-    anonymous memory map (unmapped when the array is freed)."""
-    size = 8 * rows * rows
+def _mapped_zeros(rows: int, cols: int) -> np.ndarray:
+    """A zeroed Fortran-ordered float64 array; from ``_LAZY_BYTES`` on, in an anonymous memory
+    map: its pages become resident where written, and are returned to the system when the
+    array is freed (the C heap keeps freed blocks of a few MB)."""
+    size = 8 * rows * cols
     if size < _LAZY_BYTES:
-        return np.zeros((rows, rows), np.float64, order="F")
-    return np.frombuffer(mmap.mmap(-1, size), np.float64).reshape((rows, rows), order="F")
+        return np.zeros((rows, cols), np.float64, order="F")
+    return np.frombuffer(mmap.mmap(-1, size), np.float64).reshape((rows, cols), order="F")
 
 
 Gemm = tuple[Callable[..., None], type[ctypes.c_int32] | type[ctypes.c_int64]]
