@@ -148,9 +148,13 @@ class HalvingOnSignal(BasePruner):
 
 
 def _spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman's ρ over the pairs where both are finite (NaN with fewer than 3)."""
+    """Spearman's ρ over the pairs where both are finite (NaN with fewer than 3, or where
+    either side is constant there)."""
     keep = np.isfinite(x) & np.isfinite(y)
-    return float(scipy.stats.spearmanr(x[keep], y[keep])[0]) if keep.sum() >= 3 else float("nan")
+    x, y = x[keep], y[keep]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return float("nan")
+    return float(scipy.stats.spearmanr(x, y)[0])
 
 
 def hindsight_signals(runs: list[RecordedRun], epochs: int, *, eta: int = 3) -> dict[int, tuple[str, bool]]:
