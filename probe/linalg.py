@@ -57,6 +57,8 @@ _ROUNDING = 1e-12
 _MAX_STEPS = 50
 # From this step on, a geometric rate that would need more than _MAX_STEPS steps gives up.
 _PREDICT_FROM = 4
+# On devices, a float64 Gram of float32 weights is summed from chunks of this many columns.
+_TORCH_CHUNK = 1024
 
 
 Array = TypeVar("Array", np.ndarray, torch.Tensor)
@@ -163,8 +165,7 @@ class TorchKernels:
         return (_ldexp(matrix, -e) if e else matrix), e
 
     def gram_eigenvalues(self, a: torch.Tensor, double: bool, floor: float = 0.0) -> np.ndarray | None:
-        a = a.to(torch.float64 if double else torch.float32)
-        gram = a @ a.mT
+        gram = _torch_gram(a, torch.float64 if double else torch.float32)
         if floor and not self._definite_above(gram, floor):
             return None
         return torch.linalg.eigvalsh(gram.to(torch.float64), UPLO="L").cpu().numpy()
@@ -208,6 +209,18 @@ class TorchKernels:
         y = _unit(x) @ a
         top = float(y @ y)
         return float(a.square().sum()) / top if top > 0 else float("nan")
+
+
+def _torch_gram(a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``A Aᵀ`` in ``dtype``: summed from ``_TORCH_CHUNK``-column chunks converted one at a
+    time where ``a`` has another dtype (no converted copy of the whole matrix on the device)."""
+    if a.dtype == dtype:
+        return a @ a.mT
+    gram = torch.zeros(a.shape[0], a.shape[0], dtype=dtype, device=a.device)
+    for start in range(0, a.shape[1], _TORCH_CHUNK):
+        part = a[:, start:start + _TORCH_CHUNK].to(dtype)
+        gram.addmm_(part, part.mT)
+    return gram
 
 
 NUMPY = NumpyKernels()

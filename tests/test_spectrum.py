@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import probe
+from probe import linalg
 from probe.linalg import NUMPY, TORCH
 from probe.spectrum import _MIN_STABLE_RANK, ROUTES, _first_routes, singular_values
 
@@ -267,6 +268,14 @@ def test_torch_kernels_agree_with_numpy_kernels(condition):
             assert refined
             np.testing.assert_allclose(got, smallest, rtol=1e-7, atol=4 * np.finfo(np.float64).eps * reference[0])
     assert TORCH.stable_rank(a_t) == pytest.approx(NUMPY.stable_rank(a_np), rel=1e-4)
+
+
+def test_torch_float64_gram_is_summed_from_chunks():
+    """On devices the float64 Gram of a float32 matrix comes from 1024-column chunks (no float64 copy of it all)."""
+    a = torch.randn(30, 2500, generator=torch.Generator().manual_seed(0))
+    exact = a.double() @ a.double().T
+    torch.testing.assert_close(linalg._torch_gram(a, torch.float64), exact, rtol=1e-13, atol=1e-12)
+    torch.testing.assert_close(linalg._torch_gram(a, torch.float32), a @ a.T)
 
 
 def test_cpu_matrices_are_spread_over_threads_in_input_order():
