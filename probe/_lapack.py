@@ -6,10 +6,11 @@ singular values are computed in place, and the factors the smallest singular val
 refined on (LU where square, the triangular factor of QR/LQ where wide) take one float64
 copy of the matrix.
 
-Eigenvalues of Grams from 1024 rows up use MKL's ``dsyevd`` where torch's CPU wheel carries
-MKL (x86 Linux and Windows; found through ``ctypes``), else, and below that size, LAPACK's
-two-stage tridiagonal reduction (``dsyevd_2stage``, eigenvalues only: mostly BLAS-3) from
-the OpenBLAS that numpy ships; where neither is found, scipy's ``dsyevd``. All in place.
+The float64 Gram's products use MKL's ``dgemm`` where torch's CPU wheel carries MKL (x86
+Linux; found through ``ctypes``), else OpenBLAS's. Eigenvalues of Grams from 1024 rows up
+use MKL's ``dsyevd`` where it is found, else, and below that size, LAPACK's two-stage
+tridiagonal reduction (``dsyevd_2stage``, eigenvalues only: mostly BLAS-3) from the
+OpenBLAS that numpy ships; where neither is found, scipy's ``dsyevd``. All in place.
 The caller sets MKL's thread count per calling thread (:func:`mkl_threads`): torch's MKL
 otherwise starts ``torch.get_num_threads()`` threads inside each of the caller's threads.
 """
