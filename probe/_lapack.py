@@ -267,16 +267,25 @@ def mkl_threads(count: int) -> Iterator[None]:
     setting, restored after; nothing where torch has no MKL). With MKL's default,
     ``torch.get_num_threads()`` threads in each of two threads solving matrices side by side
     on two cores took 1.4–2.7× the wall time (``benchmarks/RESULTS.md``)."""
-    local: Any = _mkl("MKL_Set_Num_Threads_Local")  # by value (the lower-case name takes a pointer)
+    local = _mkl_local_threads()
     if local is None:
         yield
         return
-    local.restype, local.argtypes = ctypes.c_int, [ctypes.c_int]
     previous = local(count)
     try:
         yield
     finally:
         local(previous)  # 0: the global setting again
+
+
+@functools.cache
+def _mkl_local_threads() -> Callable[[int], int] | None:
+    """MKL's ``mkl_set_num_threads_local`` (by value; the lower-case symbol takes a pointer),
+    or ``None`` where torch has no MKL."""
+    function: Any = _mkl("MKL_Set_Num_Threads_Local")
+    if function is not None:
+        function.restype, function.argtypes = ctypes.c_int, [ctypes.c_int]
+    return function
 
 
 @functools.cache

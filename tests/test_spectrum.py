@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
+
 import numpy as np
 import pytest
 import torch
 
 import probe
-from probe import linalg
+from probe import _lapack, linalg, spectrum
 from probe.linalg import NUMPY, TORCH
 from probe.spectrum import _MIN_STABLE_RANK, ROUTES, _first_routes, singular_values
 
@@ -276,6 +278,32 @@ def test_torch_float64_gram_is_summed_from_chunks():
     exact = a.double() @ a.double().T
     torch.testing.assert_close(linalg._torch_gram(a, torch.float64), exact, rtol=1e-13, atol=1e-12)
     torch.testing.assert_close(linalg._torch_gram(a, torch.float32), a @ a.T)
+
+
+def test_each_worker_gets_its_share_of_mkls_threads(monkeypatch):
+    """Several matrices in flight: MKL on one thread in each worker; one matrix alone: all threads."""
+    max_threads = _lapack._mkl("MKL_Get_Max_Threads")
+    if max_threads is None:
+        pytest.skip("torch has no MKL here")
+    max_threads.restype = ctypes.c_int
+    seen: list[int] = []
+    solve = spectrum._solve
+
+    def observed(*args):
+        seen.append(max_threads())
+        return solve(*args)
+
+    monkeypatch.setattr(spectrum, "_solve", observed)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        singular_values([torch.randn(64, 96), torch.randn(48, 80)])
+        assert seen == [1, 1]
+        seen.clear()
+        singular_values([torch.randn(64, 96)])
+        assert seen == [2]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_cpu_matrices_are_spread_over_threads_in_input_order():
