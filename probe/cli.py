@@ -42,7 +42,8 @@ examples:
                    help="layer preset (default: genprob for GenProb files, auto otherwise)")
     p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route")
     p.add_argument("--evbmf-xatol", type=float, default=None, metavar="TOL",
-                   help="EVBMF tolerance (default: the reference's 1e-5 for GenProb files, the library default otherwise)")
+                   help="EVBMF: the reference's local search to this absolute tolerance on sigma^2 (default: the reference's "
+                        "1e-5 for GenProb files, otherwise the exact global minimum)")
     p.add_argument("--unsafe-load", action="store_true",
                    help="allow arbitrary unpickling (only for files you trust)")
     p.add_argument("--alpha", action="store_true",

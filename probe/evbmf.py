@@ -18,6 +18,8 @@ REFERENCE_XATOL = 1e-5
 (pass it as ``xatol`` to reproduce GenProb's numbers exactly)."""
 
 _TAU_FACTOR = 2.5129
+# Φ is evaluated at least every this ratio of σ² between its bounds (beside its breakpoints).
+_STEP = 1.05
 
 
 @dataclass(frozen=True)
@@ -32,16 +34,17 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None, ex
     """Denoise the singular values ``s`` (descending) of an oriented ``rows × cols`` matrix.
 
     ``rows ≤ cols`` is required (``L = rows``, ``M = cols``). ``xatol``: ``None`` (default)
-    is scale-invariant: a coarse bounded Brent search (tolerance ``1e-4`` of the lower
-    bound), then the exact minimum next to its result: the root of ``dΦ/dσ²`` or a jump of
-    Φ (Φ is so flat, or jumps, at its minimum that a search on Φ alone leaves σ² uncertain
-    by ~1e-5). A float is
-    an absolute tolerance on σ², as in the reference (:data:`REFERENCE_XATOL` reproduces
-    it). Exactly-zero singular values add an infinite constant to the objective for every
-    σ², so they are left out of the search (the limit); an all-zero spectrum keeps no
+    gives σ² as SPEC §3 defines it, the minimiser of Φ over the bounds: the global one
+    (:func:`_global_minimum`), with Φ computed without cancellation. Φ has many local minima
+    where it has kinks (trained layers, ill-conditioned spectra), and a local search lands in
+    one of them by the path it takes, so a change in the last digits of ``s`` could move σ²,
+    and the AE values, by percents. A float is an absolute tolerance on σ² for the
+    reference's bounded Brent search, a local one (:data:`REFERENCE_XATOL` reproduces the
+    reference bit for bit). Exactly-zero singular values add an infinite constant to the
+    objective for every σ², so they are left out (the limit); an all-zero spectrum keeps no
     component.
 
-    The search runs on ``s / 2**e`` (``s_1`` scaled into [0.5, 1), an exact rescaling
+    σ² is found for ``s / 2**e`` (``s_1`` scaled into [0.5, 1), an exact rescaling
     undone on ``d`` and σ²), so no scale the float64 values hold overflows or underflows,
     and an explicit ``xatol`` gives bit-for-bit the unscaled search's result. ``exponent``:
     ``s`` is given in units of ``2**exponent`` (values beyond float64, see
@@ -69,20 +72,13 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None, ex
     upper = total / (L * M)
 
     positive = s2[s2 > 0.0]
-    if xatol is None:  # coarse (≤ 1e-4 relative: lower ≤ σ²), then polished
-        tolerance = 1e-4 * lower
+    if xatol is None:
+        sigma2 = _global_minimum(positive, M, alpha, x_bar, lower, upper) if lower < upper else lower
     else:  # the absolute tolerance in the scaled units (capped: a huge one means "stop at once")
         tolerance = math.ldexp(xatol, -2 * whole) if math.frexp(xatol)[1] - 2 * whole < 1000 else upper
-    result = minimize_scalar(
-        _objective,
-        args=(positive, M, alpha, x_bar),
-        bounds=(lower, upper),
-        method="bounded",
-        options={"xatol": tolerance},
-    )
-    sigma2 = float(result.x)
-    if xatol is None:
-        sigma2 = _polish(sigma2, lower, upper, (positive, M, alpha, x_bar))
+        result = minimize_scalar(_objective, args=(positive, M, alpha, x_bar), bounds=(lower, upper),
+                                 method="bounded", options={"xatol": tolerance})
+        sigma2 = float(result.x)
 
     threshold = math.sqrt(M * sigma2 * (1.0 + tau_bar) * (1.0 + alpha / tau_bar))
     kept = s[s > threshold]
@@ -105,32 +101,92 @@ def _objective(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float
     )
 
 
-def _slope(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) -> float:
-    """``dΦ/dσ²`` (``dx_i/dσ² = −x_i/σ²``; ``τ' = τ / sqrt((x − (1+α))² − 4α)``)."""
-    x = s2 / (M * sigma2)
-    small = x[x <= x_bar]
-    big = x[x > x_bar]
-    shifted = big - (1.0 + alpha)
-    root = np.sqrt(shifted * shifted - 4.0 * alpha)
-    tau = 0.5 * (shifted + root)
-    dtau = tau / root
-    dphi_dx = 1.0 - 1.0 / big + dtau * (1.0 / (tau + 1.0) + alpha / (tau + alpha) - 1.0)
-    return -float((small - 1.0).sum() + (big * dphi_dx).sum()) / sigma2
+def _global_minimum(c: np.ndarray, M: int, alpha: float, x_bar: float, lower: float, upper: float) -> float:
+    """The minimiser of Φ over ``[lower, upper]`` (``c``: the positive ``s_i²``, descending).
 
-
-def _polish(sigma2: float, lower: float, upper: float, args: tuple) -> float:
-    """The minimum of Φ within 0.1% of Brent's ``sigma2``, exactly: the root of ``dΦ/dσ²``
-    where the slope changes sign next to it, or a point where Φ jumps (some ``x_i``
-    crossing ``x̄`` switches branch, and Φ is not continuous there), whichever is lower."""
-    s2, M, _, x_bar = args
-    a, b = max(lower, sigma2 * (1 - 1e-3)), min(upper, sigma2 * (1 + 1e-3))
-    candidates = [sigma2]
-    for width in (1e-3, 1e-4, 1e-5, 1e-6):  # the slope itself jumps, so narrow until it brackets
-        lo, hi = max(lower, sigma2 * (1 - width)), min(upper, sigma2 * (1 + width))
-        if lo < hi and _slope(lo, *args) < 0 < _slope(hi, *args):
-            candidates = [float(brentq(_slope, lo, hi, args=args, xtol=1e-300, rtol=4 * np.finfo(float).eps))]
-            break
-    jumps = s2[(s2 >= a * M * x_bar) & (s2 <= b * M * x_bar)] / (M * x_bar)
+    With ``x_i = c_i / (M t)``, a term is ``x − ln x`` while ``x ≤ x̄`` and ``ψ(τ(x))``
+    beyond (:func:`_big_terms`). Between the breakpoints ``t_i = c_i / (M x̄)`` the terms keep
+    their branch and Φ is smooth; each breakpoint adds a kink and a small jump. Φ and its
+    slope are computed at the bounds, at every breakpoint between them (both sides) and on a
+    grid of ``_STEP`` ratios (a smooth stretch can hold more than one minimum); each
+    stretch's minimum is the root of the slope where it turns from − to + across it, and the
+    lowest of all these points is returned.
+    """
+    breaks = c / (M * x_bar)
     eps = 4 * np.finfo(float).eps
-    candidates += [float(j) * side for j in jumps for side in (1 - eps, 1 + eps)]  # either side of a jump
-    return min(candidates, key=lambda c: _objective(c, *args))
+    # below the smallest breakpoint every term is on the second branch, where Φ falls as σ²
+    # rises (t·dΦ/dt = −α·Σ(1 + 1/τ_i) < 0): its minimum there is at that breakpoint
+    lower = max(lower, float(breaks[-1]) * (1 - eps))
+    if lower >= upper:
+        return upper
+    grid = np.geomspace(lower, upper, 2 + math.ceil(math.log(upper / lower) / math.log(_STEP)))
+    points = np.unique(np.concatenate([grid[1:-1], breaks[(breaks > lower) & (breaks < upper)], [lower, upper]]))
+    bigs = np.searchsorted(-breaks, -points, side="left")  # per point, the terms with x > x̄
+    joining = np.searchsorted(-breaks, -points, side="right") - bigs  # the terms with x = x̄ there
+    at_points = _Phi(c, M, alpha)
+    phi, slope = at_points(points, bigs)
+    # just below a breakpoint its terms (at x = x̄, τ = τ̄) have changed branch
+    tau_bar = float(_tau(np.array([x_bar]), alpha)[0])
+    psi_bar = float(_big_terms(np.array([x_bar]), alpha)[0][0])
+    joined_phi = phi + joining * (psi_bar - x_bar + math.log(x_bar))
+    joined_slope = slope + joining * (x_bar - 1.0 - alpha * (1.0 + 1.0 / tau_bar))
+    at = np.where(joining > 0, points * (1 + eps), points).clip(None, upper)
+    below = np.nonzero(joining[1:])[0] + 1
+    candidates = list(zip(phi.tolist(), at.tolist()))
+    candidates += [(float(joined_phi[k]), max(lower, float(points[k]) * (1 - eps))) for k in below]
+    for k in np.nonzero((slope[:-1] < 0) & (joined_slope[1:] > 0))[0]:
+        big = bigs[k : k + 1]
+
+        def stretch_slope(t: float, big: np.ndarray = big) -> float:
+            return float(at_points(np.array([t]), big)[1][0])
+
+        t = float(brentq(stretch_slope, points[k], points[k + 1], xtol=1e-300, rtol=eps))
+        candidates.append((float(at_points(np.array([t]), big)[0][0]), t))
+    return min(candidates)[1]
+
+
+class _Phi:
+    """Φ and ``t·dΦ/dt`` for the positive ``s_i²`` ``c`` (descending), at points ``t_k``
+    with the first ``bigs[k]`` terms on the ``x > x̄`` branch and the rest on ``x − ln x``
+    (those by suffix sums, the first in flat vectorised chunks of about ``chunk`` terms)."""
+
+    def __init__(self, c: np.ndarray, M: int, alpha: float, chunk: int = 1 << 20) -> None:
+        self.c, self.M, self.alpha, self.chunk = c, M, alpha, chunk
+        self.suffix_c = np.concatenate([np.cumsum(c[::-1])[::-1], [0.0]])
+        self.suffix_log = np.concatenate([np.cumsum(np.log(c[::-1] / M))[::-1], [0.0]])
+
+    def __call__(self, points: np.ndarray, bigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        c, M, alpha, n = self.c, self.M, self.alpha, len(self.c)
+        small_x = self.suffix_c[bigs] / (M * points)
+        phi = small_x - self.suffix_log[bigs] + (n - bigs) * np.log(points)
+        slope = (n - bigs) - small_x - alpha * bigs
+        ends = np.cumsum(bigs)
+        start = 0
+        while start < len(points):
+            stop = max(start + 1, int(np.searchsorted(ends, ends[start] - bigs[start] + self.chunk, side="right")))
+            sizes = bigs[start:stop]
+            owner = np.repeat(np.arange(stop - start), sizes)
+            index = np.arange(len(owner)) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+            psi, inverse_tau = _big_terms(c[index] / (M * points[start:stop][owner]), alpha)
+            phi[start:stop] += np.bincount(owner, psi, stop - start)
+            slope[start:stop] -= alpha * np.bincount(owner, inverse_tau, stop - start)
+            start = stop
+        return phi, slope
+
+
+def _big_terms(x: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Φ's term ``ψ`` for ``x > x̄`` and ``1/τ``, without cancellation at large ``x``.
+
+    ``τ`` solves ``τ² − (x − 1 − α)τ + α = 0``, so ``x = (τ+1)(τ+α)/τ`` and SPEC's
+    ``x − τ + ln((τ+1)/x) + α·ln(τ/α + 1)`` is ``1 + α + α/τ + ln τ + (α−1)·ln(τ+α) − α·ln α``;
+    its derivative is ``dψ/dx = α/(τ+α)``, so ``t·dψ/dt = −x·α/(τ+α) = −α(1 + 1/τ)``.
+    """
+    tau = _tau(x, alpha)
+    psi = 1.0 + alpha + alpha / tau + np.log(tau) + (alpha - 1.0) * np.log(tau + alpha) - alpha * math.log(alpha)
+    return psi, 1.0 / tau
+
+
+def _tau(x: np.ndarray, alpha: float) -> np.ndarray:
+    """SPEC §3's ``τ(x)`` (``x > x̄``: no cancellation, both parts are positive)."""
+    shifted = x - (1.0 + alpha)
+    return 0.5 * (shifted + np.sqrt(shifted * shifted - 4.0 * alpha))

@@ -26,8 +26,9 @@ class MeasureOptions:
     method:
         Singular-value route: ``"auto"``, ``"gram64"`` or ``"svd"``.
     evbmf_xatol:
-        EVBMF's tolerance on σ²: ``None`` (relative to the spectrum, scale-invariant) or a
-        positive, finite absolute tolerance (``probe.evbmf.REFERENCE_XATOL`` reproduces the reference).
+        EVBMF's σ²: ``None`` (the global minimum of its objective, exact to rounding and
+        scale-invariant) or a positive, finite absolute tolerance for the reference's local
+        search (``probe.evbmf.REFERENCE_XATOL`` reproduces the reference).
     nonfinite:
         ``"raise"`` (a layer with NaN/Inf weights raises ``ValueError`` naming it) or
         ``"nan"`` (its quantities, and so the network measures, are NaN).

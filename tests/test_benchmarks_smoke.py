@@ -31,6 +31,7 @@ RUNS = {
     "family_conv1d.py": (["--quick"], "test_acc"),
     "family_gnn.py": (["--quick"], "test_acc"),
     "pruning_variants.py": (["--quick"], "| variant | mixer 20 | mixer all |"),
+    "evbmf_minimum.py": (["--quick"], "other minimum"),
 }
 
 

@@ -200,6 +200,9 @@ REFINED = {
     "log-spaced 1e10 wide": (lambda: matrix_with_condition(100, 700, 1e10), None),
     "rank 20 of 128": (lambda: gaussian(128, 20, 1) @ gaussian(20, 128, 2), None),
     "rank 5 of 64, wide": (lambda: gaussian(64, 5, 3) @ gaussian(5, 300, 4), None),
+    # EVBMF's Φ has many local minima on these: a local search moved AE C by 0.2 and 1e-4
+    "Gaussian rows scaled over 1e9, 64 x 4096": (lambda: gaussian(64, 4096, 0) * torch.logspace(0, -9, 64)[:, None], None),
+    "Gaussian rows scaled over 1e9, 300 x 1000": (lambda: gaussian(300, 1000, 0) * torch.logspace(0, -9, 300)[:, None], None),
 }
 
 

@@ -119,7 +119,8 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--layers", default=None, choices=["auto", "genprob"], help="force a layer preset (default: genprob for GenProb files, auto otherwise)")
     p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route (default auto)")
     p.add_argument("--evbmf-xatol", type=float, default=None, metavar="TOL",
-                   help="EVBMF tolerance (default: the reference's 1e-5 for GenProb files, the library default otherwise)")
+                   help="EVBMF: the reference's local search to this absolute tolerance on sigma^2 (default: the reference's "
+                        "1e-5 for GenProb files, otherwise the exact global minimum)")
     p.add_argument("--genprob-csv", action="store_true", help="also write the reference-compatible per-layer CSVs")
     p.add_argument("--parquet", action="store_true", help="also write checkpoints.parquet and layers.parquet (needs pyarrow)")
     p.add_argument("--unsafe-load", action="store_true", help="allow arbitrary unpickling (runs code from the file: only for files you trust)")
