@@ -7,10 +7,11 @@ refined on (LU where square, the triangular factor of QR/LQ where wide) take one
 copy of the matrix.
 
 The float64 Gram's products use MKL's ``dgemm`` where torch's CPU wheel carries MKL (x86
-Linux; found through ``ctypes``), else OpenBLAS's. Eigenvalues of Grams from 1024 rows up
-use MKL's ``dsyevd`` where it is found, else, and below that size, LAPACK's two-stage
-tridiagonal reduction (``dsyevd_2stage``, eigenvalues only: mostly BLAS-3) from the
-OpenBLAS that numpy ships; where neither is found, scipy's ``dsyevd``. All in place.
+Linux; found through ``ctypes``), else OpenBLAS's. Eigenvalues of Grams use MKL's ``dsyevd``
+where it is found and faster (64 to 703 rows, and from 1120 on: ``_MKL_EIGEN_ORDERS``),
+else LAPACK's two-stage tridiagonal reduction (``dsyevd_2stage``, eigenvalues only: mostly
+BLAS-3) from the OpenBLAS that numpy ships; where neither is found, scipy's ``dsyevd``. All
+in place.
 The caller sets MKL's thread count per calling thread (:func:`mkl_threads`): torch's MKL
 otherwise starts ``torch.get_num_threads()`` threads inside each of the caller's threads.
 """
@@ -47,10 +48,14 @@ _GRAM_COLUMNS = 256
 # transparent huge pages, which a single write makes resident 2 MB at a time.
 _LAZY_BYTES = 1 << 20
 _COL_MAJOR = 102  # LAPACK_COL_MAJOR
-# From this order on, MKL's dsyevd (inside torch's CPU wheel, where it exists) solves a Gram
-# 1.5-1.6x faster than OpenBLAS's two-stage solver (measured, one thread, CPU time: 0.36 s
-# against 0.54 s at 2048 rows, 2.4 s against 3.9 s at 4096).
+# From this order on, MKL's dsyevd and dgesdd (inside torch's CPU wheel, where it exists)
+# replace OpenBLAS's svd (measured 1.8x faster at 3072 rows).
 _MKL_MIN = 1024
+# MKL's dsyevd against OpenBLAS's two-stage dsyevd on a Gram as gram_lower builds it, one
+# thread, CPU time (benchmarks/RESULTS.md): 0.63-0.80x from 64 to 576 rows, 0.93x at 640-704,
+# 1.24-1.34x from 768 to 1088 (MKL changes its own method at ~1100), 0.79-0.83x from 1152
+# on (0.64x at 4096); OpenBLAS is faster below 64 too (the call's own overhead).
+_MKL_EIGEN_ORDERS = (range(64, 704), range(1120, 1 << 62))
 
 
 def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
@@ -123,7 +128,7 @@ def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
     (Fortran-ordered; a float64 ``gram`` is overwritten, a float32 one upcast first)."""
     gram = np.asfortranarray(gram, dtype=np.float64)
     n = gram.shape[0]
-    mkl = _mkl_dsyevd() if n >= _MKL_MIN else None
+    mkl = _mkl_dsyevd() if any(n in orders for orders in _MKL_EIGEN_ORDERS) else None
     if mkl is not None:
         values = mkl(gram)
         if values is not None:

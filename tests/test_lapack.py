@@ -71,15 +71,19 @@ def test_mkl_threads_are_set_inside_and_restored_after():
 
 
 def test_ctypes_kernels_in_a_subprocess():
-    """The kernels called through ctypes (MKL's dsyevd from 1024 rows on, OpenBLAS's LAPACKE
-    dgelqf and dgesdd) at sizes where a wrong call corrupts memory: in a child, against numpy."""
+    """The kernels called through ctypes (MKL's dsyevd and OpenBLAS's LAPACKE dsyevd_2stage,
+    each at an order where it is the one used; OpenBLAS's dgelqf and dgesdd) at sizes where a
+    wrong call corrupts memory: in a child, against numpy."""
     code = (
         "import numpy as np\n"
         "from probe._lapack import gram_lower, eigvalsh_lower, svdvals_inplace\n"
-        "a = np.random.default_rng(0).standard_normal((1100, 1300)).astype(np.float32)\n"
-        "gram = gram_lower(a, True)\n"
-        "want = np.linalg.eigvalsh(np.tril(gram) + np.tril(gram, -1).T)\n"
-        "errors = [np.abs(eigvalsh_lower(gram) - want).max() / want[-1]]\n"
+        "a = np.random.default_rng(0).standard_normal((1130, 1300)).astype(np.float32)\n"
+        "errors = []\n"
+        "for rows in (700, 1100, 1130):\n"
+        "    gram = gram_lower(a[:rows], True)\n"
+        "    want = np.linalg.eigvalsh(np.tril(gram) + np.tril(gram, -1).T)\n"
+        "    errors.append(np.abs(eigvalsh_lower(gram) - want).max() / want[-1])\n"
+        "a = a[:1100]\n"
         "for b in (np.asfortranarray(a[:400, :1300]), a[:400, :1300].copy(), a[:, :1200].copy(), np.asfortranarray(a[:, :1300])):\n"
         "    want = np.linalg.svd(b.astype(np.float64), compute_uv=False)\n"
         "    errors.append(np.abs(svdvals_inplace(b, 1.5) / want - 1).max())\n"
