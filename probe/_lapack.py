@@ -123,10 +123,20 @@ def symv_lower(gram: np.ndarray, x: np.ndarray) -> np.ndarray:
     return symv(1.0, gram, x.astype(gram.dtype, copy=False), lower=1)
 
 
+def upcast_lower(gram: np.ndarray) -> np.ndarray:
+    """A float64 Fortran-ordered copy of the lower triangle of the Fortran-ordered ``gram``
+    (in a memory map from ``_LAZY_BYTES`` on: the upper triangle never becomes resident)."""
+    rows = gram.shape[0]
+    upcast = _mapped_zeros(rows, rows)
+    for j in range(0, rows, _GRAM_COLUMNS):
+        upcast[j:, j:j + _GRAM_COLUMNS] = gram[j:, j:j + _GRAM_COLUMNS]
+    return upcast
+
+
 def eigvalsh_lower(gram: np.ndarray) -> np.ndarray:
     """Ascending float64 eigenvalues of the symmetric matrix in ``gram``'s lower triangle
-    (Fortran-ordered; a float64 ``gram`` is overwritten, a float32 one upcast first)."""
-    gram = np.asfortranarray(gram, dtype=np.float64)
+    (Fortran-ordered; a float64 ``gram`` is overwritten, another one upcast first)."""
+    gram = gram if gram.dtype == np.float64 and gram.flags.f_contiguous else upcast_lower(gram)
     n = gram.shape[0]
     mkl = _mkl_dsyevd() if any(n in orders for orders in _MKL_EIGEN_ORDERS) else None
     if mkl is not None:

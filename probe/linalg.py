@@ -31,6 +31,7 @@ from probe._lapack import (
     symv_lower,
     triangular_factor,
     triangular_solver,
+    upcast_lower,
 )
 
 # |entries| within 2**±safe: no A Aᵀ entry overflows (≤ M·2**(2·safe)), and underflowed
@@ -120,6 +121,8 @@ class NumpyKernels:
         gram = gram_lower(a, double)  # lower triangle only; float64 from float64 column blocks
         if floor and not self._definite_above(gram, floor):
             return None
+        if not double:
+            gram = upcast_lower(gram)  # the float32 Gram is freed before the eigensolver runs
         return eigvalsh_lower(gram)  # in place
 
     @staticmethod

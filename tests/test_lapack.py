@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from probe import _lapack
-from probe._lapack import eigvalsh_lower, gram_lower, mkl_threads, svdvals_inplace
+from probe._lapack import eigvalsh_lower, gram_lower, mkl_threads, svdvals_inplace, upcast_lower
 
 LAYOUTS = {
     "C": np.ascontiguousarray,
@@ -40,6 +40,16 @@ def test_gram_and_eigenvalues_match_numpy(layout, shape, dtype):
         np.testing.assert_allclose(np.tril(gram), np.tril(full), rtol=1e-5 if not double else 1e-12, atol=1e-6 * full.max())
         tolerance = 1e-12 if double else 1e-5
         np.testing.assert_allclose(eigvalsh_lower(gram), exact, rtol=0, atol=tolerance * exact[-1])
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_upcast_copies_the_lower_triangle_into_float64(order):
+    """gram32's Gram reaches the eigensolver as a float64 copy of its lower triangle (600²:
+    a memory-mapped one), not as a float64 copy of the whole matrix."""
+    gram = np.arange(600 * 600, dtype=np.float32).reshape(600, 600).copy(order=order)
+    upcast = upcast_lower(gram)
+    assert upcast.dtype == np.float64 and upcast.flags.f_contiguous
+    np.testing.assert_array_equal(np.tril(upcast), np.tril(gram).astype(np.float64))
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
