@@ -90,13 +90,16 @@ def measure(
     spectra = _spectra(matrices, [name for name, _ in selected], method, hints)
 
     results = []
+    measured: dict[int, Unfolding] = {}  # a linear's (or 1×1 conv's) in and out: one matrix, one result
     for index, ((name, _), weight) in enumerate(zip(selected, weights)):
         unfoldings = {}
         for u in UNFOLDINGS:
             key = (index, u)
             if key in matrices:
                 matrix = matrices[key]
-                unfoldings[u] = _unfolding(spectra[id(matrix)], *matrix.shape, xatol=evbmf_xatol)
+                if id(matrix) not in measured:
+                    measured[id(matrix)] = _unfolding(spectra[id(matrix)], *matrix.shape, xatol=evbmf_xatol)
+                unfoldings[u] = measured[id(matrix)]
             else:
                 unfoldings[u] = _nan_unfolding(weight, u, name)
         results.append(LayerResult(name, tuple(weight.shape), unfoldings))

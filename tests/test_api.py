@@ -182,3 +182,14 @@ def test_report_accessors():
     rows = report.genprob_rows()
     assert rows[2]["in_S_BE"] == rows[2]["out_S_BE"]  # linear: both unfoldings are the matrix
     assert np.isclose(rows[0]["in_fro_BE"], float(report.layers[0].unfoldings["in"].s @ report.layers[0].unfoldings["in"].s) ** 0.5)
+
+
+def test_a_linears_two_unfoldings_are_measured_once():
+    """A linear's (or 1×1 conv's) ``in`` and ``out`` are one matrix: one spectrum, and one
+    EVBMF and set of quantities, shared; a 3×3 conv's two unfoldings are two."""
+    g = torch.Generator().manual_seed(0)
+    report = probe.measure({"fc.weight": torch.randn(20, 50, generator=g), "pw.weight": torch.randn(8, 16, 1, 1, generator=g),
+                            "conv.weight": torch.randn(8, 16, 3, 3, generator=g)})
+    fc, pw, conv = (layer.unfoldings for layer in report.layers)
+    assert fc["in"] is fc["out"] and pw["in"] is pw["out"]
+    assert conv["in"] is not conv["out"] and (conv["in"].rows, conv["out"].rows) == (16, 8)
