@@ -19,7 +19,9 @@ from probe.aggregate import (
     VARIANTS,
     grid,
     parse_measure_name,
+    transform,
 )
+from probe.aggregate import aggregate as aggregate_vector
 from probe.powerlaw import PowerLawFit, fit_power_law
 from probe.quantities import QUANTITIES
 from probe.unfold import UNFOLDINGS
@@ -167,7 +169,10 @@ class Report:
             raise ValueError(f"unknown aggregation {how!r}; choose one of {AGGREGATIONS}")
         if t not in TRANSFORMS:
             raise ValueError(f"unknown transform {t!r}; choose one of {TRANSFORMS}")
-        return float(self.grid(measure, variant)[AGGREGATIONS.index(how), TRANSFORMS.index(t)])
+        values, weights = self.vector(measure, variant)
+        if variant == "AE" and not self.ae_defined:
+            return math.nan
+        return transform(aggregate_vector(values, weights, how), t, len(values))  # grid's cell, alone
 
     def aggregates(self) -> dict[str, float]:
         """Every aggregate, named ``{measure}_{aggregation}_{transform}_{variant}`` (320 values)."""

@@ -66,3 +66,30 @@ def test_measure_names_parse_into_their_parts():
     for bad in ("E_L2", "ER_median_t0_BE", "ER_L2_t9_BE", "SQ_p_XE", None):
         with pytest.raises(ValueError, match="unknown network measure names="):
             parse_measure_name(bad, argument="names")
+
+
+@pytest.mark.parametrize("signal", [1.0, 0.0])  # pure noise: EVBMF keeps nothing, AE undefined
+def test_one_aggregate_is_its_grid_cell(signal):
+    """``Report.aggregate`` computes one cell alone (the headline measures, at every
+    ``measure``); it equals that cell of ``Report.grid``, NaN where the grid is NaN."""
+    import torch
+
+    import probe
+    from probe.aggregate import MEASURES, TRANSFORMS, VARIANTS
+
+    g = torch.Generator().manual_seed(0)
+
+    def low_rank_plus_noise(rows: int, cols: int) -> torch.Tensor:
+        low_rank = torch.randn(rows, 3, generator=g) @ torch.randn(3, cols, generator=g)
+        return signal * low_rank + 0.05 * torch.randn(rows, cols, generator=g)
+
+    weights = {"a.weight": low_rank_plus_noise(16, 72).reshape(16, 8, 3, 3),
+               "b.weight": low_rank_plus_noise(24, 40), "c.weight": low_rank_plus_noise(10, 24)}
+    report = probe.measure(weights)
+    assert report.ae_defined == bool(signal)
+    for variant in VARIANTS:
+        for measure in MEASURES:
+            table = report.grid(measure, variant)
+            for i, how in enumerate(AGGREGATIONS):
+                for j, t in enumerate(TRANSFORMS):
+                    np.testing.assert_equal(report.aggregate(measure, variant, how, t), table[i, j])
