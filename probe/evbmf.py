@@ -89,7 +89,9 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None, ex
 
 
 def _objective(sigma2: float, s2: np.ndarray, M: int, alpha: float, x_bar: float) -> float:
-    """Φ(σ²) of SPEC §3 (the negative free energy up to constants)."""
+    """Φ(σ²) of SPEC §3 (the negative free energy up to constants) as the reference computes it,
+    for its search (``xatol``); ``x − τ`` loses every digit once ``x ≳ 1e16``, so the default
+    search uses :class:`_Phi`."""
     x = s2 / (M * sigma2)
     small = x[x <= x_bar]
     big = x[x > x_bar]
