@@ -18,8 +18,10 @@ REFERENCE_XATOL = 1e-5
 (pass it as ``xatol`` to reproduce GenProb's numbers exactly)."""
 
 _TAU_FACTOR = 2.5129
-# Φ is evaluated at least every this ratio of σ² between its bounds (beside its breakpoints).
+# Φ is evaluated at least every this ratio of σ² between its bounds (beside its breakpoints),
+# on at most this many grid points (bounds ~1e100 apart and more: coarser).
 _STEP = 1.05
+_MAX_GRID = 4096
 
 
 @dataclass(frozen=True)
@@ -82,8 +84,9 @@ def evbmf(s: np.ndarray, rows: int, cols: int, *, xatol: float | None = None, ex
 
     threshold = math.sqrt(M * sigma2 * (1.0 + tau_bar) * (1.0 + alpha / tau_bar))
     kept = s[s > threshold]
-    ratio = 1.0 - (L + M) * sigma2 / kept**2
-    d = kept / 2.0 * (ratio + np.sqrt(ratio**2 - 4.0 * L * M * sigma2**2 / kept**4))
+    q = sigma2 / kept**2  # σ⁴/s⁴ as q², which neither underflows nor overflows where q is in range
+    ratio = 1.0 - (L + M) * q
+    d = kept / 2.0 * (ratio + np.sqrt(ratio**2 - 4.0 * L * M * q * q))
     with np.errstate(over="ignore"):  # σ² ~ s²/M may exceed float64 where s does not: inf
         return EVBMFResult(np.ldexp(d, e), float(np.ldexp(sigma2, 2 * whole)))
 
@@ -117,11 +120,13 @@ def _global_minimum(c: np.ndarray, M: int, alpha: float, x_bar: float, lower: fl
     breaks = c / (M * x_bar)
     eps = 4 * np.finfo(float).eps
     # below the smallest breakpoint every term is on the second branch, where Φ falls as σ²
-    # rises (t·dΦ/dt = −α·Σ(1 + 1/τ_i) < 0): its minimum there is at that breakpoint
-    lower = max(lower, float(breaks[-1]) * (1 - eps))
+    # rises (t·dΦ/dt = −α·Σ(1 + 1/τ_i) < 0): its minimum there is at that breakpoint. (σ² is
+    # relative to s_1² ≈ 1 here: none below float64's smallest normal number is sought.)
+    lower = max(lower, float(breaks[-1]) * (1 - eps), float(np.finfo(float).tiny))
     if lower >= upper:
         return upper
-    grid = np.geomspace(lower, upper, 2 + math.ceil(math.log(upper / lower) / math.log(_STEP)))
+    steps = min(_MAX_GRID, math.ceil(math.log(upper / lower) / math.log(_STEP)))
+    grid = np.geomspace(lower, upper, 2 + steps)
     points = np.unique(np.concatenate([grid[1:-1], breaks[(breaks > lower) & (breaks < upper)], [lower, upper]]))
     bigs = np.searchsorted(-breaks, -points, side="left")  # per point, the terms with x > x̄
     joining = np.searchsorted(-breaks, -points, side="right") - bigs  # the terms with x = x̄ there
@@ -155,7 +160,7 @@ class _Phi:
     def __init__(self, c: np.ndarray, M: int, alpha: float, chunk: int = 1 << 20) -> None:
         self.c, self.M, self.alpha, self.chunk = c, M, alpha, chunk
         self.suffix_c = np.concatenate([np.cumsum(c[::-1])[::-1], [0.0]])
-        self.suffix_log = np.concatenate([np.cumsum(np.log(c[::-1] / M))[::-1], [0.0]])
+        self.suffix_log = np.concatenate([np.cumsum(np.log(c[::-1]) - math.log(M))[::-1], [0.0]])
 
     def __call__(self, points: np.ndarray, bigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c, M, alpha, n = self.c, self.M, self.alpha, len(self.c)
@@ -189,6 +194,7 @@ def _big_terms(x: np.ndarray, alpha: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _tau(x: np.ndarray, alpha: float) -> np.ndarray:
-    """SPEC §3's ``τ(x)`` (``x > x̄``: no cancellation, both parts are positive)."""
+    """SPEC §3's ``τ(x)`` for ``x > x̄`` (then ``x − 1 − α > 0``: no cancellation, and no
+    overflow of its square at any ``x``)."""
     shifted = x - (1.0 + alpha)
-    return 0.5 * (shifted + np.sqrt(shifted * shifted - 4.0 * alpha))
+    return 0.5 * shifted * (1.0 + np.sqrt(1.0 - 4.0 * alpha / shifted / shifted))

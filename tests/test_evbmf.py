@@ -160,3 +160,21 @@ def test_sigma2_is_stable_where_the_objective_jumps(model, names):
             nudged = evbmf(s * (1 + 1e-14 * np.random.default_rng(0).standard_normal(rows)), rows, cols)
             assert nudged.sigma2 == pytest.approx(base.sigma2, rel=1e-10), name
             np.testing.assert_allclose(nudged.d, base.d, rtol=1e-7)  # d near the threshold: amplified
+
+
+@pytest.mark.parametrize("s", [np.array([1.0, 1e-161]), np.array([1.0, 1e-158, 1e-162, 0.0]), np.array([1.0, 5e-324]),
+                               np.logspace(0, -300, 50), np.logspace(0, -320, 400)],
+                         ids=["two", "subnormal squares", "smallest subnormal", "over 1e300", "over 1e320"])
+@pytest.mark.parametrize("aspect", [1, 3])
+def test_values_whose_squares_underflow_give_finite_results(s, aspect):
+    """Float64 spectra over ~1e160 and more (squares below float64's range): finite σ² and
+    ``d``, no warning (they raised in the search's bounds, overflowed τ, and gave 0/0 in the
+    shrinkage)."""
+    import warnings
+
+    L = len(s)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = evbmf(s, L, aspect * L)
+    assert np.isfinite(result.sigma2) and result.sigma2 >= 0
+    assert np.isfinite(result.d).all() and (result.d > 0).all() and len(result.d) <= L
