@@ -7,12 +7,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -335,3 +337,17 @@ def test_a_full_disk_names_the_file(tmp_path, capsys):
     assert main(["merge", str(out)]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and repr(str(out / "checkpoints.csv")) in err
+
+
+def test_float64_spectrum_over_1e300_gives_finite_measures_without_warnings():
+    """A float64 layer whose singular values span 1e300 (squares far below float64's range):
+    every quantity finite, BE and AE, and no numpy warning on the way."""
+    w = torch.zeros(40, 120, dtype=torch.float64)
+    w[range(40), range(40)] = torch.logspace(0, -300, 40, dtype=torch.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report = probe.measure({"w.weight": w})
+    unfolding = report.layers[0].unfoldings["out"]
+    assert unfolding.BE["C"] == pytest.approx(1e300, rel=1e-9)
+    assert all(math.isfinite(v) for v in (*unfolding.BE.values(), *unfolding.AE.values(), unfolding.sigma2))
+    assert all(math.isfinite(v) for v in report.network.values())
