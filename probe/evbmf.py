@@ -19,7 +19,7 @@ REFERENCE_XATOL = 1e-5
 
 _TAU_FACTOR = 2.5129
 # Φ is evaluated at least every this ratio of σ² between its bounds (beside its breakpoints),
-# on at most this many grid points (bounds ~1e100 apart and more: coarser).
+# on at most this many grid points (bounds more than ~1e87 apart: a coarser grid).
 _STEP = 1.05
 _MAX_GRID = 4096
 
