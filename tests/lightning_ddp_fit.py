@@ -101,6 +101,8 @@ def main(out: Path) -> None:
     (out / f"rank{rank}.json").write_text(json.dumps(result))
     if rank == 0:
         torch.save(recorder.states, out / "states.pt")
+    if torch.distributed.is_initialized():  # gloo's threads joined before exit, which could otherwise abort
+        torch.distributed.destroy_process_group()  # ("terminate called without an active exception", seen once in CI)
 
 
 if __name__ == "__main__":
