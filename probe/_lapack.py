@@ -52,7 +52,7 @@ _COL_MAJOR = 102  # LAPACK_COL_MAJOR
 # replace OpenBLAS's svd (measured 1.8x faster at 3072 rows).
 _MKL_MIN = 1024
 # MKL's dsyevd against OpenBLAS's two-stage dsyevd on a Gram as gram_lower builds it, one
-# thread, CPU time (benchmarks/RESULTS.md): 0.63-0.80x from 64 to 576 rows, 0.93x at 640-704,
+# thread, CPU time (benchmarks/RESULTS.md): 0.55-0.80x from 64 to 576 rows, 0.93x at 640-704,
 # 1.24-1.34x from 768 to 1088 (MKL changes its own method at ~1100), 0.79-0.83x from 1152
 # on (0.64x at 4096); OpenBLAS is faster below 64 too (the call's own overhead).
 _MKL_EIGEN_ORDERS = (range(64, 704), range(1120, 1 << 62))
