@@ -85,7 +85,7 @@ class Kernels(Protocol[Array]):
         """``(values, True)``: up to ``count`` of the smallest singular values (ascending,
         float64; all where ``count + _GUARD ≤ _MAX_BLOCK``, else ``_BLOCK - _GUARD``) by inverse
         subspace iteration (:func:`inverse_iteration`) on a float64 factor of ``A`` (LU where
-        square, else the triangular factor of QR/LQ); else ``(all, False)``: every singular value
+        square, else the triangular factor of QR of ``Aᵀ``); else ``(all, False)``: every singular value
         (descending) as :meth:`svd_values` gives them, from the same triangular factor where wide
         (where the factor has an exactly zero pivot, the iteration does not converge,
         ``σ_min < floor`` or ``accept(values)`` is false)."""
@@ -142,8 +142,8 @@ class NumpyKernels:
     def smallest_or_all(self, a: np.ndarray, count: int, floor: float = 0.0,
                         accept: Callable[[np.ndarray], bool] = lambda values: True) -> tuple[np.ndarray, bool]:
         rows, cols = a.shape
-        factor, lower = triangular_factor(a) if cols > rows else (None, False)
-        solve = lu_solver(a) if factor is None else triangular_solver(factor, lower)
+        factor = triangular_factor(a) if cols > rows else None
+        solve = lu_solver(a) if factor is None else triangular_solver(factor)
         values = None if solve is None else inverse_iteration(solve, _start(rows, count), count, floor)
         del solve  # the LU buffer, before svd's copy
         if values is not None and accept(values):

@@ -16,7 +16,7 @@ holds. Four routes, cheapest first:
     where only the smallest eigenvalues miss that bound (condition up to 1e10): the Gram's
     values for the rest, and the unresolved smallest singular values (all of them up to 30,
     else the 6 smallest) by inverse subspace iteration on a float64 factor of ``A`` (LU
-    where square, the triangular factor of QR/LQ where wide), accurate to float64's
+    where square, the triangular factor of QR of ``Aᵀ`` where wide), accurate to float64's
     ``ε·‖A‖`` like ``svdvals``, so ``C`` too. Unresolved values left unrefined keep the
     Gram's value only where no quantity could move by more than 2.5e-6 through them
     (:func:`_refined`). Costs the ``gram64`` route plus 0.4–1× of it (LU or QR, ~15–30 steps).

@@ -82,7 +82,7 @@ def test_mkl_threads_are_set_inside_and_restored_after():
 
 def test_ctypes_kernels_in_a_subprocess():
     """The kernels called through ctypes (MKL's dsyevd and OpenBLAS's LAPACKE dsyevd_2stage,
-    each at an order where it is the one used; OpenBLAS's dgelqf and dgesdd) at sizes where a
+    each at an order where it is the one used; MKL's dgeqrf and OpenBLAS's dgesdd) at sizes where a
     wrong call corrupts memory: in a child, against numpy."""
     code = (
         "import numpy as np\n"
@@ -103,3 +103,42 @@ def test_ctypes_kernels_in_a_subprocess():
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
     assert float(result.stdout) < 1e-12
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("shape", [(37, 300), (1, 20), (64, 65)])
+def test_triangular_factor_folds_column_blocks(layout, shape, monkeypatch):
+    """A wide matrix's factor R (Aᵀ = QR) from its first L columns and then blocks of 7 (the
+    last one partial): RᵀR = A Aᵀ, zeros below the diagonal, the input untouched."""
+    monkeypatch.setattr(_lapack, "_QR_BLOCK", 7)
+    a = LAYOUTS[layout](matrix(*shape, np.float32))
+    before = a.copy()
+    r = _lapack.triangular_factor(a)
+    assert r.shape == (shape[0], shape[0]) and r.dtype == np.float64 and r.flags.f_contiguous
+    np.testing.assert_array_equal(np.tril(r, -1), 0.0)
+    a64 = a.astype(np.float64)
+    np.testing.assert_allclose(r.T @ r, a64 @ a64.T, rtol=0, atol=1e-13 * np.abs(a64 @ a64.T).max())
+    np.testing.assert_allclose(np.linalg.svd(r, compute_uv=False), np.linalg.svd(a64, compute_uv=False), rtol=1e-11)
+    np.testing.assert_array_equal(a, before)
+
+
+@pytest.mark.parametrize("mkl", [True, False])
+def test_factors_with_and_without_mkl(mkl, monkeypatch):
+    """The LU solver and the wide QR factor give the same results on MKL (torch's, through
+    ctypes) and on scipy's LAPACK (where torch has no MKL); a singular matrix has no LU solver."""
+    if not mkl:
+        monkeypatch.setattr(_lapack, "_mkl", lambda name: None)
+    elif _lapack._mkl("dgetrf_") is None:
+        pytest.skip("torch has no MKL here")
+    a = np.asfortranarray(matrix(90, 90, np.float32))  # Fortran order: the solver's F is a itself
+    x = np.random.default_rng(1).standard_normal((90, 5))
+    solve = _lapack.lu_solver(a)
+    a64 = a.astype(np.float64)
+    np.testing.assert_allclose(a64 @ solve(x, False), x, atol=1e-9)
+    np.testing.assert_allclose(a64.T @ solve(x, True), x, atol=1e-9)
+    singular = a.copy()
+    singular[3] = 0.0
+    assert _lapack.lu_solver(singular) is None
+    wide = matrix(40, 100, np.float32).astype(np.float64)
+    r = _lapack.triangular_factor(wide)
+    np.testing.assert_allclose(r.T @ r, wide @ wide.T, atol=1e-13 * np.abs(wide @ wide.T).max())
