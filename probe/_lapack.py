@@ -6,12 +6,12 @@ singular values are computed in place, a square matrix's LU factor takes one flo
 it, and a wide matrix's triangular factor (QR of ``Aᵀ``) is folded in from column blocks: its
 own L × L float64 bytes and one block's.
 
-The float64 Gram's products use MKL's ``dgemm`` where torch's CPU wheel carries MKL (x86
-Linux; found through ``ctypes``), else OpenBLAS's. Eigenvalues of Grams use MKL's ``dsyevd``
-where it is found and faster (64 to 703 rows, and from 1120 on: ``_MKL_EIGEN_ORDERS``),
-else LAPACK's two-stage tridiagonal reduction (``dsyevd_2stage``, eigenvalues only: mostly
-BLAS-3) from the OpenBLAS that numpy ships; where neither is found, scipy's ``dsyevd``. All
-in place.
+The float64 Gram's products use MKL's ``dgemm`` (inside torch's x86 CPU wheel, found through
+``ctypes``) where the engine has several threads, else OpenBLAS's ``dsyrk``. Eigenvalues of Grams use
+MKL's ``dsyevd`` where it is found and faster (64 to 703 rows, and from 1120 on:
+``_MKL_EIGEN_ORDERS``), else LAPACK's two-stage tridiagonal reduction (``dsyevd_2stage``,
+eigenvalues only: mostly BLAS-3) from the OpenBLAS that numpy ships; where neither is found,
+scipy's ``dsyevd``. All in place.
 The caller sets MKL's thread count per calling thread (:func:`mkl_threads`): torch's MKL
 otherwise starts ``torch.get_num_threads()`` threads inside each of the caller's threads.
 """
@@ -65,9 +65,11 @@ _MKL_EIGEN_ORDERS = (range(64, 704), range(1120, 1 << 62))
 
 def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
     """``A Aᵀ`` (``a``: L × M, float32 or float64, any memory order) as a Fortran-ordered
-    L × L array whose lower triangle alone is set. ``double``: formed in float64 (from float64
-    copies of column blocks of ``a``, the upper triangle's pages left unwritten where a
-    ``dgemm`` is found), else in float32."""
+    L × L array whose lower triangle alone is set. ``double``: formed in float64 from float64
+    copies of column blocks of ``a`` (the upper triangle's pages left unwritten), by MKL's
+    ``dgemm`` on the lower triangle's blocks, or by OpenBLAS's ``dsyrk`` where the engine runs
+    on one thread (2–30 % faster there; but OpenBLAS serialises concurrent callers, and MKL
+    also scales over the threads a matrix measured alone gets); else in float32."""
     rows, cols = a.shape
     if not double:
         x, trans = _fortran(a.astype(np.float32, copy=False))
@@ -75,11 +77,11 @@ def gram_lower(a: np.ndarray, double: bool) -> np.ndarray:
     gram = _mapped_zeros(rows, rows)
     chunk = max(_MIN_CHUNK, min(cols // 16, _CHUNK))
     buffer = _mapped_zeros(rows, min(chunk, cols))
-    gemm = _dgemm()
+    gemm = _mkl("dgemm_") if _engine_threads() > 1 else None
     for start in range(0, cols, chunk):
         part = buffer[:, :min(chunk, cols - start)]  # Fortran-contiguous
         np.copyto(part, a[:, start:start + chunk])
-        if gemm is None:  # writes the whole array: correct, only more of it resident
+        if gemm is None:  # the lower triangle only, too
             gram = blas.dsyrk(1.0, part, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
         else:
             _add_lower(gemm, gram, part)
@@ -96,22 +98,19 @@ def _mapped_zeros(rows: int, cols: int) -> np.ndarray:
     return np.frombuffer(mmap.mmap(-1, size), np.float64).reshape((rows, cols), order="F")
 
 
-Gemm = tuple[Callable[..., None], type[ctypes.c_int32] | type[ctypes.c_int64]]
-
-
-def _add_lower(gemm: Gemm, gram: np.ndarray, part: np.ndarray) -> None:
+def _add_lower(gemm: Callable[..., None], gram: np.ndarray, part: np.ndarray) -> None:
     """``gram += part partᵀ`` on the lower triangle (and the upper halves of the diagonal
     ``_GRAM_COLUMNS``-squares), one ``dgemm`` per column block; both Fortran-ordered float64."""
-    function, integer = gemm
+    integer = ctypes.c_int32
     rows, width = part.shape
     one, ld, k = ctypes.c_double(1.0), integer(rows), integer(width)
     for j in range(0, rows, _GRAM_COLUMNS):
         below, across = integer(rows - j), integer(min(_GRAM_COLUMNS, rows - j))
         source = ctypes.c_void_p(part.ctypes.data + 8 * j)
         target = ctypes.c_void_p(gram.ctypes.data + 8 * (j * rows + j))
-        function(b"N", b"T", ctypes.byref(below), ctypes.byref(across), ctypes.byref(k), ctypes.byref(one),
-                 source, ctypes.byref(ld), source, ctypes.byref(ld), ctypes.byref(one), target, ctypes.byref(ld),
-                 ctypes.c_size_t(1), ctypes.c_size_t(1))
+        gemm(b"N", b"T", ctypes.byref(below), ctypes.byref(across), ctypes.byref(k), ctypes.byref(one),
+             source, ctypes.byref(ld), source, ctypes.byref(ld), ctypes.byref(one), target, ctypes.byref(ld),
+             ctypes.c_size_t(1), ctypes.c_size_t(1))
 
 
 def _fortran(a: np.ndarray) -> tuple[np.ndarray, int]:
@@ -323,6 +322,13 @@ def mkl_threads(count: int) -> Iterator[None]:
         local(previous)  # 0: the global setting again
 
 
+def _engine_threads() -> int:
+    """``torch.get_num_threads()``: the threads the engine spreads its matrices over."""
+    import torch
+
+    return torch.get_num_threads()
+
+
 @functools.cache
 def _mkl_local_threads() -> Callable[[int], int] | None:
     """MKL's ``mkl_set_num_threads_local`` (by value; the lower-case symbol takes a pointer),
@@ -331,25 +337,6 @@ def _mkl_local_threads() -> Callable[[int], int] | None:
     if function is not None:
         function.restype, function.argtypes = ctypes.c_int, [ctypes.c_int]
     return function
-
-
-@functools.cache
-def _dgemm() -> Gemm | None:
-    """``dgemm`` (Fortran interface) from torch's MKL, else from numpy's OpenBLAS, and its
-    integer type; ``None`` where neither is found."""
-    mkl = _mkl("dgemm_")
-    if mkl is not None:
-        return mkl, ctypes.c_int32
-    found = _openblas()
-    if found is None:
-        return None
-    library, pattern, integer = found
-    name = ("scipy_" if pattern.startswith("scipy_") else "") + "dgemm" + ("_64_" if "64" in pattern else "_")
-    function = getattr(library, name, None)
-    if function is None:
-        return None
-    function.restype = None
-    return function, integer
 
 
 def _mkl_dgesdd(work: np.ndarray) -> np.ndarray | None:
