@@ -142,13 +142,9 @@ def _global_minimum(c: np.ndarray, M: int, alpha: float, x_bar: float, lower: fl
     candidates = list(zip(phi.tolist(), at.tolist()))
     candidates += [(float(joined_phi[k]), max(lower, float(points[k]) * (1 - eps))) for k in below]
     for k in np.nonzero((slope[:-1] < 0) & (joined_slope[1:] > 0))[0]:
-        big = bigs[k : k + 1]
-
-        def stretch_slope(t: float, big: np.ndarray = big) -> float:
-            return float(at_points(np.array([t]), big)[1][0])
-
-        t = float(brentq(stretch_slope, points[k], points[k + 1], xtol=1e-300, rtol=eps))
-        candidates.append((float(at_points(np.array([t]), big)[0][0]), t))
+        big = int(bigs[k])
+        t = float(brentq(lambda t, big=big: at_points.at(t, big)[1], points[k], points[k + 1], xtol=1e-300, rtol=eps))
+        candidates.append((at_points.at(t, big)[0], t))
     return min(candidates)[1]
 
 
@@ -161,6 +157,14 @@ class _Phi:
         self.c, self.M, self.alpha, self.chunk = c, M, alpha, chunk
         self.suffix_c = np.concatenate([np.cumsum(c[::-1])[::-1], [0.0]])
         self.suffix_log = np.concatenate([np.cumsum(np.log(c[::-1]) - math.log(M))[::-1], [0.0]])
+
+    def at(self, t: float, big: int) -> tuple[float, float]:
+        """Φ and ``t·dΦ/dt`` at the one point ``t`` (the first ``big`` terms with ``x > x̄``)."""
+        c, M, alpha, n = self.c, self.M, self.alpha, len(self.c)
+        small_x = self.suffix_c[big] / (M * t)
+        psi, inverse_tau = _big_terms(c[:big] / (M * t), alpha)
+        phi = small_x - self.suffix_log[big] + (n - big) * math.log(t) + psi.sum()
+        return float(phi), float((n - big) - small_x - alpha * big - alpha * inverse_tau.sum())
 
     def __call__(self, points: np.ndarray, bigs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         c, M, alpha, n = self.c, self.M, self.alpha, len(self.c)
