@@ -7,8 +7,8 @@ it, and a wide matrix's triangular factor (QR of ``Aᵀ``) is folded in from col
 own L × L float64 bytes and one block's.
 
 The float64 Gram's products use MKL's ``dgemm`` (inside torch's x86 CPU wheel, found through
-``ctypes``) where the engine has several threads, else OpenBLAS's ``dsyrk``. Eigenvalues of Grams use
-MKL's ``dsyevd`` where it is found and faster (64 to 703 rows, and from 1120 on:
+``ctypes``) where the engine has several threads, else OpenBLAS's ``dsyrk``. Eigenvalues of
+Grams use MKL's ``dsyevd`` where it is found and faster (64 to 703 rows, and from 1120 on:
 ``_MKL_EIGEN_ORDERS``), else LAPACK's two-stage tridiagonal reduction (``dsyevd_2stage``,
 eigenvalues only: mostly BLAS-3) from the OpenBLAS that numpy ships; where neither is found,
 scipy's ``dsyevd``. All in place.
@@ -222,6 +222,7 @@ def lu_solver(a: np.ndarray) -> Solve | None:
 
 
 def _pointer(array: np.ndarray) -> ctypes.c_void_p:
+    """``array``'s data as a ``ctypes`` pointer (for the Fortran interfaces called here)."""
     return array.ctypes.data_as(ctypes.c_void_p)
 
 
@@ -275,8 +276,8 @@ def _geqrf(work: np.ndarray) -> None:
 
         def call(buffer: np.ndarray, lwork: int) -> None:
             size = ctypes.byref(integer(n))
-            function(size, size, work.ctypes.data_as(ctypes.c_void_p), size, tau.ctypes.data_as(ctypes.c_void_p),
-                     buffer.ctypes.data_as(ctypes.c_void_p), ctypes.byref(integer(lwork)), ctypes.byref(status))
+            function(size, size, _pointer(work), size, _pointer(tau), _pointer(buffer), ctypes.byref(integer(lwork)),
+                     ctypes.byref(status))
 
         call(query, -1)  # workspace query
         buffer = np.empty(max(1, int(query[0])), np.float64)
