@@ -42,7 +42,8 @@ weights, all that ``auto`` does beyond ``gram64``.
 
 Usage: ``python benchmarks/speed.py [--models resnet18,bert-base] [--threads 1,2]
 [--repeats 3] [--blocks 4] [--clock wall|cpu] [--cliff 1024] [--kernels] [--profile]
-[--device cuda] [--columns auto,svd32\\ loop] [--large 4096x4096,4096x11008] [--quick]``
+[--device cuda] [--columns auto,svd32\\ loop] [--large 4096x4096,4096x11008]
+[--large-kinds random,power,ill,steep] [--quick]``
 """
 
 from __future__ import annotations
@@ -271,25 +272,35 @@ def cliff_floor(matrix: torch.Tensor, repeats: int, sync: Callable[[], None], cl
           f"{t['svd'] / t['gram32']:.1f}x gram32 and {t['svd'] / t['gram64']:.1f}x gram64", flush=True)
 
 
+LARGE_KINDS = ("random", "power", "ill", "steep")
+
+
 def large_matrix(rows: int, cols: int, kind: str, seed: int = 0) -> torch.Tensor:
     """A float32 ``rows × cols`` Gaussian matrix; ``power``: its shorter side's directions scaled
-    ``i^-1`` (a trained-like decay, condition ~``min(rows, cols)``), ``ill``: scaled over 1e9."""
+    ``i^-1`` (a trained-like decay, condition ~``min(rows, cols)``), ``ill``: scaled over 1e9;
+    ``steep``: singular values exactly ``i^-1.5`` with random orthonormal vectors (a steep
+    trained-like spectrum: at 4096 rows its smallest values lie 0.04 % apart, a dense tail
+    below what the float64 Gram resolves)."""
     g = torch.Generator().manual_seed(seed)
-    a = torch.randn(rows, cols, generator=g)
     k = min(rows, cols)
+    if kind == "steep":
+        u = torch.linalg.qr(torch.randn(rows, k, generator=g)).Q
+        v = torch.linalg.qr(torch.randn(cols, k, generator=g)).Q
+        return (u * torch.arange(1, k + 1, dtype=torch.float32) ** -1.5) @ v.T
+    a = torch.randn(rows, cols, generator=g)
     scale = {"random": torch.ones(k), "power": torch.arange(1, k + 1, dtype=torch.float32) ** -1.0,
              "ill": torch.logspace(0, -9, k)}[kind]
     return a * (scale[:, None] if rows <= cols else scale)
 
 
-def large(shapes: list[tuple[int, ...]], repeats: int, clock: Callable[[], float], sync: Callable[[], None],
-          device: torch.device) -> None:
+def large(shapes: list[tuple[int, ...]], kinds: list[str], repeats: int, clock: Callable[[], float],
+          sync: Callable[[], None], device: torch.device) -> None:
     """One large matrix at a time: ``probe.measure`` against float32 ``svdvals`` of the same
     matrix (timed side by side), with the route taken and the accuracy against float64."""
     print(f"\nsingle large layers, {torch.get_num_threads()} thread(s), best of {repeats}")
     print(f"{'shape':>12} {'kind':>7} {'svd32':>9} {'auto':>9} {'auto/svd32':>11}  {'route':<10} {'max rel. dev.':>13}")
     for rows, cols in shapes:
-        for kind in ("random", "power", "ill"):
+        for kind in kinds:
             weights = {"w.weight": large_matrix(rows, cols, kind).to(device)}
             matrix = weights["w.weight"]
             t = best_times({"svd32": lambda: torch.linalg.svdvals(matrix), "auto": lambda: probe.measure(weights)},
@@ -371,7 +382,8 @@ def profile(models: list[str], blocks: int, quick: bool, repeats: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {MODELS + LARGE_MODELS}")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, from {MODELS + LARGE_MODELS} (empty: none, e.g. with --large)")
     parser.add_argument("--threads", default="1,2", help="comma-separated torch thread counts")
     parser.add_argument("--repeats", type=int, default=3, help="timed repetitions per cell (best kept; 0: accuracy only)")
     parser.add_argument("--blocks", type=int, default=4, help="transformer blocks measured (shapes repeat per block)")
@@ -387,11 +399,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--large", default="", metavar="SHAPES",
                         help="also time single large matrices ROWSxCOLS,... (random, power-law and ill-conditioned) "
                              "against svdvals, e.g. 4096x4096,4096x11008")
+    parser.add_argument("--large-kinds", default="random,power,ill", metavar="KINDS",
+                        help=f"the --large matrices' kinds, comma-separated, from {LARGE_KINDS} (steep: a dense tail)")
     parser.add_argument("--quick", action="store_true", help="widths / 8, one block, one repeat, one thread: a smoke test")
     args = parser.parse_args(argv)
-    models = args.models.split(",")
+    models = [model for model in args.models.split(",") if model]
     if unknown := set(models) - set(MODELS + LARGE_MODELS):
         parser.error(f"unknown model(s) {sorted(unknown)}; choose from {MODELS + LARGE_MODELS}")
+    if unknown := set(args.large_kinds.split(",")) - set(LARGE_KINDS):
+        parser.error(f"unknown --large-kinds {sorted(unknown)}; choose from {LARGE_KINDS}")
     threads = [1] if args.quick else [int(t) for t in args.threads.split(",")]
     repeats = 1 if args.quick else args.repeats
     device = torch.device(args.device)
@@ -406,8 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     names = [c for c in COLUMNS if c in args.columns.split(",")] + (["ww"] if ww and "ww" in args.columns.split(",") else [])
     header = (f"{'model':<12} {'weights':<8} {'thr':>3} " + " ".join(f"{n:>11}" for n in names)
               + f" {'auto/svd32':>11} {'auto/svd64':>11} {'auto/np32':>10} {'auto/gram64':>12}")
-    print(header)
-    print("-" * len(header))
+    if models:
+        print(header)
+        print("-" * len(header))
     accuracy = []
     for model in models:
         base = init_weights(shapes_of(model, args.blocks, args.quick))
@@ -442,8 +459,9 @@ def main(argv: list[str] | None = None) -> None:
             routes = Counter(u.route for layer in report.layers for u in layer.unfoldings.values())
             accuracy.append((model, label, deviation(report, reference), deviation(report64, reference),
                              ", ".join(f"{r} {c}" for r, c in sorted(routes.items()))))
-    print()
-    print(f"{'model':<12} {'weights':<8} {'auto: max rel. dev.':>19} {'gram64: max rel. dev.':>22}  auto's routes (unfoldings)")
+    if models:
+        print()
+        print(f"{'model':<12} {'weights':<8} {'auto: max rel. dev.':>19} {'gram64: max rel. dev.':>22}  auto's routes (unfoldings)")
     for model, label, dev_auto, dev_gram, routes in accuracy:
         print(f"{model:<12} {label:<8} {dev_auto:>19.1e} {dev_gram:>22.1e}  {routes}")
     if args.cliff or args.quick:
@@ -455,7 +473,8 @@ def main(argv: list[str] | None = None) -> None:
         kernels(max(repeats, 1))
     if args.large:
         torch.set_num_threads(threads[0])
-        large([tuple(int(x) for x in shape.split("x")) for shape in args.large.split(",")], max(repeats, 1), clock, sync, device)
+        large([tuple(int(x) for x in shape.split("x")) for shape in args.large.split(",")], args.large_kinds.split(","),
+              max(repeats, 1), clock, sync, device)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"scalarSmoothing": 0, "timeSeriesSettingsPaneOpened": False}
 SHOTS = {
@@ -149,9 +151,24 @@ def chromium_screenshot(url: str, target: Path, size: tuple[int, int], *, budget
     return target
 
 
-def screenshot(base: str, name: str, size: tuple[int, int], path: str, click: str, out: Path) -> Path:
+def screenshot(base: str, name: str, size: tuple[int, int], path: str, click: str, out: Path, attempts: int = 3) -> Path:
+    """TensorBoard's page photographed until its charts are drawn (Chromium sometimes captures
+    the cards before their lines: then again, with twice the time), else an error."""
     url = f"{base}{SEED_PAGE}?" + urllib.parse.urlencode({"next": path, "click": click})
-    return chromium_screenshot(url, out / name, size)
+    for attempt in range(attempts):
+        target = chromium_screenshot(url, out / name, size, budget_ms=30000 * 2**attempt)
+        if drawn(target):
+            return target
+    raise SystemExit(f"{target}: TensorBoard's charts were still empty after {attempts} captures")
+
+
+def drawn(png: Path) -> bool:
+    """Whether the page below TensorBoard's orange header and right of its runs pane shows
+    coloured pixels (chart lines, images): at least 0.5 % of them (a drawn page: 3-11 %)."""
+    from PIL import Image
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(np.int16)[150:, 400:]
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > 80).mean()) >= 0.005
 
 
 def dashboard_pruned_trial(study_db: Path, out: Path) -> Path:

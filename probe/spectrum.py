@@ -24,7 +24,9 @@ holds. Four routes, cheapest first:
     float64 ``svdvals``; of the triangular factor ``R`` of ``Aᵀ = QR`` for wide matrices
     (``M ≥ 1.5 L``), which costs about as much as ``gram64`` instead of ~10× more. Where
     ``gram64+min`` does not hold (no convergence, an exactly zero pivot, condition above
-    1e10, too many unresolved values), from the factor it already computed where wide.
+    1e10, too many unresolved values), from the factor it already computed where wide; and
+    without computing a factor where the Gram's values show that the iteration cannot
+    converge (a dense tail of small values: :func:`probe.linalg.may_converge`).
 
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
@@ -57,7 +59,7 @@ import torch
 
 from probe._lapack import mkl_threads
 from probe.evbmf import evbmf
-from probe.linalg import Kernels, kernels_for, single_threaded_blas
+from probe.linalg import Kernels, kernels_for, may_converge, single_threaded_blas
 from probe.quantities import quantities
 
 log = logging.getLogger(__name__)
@@ -227,7 +229,8 @@ def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> tuple
     """Singular values (descending) from the float64 Gram's ascending eigenvalues ``eig``
     where they hold, the smallest refined (:meth:`Kernels.smallest_or_all`), and ``True``; or
     float64 ``svdvals`` (of the same factor where wide) and ``False`` where that cannot hold,
-    also where the condition exceeds 1e10 (``_MIN_REFINED``).
+    also where the condition exceeds 1e10 (``_MIN_REFINED``), and without a factor where the
+    Gram's values rule out the iteration's convergence (:func:`probe.linalg.may_converge`).
 
     The ``count`` unresolved eigenvalues (``λ < bound``) are replaced, smallest first, by the
     refined values; any left between (more than the block refines) keep the Gram's value,
@@ -237,6 +240,8 @@ def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> tuple
     for ``L`` below ~1e5, so their truth lies between; AE's values are checked at both ends).
     """
     count = int(np.searchsorted(eig, _MIN_RATIO["gram64"] * eig[-1]))
+    if not may_converge(eig, count, _gram_spread(eig)):
+        return kernels.svd_values(a), False
     values = np.sqrt(np.maximum(eig, 0.0))
 
     def accept(small: np.ndarray) -> bool:
@@ -256,10 +261,16 @@ def _unrefined_hold(values: np.ndarray, eig: np.ndarray, refined: int, count: in
     refined value, leave every quantity within ``_MAX_SPREAD``."""
     if refined >= count:
         return True
-    delta = np.sqrt(len(eig)) * _EPS["gram64"] * eig[-1]
+    delta = _gram_spread(eig)
     ends = (np.sqrt(np.maximum(eig[refined:count] + d, 0.0)).clip(values[refined - 1]) for d in (-delta, delta))
     low, high = (np.sort(np.concatenate([values[:refined], end, values[count:]]))[::-1] for end in ends)
     return _spread(low, high, cols) <= _MAX_SPREAD
+
+
+def _gram_spread(eig: np.ndarray) -> float:
+    """How far the float64 Gram's eigenvalues ``eig`` (ascending) are taken to lie from the
+    ``σ_i²``: ``√L·ε·λ_max``."""
+    return float(np.sqrt(len(eig)) * _EPS["gram64"] * eig[-1])
 
 
 def _spread(low: np.ndarray, high: np.ndarray, cols: int) -> float:

@@ -38,3 +38,17 @@ def test_speed_quick_prints_every_model_within_tolerance():
     models_weights = [(m, w) for m in models for w in ("init", "trained")]
     assert [(row[0], row[1]) for row in profile] == models_weights  # measure, 7 parts, rest (ms)
     assert all(len(row) == 11 and float(row[2]) > 0 and all(float(x) >= 0 for x in row[3:10]) for row in profile)
+
+
+def test_speed_large_prints_each_kind_within_tolerance():
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "benchmarks/speed.py", "--models", "", "--threads", "1",
+               "--repeats", "1", "--large", "96x96,64x200", "--large-kinds", "steep,ill,random"]
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=True)
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[1:2] in (["steep"], ["ill"], ["random"])]
+    assert [(row[0], row[1]) for row in rows] == [(shape, kind) for shape in ("96x96", "64x200")
+                                                  for kind in ("steep", "ill", "random")]
+    assert all(row[5] in ROUTES and float(row[6]) <= 1e-5 for row in rows), rows
+    wrong = subprocess.run([*command[:-1], "steep,flat"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert wrong.returncode == 2 and "unknown --large-kinds ['flat']" in wrong.stderr

@@ -166,11 +166,21 @@ def test_rank_deficient_matrix_is_refined_or_takes_the_svd_route():
     assert_quantities_match(probe.measure({"w.weight": w}), probe.measure({"w.weight": w}, method="svd"))
 
 
-def with_singular_values(rows: int, cols: int, s: torch.Tensor, seed: int = 0) -> torch.Tensor:
+def with_singular_values(rows: int, cols: int, s: torch.Tensor, seed: int = 0,
+                         dtype: torch.dtype = torch.float32) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     u, _ = torch.linalg.qr(torch.randn(rows, rows, generator=g, dtype=torch.float64))
     v, _ = torch.linalg.qr(torch.randn(cols, rows, generator=g, dtype=torch.float64))
-    return ((u * s.double()) @ v.T).float()
+    return ((u * s.double()) @ v.T).to(dtype)
+
+
+def dense_tail(rows: int, cols: int, small: int = 40) -> torch.Tensor:
+    """A float64 matrix with singular values spread over [0.1, 1] but the ``small`` smallest,
+    1e-6 to 1.004e-6 (0.01 % apart): beyond the float64 Gram, and too close together for
+    inverse iteration to separate."""
+    s = torch.linspace(1, 0.1, rows, dtype=torch.float64)
+    s[rows - small:] = 1e-6 * (1 + 1e-4 * torch.arange(small, 0, -1, dtype=torch.float64))
+    return with_singular_values(rows, cols, s, dtype=torch.float64)
 
 
 def gaussian(rows: int, cols: int, seed: int) -> torch.Tensor:
@@ -193,6 +203,7 @@ REFINED = {
     "float64, few small 1e12 wide": (lambda: matrix_with_small_values(96, 1000, 6, 1e12, dtype=F64), "svd"),
     "cluster of 4 equal": (lambda: matrix_with_small_values(128, 128, 4, 1e9, cluster=True), "gram64+min"),
     "cluster of 12 equal": (lambda: matrix_with_small_values(128, 384, 12, 1e9, cluster=True), "gram64+min"),
+    "dense tail of 40": (lambda: dense_tail(256, 384), "svd"),  # no iteration: probe.linalg.may_converge
     "power law i^-3 square": (lambda: with_singular_values(256, 256, torch.arange(1, 257.0) ** -3), None),
     "power law i^-2.5 wide": (lambda: with_singular_values(128, 512, torch.arange(1, 129.0) ** -2.5), None),
     "Gaussian rows scaled i^-1": (lambda: gaussian(512, 512, 0) * torch.arange(1, 513.0)[:, None] ** -1, None),
@@ -221,6 +232,21 @@ def test_refined_route_matches_float64_svdvals(case, scale):
     assert unfolding.route == expected if expected and exact else unfolding.route in ("gram64", "gram64+min", "svd")
     assert_quantities_match(fast, probe.measure(w, method="svd"))
     assert_values_match(unfolding, torch.linalg.svdvals(w["w.weight"].double()).numpy())
+
+
+@pytest.mark.parametrize("make, converges", [(lambda: dense_tail(256, 256), False), (lambda: dense_tail(256, 384), False),
+                                             (lambda: matrix_with_small_values(256, 256, 3, 1e9), True),
+                                             (lambda: matrix_with_small_values(128, 384, 12, 1e9, cluster=True), True),
+                                             (lambda: matrix_with_small_values(200, 300, 4, 1e9), True)])
+def test_iteration_is_skipped_only_where_the_grams_values_rule_it_out(make, converges):
+    """``may_converge`` from the Gram's values: False for a dense tail (then the iteration,
+    given its chance, does not converge either), True where it converges."""
+    a, _ = NUMPY.prepare(make())
+    eig = NUMPY.gram_eigenvalues(a, double=True)
+    count = int(np.searchsorted(eig, spectrum._MIN_RATIO["gram64"] * eig[-1]))
+    assert count > 0
+    assert linalg.may_converge(eig, count, spectrum._gram_spread(eig)) is converges
+    assert NUMPY.smallest_or_all(a, count)[1] is converges
 
 
 def test_exactly_singular_square_matrix_takes_the_svd_route():
