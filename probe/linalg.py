@@ -272,7 +272,7 @@ def may_converge(eig: np.ndarray, count: int, spread: float) -> bool:
     """Whether :func:`inverse_iteration` for the ``count`` smallest singular values could meet
     ``_TOLERANCE`` within ``_MAX_STEPS`` steps at the fastest rate that the ascending Gram
     eigenvalues ``eig`` allow, each taken anywhere within ``± spread`` of its ``σ_i²``. False
-    for a dense tail (e.g. ``σ_i ∝ i^-1.4`` at 4096 rows: its smallest values 0.2 % apart), where
+    for a dense tail (e.g. ``σ_i ∝ i^-1.5`` at 4096 rows: its smallest values 0.04 % apart), where
     factoring the matrix for the iteration would be wasted."""
     rows = len(eig)
     block = _block(rows, count)
