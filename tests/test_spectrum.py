@@ -249,6 +249,20 @@ def test_iteration_is_skipped_only_where_the_grams_values_rule_it_out(make, conv
     assert NUMPY.smallest_or_all(a, count)[1] is converges
 
 
+@pytest.mark.parametrize("shape", [(256, 256), (256, 384)])
+def test_a_dense_tail_takes_svd_without_a_factor_for_the_iteration(shape, monkeypatch):
+    """No LU (or QR) and no iteration is spent where ``may_converge`` rules them out."""
+    w = dense_tail(*shape)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("smallest_or_all called on a dense tail")
+
+    monkeypatch.setattr(type(NUMPY), "smallest_or_all", fail)
+    (result,) = singular_values([w])
+    assert result.route == "svd"
+    np.testing.assert_allclose(result.values, torch.linalg.svdvals(w).numpy(), rtol=1e-10, atol=1e-15)
+
+
 def test_exactly_singular_square_matrix_takes_the_svd_route():
     w = matrix_with_small_values(64, 64, 2, 1e9)
     w[5] = 0.0  # an exact zero pivot for LU
