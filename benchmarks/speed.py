@@ -307,8 +307,13 @@ def large(shapes: list[tuple[int, ...]], kinds: list[str], repeats: int, clock: 
                            repeats, sync, clock)
             report = probe.measure(weights)
             dev = deviation(report, reference_records(weights))
-            print(f"{rows}x{cols:<6} {kind:>7} {t['svd32']:>8.2f}s {t['auto']:>8.2f}s {t['auto'] / t['svd32']:>10.2f}x  "
+            print(f"{rows}x{cols:<6} {kind:>7} {duration(t['svd32']):>9} {duration(t['auto']):>9} {t['auto'] / t['svd32']:>10.2f}x  "
                   f"{report.layers[0].unfoldings['out'].route:<10} {dev:>13.1e}", flush=True)
+
+
+def duration(seconds: float) -> str:
+    """``12.34s``, or ``0.57ms`` under a second (small layers take well under one)."""
+    return f"{seconds:.2f}s" if seconds >= 1 else f"{seconds * 1e3:.2f}ms"
 
 
 KERNEL_SHAPES = ((256, 2304), (512, 4608), (768, 768), (768, 3072), (1024, 4096))

@@ -126,26 +126,33 @@ def _global_minimum(c: np.ndarray, M: int, alpha: float, x_bar: float, lower: fl
     if lower >= upper:
         return upper
     steps = min(_MAX_GRID, math.ceil(math.log(upper / lower) / math.log(_STEP)))
-    grid = np.geomspace(lower, upper, 2 + steps)
-    points = np.unique(np.concatenate([grid[1:-1], breaks[(breaks > lower) & (breaks < upper)], [lower, upper]]))
+    inside = lower * np.exp(np.arange(1, steps + 1) * (math.log(upper / lower) / (steps + 1)))  # a geometric grid
+    points = np.unique(np.concatenate([inside[inside < upper], breaks[(breaks > lower) & (breaks < upper)], [lower, upper]]))
     bigs = np.searchsorted(-breaks, -points, side="left")  # per point, the terms with x > x̄
     joining = np.searchsorted(-breaks, -points, side="right") - bigs  # the terms with x = x̄ there
     at_points = _Phi(c, M, alpha)
     phi, slope = at_points(points, bigs)
     # just below a breakpoint its terms (at x = x̄, τ = τ̄) have changed branch
-    tau_bar = float(_tau(np.array([x_bar]), alpha)[0])
-    psi_bar = float(_big_terms(np.array([x_bar]), alpha)[0][0])
+    tau_bar = float(_tau(np.float64(x_bar), alpha))
+    psi_bar = float(_big_terms(np.float64(x_bar), alpha)[0])
     joined_phi = phi + joining * (psi_bar - x_bar + math.log(x_bar))
     joined_slope = slope + joining * (x_bar - 1.0 - alpha * (1.0 + 1.0 / tau_bar))
     at = np.where(joining > 0, points * (1 + eps), points).clip(None, upper)
     below = np.nonzero(joining[1:])[0] + 1
-    candidates = list(zip(phi.tolist(), at.tolist()))
-    candidates += [(float(joined_phi[k]), max(lower, float(points[k]) * (1 - eps))) for k in below]
+    phis = [phi, joined_phi[below]]
+    ats = [at, np.maximum(lower, points[below] * (1 - eps))]
     for k in np.nonzero((slope[:-1] < 0) & (joined_slope[1:] > 0))[0]:
         big = int(bigs[k])
         t = float(brentq(lambda t, big=big: at_points.at(t, big)[1], points[k], points[k + 1], xtol=1e-300, rtol=eps))
-        candidates.append((at_points.at(t, big)[0], t))
-    return min(candidates)[1]
+        phis.append(np.array([at_points.at(t, big)[0]]))
+        ats.append(np.array([t]))
+    return _lowest(np.concatenate(phis), np.concatenate(ats))
+
+
+def _lowest(phi: np.ndarray, t: np.ndarray) -> float:
+    """The ``t`` of the lowest ``phi`` (the smallest such ``t`` on a tie)."""
+    tied = phi == phi.min()
+    return float(t[tied].min())
 
 
 class _Phi:

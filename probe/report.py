@@ -114,11 +114,18 @@ class Report:
             raise ValueError(f"unknown measure {measure!r}; choose one of {MEASURES + TAIL_MEASURES}")
         if variant not in VARIANTS or (tail and variant != "BE"):
             raise ValueError(f"unknown variant {variant!r} for {measure!r}; choose one of {('BE',) if tail else VARIANTS}")
-        entries = [layer.unfoldings[u] for u in UNFOLDINGS for layer in self.layers]
-        values = np.array([e.tail_value(measure) if tail else getattr(e, variant)[measure] for e in entries],
+        values = np.array([e.tail_value(measure) if tail else getattr(e, variant)[measure] for e in self._entries],
                           dtype=np.float64)
-        weights = np.array([e.weight for e in entries], dtype=np.float64)
-        return values, weights
+        return values, self._weights.copy()
+
+    @cached_property
+    def _entries(self) -> list[Unfolding]:
+        """The unfoldings in SPEC §5 vector order: every layer's ``in``, then every ``out``."""
+        return [layer.unfoldings[u] for u in UNFOLDINGS for layer in self.layers]
+
+    @cached_property
+    def _weights(self) -> np.ndarray:
+        return np.array([e.weight for e in self._entries], dtype=np.float64)
 
     def grid(self, measure: str, variant: str) -> np.ndarray:
         """5 × 8 table of aggregates: rows ``mean, L2, p, wmean, wp``; columns ``t0..t7``.
@@ -130,12 +137,11 @@ class Report:
             table[:] = math.nan
         return table
 
-    @property
+    @cached_property
     def kept(self) -> tuple[int, int]:
         """``(k, n)``: EVBMF kept a component in ``k`` of the ``n`` finite unfolding entries
         (``in`` and ``out`` of every layer, the entries of the SPEC §5 vectors)."""
-        entries = [layer.unfoldings[u] for u in UNFOLDINGS for layer in self.layers]
-        finite = [e for e in entries if e.finite]
+        finite = [e for e in self._entries if e.finite]
         return sum(e.kept for e in finite), len(finite)
 
     @property

@@ -166,8 +166,9 @@ def singular_values(
         else:
             result.update((i, one(i)) for i in on_cpu)
     spectra = [result[i] for i in range(len(matrices))]
-    log.debug("spectra of %d matrices on %d thread(s): %s", len(spectra), max(workers, 1),
-              dict(Counter(s.route for s in spectra)))
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("spectra of %d matrices on %d thread(s): %s", len(spectra), max(workers, 1),
+                  dict(Counter(s.route for s in spectra)))
     return spectra
 
 

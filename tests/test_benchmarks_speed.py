@@ -49,6 +49,7 @@ def test_speed_large_prints_each_kind_within_tolerance():
     assert [(row[0], row[1]) for row in rows] == [(shape, kind) for shape in ("96x96", "64x200")
                                                   for kind in ("steep", "ill", "random")]
     assert all(row[5] in ROUTES and float(row[6]) <= 1e-5 for row in rows), rows
+    assert all(re.fullmatch(r"\d+\.\d\dms", x) for row in rows for x in row[2:4]), rows  # small: in ms, not 0.00s
     wrong = subprocess.run([*command[:-1], "steep,flat"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
                            check=False)
     assert wrong.returncode == 2 and "unknown --large-kinds ['flat']" in wrong.stderr
