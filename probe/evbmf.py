@@ -127,7 +127,8 @@ def _global_minimum(c: np.ndarray, M: int, alpha: float, x_bar: float, lower: fl
         return upper
     steps = min(_MAX_GRID, math.ceil(math.log(upper / lower) / math.log(_STEP)))
     inside = lower * np.exp(np.arange(1, steps + 1) * (math.log(upper / lower) / (steps + 1)))  # a geometric grid
-    points = np.unique(np.concatenate([inside[inside < upper], breaks[(breaks > lower) & (breaks < upper)], [lower, upper]]))
+    points = np.sort(np.concatenate([inside[inside < upper], breaks[(breaks > lower) & (breaks < upper)], [lower, upper]]))
+    points = points[np.concatenate([[True], points[1:] != points[:-1]])]  # each once
     bigs = np.searchsorted(-breaks, -points, side="left")  # per point, the terms with x > x̄
     joining = np.searchsorted(-breaks, -points, side="right") - bigs  # the terms with x = x̄ there
     at_points = _Phi(c, M, alpha)
