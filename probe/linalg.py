@@ -241,7 +241,7 @@ def inverse_iteration(solve: Callable[[Array, bool], Array], start: Array, count
     overflow, do not converge in ``_MAX_STEPS`` steps, or the smallest falls below ``floor``
     (then so does ``σ_min``: each value bounds its ``σ_i`` from above)."""
     rows, block = start.shape
-    count = min(count, block if block == rows else block - _GUARD)
+    count = min(count, block if block == rows else block - _GUARD)  # = refinable(rows, count) for _start's block
     linalg: Any = torch.linalg if isinstance(start, torch.Tensor) else np.linalg
     x, last_values, last_change = start, None, np.inf
     for step in range(_MAX_STEPS):
@@ -278,10 +278,17 @@ def may_converge(eig: np.ndarray, count: int, spread: float) -> bool:
     block = _block(rows, count)
     if block == rows:
         return True
-    wanted = min(count, block - _GUARD)
+    wanted = refinable(rows, count)
     ratio = max(float(eig[wanted - 1]) - spread, 0.0) / (float(eig[block]) + spread)
     # each step shrinks the values' error by ratio² at best (see _BLOCK)
     return bool(ratio == 0 or np.log(_TOLERANCE) >= 2 * _MAX_STEPS * np.log(ratio))
+
+
+def refinable(rows: int, count: int) -> int:
+    """How many of the ``count`` smallest singular values :func:`inverse_iteration` refines
+    (from :func:`_start`'s block)."""
+    block = _block(rows, count)
+    return min(count, block if block == rows else block - _GUARD)
 
 
 def _block(rows: int, count: int) -> int:

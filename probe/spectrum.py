@@ -26,7 +26,9 @@ holds. Four routes, cheapest first:
     ``gram64+min`` does not hold (no convergence, an exactly zero pivot, condition above
     1e10, too many unresolved values), from the factor it already computed where wide; and
     without computing a factor where the Gram's values show that the iteration cannot
-    converge (a dense tail of small values: :func:`probe.linalg.may_converge`).
+    converge (a dense tail of small values: :func:`probe.linalg.may_converge`) or that the
+    values it would leave unrefined move a quantity too far anyway (an ill-conditioned tail:
+    ``C_AE``, EVBMF's smallest kept value near its threshold, is the one that moves).
 
 With ``method="auto"`` the first route is predicted before anything is computed: from a
 *hint* (the route the same matrix took at a previous measurement, e.g. last epoch), else
@@ -59,7 +61,7 @@ import torch
 
 from probe._lapack import mkl_threads
 from probe.evbmf import evbmf
-from probe.linalg import Kernels, kernels_for, may_converge, single_threaded_blas
+from probe.linalg import Kernels, kernels_for, may_converge, refinable, single_threaded_blas
 from probe.quantities import quantities
 
 log = logging.getLogger(__name__)
@@ -231,7 +233,9 @@ def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> tuple
     where they hold, the smallest refined (:meth:`Kernels.smallest_or_all`), and ``True``; or
     float64 ``svdvals`` (of the same factor where wide) and ``False`` where that cannot hold,
     also where the condition exceeds 1e10 (``_MIN_REFINED``), and without a factor where the
-    Gram's values rule out the iteration's convergence (:func:`probe.linalg.may_converge`).
+    Gram's values rule out the iteration's convergence (:func:`probe.linalg.may_converge`) or
+    where the values it would leave unrefined fail :func:`_unrefined_hold` already with the
+    refined ones at the Gram's values (a prediction: it can only cost time, never accuracy).
 
     The ``count`` unresolved eigenvalues (``λ < bound``) are replaced, smallest first, by the
     refined values; any left between (more than the block refines) keep the Gram's value,
@@ -244,6 +248,10 @@ def _refined(kernels: Kernels[Any], a: Any, eig: np.ndarray, cols: int) -> tuple
     if not may_converge(eig, count, _gram_spread(eig)):
         return kernels.svd_values(a), False
     values = np.sqrt(np.maximum(eig, 0.0))
+    if not _unrefined_hold(values, eig, refinable(len(eig), count), count, cols):
+        # the values the iteration would leave unrefined move a quantity too far even with the
+        # refined ones as the Gram gives them (an ill-conditioned tail): no factor for it
+        return kernels.svd_values(a), False
 
     def accept(small: np.ndarray) -> bool:
         values[: len(small)] = small

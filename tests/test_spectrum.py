@@ -263,6 +263,34 @@ def test_a_dense_tail_takes_svd_without_a_factor_for_the_iteration(shape, monkey
     np.testing.assert_allclose(result.values, torch.linalg.svdvals(w).numpy(), rtol=1e-10, atol=1e-15)
 
 
+@pytest.mark.parametrize("shape", [(200, 200), (120, 300)])
+def test_an_ill_conditioned_tail_takes_svd_without_a_factor_for_the_iteration(shape, monkeypatch):
+    """Singular values evenly spread in log over 1e9: about half lie beyond the float64 Gram.
+    The iteration would refine at most 30 of them; the rest, each anywhere in its interval,
+    move ``C_AE`` too far (EVBMF's smallest kept value sits near its threshold), even with the
+    refined ones exact: so no factor is computed for it, and the matrix goes to ``svd``."""
+    from probe.linalg import refinable
+    from probe.spectrum import _MIN_RATIO, _unrefined_hold
+
+    rows, cols = shape
+    w = with_singular_values(rows, cols, torch.logspace(0, -9, rows, dtype=torch.float64), dtype=torch.float64)
+    eig = NUMPY.gram_eigenvalues(w.numpy(), double=True)
+    count = int(np.searchsorted(eig, _MIN_RATIO["gram64"] * eig[-1]))
+    refined = refinable(rows, count)
+    assert count > refined
+    values = np.sqrt(np.maximum(eig, 0.0))
+    values[:refined] = np.sort(torch.linalg.svdvals(w).numpy())[:refined]  # as the iteration would give them
+    assert not _unrefined_hold(values, eig, refined, count, cols)  # the check after the iteration fails too
+
+    def fail(*args, **kwargs):
+        raise AssertionError("smallest_or_all called on an ill-conditioned tail")
+
+    monkeypatch.setattr(type(NUMPY), "smallest_or_all", fail)
+    (result,) = singular_values([w])
+    assert result.route == "svd"
+    np.testing.assert_allclose(result.values, torch.linalg.svdvals(w).numpy(), rtol=1e-10, atol=1e-15)
+
+
 def test_exactly_singular_square_matrix_takes_the_svd_route():
     w = matrix_with_small_values(64, 64, 2, 1e9)
     w[5] = 0.0  # an exact zero pivot for LU
