@@ -59,7 +59,7 @@ def local_evbmf(s: np.ndarray, rows: int, cols: int) -> EVBMFResult:
     args = (positive, M, alpha, x_bar)
     sigma2 = float(minimize_scalar(_objective, args=args, bounds=(lower, upper), method="bounded",
                                    options={"xatol": 1e-4 * lower}).x)
-    phi = _Phi(positive, M, alpha)
+    phi = _Phi(positive, M, alpha, x_bar)
 
     def slope(t: float) -> float:
         return float(phi(np.array([t]), np.array([int((positive / (M * t) > x_bar).sum())]))[1][0])

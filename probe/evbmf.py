@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 from scipy.optimize import brentq, minimize_scalar
@@ -22,6 +23,12 @@ _TAU_FACTOR = 2.5129
 # on at most this many grid points (bounds more than ~1e87 apart: a coarser grid).
 _STEP = 1.05
 _MAX_GRID = 4096
+# A stretch is left without the grid where its lower bound exceeds the lowest value found by
+# more than this times (|that value| + the number of terms): far above rounding.
+_MARGIN = 1e-9
+# Bounding the stretches first pays where the grid would have more than this many ψ terms to
+# evaluate (~0.1 µs each; the bounds cost about 100 µs).
+_GRID_FIRST = 5000
 
 
 @dataclass(frozen=True)
@@ -112,12 +119,17 @@ def _global_minimum(c: np.ndarray, M: int, alpha: float, x_bar: float, lower: fl
     With ``x_i = c_i / (M t)``, a term is ``x − ln x`` while ``x ≤ x̄`` and ``ψ(τ(x))``
     beyond (:func:`_big_terms`). Between the breakpoints ``t_i = c_i / (M x̄)`` the terms keep
     their branch and Φ is smooth; each breakpoint adds a kink and a small jump. Φ and its
-    slope are computed at the bounds, at every breakpoint between them (both sides) and on a
-    grid of ``_STEP`` ratios (a smooth stretch can hold more than one minimum); each
-    stretch's minimum is the root of the slope where it turns from − to + across it, and the
-    lowest of all these points is returned.
+    slope are computed at the bounds and at every breakpoint between them (both sides): the
+    ends of the smooth stretches. On a stretch the ``x − ln x`` terms are convex in ``ln t``
+    and the ``ψ`` terms concave, which bounds Φ there from below (:meth:`_Phi.stretch_bounds`);
+    a stretch whose bound could beat the ends' lowest value also gets a grid of ``_STEP``
+    ratios (it can hold more than one minimum). Each stretch's minimum is the root of the
+    slope where it turns from − to + between two points, and the lowest of all these points
+    is returned (the stretches left out cannot hold it: the same point as with the grid
+    laid everywhere).
     """
-    breaks = c / (M * x_bar)
+    phi_at = _Phi(c, M, alpha, x_bar)
+    breaks = phi_at.breaks
     eps = 4 * np.finfo(float).eps
     # below the smallest breakpoint every term is on the second branch, where Φ falls as σ²
     # rises (t·dΦ/dt = −α·Σ(1 + 1/τ_i) < 0): its minimum there is at that breakpoint. (σ² is
@@ -125,29 +137,49 @@ def _global_minimum(c: np.ndarray, M: int, alpha: float, x_bar: float, lower: fl
     lower = max(lower, float(breaks[-1]) * (1 - eps), float(np.finfo(float).tiny))
     if lower >= upper:
         return upper
+    ends_t = _each_once(np.sort(np.concatenate([breaks[(breaks > lower) & (breaks < upper)], [lower, upper]])))
     steps = min(_MAX_GRID, math.ceil(math.log(upper / lower) / math.log(_STEP)))
-    inside = lower * np.exp(np.arange(1, steps + 1) * (math.log(upper / lower) / (steps + 1)))  # a geometric grid
-    points = np.sort(np.concatenate([inside[inside < upper], breaks[(breaks > lower) & (breaks < upper)], [lower, upper]]))
-    points = points[np.concatenate([[True], points[1:] != points[:-1]])]  # each once
-    bigs = np.searchsorted(-breaks, -points, side="left")  # per point, the terms with x > x̄
-    joining = np.searchsorted(-breaks, -points, side="right") - bigs  # the terms with x = x̄ there
-    at_points = _Phi(c, M, alpha)
-    phi, slope = at_points(points, bigs)
-    # just below a breakpoint its terms (at x = x̄, τ = τ̄) have changed branch
-    tau_bar = float(_tau(np.float64(x_bar), alpha))
-    psi_bar = float(_big_terms(np.float64(x_bar), alpha)[0])
-    joined_phi = phi + joining * (psi_bar - x_bar + math.log(x_bar))
-    joined_slope = slope + joining * (x_bar - 1.0 - alpha * (1.0 + 1.0 / tau_bar))
-    at = np.where(joining > 0, points * (1 + eps), points).clip(None, upper)
-    below = np.nonzero(joining[1:])[0] + 1
-    phis = [phi, joined_phi[below]]
-    ats = [at, np.maximum(lower, points[below] * (1 - eps))]
-    for k in np.nonzero((slope[:-1] < 0) & (joined_slope[1:] > 0))[0]:
-        big = int(bigs[k])
-        t = float(brentq(lambda t, big=big: at_points.at(t, big)[1], points[k], points[k + 1], xtol=1e-300, rtol=eps))
-        phis.append(np.array([at_points.at(t, big)[0]]))
+    grid = lower * np.exp(np.arange(1, steps + 1) * (math.log(upper / lower) / (steps + 1)))  # geometric
+    grid = grid[grid < upper]
+    turning_allowed: np.ndarray | bool = True
+    if np.searchsorted(-breaks, -grid).sum() > _GRID_FIRST:  # a wide spectrum: bound the stretches first
+        ends = phi_at.points(ends_t)
+        best = min(float(ends.phi.min()), float(ends.joined_phi.min()))
+        open_stretch = phi_at.stretch_bounds(ends) <= best + _MARGIN * (abs(best) + len(c))
+        stretch = np.searchsorted(ends_t, grid, side="right") - 1  # each grid point's
+        p = phi_at.merged(ends, phi_at.points(grid[open_stretch[stretch] & (ends_t[stretch] != grid)]))
+        turning_allowed = open_stretch[np.searchsorted(ends_t, p.t[:-1], side="right") - 1]
+    else:
+        p = phi_at.points(_each_once(np.sort(np.concatenate([ends_t, grid]))))
+    at = np.where(p.joining > 0, p.t * (1 + eps), p.t).clip(None, upper)
+    below = np.nonzero(p.joining[1:])[0] + 1
+    phis = [p.phi, p.joined_phi[below]]
+    ats = [at, np.maximum(lower, p.t[below] * (1 - eps))]
+    for k in np.nonzero((p.slope[:-1] < 0) & (p.joined_slope[1:] > 0) & turning_allowed)[0]:
+        big = int(p.bigs[k])
+        t = float(brentq(lambda t, big=big: phi_at.at(t, big)[1], p.t[k], p.t[k + 1], xtol=1e-300, rtol=eps))
+        phis.append(np.array([phi_at.at(t, big)[0]]))
         ats.append(np.array([t]))
     return _lowest(np.concatenate(phis), np.concatenate(ats))
+
+
+def _each_once(sorted_values: np.ndarray) -> np.ndarray:
+    """The sorted values without repeats."""
+    return sorted_values[np.concatenate([[True], sorted_values[1:] != sorted_values[:-1]])]
+
+
+class _Points(NamedTuple):
+    """Φ and ``t·dΦ/dt`` at the points ``t`` (ascending): with the ``joining`` terms at ``x = x̄``
+    there on the ``x − ln x`` branch (``phi``, ``slope``: just above ``t``) and on the other
+    (``joined_*``: just below); ``bigs`` terms have ``x > x̄``."""
+
+    t: np.ndarray
+    bigs: np.ndarray
+    joining: np.ndarray
+    phi: np.ndarray
+    slope: np.ndarray
+    joined_phi: np.ndarray
+    joined_slope: np.ndarray
 
 
 def _lowest(phi: np.ndarray, t: np.ndarray) -> float:
@@ -161,10 +193,46 @@ class _Phi:
     with the first ``bigs[k]`` terms on the ``x > x̄`` branch and the rest on ``x − ln x``
     (those by suffix sums, the first in flat vectorised chunks of about ``chunk`` terms)."""
 
-    def __init__(self, c: np.ndarray, M: int, alpha: float, chunk: int = 1 << 20) -> None:
+    def __init__(self, c: np.ndarray, M: int, alpha: float, x_bar: float, chunk: int = 1 << 20) -> None:
         self.c, self.M, self.alpha, self.chunk = c, M, alpha, chunk
+        self.breaks = c / (M * x_bar)
         self.suffix_c = np.concatenate([np.cumsum(c[::-1])[::-1], [0.0]])
         self.suffix_log = np.concatenate([np.cumsum(np.log(c[::-1]) - math.log(M))[::-1], [0.0]])
+        # a term at x = x̄ (τ = τ̄) moved from the x − ln x branch to the other: Φ's and the slope's jump
+        tau_bar = float(_tau(np.float64(x_bar), alpha))
+        psi_bar = float(_big_terms(np.float64(x_bar), alpha)[0])
+        self.jump_phi = psi_bar - x_bar + math.log(x_bar)
+        self.jump_slope = x_bar - 1.0 - alpha * (1.0 + 1.0 / tau_bar)
+
+    def points(self, t: np.ndarray) -> _Points:
+        """Φ and its slope at the ascending points ``t``, on both sides of any breakpoint among them."""
+        bigs = np.searchsorted(-self.breaks, -t, side="left")  # per point, the terms with x > x̄
+        joining = np.searchsorted(-self.breaks, -t, side="right") - bigs  # the terms with x = x̄ there
+        phi, slope = self(t, bigs)
+        return _Points(t, bigs, joining, phi, slope, phi + joining * self.jump_phi, slope + joining * self.jump_slope)
+
+    @staticmethod
+    def merged(a: _Points, b: _Points) -> _Points:
+        """The points of ``a`` and ``b`` (none in both) in ascending order."""
+        order = np.argsort(np.concatenate([a.t, b.t]), kind="stable")
+        return _Points(*(np.concatenate([x, y])[order] for x, y in zip(a, b)))
+
+    def small(self, t: np.ndarray, bigs: np.ndarray) -> np.ndarray:
+        """The ``x − ln x`` terms' share of Φ at ``t`` (all but the first ``bigs``)."""
+        return self.suffix_c[bigs] / (self.M * t) - self.suffix_log[bigs] + (len(self.c) - bigs) * np.log(t)
+
+    def stretch_bounds(self, ends: _Points) -> np.ndarray:
+        """A lower bound of Φ on each stretch ``[t_k, t_k+1]`` between consecutive ``ends`` (no
+        breakpoint inside; its first ``bigs[k]`` terms on the ``ψ`` branch): the ``x − ln x``
+        share is convex in ``ln t`` (its minimum where ``Σx = n − bigs``, clipped to the
+        stretch) and the ``ψ`` share concave (``d²ψ/d(ln t)² = −αx/(τ² − α) < 0``: at least its
+        value at one end)."""
+        left, right, bigs = ends.t[:-1], ends.t[1:], ends.bigs[:-1]
+        free = len(self.c) - bigs
+        stationary = np.where(free > 0, self.suffix_c[bigs] / (self.M * np.maximum(free, 1)), right)
+        psi_left = ends.phi[:-1] - self.small(left, bigs)
+        psi_right = ends.joined_phi[1:] - self.small(right, bigs)
+        return self.small(stationary.clip(left, right), bigs) + np.minimum(psi_left, psi_right)
 
     def at(self, t: float, big: int) -> tuple[float, float]:
         """Φ and ``t·dΦ/dt`` at the one point ``t`` (the first ``big`` terms with ``x > x̄``)."""

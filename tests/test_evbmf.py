@@ -60,7 +60,7 @@ def phi(t, c, M, alpha, x_bar):
     """Φ and ``t·dΦ/dt`` at each ``t``, each term on the branch SPEC §3 gives it."""
     t = np.atleast_1d(np.asarray(t, dtype=float))
     bigs = np.array([int((c / (M * x) > x_bar).sum()) for x in t])
-    return _Phi(c, M, alpha)(t, bigs)
+    return _Phi(c, M, alpha, x_bar)(t, bigs)
 
 
 def ill_spectrum(L=64, M=4096, seed=0):
@@ -106,6 +106,39 @@ def test_default_is_the_global_minimum(spectrum):
         local = evbmf(s, L, M, xatol=1e-12 * lower * 2.0 ** (2 * e)).sigma2 / 2.0 ** (2 * e)
         assert phi(local, c, M, alpha, x_bar)[0][0] > best + 1e-6 * abs(best)
         assert abs(local - sigma2) > 0.01 * sigma2  # another minimum, not a rounding of this one
+
+
+@pytest.mark.parametrize("spectrum", ["low_rank", "ill", "small_ill", "wide_ill"])
+def test_stretch_bounds_bound_phi_between_the_breakpoints(spectrum):
+    """The lower bound that lets the search skip a stretch's grid lies below Φ everywhere on
+    that stretch (600 points on each, both ends included, each end on the stretch's side)."""
+    s, L, M = {"low_rank": (torch.linalg.svdvals(low_rank_plus_noise()).numpy(), 40, 200),
+               "ill": (ill_spectrum(), 64, 4096), "small_ill": (ill_spectrum(8, 27, seed=2), 8, 27),
+               "wide_ill": (ill_spectrum(300, 300, seed=1), 300, 300)}[spectrum]
+    c, M, alpha, x_bar, lower, upper, _ = scaled_problem(s, L, M)
+    at = _Phi(c, M, alpha, x_bar)
+    breaks = c / (M * x_bar)
+    ends = at.points(np.unique(np.concatenate([breaks[(breaks > lower) & (breaks < upper)], [lower, upper]])))
+    bounds = at.stretch_bounds(ends)
+    assert len(bounds) == len(ends.t) - 1 >= 1
+    for k, bound in enumerate(bounds):
+        t = np.geomspace(ends.t[k], ends.t[k + 1], 600)
+        values = at(t, np.full(len(t), ends.bigs[k]))[0]  # the stretch's branches, at its ends too
+        assert bound <= values.min() + 1e-12 * abs(values.min())
+
+
+def test_skipping_stretches_keeps_the_minimum_bit_for_bit(monkeypatch):
+    """With the grid laid over every stretch (no bounding), σ² and the values are the same."""
+    import probe.evbmf as module
+
+    spectra = [(ill_spectrum(300, 300, seed=1), 300, 300), (ill_spectrum(), 64, 4096),
+               (ill_spectrum(200, 1000, seed=3), 200, 1000), (torch.linalg.svdvals(low_rank_plus_noise()).numpy(), 40, 200)]
+    bounded = [evbmf(s, L, M) for s, L, M in spectra]
+    monkeypatch.setattr(module, "_GRID_FIRST", 10**18)
+    for (s, L, M), result in zip(spectra, bounded):
+        everywhere = evbmf(s, L, M)
+        assert result.sigma2 == everywhere.sigma2
+        np.testing.assert_array_equal(result.d, everywhere.d)
 
 
 @pytest.mark.parametrize("spectrum", ["ill", "small_ill"])
