@@ -263,12 +263,13 @@ def test_a_dense_tail_takes_svd_without_a_factor_for_the_iteration(shape, monkey
     np.testing.assert_allclose(result.values, torch.linalg.svdvals(w).numpy(), rtol=1e-10, atol=1e-15)
 
 
-@pytest.mark.parametrize("shape", [(200, 200), (120, 300)])
+@pytest.mark.parametrize("shape", [(400, 400), (120, 300)])
 def test_an_ill_conditioned_tail_takes_svd_without_a_factor_for_the_iteration(shape, monkeypatch):
     """Singular values evenly spread in log over 1e9: about half lie beyond the float64 Gram.
     The iteration would refine at most 30 of them; the rest, each anywhere in its interval,
     move ``C_AE`` too far (EVBMF's smallest kept value sits near its threshold), even with the
-    refined ones exact: so no factor is computed for it, and the matrix goes to ``svd``."""
+    refined ones exact: so no factor is computed for it (wide, or square from 400 rows on),
+    and the matrix goes to ``svd``."""
     from probe.linalg import refinable
     from probe.spectrum import _MIN_RATIO, _unrefined_hold
 
