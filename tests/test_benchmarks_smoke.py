@@ -32,6 +32,7 @@ RUNS = {
     "family_gnn.py": (["--quick"], "test_acc"),
     "pruning_variants.py": (["--quick"], "| variant | mixer 20 | mixer all |"),
     "evbmf_minimum.py": (["--quick"], "other minimum"),
+    "evbmf_speed.py": (["--shapes", "16x16,20x60", "--kinds", "random,ill", "--repeats", "1"], "decades"),
 }
 
 
