@@ -252,10 +252,15 @@ def test_iteration_is_skipped_only_where_the_grams_values_rule_it_out(make, conv
 @pytest.mark.parametrize("shape", [(256, 256), (256, 384)])
 def test_a_dense_tail_takes_svd_without_a_factor_for_the_iteration(shape, monkeypatch):
     """No LU (or QR) and no iteration is spent where ``may_converge`` rules them out."""
-    w = dense_tail(*shape)
+    assert_svd_without_a_factor(dense_tail(*shape), monkeypatch)
+
+
+def assert_svd_without_a_factor(w: torch.Tensor, monkeypatch) -> None:
+    """``w`` takes the ``svd`` route without ``smallest_or_all`` (the LU or QR and the
+    iteration), and its values are float64 ``svdvals``'."""
 
     def fail(*args, **kwargs):
-        raise AssertionError("smallest_or_all called on a dense tail")
+        raise AssertionError("smallest_or_all called")
 
     monkeypatch.setattr(type(NUMPY), "smallest_or_all", fail)
     (result,) = singular_values([w])
@@ -282,14 +287,7 @@ def test_an_ill_conditioned_tail_takes_svd_without_a_factor_for_the_iteration(sh
     values = np.sqrt(np.maximum(eig, 0.0))
     values[:refined] = np.sort(torch.linalg.svdvals(w).numpy())[:refined]  # as the iteration would give them
     assert not _unrefined_hold(values, eig, refined, count, cols)  # the check after the iteration fails too
-
-    def fail(*args, **kwargs):
-        raise AssertionError("smallest_or_all called on an ill-conditioned tail")
-
-    monkeypatch.setattr(type(NUMPY), "smallest_or_all", fail)
-    (result,) = singular_values([w])
-    assert result.route == "svd"
-    np.testing.assert_allclose(result.values, torch.linalg.svdvals(w).numpy(), rtol=1e-10, atol=1e-15)
+    assert_svd_without_a_factor(w, monkeypatch)
 
 
 def test_exactly_singular_square_matrix_takes_the_svd_route():
