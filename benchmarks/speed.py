@@ -273,6 +273,9 @@ def cliff_floor(matrix: torch.Tensor, repeats: int, sync: Callable[[], None], cl
 
 
 LARGE_KINDS = ("random", "power", "ill", "steep")
+# `--large sweep`: small to mid-size single matrices, squares, wide and tall (RESULTS, round thirteen)
+SWEEP = ("64x64,128x128,192x192,300x300,500x500,700x700,800x800,1000x1000,1100x1100,"
+         "100x1000,300x600,500x750,700x1000,1000x1400,1000x1600,1000x300,2000x3000")
 
 
 def large_matrix(rows: int, cols: int, kind: str, seed: int = 0) -> torch.Tensor:
@@ -403,7 +406,8 @@ def main(argv: list[str] | None = None) -> None:
                         help=f"comma-separated timing columns, from {(*COLUMNS, 'ww')} (ww: when weightwatcher is installed)")
     parser.add_argument("--large", default="", metavar="SHAPES",
                         help="also time single large matrices ROWSxCOLS,... (random, power-law and ill-conditioned) "
-                             "against svdvals, e.g. 4096x4096,4096x11008")
+                             "against svdvals, e.g. 4096x4096,4096x11008; 'sweep': the 17 shapes of RESULTS' sweep "
+                             "(64² to 2000×3000, square, wide and tall; ~5 minutes with all four kinds)")
     parser.add_argument("--large-kinds", default="random,power,ill", metavar="KINDS",
                         help=f"the --large matrices' kinds, comma-separated, from {LARGE_KINDS} (steep: a dense tail)")
     parser.add_argument("--quick", action="store_true", help="widths / 8, one block, one repeat, one thread: a smoke test")
@@ -478,7 +482,8 @@ def main(argv: list[str] | None = None) -> None:
         kernels(max(repeats, 1))
     if args.large:
         torch.set_num_threads(threads[0])
-        large([tuple(int(x) for x in shape.split("x")) for shape in args.large.split(",")], args.large_kinds.split(","),
+        shapes = SWEEP if args.large == "sweep" else args.large
+        large([tuple(int(x) for x in shape.split("x")) for shape in shapes.split(",")], args.large_kinds.split(","),
               max(repeats, 1), clock, sync, device)
 
 
