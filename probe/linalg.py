@@ -241,7 +241,7 @@ def inverse_iteration(solve: Callable[[Array, bool], Array], start: Array, count
     overflow, do not converge in ``_MAX_STEPS`` steps, or the smallest falls below ``floor``
     (then so does ``σ_min``: each value bounds its ``σ_i`` from above)."""
     rows, block = start.shape
-    count = min(count, block if block == rows else block - _GUARD)  # = refinable(rows, count) for _start's block
+    count = _refined_by(rows, block, count)
     linalg: Any = torch.linalg if isinstance(start, torch.Tensor) else np.linalg
     x, last_values, last_change = start, None, np.inf
     for step in range(_MAX_STEPS):
@@ -287,7 +287,11 @@ def may_converge(eig: np.ndarray, count: int, spread: float) -> bool:
 def refinable(rows: int, count: int) -> int:
     """How many of the ``count`` smallest singular values :func:`inverse_iteration` refines
     (from :func:`_start`'s block)."""
-    block = _block(rows, count)
+    return _refined_by(rows, _block(rows, count), count)
+
+
+def _refined_by(rows: int, block: int, count: int) -> int:
+    """How many of ``count`` wanted values a block of ``block`` vectors refines (all but the guard vectors)."""
     return min(count, block if block == rows else block - _GUARD)
 
 
