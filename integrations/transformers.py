@@ -11,12 +11,14 @@ Example::
                       callbacks=[EarlyStoppingCallback(3), ProbeTrainerCallback()])
     trainer.train()
 
-When it measures (never twice at one global step):
+When it measures (never twice for the same weights at one global step):
 
 - at every evaluation of ``every_n_epochs``-th epochs (every evaluation by default, whatever
   ``eval_strategy``/``eval_steps``), and at every evaluation when a probe metric is
   ``metric_for_best_model`` or an Optuna trial is running;
-- at the end of each ``every_n_epochs``-th epoch that has no evaluation.
+- at the end of each ``every_n_epochs``-th epoch that has no evaluation;
+- at a ``trainer.evaluate()`` outside ``train()`` (after ``load_best_model_at_end``: the
+  best checkpoint's weights, loaded at the last step).
 
 Where the values go:
 
@@ -27,7 +29,7 @@ Where the values go:
   ``metric_for_best_model`` / ``load_best_model_at_end`` and the hyperparameter search all see
   them at the evaluation's global step;
 - at an epoch end without evaluation, through ``Trainer.log`` as ``probe/<name>``
-  (TensorBoard: ``train/probe/<name>``);
+  (TensorBoard: ``train/probe/<name>``), before the Trainer's own epoch-end ``loss`` log;
 - TensorBoard also gets the per-layer extras of ``log_options`` (heatmaps by default) through
   the ``TensorBoardCallback``'s writer;
 - in a ``hyperparameter_search(backend="optuna")`` trial, :func:`integrations.optuna.report_measures`
@@ -164,6 +166,7 @@ class _ProbeTrainerLogic:
         self.last_report: probe.Report | None = None
         self._report_writer: ReportWriter | None = None  # the TensorBoardCallback's writer, with the heatmaps' history
         self.last_step: int | None = None
+        self._measured: tuple[int, tuple[int, ...]] | None = None  # the global step and weights last measured
         self.timings: list[MeasureTiming] = []
         self._metrics: dict[str, float] = {}
         self._trainer: Any = None
@@ -193,7 +196,7 @@ class _ProbeTrainerLogic:
 
             if trainer.compute_objective is default_compute_objective:
                 trainer.compute_objective = _objective_without_probe
-        self.last_report, self.last_step, self._metrics, self.timings, self._job = None, None, {}, [], None
+        self.last_report, self.last_step, self._measured, self._metrics, self.timings, self._job = None, None, None, {}, [], None
         if self.background and state.is_world_process_zero and self._measurer is None:
             self._measurer = Measurer(self.background, self.options)
 
@@ -204,18 +207,20 @@ class _ProbeTrainerLogic:
         if control.should_evaluate:  # the evaluation that follows measures (background: starts now)
             self._maybe_submit(state, control, model)
             return
-        if not self._due(state) or self.last_step == state.global_step:
+        if not self._due(state) or self._measured == self._weights(state, model):
             return
         metrics = self._measure(state, model)
         if self._trainer is not None:
+            should_log = control.should_log  # the Trainer's own epoch-end log (loss) is still due
             self._trainer.log(dict(metrics))  # every rank calls it, as the Trainer logs on every rank
+            control.should_log = should_log  # (Trainer.log's on_log cleared it)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, model: Any = None,
                **kwargs: Any) -> None:
         prefix = _evaluation_prefix(logs or {})
         if prefix is None or logs is None:
             return
-        fresh = self.last_step != state.global_step  # else measured already at this step (another eval dataset)
+        fresh = self._measured != self._weights(state, model)  # else measured already (another eval dataset)
         if fresh:
             if not (self._due(state) or self._monitored or self._searching()):
                 return
@@ -233,6 +238,7 @@ class _ProbeTrainerLogic:
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._shutdown()
+        self._measured = None  # load_best_model_at_end may have loaded other weights at this step
 
     # ------------------------------------------------------------- internals
 
@@ -259,6 +265,12 @@ class _ProbeTrainerLogic:
         at = next((i + 1 for i, cb in enumerate(others) if isinstance(cb, DefaultFlowCallback)), 0)
         callbacks[:] = [*others[:at], self, *others[at:]]
 
+    def _weights(self, state: Any, model: Any) -> tuple[int, tuple[int, ...]]:
+        """What a measurement is of: the global step and the selected weights' identities and
+        in-place versions (loading a checkpoint's weights at the same step changes them)."""
+        tensors = select_layers(model, self.layers) if model is not None else ()
+        return state.global_step, tuple(x for _, t in tensors for x in (id(t), t._version))
+
     def _due(self, state: Any) -> bool:
         epoch = max(math.ceil(state.epoch or 0) - 1, 0)  # the epoch in progress (0-based)
         return (epoch + 1) % self.every_n_epochs == 0
@@ -283,7 +295,7 @@ class _ProbeTrainerLogic:
             return
         if _sharded(model, self.layers):  # gathering is collective: measured in the evaluation's log, on every rank
             return
-        if self.last_step == state.global_step or (self._job and self._job[0] == state.global_step):
+        if self._measured == self._weights(state, model) or (self._job and self._job[0] == state.global_step):
             return
         if not (self._due(state) or self._monitored or self._searching()):
             return
@@ -319,7 +331,7 @@ class _ProbeTrainerLogic:
         if error is not None:
             raise RuntimeError(f"ProbeTrainerCallback: measuring on rank 0 failed at step {step}: {error}")
         assert metrics is not None
-        self._metrics, self.last_step = metrics, step
+        self._metrics, self.last_step, self._measured = metrics, step, self._weights(state, model)
         return metrics
 
     def _report(self, step: int, model: Any, sharded: bool) -> probe.Report | None:
@@ -331,8 +343,7 @@ class _ProbeTrainerLogic:
         try:
             if job is not None and job[0] == step:
                 report, seconds = job[1].result()
-            elif self.background and not sharded:
-                assert self._measurer is not None, "on_train_begin starts the worker"
+            elif self._measurer is not None and not sharded:  # background, in train() (outside it: measured here)
                 copies = {name: t.detach().to("cpu", copy=True) for name, t in select_layers(model, self.layers)}
                 report, seconds = self._measurer.submit(copies).result()
             else:
@@ -406,7 +417,8 @@ _DOC = """Measure the model with :func:`probe.measure` at every evaluation, log 
         ``False`` (default): measure in the hook. ``True``/``"thread"``/``"process"``: when
         an evaluation follows a step, the weights are copied at ``on_step_end`` and measured
         on a worker (thread, or one spawned process) while the evaluation loop runs; the
-        evaluation's log waits for it. Epoch ends without evaluation wait at once.
+        evaluation's log waits for it. Epoch ends without evaluation wait at once; outside
+        ``train()`` (``trainer.evaluate()`` alone) the hook measures.
     log_options:
         Per-layer extras TensorBoard gets (:class:`~integrations.tensorboard.LogOptions`).
 

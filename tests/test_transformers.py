@@ -297,3 +297,37 @@ def test_the_options_reach_the_measurement_unchanged(tmp_path):
     assert any(not _same(expected.value(n), default.value(n)) for n in HEADLINE_NAMES if n.endswith("_AE"))
     for name in HEADLINE_NAMES:
         assert _same(entry[f"eval_probe/{name}"], expected.value(name)), name
+
+
+def test_an_epoch_end_measurement_keeps_the_trainers_own_epoch_loss_log(tmp_path):
+    """Logging the epoch-end measures must not clear the Trainer's ``should_log``: its loss entry follows."""
+    def logged(callbacks):
+        trainer = Trainer(tiny_bert(), arguments(tmp_path / str(len(callbacks)), eval_strategy="no"),
+                          train_dataset=Examples(32, seed=1), callbacks=callbacks)
+        trainer.train()
+        return trainer.state.log_history
+
+    without = [(e["step"], "loss") for e in logged([]) if "loss" in e]
+    history = logged([ProbeTrainerCallback()])
+    assert without == [(4, "loss"), (8, "loss")]
+    assert [(e["step"], "loss") for e in history if "loss" in e] == without
+    assert [e["step"] for e in history if "probe/F_p_BE" in e] == [4, 8]
+
+
+@pytest.mark.parametrize("background", [False, "thread"])
+def test_evaluate_outside_train_measures_the_weights_it_evaluates(tmp_path, background):
+    """Before train() (no worker yet), and after it with load_best_model_at_end: the best checkpoint's weights,
+    loaded at the last global step, not the values cached for the final weights at that step."""
+    args = arguments(tmp_path, num_train_epochs=3, save_strategy="epoch", save_only_model=True, load_best_model_at_end=True,
+                     metric_for_best_model="probe/F_p_BE", greater_is_better=False)
+    trainer = Trainer(tiny_bert(), args, train_dataset=Examples(32, seed=1), eval_dataset=Examples(16, seed=2),
+                      callbacks=[ProbeTrainerCallback(background=background)])
+    before = trainer.evaluate()["eval_probe/F_p_BE"]
+    assert _same(before, probe.measure(trainer.model, options=LIVE).value("F_p_BE"))
+    trainer.train()
+    entries = _eval_entries(trainer)
+    best_step = min(entries, key=lambda s: entries[s]["eval_probe/F_p_BE"])
+    assert best_step != max(entries), "the test needs a best checkpoint other than the last one"
+    after = trainer.evaluate()["eval_probe/F_p_BE"]
+    assert _same(after, entries[best_step]["eval_probe/F_p_BE"])
+    assert _same(after, probe.measure(trainer.model, options=LIVE).value("F_p_BE"))
