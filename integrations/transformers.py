@@ -266,10 +266,10 @@ class _ProbeTrainerLogic:
         callbacks[:] = [*others[:at], self, *others[at:]]
 
     def _weights(self, state: Any, model: Any) -> tuple[int, tuple[int, ...]]:
-        """What a measurement is of: the global step and the selected weights' identities and
-        in-place versions (loading a checkpoint's weights at the same step changes them)."""
+        """What a measurement is of: the global step and the selected weights' in-place versions
+        (shared with their detached views; loading a checkpoint's weights at the same step bumps them)."""
         tensors = select_layers(model, self.layers) if model is not None else ()
-        return state.global_step, tuple(x for _, t in tensors for x in (id(t), t._version))
+        return state.global_step, tuple(t._version for _, t in tensors)
 
     def _due(self, state: Any) -> bool:
         epoch = max(math.ceil(state.epoch or 0) - 1, 0)  # the epoch in progress (0-based)
