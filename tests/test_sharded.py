@@ -132,3 +132,60 @@ def test_low_precision_tensors_are_read_as_float32_and_others_as_stored(tmp_path
     for name in ("a.weight", "b.weight", "c.weight"):
         assert lazy[name].dtype == torch.float32 and torch.equal(lazy[name], stored[name].float())
     assert lazy["d.weight"].dtype == torch.float64 and torch.equal(lazy["steps"], stored["steps"])
+
+
+def _write_sharded(folder: Path, scale: float, seed: int = 0) -> Path:
+    """Two shards and their index, the same index bytes whatever ``scale``."""
+    generator = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for index, shape in enumerate(((32, 64), (10, 32))):
+        shard = f"model-{index + 1:05d}-of-00002.safetensors"
+        save_file({f"l{index}.weight": scale * torch.randn(*shape, generator=generator)}, str(folder / shard))
+        weight_map[f"l{index}.weight"] = shard
+    index_file = folder / "model.safetensors.index.json"
+    index_file.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return index_file
+
+
+def test_sharded_checkpoints_sharing_an_index_are_two_and_a_rewritten_shard_is_measured_again(tmp_path, capsys):
+    """The content digest and the file identity cover the shards, not the index alone."""
+    first, second = _write_sharded(tmp_path / "run1", 1.0), _write_sharded(tmp_path / "run2", 3.0)
+    assert first.read_bytes() == second.read_bytes()
+    out = tmp_path / "out"
+    assert main(["replay", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(out), "--no-progress"]) == 0
+    table = pd.read_csv(out / "checkpoints.csv").set_index("path")
+    assert sorted(table.index) == sorted(str(p.resolve()) for p in (first, second))
+    assert pd.read_csv(out / "duplicates.csv").empty
+    for index_file in (first, second):
+        want = probe.measure(load_checkpoint(index_file).state_dict).value("S_p_BE")
+        assert table.loc[str(index_file.resolve()), "S_p_BE"] == pytest.approx(want, rel=1e-12)
+
+    shard = first.parent / "model-00002-of-00002.safetensors"
+    stat = shard.stat()
+    save_file({"l1.weight": torch.randn(10, 32, generator=torch.Generator().manual_seed(7))}, str(shard))
+    os.utime(shard, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a rewrite, whatever the clock's resolution
+    capsys.readouterr()
+    assert main(["replay", str(tmp_path / "run1"), str(tmp_path / "run2"), "--out", str(out), "--no-progress"]) == 0
+    assert "1 measured, 1 already done" in capsys.readouterr().out
+    rewritten = pd.read_csv(out / "checkpoints.csv").set_index("path").loc[str(first.resolve()), "S_p_BE"]
+    assert rewritten == pytest.approx(probe.measure(load_checkpoint(first).state_dict).value("S_p_BE"), rel=1e-12)
+    assert rewritten != pytest.approx(table.loc[str(first.resolve()), "S_p_BE"], rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float8_e4m3fnuz", "float8_e5m2fnuz", "float8_e8m0fnu"])
+def test_every_float8_variant_in_safetensors_is_measured_like_the_same_tensor_in_a_pt(tmp_path, dtype):
+    w = torch.randn(32, 16, generator=torch.Generator().manual_seed(0)).abs().to(getattr(torch, dtype))
+    save_file({"a.weight": w}, str(tmp_path / "m.safetensors"))
+    torch.save({"a.weight": w}, tmp_path / "m.pt")
+    lazy = load_checkpoint(tmp_path / "m.safetensors").state_dict
+    want = probe.measure(load_checkpoint(tmp_path / "m.pt").state_dict)
+    assert lazy.meta()["a.weight"].dtype == w.dtype and lazy["a.weight"].dtype == torch.float32
+    assert probe.measure(lazy).value("F_p_BE") == want.value("F_p_BE")
+
+
+def test_an_empty_half_precision_tensor_in_safetensors_is_refused_by_name(tmp_path, capsys):
+    save_file({"e.weight": torch.zeros(0, 30, dtype=torch.bfloat16)}, str(tmp_path / "m.safetensors"))
+    assert load_checkpoint(tmp_path / "m.safetensors").state_dict["e.weight"].shape == (0, 30)
+    assert main(["measure", str(tmp_path / "m.safetensors")]) == 2
+    assert capsys.readouterr().err.strip() == "probe: error: layer 'e.weight' is empty (shape (0, 30))"

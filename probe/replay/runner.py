@@ -67,6 +67,7 @@ from probe.replay.store import (
     checkpoint_key,
     content_digest,
     current_record,
+    file_stats,
     identity,
     init_dir,
     link_or_copy,
@@ -510,7 +511,7 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
 
     out, key = Path(out_dir), checkpoint_key(path)
     try:
-        stat = os.stat(path)  # before reading: a file rewritten meanwhile gets another identity next run
+        stats = file_stats(path)  # before reading: a file rewritten meanwhile gets another identity next run
         digest = content_digest(path)
         checkpoint = load_checkpoint(path, unsafe=unsafe)
         preset, settings = Options(**options).for_file(checkpoint.layers, genprob=checkpoint.format == "genprob")
@@ -523,14 +524,14 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     ]
     record = {
         "key": key,
-        "file": {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "file": {"size": sum(stat.st_size for stat in stats), "mtime_ns": max(stat.st_mtime_ns for stat in stats)},
         "checkpoint": {**checkpoint.metadata(), "path": path, "preset": preset, "n_layers": len(report.layers),
                        "sha256": digest},
         "performance": checkpoint.performance,
         "network": report.network,
         "layers": layers,
     }
-    write_atomic(out / RECORDS / f"{key}{SEPARATOR}{identity(stat)}.json", json.dumps(record).encode())
+    write_atomic(out / RECORDS / f"{key}{SEPARATOR}{identity(stats)}.json", json.dumps(record).encode())
     (out / ERRORS / f"{key}.json").unlink(missing_ok=True)
     return Outcome(path, "measured")
 

@@ -26,10 +26,12 @@ from probe.report import Report
 INDEX_SUFFIX = ".safetensors.index.json"
 """The file naming a sharded checkpoint's tensors and their shards."""
 _CHUNK_BYTES = 64 << 20  # half-precision tensors are upcast this many float32 bytes at a time
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
-           "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
-_UPCAST = (torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2)  # read as float32, in chunks
+_LOW_PRECISION = {"F16": "float16", "BF16": "bfloat16", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+                  "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz", "F8_E8M0": "float8_e8m0fnu"}
+_UPCAST = tuple(getattr(torch, name) for name in _LOW_PRECISION.values() if hasattr(torch, name))  # read as float32, in chunks
+_DTYPES = {"F64": torch.float64, "F32": torch.float32, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
+           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
+           **{key: getattr(torch, name) for key, name in _LOW_PRECISION.items() if hasattr(torch, name)}}
 
 Progress = Callable[[int, int, str, tuple[int, ...], float, float], None]
 """``progress(done, total, name, shape, seconds, seconds_left)`` after each layer."""
@@ -81,7 +83,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
             if meta.dtype not in _UPCAST or meta.ndim == 0:
                 return handle.get_tensor(name)
             out = torch.empty(meta.shape, dtype=torch.float32)
-            step = max(1, _CHUNK_BYTES // max(1, 4 * out[0].numel()))
+            step = max(1, _CHUNK_BYTES // max(1, 4 * meta[0:1].numel()))  # rows per chunk (none: an empty tensor)
             for start in range(0, meta.shape[0], step):
                 out[start:start + step] = part[start:start + step].to(torch.float32)
             return out
@@ -124,6 +126,14 @@ def measure_state(state: Mapping[str, torch.Tensor], *, layers: LayerSelector = 
     if isinstance(state, LazyStateDict):
         return measure_lazily(state, layers=layers, options=options, progress=progress)
     return probe.measure(state, layers=layers, options=options)
+
+
+def checkpoint_parts(path: Path) -> list[Path]:
+    """The files a checkpoint's bytes live in: a ``*.safetensors.index.json`` and the shards it
+    names (sorted), else the file alone."""
+    if path.name.endswith(INDEX_SUFFIX):
+        return [path, *sorted(shards_of(path), key=str)]
+    return [path]
 
 
 def shards_of(index: Path) -> set[Path]:

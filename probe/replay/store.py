@@ -1,8 +1,9 @@
 """A replay output directory: its layout, its options under a lock, and its record files.
 
 A checkpoint's record is ``records/KEY~ID.json``: ``KEY`` names the checkpoint's path
-(``checkpoint_key``), ``ID`` the file's size and modification time (``file_identity``), so a
-file rewritten in place gets a new record name. Records are written atomically and never
+(``checkpoint_key``), ``ID`` the size and modification time of its file, or of a sharded
+checkpoint's index and every shard (``file_identity``), so a checkpoint rewritten in place gets
+a new record name. Records are written atomically and never
 modified, so they may be hard-linked between directories.
 """
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from probe._atomic import atomic_write
 from probe.quantities import QUANTITIES
+from probe.replay.sharded import checkpoint_parts
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +48,34 @@ def checkpoint_key(path: str | os.PathLike[str]) -> str:
 
 
 def content_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of the file's bytes (hex): the same checkpoint under two paths (a copy, another
-    mount point) has the same digest."""
+    """SHA-256 (hex) of the checkpoint's bytes: the file's, or a sharded checkpoint's index and
+    shards in turn (each preceded by its size). The same checkpoint under two paths (a copy,
+    another mount point) has the same digest; two fine-tunes sharing one index do not."""
+    parts = checkpoint_parts(Path(path))
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
+    for part in parts:
+        if len(parts) > 1:
+            digest.update(f"{os.stat(part).st_size}:".encode())
+        with open(part, "rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
+def file_stats(path: str | os.PathLike[str]) -> list[os.stat_result]:
+    """``os.stat`` of each file of the checkpoint (``checkpoint_parts``): ``OSError`` if one is missing."""
+    return [os.stat(part) for part in checkpoint_parts(Path(path))]
+
+
 def file_identity(path: str | os.PathLike[str]) -> str:
-    """A short hash of the file's size and modification time: changes when the file is rewritten."""
-    return identity(os.stat(path))
+    """A short hash of the size and modification time of the checkpoint's files: changes when
+    one of them is rewritten."""
+    return identity(file_stats(path))
 
 
-def identity(stat: os.stat_result) -> str:
-    """``file_identity`` from a ``stat`` result."""
-    return hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+def identity(stats: list[os.stat_result]) -> str:
+    """``file_identity`` from the files' ``stat`` results."""
+    return hashlib.sha1(";".join(f"{stat.st_size}:{stat.st_mtime_ns}" for stat in stats).encode()).hexdigest()[:12]
 
 
 def recorded(out: Path) -> dict[str, str]:
