@@ -188,3 +188,20 @@ def test_unsafe_load_warns_loudly(tmp_path):
     torch.save(_mlp().state_dict(), tmp_path / "w.pt")
     with pytest.warns(UserWarning, match="UNSAFE LOAD.*runs any code"):
         load_checkpoint(tmp_path / "w.pt", unsafe=True)
+
+
+def test_a_performance_entry_that_is_no_number_is_refused_by_file_and_key_and_none_is_nan(tmp_path):
+    weights = {"fc.weight": torch.randn(20, 30)}
+    numbers = {"test_loss": 1.0, "train_acc": 0.9, "train_loss": 0.5}
+    torch.save({"state_dict": weights, "performance": {"test_acc": "abc", **numbers}}, tmp_path / "text.pt")
+    with pytest.raises(CheckpointError, match=r"text\.pt: performance\['test_acc'\] is 'abc', not a number"):
+        load_checkpoint(tmp_path / "text.pt")
+    torch.save({"state_dict": weights, "performance": {"test_acc": None, **numbers}}, tmp_path / "none.pt")
+    performance = load_checkpoint(tmp_path / "none.pt").performance
+    assert math.isnan(performance["test_acc"]) and math.isnan(performance["gap"]) and performance["train_acc"] == 0.9
+
+
+def test_a_sharded_index_that_is_no_json_is_named_with_the_parser_s_reason(tmp_path):
+    (tmp_path / "model.safetensors.index.json").write_text("not json")
+    with pytest.raises(CheckpointError, match=r"corrupt or truncated sharded checkpoint index \(JSONDecodeError: Expecting value"):
+        load_checkpoint(tmp_path / "model.safetensors.index.json")

@@ -191,10 +191,15 @@ def _torch_load(path: Path, *, unsafe: bool) -> object:
 
 
 def _detail(error: BaseException) -> str:
-    cause = error.__cause__ or error.__context__
+    """The first line of the error's own message, or of the one it was raised from (torch's
+    weights-only ``UnpicklingError`` hides the concise reason there), cut at a word within 300
+    characters."""
+    cause = error.__cause__ or (error.__context__ if isinstance(error, pickle.UnpicklingError) else None)
     text = str(cause) if cause is not None and str(cause) else str(error)
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0][:300] if lines else type(error).__name__
+    if not lines:
+        return type(error).__name__
+    return lines[0] if len(lines[0]) <= 300 else lines[0][:300].rsplit(" ", 1)[0] + " …"
 
 
 def _tensors(path: Path, mapping: Mapping[Any, object]) -> dict[str, torch.Tensor]:
@@ -276,12 +281,13 @@ def _from_lightning(path: Path, obj: Mapping[str, object]) -> Checkpoint:
 
 
 def _from_safetensors(path: Path) -> Checkpoint:
-    from probe.replay.sharded import LazyStateDict
+    from probe.replay.sharded import INDEX_SUFFIX, LazyStateDict
 
     try:
         state = LazyStateDict.open(path)  # headers only: tensors are read when measured
     except Exception as error:  # safetensors raises its own SafetensorError for damaged headers/data
-        raise CheckpointError(f"{path}: corrupt or truncated safetensors file ({type(error).__name__}: {_detail(error)})") from error
+        kind = "sharded checkpoint index" if path.name.endswith(INDEX_SUFFIX) else "safetensors file"
+        raise CheckpointError(f"{path}: corrupt or truncated {kind} ({type(error).__name__}: {_detail(error)})") from error
     if not state:
         raise CheckpointError(f"{path}: holds no tensors")
     return _plain(path, "safetensors", state, {})
@@ -317,13 +323,23 @@ def _performance_entry(path: Path, obj: Mapping[str, object], epoch: int | None)
     """A ``performance`` dict (``test_acc``...) or GenProb-style ``performance_statistics``, else NaN."""
     given = obj.get("performance")
     if isinstance(given, Mapping) and all(k in given for k in PERFORMANCE_KEYS):
-        row = {k: float(given[k]) for k in PERFORMANCE_KEYS}
+        row = {k: _number(path, k, given[k]) for k in PERFORMANCE_KEYS}
         row["gap"] = row["test_acc"] - row["train_acc"]
         return row
     statistics = obj.get("performance_statistics")
     if isinstance(statistics, Mapping) and epoch is not None:
         return _statistics(path, statistics, epoch)
     return _unknown_performance()
+
+
+def _number(path: Path, key: str, value: object) -> float:
+    """A ``performance`` entry as a float; ``None`` (not evaluated) is NaN; anything else is refused by name."""
+    if value is None:
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{path}: performance[{key!r}] is {value!r}, not a number") from None
 
 
 def _statistics(path: Path, statistics: Mapping[str, object], epoch: int) -> dict[str, float]:
