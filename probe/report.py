@@ -145,6 +145,12 @@ class Report:
         return sum(e.kept for e in finite), len(finite)
 
     @property
+    def nonfinite_layers(self) -> list[str]:
+        """The layers whose weights were not finite (NaN/Inf): their measures are NaN
+        (``MeasureOptions(nonfinite="nan")``)."""
+        return [layer.name for layer in self.layers if not all(u.finite for u in layer.unfoldings.values())]
+
+    @property
     def ae_defined(self) -> bool:
         """Whether the AE aggregates are defined: EVBMF kept something in at least ``AE_MIN_KEPT_SHARE`` of the unfoldings."""
         k, n = self.kept
@@ -155,8 +161,9 @@ class Report:
         value = self.value(name)
         if value == value:
             return None
-        if any(not u.finite for layer in self.layers for u in layer.unfoldings.values()):
-            return "some weights are not finite (NaN/Inf)"
+        if nonfinite := self.nonfinite_layers:
+            more = f" and {len(nonfinite) - 3} more" if len(nonfinite) > 3 else ""
+            return f"weights not finite (NaN/Inf) in {', '.join(map(repr, nonfinite[:3]))}{more}"
         parts = parse_measure_name(name, argument="name")
         if parts.variant == "AE" and not self.ae_defined:
             k, n = self.kept

@@ -101,7 +101,7 @@ def test_replayed_values_match_the_genprob_reference(tmp_path, genprob_reference
                     assert got == pytest.approx(expected, rel=rel, abs=rel * 1e-2, nan_ok=True), (measure, how, t, variant)
 
 
-def test_bad_files_are_skipped_and_reported_not_fatal(tmp_path):
+def test_bad_files_are_skipped_and_reported_not_fatal(tmp_path, caplog):
     family = make_family(tmp_path / "ckpts", models=1, epochs=2)
     bad = [
         truncate(family[0], tmp_path / "ckpts" / "cut_epoch_1.pth.tar"),
@@ -118,6 +118,8 @@ def test_bad_files_are_skipped_and_reported_not_fatal(tmp_path):
     assert "--unsafe-load" in errors["evil.pt"] and "UnsafeCheckpointError" in errors["evil.pt"]
     assert "corrupt" in errors["cut_epoch_1.pth.tar"]
     assert tables.n_checkpoints == 2
+    skipped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipping")]
+    assert sorted(skipped) == sorted(f"skipping {(tmp_path / 'ckpts' / name).resolve()}: {error}" for name, error in errors.items())
     # A re-run retries the failures (still failing) and skips the rest.
     again, _ = replay([tmp_path / "ckpts"], tmp_path / "out")
     assert sorted(o.status for o in again) == ["done", "done", "failed", "failed", "failed"]
@@ -141,7 +143,7 @@ def test_a_worker_that_dies_fails_its_checkpoint_not_the_run(tmp_path, caplog):
     assert sorted(o.status for o in again) == ["done"] * 6 + ["failed"]
 
 
-def test_a_diverged_checkpoint_is_measured_as_nan_not_failed(tmp_path):
+def test_a_diverged_checkpoint_is_measured_as_nan_not_failed_and_named_in_a_warning(tmp_path, caplog):
     import torch
 
     path = make_family(tmp_path / "ckpts", models=1, epochs=1)[0]
@@ -150,6 +152,8 @@ def test_a_diverged_checkpoint_is_measured_as_nan_not_failed(tmp_path):
     torch.save(raw, path)
     outcomes, _ = replay([path], tmp_path / "out")
     assert [o.status for o in outcomes] == ["measured"]
+    assert outcomes[0].warning == "weights not finite (NaN/Inf) in 'cell2.RELUConvBN3.1.weight': recorded with NaN measures"
+    assert [r.getMessage() for r in caplog.records] == [f"{path.resolve()}: {outcomes[0].warning}"]
     checkpoints, layers = load_tables(tmp_path / "out")
     assert checkpoints[list(probe.HEADLINE_NAMES)].isna().all(axis=None)
     nan_layers = set(layers[layers["ER"].isna()]["layer"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from probe._text import UNDEFINED, cell
 
@@ -130,6 +129,7 @@ def add_replay(sub: argparse._SubParsersAction) -> None:
 
 def _run_replay(args: argparse.Namespace) -> int:
     from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
 
     from probe.options import MeasureOptions
     from probe.replay.runner import Outcome, parse_shard, replay
@@ -141,13 +141,13 @@ def _run_replay(args: argparse.Namespace) -> int:
     def progress(outcome: Outcome, total: int) -> None:
         if not bars:
             bars.append(tqdm(total=total, unit="ckpt", disable=args.no_progress, desc="replay"))
-        if outcome.error:
-            bars[0].write(f"skipped {outcome.path}: {outcome.error}", file=sys.stderr)
         bars[0].update()
 
-    try:
-        outcomes, tables = replay(args.paths, args.out, layers=args.layers, options=options, workers=args.workers, shard=shard,
-                                  unsafe=args.unsafe_load, genprob_csv=args.genprob_csv, parquet=args.parquet, progress=progress)
+    try:  # the library's warnings (a skipped file, NaN weights) print above the bar, not through it
+        with logging_redirect_tqdm():
+            outcomes, tables = replay(args.paths, args.out, layers=args.layers, options=options, workers=args.workers, shard=shard,
+                                      unsafe=args.unsafe_load, genprob_csv=args.genprob_csv, parquet=args.parquet,
+                                      progress=progress)
     finally:
         for bar in bars:
             bar.close()

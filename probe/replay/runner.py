@@ -119,11 +119,13 @@ class Options:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one checkpoint: ``measured`` now, ``done`` in an earlier run, or ``failed``."""
+    """What happened to one checkpoint: ``measured`` now, ``done`` in an earlier run, or
+    ``failed`` (``error`` says why); ``warning``: what a measured one's values lack (NaN/Inf weights)."""
 
     path: str
     status: Literal["measured", "done", "failed"]
     error: str | None = None
+    warning: str | None = None
 
 
 DIED = "the process measuring it died (killed, e.g. for memory, or crashed)"
@@ -265,8 +267,28 @@ def iter_replay(
         measured again. With ``workers=1`` such a death ends the run; the next run measures
         that file alone in a fresh process (``IN_FLIGHT``), so it fails alone and the run goes on.
         A checkpoint with NaN/Inf weights (a diverged run) is ``measured``: its layers with
-        non-finite weights, and so its network measures, are NaN.
+        non-finite weights, and so its network measures, are NaN (``Outcome.warning`` names
+        them). Each failure and each such warning is also logged (``WARNING``), once, by this
+        process.
     """
+    for outcome in _outcomes(paths, out_dir, layers=layers, options=options, workers=workers, unsafe=unsafe):
+        if outcome.error is not None:
+            log.warning("skipping %s: %s", outcome.path, outcome.error)
+        if outcome.warning is not None:
+            log.warning("%s: %s", outcome.path, outcome.warning)
+        yield outcome
+
+
+def _outcomes(
+    paths: Sequence[str | os.PathLike[str]],
+    out_dir: str | os.PathLike[str],
+    *,
+    layers: str | None = None,
+    options: MeasureOptions | None = None,
+    workers: int = 1,
+    unsafe: bool = False,
+) -> Iterator[Outcome]:
+    """``iter_replay``'s outcomes, unannounced (a worker's are reported by the calling process)."""
     check_int("workers", workers, 1)
     settings = Options.of(layers, options)
     out = Path(out_dir)
@@ -533,11 +555,12 @@ def _measure_one(path: str, out_dir: str, options: dict[str, Any], unsafe: bool)
     }
     write_atomic(out / RECORDS / f"{key}{SEPARATOR}{identity(stats)}.json", json.dumps(record).encode())
     (out / ERRORS / f"{key}.json").unlink(missing_ok=True)
-    return Outcome(path, "measured")
+    nonfinite = report.nonfinite_layers  # a diverged run is data: recorded, its measures NaN
+    warning = f"weights not finite (NaN/Inf) in {', '.join(map(repr, nonfinite))}: recorded with NaN measures" if nonfinite else None
+    return Outcome(path, "measured", warning=warning)
 
 
 def _failed(path: str, out_dir: str, message: str) -> Outcome:
     """Record that ``path`` could not be measured (``errors/KEY.json``; retried next run)."""
-    log.warning("skipping %s: %s", path, message)
     write_atomic(Path(out_dir) / ERRORS / f"{checkpoint_key(path)}.json", json.dumps({"path": path, "error": message}).encode())
     return Outcome(path, "failed", message)
