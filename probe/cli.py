@@ -64,7 +64,8 @@ def _run_measure(args: argparse.Namespace) -> int:
         checkpoint.layers, genprob=checkpoint.format == "genprob")
     report = measure_state(checkpoint.state_dict, layers=layers, options=options, progress=_progress_line)
     known = {k: v for k, v in checkpoint.performance.items() if v == v}  # drop NaN (unknown)
-    print(f"{checkpoint.path} ({checkpoint.format}, epoch {checkpoint.epoch}, layers={layers})")
+    epoch = f", epoch {checkpoint.epoch}" if checkpoint.epoch is not None else ""
+    print(f"{checkpoint.path} ({checkpoint.format}{epoch}, layers={layers})")
     if known:
         print("  ".join(f"{k}={v:.4g}" for k, v in known.items()))
     print(report.format())
@@ -74,7 +75,7 @@ def _run_measure(args: argparse.Namespace) -> int:
     if args.plot:
         from probe.esd_plot import plot_spectra
 
-        print(f"wrote {plot_spectra(report, args.plot, title=f'{checkpoint.path.name} (epoch {checkpoint.epoch})')}")
+        print(f"wrote {plot_spectra(report, args.plot, title=f'{checkpoint.path.name} ({checkpoint.format}{epoch})')}")
     return 0
 
 

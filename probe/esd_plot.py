@@ -25,8 +25,11 @@ if TYPE_CHECKING:
 
 
 def plot_spectra(report: Report, path: str | os.PathLike[str], *, title: str = "", ncols: int = 4) -> Path:
-    """Write :func:`spectra_figure` to the PNG file ``path`` (parents created) and return ``path``."""
+    """Write :func:`spectra_figure` to the image file ``path`` (parents created; ``.png`` added
+    where it has no extension, as matplotlib does) and return the path written."""
     path = Path(path)
+    if not path.suffix:
+        path = path.with_name(path.name + ".png")
     path.parent.mkdir(parents=True, exist_ok=True)
     spectra_figure(report, title=title, ncols=ncols).savefig(path, dpi=100)
     return path

@@ -57,7 +57,7 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
         raise ValueError(
             f"no layer selected: {what} matched no tensor among {len(tensors)}"
             f"{f' ({len(unbuilt)} parametrized layers skipped)' if unbuilt else ''} "
-            "(expected conv, linear or embedding weights; pass layers=callable to choose them)"
+            f"({_EXPECTED[layers] if isinstance(layers, str) else 'the filter accepted none'})"
         )
     return selected
 
@@ -135,6 +135,15 @@ def every_tensor(name: str, tensor: torch.Tensor) -> bool:
 def normalise_name(name: str) -> str:
     """``name`` without the components wrappers insert (``_orig_mod``, ``_fsdp_wrapped_module`` …)."""
     return ".".join(part for part in name.split(".") if part not in WRAPPER_COMPONENTS)
+
+
+_EXPECTED = {
+    "auto": "expected floating-point 2-5-D tensors named '*weight': conv, linear, embedding; "
+            "others need a callable layers= filter (Python)",
+    "genprob": "expected 4-D conv weights with 'onv' or 'down' in their names, as in GenProb's networks; "
+               "the 'auto' preset picks conv, linear and embedding weights",
+}
+"""Per preset, what it picks: said when it picks nothing."""
 
 
 def _auto_key(name: str, tensor: torch.Tensor) -> bool:

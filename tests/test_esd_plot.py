@@ -46,3 +46,11 @@ def test_measure_plot_writes_the_png(tmp_path, capsys):
     assert main(["measure", str(tmp_path / "m.pt"), "--plot", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"wrote {out}" in capsys.readouterr().out
+
+
+def test_measure_plot_without_an_extension_names_the_png_it_wrote(tmp_path, capsys):
+    torch.save({"fc.weight": torch.randn(32, 64)}, tmp_path / "m.pt")
+    assert main(["measure", str(tmp_path / "m.pt"), "--plot", str(tmp_path / "esd")]) == 0
+    assert (tmp_path / "esd.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    out = capsys.readouterr().out
+    assert f"wrote {tmp_path / 'esd.png'}" in out and "epoch None" not in out

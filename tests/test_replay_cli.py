@@ -24,7 +24,7 @@ def test_measure_reads_safetensors_and_reports_genprob_metadata(tmp_path, capsys
     save_file(nn.Sequential(nn.Linear(5, 7), nn.Linear(7, 2)).state_dict(), tmp_path / "m.safetensors")
     assert main(["measure", str(tmp_path / "m.safetensors")]) == 0
     out = capsys.readouterr().out
-    assert "(safetensors, epoch None, layers=auto)" in out and out.count("0.weight") == 4
+    assert "(safetensors, layers=auto)" in out and out.count("0.weight") == 4
     assert main(["measure", str(REFERENCE_FILE)]) == 0
     out = capsys.readouterr().out
     assert "(genprob, epoch 4, layers=genprob)" in out and "test_acc=0.9179" in out
@@ -77,6 +77,9 @@ def test_replay_merge_report_from_the_command_line(tmp_path, capsys):
     assert main(["report", str(out), "--out", str(mine), "--no-plots"]) == 2
     error = capsys.readouterr().err
     assert "refusing to write the report into" in error and "'notes.txt'" in error
+    with pytest.raises(SystemExit):  # argparse refuses it before anything is written
+        main(["report", str(out), "--out", str(tmp_path / "never"), "--spectra", "-1"])
+    assert "--spectra: expected a whole number >= 0" in capsys.readouterr().err and not (tmp_path / "never").exists()
     assert (mine / "correlations.csv").read_text() == "my numbers"
 
 
@@ -117,3 +120,11 @@ def test_help_describes_outputs_and_gives_examples(command, capsys):
         main([command, "--help"])
     text = capsys.readouterr().out
     assert "examples:" in text and ".csv" in text
+
+
+def test_an_out_that_is_a_file_is_refused_as_such(tmp_path, capsys):
+    torch.save({"fc.weight": torch.randn(8, 16)}, tmp_path / "m.pt")
+    (tmp_path / "taken").write_text("mine")
+    assert main(["replay", str(tmp_path / "m.pt"), "--out", str(tmp_path / "taken"), "--no-progress"]) == 2
+    assert f"--out '{tmp_path / 'taken'}' is a file; give a directory" in capsys.readouterr().err
+    assert (tmp_path / "taken").read_text() == "mine"

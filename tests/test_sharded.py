@@ -189,3 +189,9 @@ def test_an_empty_half_precision_tensor_in_safetensors_is_refused_by_name(tmp_pa
     assert load_checkpoint(tmp_path / "m.safetensors").state_dict["e.weight"].shape == (0, 30)
     assert main(["measure", str(tmp_path / "m.safetensors")]) == 2
     assert capsys.readouterr().err.strip() == "probe: error: layer 'e.weight' is empty (shape (0, 30))"
+
+
+def test_an_index_naming_shards_outside_its_folder_is_refused(tmp_path, capsys):
+    (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": {"a.weight": "../../etc/passwd"}}))
+    assert main(["measure", str(tmp_path / "model.safetensors.index.json")]) == 2
+    assert "shard file names must lie in the index's folder, got ['../../etc/passwd']" in capsys.readouterr().err

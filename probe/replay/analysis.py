@@ -402,8 +402,9 @@ def _check_target(table: pd.DataFrame, target: str, out_dir: str | os.PathLike[s
     formats = ", ".join(f"{name} ({count})" for name, count in table["format"].value_counts().items()) if "format" in table else "?"
     raise ValueError(
         f"nothing to correlate: none of the {len(table)} checkpoints in {str(out_dir)!r} has {_TARGET_NEEDS.get(target, target)}, "
-        f"so the target {target!r} is empty (formats: {formats}). Only GenProb checkpoints carry accuracies "
-        "(save_genprob_checkpoint); Lightning .ckpt files, state dicts and .safetensors carry none"
+        f"so the target {target!r} is empty (formats: {formats}). Accuracies come from GenProb checkpoints "
+        "(save_genprob_checkpoint) and from .pt/.pth dicts holding a 'performance' dict (test_acc, test_loss, "
+        "train_acc, train_loss) beside the state dict; Lightning .ckpt and .safetensors files carry none"
     )
 
 
@@ -424,7 +425,9 @@ REPORT_FILES = (CORRELATIONS_CSV, "corr_*.png", "scatter_*.png", "spectra_*.png"
 
 def _refuse_foreign_report_dir(target: Path) -> None:
     """Raise ``ValueError`` if ``target`` holds anything (hidden files aside) that a report does not
-    write: its files would be overwritten among someone else's."""
+    write: its files would be overwritten among someone else's; or if it is a file."""
+    if target.exists() and not target.is_dir():
+        raise ValueError(f"--out {str(target)!r} is a file; give a directory for the report (new or empty)")
     if not target.is_dir():
         return
     foreign = sorted(name for name in os.listdir(target) if not name.startswith(".")

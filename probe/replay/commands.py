@@ -73,6 +73,17 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated epochs like 5,10, got {text!r}") from None
 
 
+def _count(text: str) -> int:
+    """A whole number ≥ 0 (``--spectra``): refused by argparse, before anything is written."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0: none), got {text!r}")
+    return value
+
+
 def subcommand(sub: argparse._SubParsersAction, name: str, *, help: str, description: str, epilog: str) -> argparse.ArgumentParser:
     """A ``probe`` subcommand whose description and epilog keep their line breaks."""
     return sub.add_parser(name, help=help, description=description, epilog=epilog,
@@ -100,7 +111,8 @@ _REPORT_TEXT = dict(
     help="correlate measures with test accuracy and gap, epoch by epoch; CSV and plots",
     description="For each epoch (and --by group), correlate each measure with test accuracy and with the "
     "generalisation gap (test_acc - train_acc) across the checkpoints of a replay directory. Checkpoints "
-    "without accuracies (Lightning .ckpt, state dicts) give nothing to correlate: the command then fails (exit 2).",
+    "without accuracies (Lightning .ckpt, .safetensors, state dicts without a 'performance' dict) give nothing to "
+    "correlate: the command then fails (exit 2).",
     epilog=_REPORT_EPILOG,
 )
 
@@ -206,7 +218,7 @@ def add_report(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scatter-epochs", type=_int_list, default=None, help="epochs for scatter panels (default first and last)")
     p.add_argument("--color-by", default="optimizer", help="column colouring scatter points (default optimizer)")
     p.add_argument("--no-plots", action="store_true", help="write only correlations.csv")
-    p.add_argument("--spectra", type=int, default=0, metavar="N",
+    p.add_argument("--spectra", type=_count, default=0, metavar="N",
                    help="also draw each layer's log-log ESD with its power-law tail for the last epoch of the first N runs "
                         "(reads those checkpoints again)")
     p.set_defaults(func=_run_report)

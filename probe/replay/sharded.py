@@ -64,6 +64,10 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
             weight_map = json.loads(path.read_text()).get("weight_map")
             if not isinstance(weight_map, dict) or not weight_map:
                 raise ValueError(f"{path}: no 'weight_map' of tensor names to shard files")
+            outside = sorted({str(shard) for shard in weight_map.values()
+                              if Path(str(shard)).is_absolute() or ".." in Path(str(shard)).parts})
+            if outside:  # shards sit beside their index (symlinks there, as in a Hugging Face cache, are fine)
+                raise ValueError(f"{path}: shard file names must lie in the index's folder, got {outside[:3]}")
             return cls({str(name): path.parent / str(shard) for name, shard in weight_map.items()})
         from safetensors import safe_open
 

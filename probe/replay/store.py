@@ -196,7 +196,9 @@ def init_dir(out: Path, options: dict) -> None:
 
 
 def _refuse_foreign(out: Path) -> None:
-    """Raise ``ValueError`` if ``out`` is a non-empty directory that no replay made."""
+    """Raise ``ValueError`` if ``out`` is a file, or a non-empty directory that no replay made."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {str(out)!r} is a file; give a directory (new, empty, or an earlier replay's)")
     if not out.is_dir() or (out / MANIFEST).is_file():
         return
     foreign = sorted(name for name in os.listdir(out) if name not in _OWN and not name.startswith("."))
