@@ -27,7 +27,9 @@ def _add_measure(sub: argparse._SubParsersAction) -> None:
   kept rank, S (normalised stable rank), C (condition number), ER (spectral entropy),
   spec (spectral norm), fro (Frobenius norm), SQ (stable quality); then the network
   measures E_L2, SQ_p, S_p, F_p (BE and AE). {UNDEFINED} marks an undefined value: an AE row
-  where EVBMF kept nothing (kept 0), or a network AE measure where it kept nothing anywhere.
+  where EVBMF kept nothing (kept 0), a network AE measure where EVBMF kept a component in
+  fewer than half the unfoldings, or the measures of layers with NaN/Inf weights (a diverged
+  run: measured as NaN, not refused); a footnote says which and why.
 
 examples:
   probe measure SGD_NIN10001_lr0.08_wd0.0005_DIGITS10_epoch_4.pth.tar
@@ -40,7 +42,8 @@ examples:
     p.add_argument("path", help="checkpoint or state-dict file (or a sharded safetensors checkpoint's index JSON)")
     p.add_argument("--layers", default=None, choices=["auto", "genprob"],
                    help="layer preset (default: genprob for GenProb files, auto otherwise)")
-    p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"], help="singular-value route")
+    p.add_argument("--method", default="auto", choices=["auto", "gram64", "svd"],
+                   help="singular-value route (default auto: the cheapest accurate one per matrix; svd: float64 svdvals)")
     p.add_argument("--evbmf-xatol", type=float, default=None, metavar="TOL",
                    help="EVBMF: the reference's local search to this absolute tolerance on sigma^2 (default: the reference's "
                         "1e-5 for GenProb files, otherwise the exact global minimum)")

@@ -50,10 +50,13 @@ outputs in --out (default DIR/report):
   corr_TARGET_METHOD.png          correlation against epoch, one line per measure (Fig. 5c/d),
                                   models per epoch below, NaN pairs left out counted in the legend
   scatter_TARGET_epochE.png       measure against target at epoch E, one panel per measure (Fig. 5a/b)
+  spectra_RUN_epochE.png          with --spectra N: each layer's log-log ESD and power-law tail, for
+                                  the last epoch of the first N runs (those checkpoints are read again)
 targets: test_acc, and gap = test_acc - train_acc (positive: better on test than on train).
 
 measures: the headline names E_L2_BE SQ_p_BE S_p_BE F_p_BE (and _AE), or any aggregate
-{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}, e.g. ER_mean_t0_AE.
+{ER|SQ|spec|fro}_{mean|L2|p|wmean|wp}_{t0..t7}_{BE|AE}, e.g. ER_mean_t0_AE; WeightWatcher's
+power-law exponents {alpha|alphahat}_{agg}_{t0..t7}_BE, e.g. alpha_mean_BE (its summary alpha).
 
 examples:
   probe report runs/c10
