@@ -101,7 +101,8 @@ def _panel(axis: Axes, name: str, unfolding: Unfolding) -> None:
     axis.set_xlabel("λ", fontsize=8)
     axis.set_ylabel("P(Λ ≥ λ)", fontsize=8)
     axis.tick_params(labelsize=7)
-    for ax in (axis.xaxis, axis.yaxis):  # ticks at 1, 2, 5 × 10ᵏ as plain numbers: labelled within a decade, no overlap
-        ax.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0), numticks=12))
+    # ticks at 1, 2, 5 × 10ᵏ as plain numbers (labelled within a decade), at 10ᵏ alone over more than two decades: no overlap
+    for ax, low, high in ((axis.xaxis, lam[0], lam[-1]), (axis.yaxis, ccdf[-1], 1.0)):
+        ax.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0) if high <= 100 * low else (1.0,), numticks=12))
         ax.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
         ax.set_minor_formatter(NullFormatter())

@@ -86,6 +86,7 @@ def correlation_figure(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = correlations[correlations["target"] == target]
     groups = list(rows.groupby(list(by), dropna=False, sort=True)) if by else [((), rows)]
@@ -118,6 +119,7 @@ def correlation_figure(
         counts.bar(models.index, models.to_numpy(), color="0.6", width=0.8)
         counts.set_ylabel("models", fontsize=9)
         counts.set_xlabel("epoch")
+        counts.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
         counts.set_ylim(0, max(1, int(models.max()) if len(models) else 1) * 1.15)
         counts.grid(alpha=0.3, axis="y")
     if handles:
