@@ -68,6 +68,8 @@ def measure(
     collective: call ``measure`` on every rank of the mesh (each gets the same report).
     """
     options = resolve(options, dict(shortcuts))
+    if hints is not None and not isinstance(hints, Report):
+        raise TypeError(f"hints must be a Report from an earlier probe.measure of the same model, got {type(hints).__name__}")
     method, nonfinite, device, evbmf_xatol = options.method, options.nonfinite, options.device, options.evbmf_xatol
     selected = select_layers(model_or_state_dict, layers)
     if any(is_sharded(tensor) for _, tensor in selected):
@@ -137,6 +139,9 @@ def _check(name: str, tensor: torch.Tensor) -> None:
         raise ValueError(f"layer {name!r} has dtype {tensor.dtype}; only floating-point weights can be measured")
     if tensor.numel() == 0:
         raise ValueError(f"layer {name!r} is empty (shape {tuple(tensor.shape)})")
+    if tensor.layout != torch.strided:
+        raise ValueError(f"layer {name!r} is a sparse tensor ({tensor.layout}); pass tensor.to_dense() "
+                         "(probe replay densifies sparse tensors of checkpoints up to 1 GiB)")
 
 
 def _upcast(weight: torch.Tensor) -> torch.Tensor:

@@ -5,7 +5,10 @@ module, its state dict and any checkpoint of it select the same tensors under th
 
 ``"auto"``: every floating-point tensor of 2 to 5 dimensions whose last name component is
 ``weight`` or ends in ``_weight`` (conv, linear, embedding, ``nn.MultiheadAttention``'s
-``in_proj_weight``, fused projections; trainable or frozen alike). ``"genprob"`` (SPEC §6):
+``in_proj_weight``, fused projections; trainable or frozen alike), except normalisation
+weights of more than one dimension (``nn.LayerNorm([8, 16, 16])``, ``nn.RMSNorm([16, 16])``):
+those whose owner's name contains ``norm``, or with a bias of their own shape (an elementwise
+affine, where a conv's or linear's bias has one dimension). ``"genprob"`` (SPEC §6):
 every 4-D tensor whose key contains ``onv`` or ``down``. A callable ``(name, tensor) -> bool``
 picks from the state dict's tensors.
 
@@ -47,7 +50,8 @@ def select_layers(source: nn.Module | Mapping[str, object], layers: LayerSelecto
     check_layers(layers)
     tensors, skipped = _state(source, normalise=layers is not every_tensor)
     keep = {"auto": _auto_key, "genprob": _genprob_key}.get(layers, layers)  # type: ignore[arg-type]
-    selected = _untied([(name, tensor) for name, tensor in tensors.items() if keep(name, tensor)])
+    norms = _normalisation_weights(tensors) if layers == "auto" else set()
+    selected = _untied([(name, tensor) for name, tensor in tensors.items() if name not in norms and keep(name, tensor)])
     unbuilt = [name for name, original in skipped.items() if keep(name, original)]
     if unbuilt:  # stacklevel=1: one location, so shown once per process however often a layer is measured
         warnings.warn(f"skipping {len(unbuilt)} parametrized layer(s) whose weight cannot be rebuilt from the state dict "
@@ -144,6 +148,20 @@ _EXPECTED = {
                "the 'auto' preset picks conv, linear and embedding weights",
 }
 """Per preset, what it picks: said when it picks nothing."""
+
+
+def _normalisation_weights(tensors: Mapping[str, torch.Tensor]) -> set[str]:
+    """The ``X.weight`` of more than one dimension that normalise: ``X``'s last component holds
+    ``norm`` (``LayerNorm``, ``rms_norm``, ``norm1``), or ``X.bias`` has the weight's shape."""
+    found = set()
+    for name, tensor in tensors.items():
+        owner, _, last = name.rpartition(".")
+        if last != "weight" or tensor.ndim < 2:
+            continue
+        bias = tensors.get(f"{owner}.bias" if owner else "bias")
+        if "norm" in owner.rpartition(".")[2].lower() or (bias is not None and bias.shape == tensor.shape):
+            found.add(name)
+    return found
 
 
 def _auto_key(name: str, tensor: torch.Tensor) -> bool:

@@ -62,9 +62,11 @@ class MeasureOptions:
             raise ValueError(f"nonfinite must be one of {NONFINITE}, got {self.nonfinite!r}")
         if self.device is not None:
             try:
-                torch.device(self.device)
+                kind = torch.device(self.device).type
             except (RuntimeError, TypeError) as error:
                 raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got {self.device!r}") from error
+            if kind == "meta":
+                raise ValueError("device must hold values to measure; 'meta' holds none (use 'cpu' or 'cuda')")
 
 
 class OptionShortcuts(TypedDict, total=False):

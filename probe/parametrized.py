@@ -108,7 +108,10 @@ def _weight_norm(g: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
 
 def _spectral_norm(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor | None:
     """``W / σ``, ``σ = uᵀ W_mat v`` with the stored power-iteration vectors; ``W_mat`` has the
-    dimension of length ``len(u)`` first (dim 0, torch's default, where that fits)."""
+    dimension of length ``len(u)`` first. Where several dimensions have that length (a square
+    linear, a ``ConvTranspose`` with equal channels, whose default is dim 1), the one torch
+    used is the one whose ``W_mat v`` points along ``u``: each power-iteration step ends with
+    ``u = W_mat v / ‖W_mat v‖``."""
     dtype = _compute_dtype(weight, u, v)
     if dtype is None or weight.ndim < 1 or u.ndim != 1 or v.ndim != 1 or u.numel() * v.numel() != weight.numel():
         return None
@@ -116,5 +119,6 @@ def _spectral_norm(weight: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> to
     if not dims:
         return None
     weight, u, v = weight.detach().to(dtype), u.detach().to(dtype), v.detach().to(dtype)
-    matrix = weight.movedim(dims[0], 0).reshape(u.numel(), -1)
-    return weight / torch.vdot(u, matrix @ v)
+    products = [weight.movedim(dim, 0).reshape(u.numel(), -1) @ v for dim in dims]
+    product = min(products, key=lambda x: float(torch.linalg.vector_norm(x / torch.linalg.vector_norm(x) - u)))
+    return weight / torch.vdot(u, product)

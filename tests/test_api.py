@@ -193,3 +193,13 @@ def test_a_linears_two_unfoldings_are_measured_once():
     fc, pw, conv = (layer.unfoldings for layer in report.layers)
     assert fc["in"] is fc["out"] and pw["in"] is pw["out"]
     assert conv["in"] is not conv["out"] and (conv["in"].rows, conv["out"].rows) == (16, 8)
+
+
+def test_sparse_weights_a_meta_device_and_hints_that_are_no_report_are_refused_by_name():
+    with pytest.raises(ValueError, match=r"layer 'fc.weight' is a sparse tensor \(torch.sparse_coo\); pass tensor.to_dense"):
+        probe.measure({"fc.weight": torch.randn(5, 6).to_sparse()})
+    with pytest.raises(ValueError, match="'meta' holds none"):
+        probe.MeasureOptions(device="meta")
+    report = probe.measure({"fc.weight": torch.randn(5, 6)})
+    with pytest.raises(TypeError, match="hints must be a Report .* got dict"):
+        probe.measure({"fc.weight": torch.randn(5, 6)}, hints=report.network)  # type: ignore[arg-type]

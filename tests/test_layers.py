@@ -240,3 +240,26 @@ def test_a_trainer_with_the_callback_measures_tied_and_parametrized_layers(tmp_p
     assert callback.last_report.network == pytest.approx(expected, rel=1e-5, nan_ok=True)
     offline = probe.measure(load_checkpoint(tmp_path / "last.ckpt").state_dict).network
     assert offline == pytest.approx(callback.last_report.network, rel=1e-7, nan_ok=True)
+
+
+def test_auto_leaves_out_normalisation_weights_of_more_than_one_dimension():
+    model = nn.ModuleDict({"conv": nn.Conv2d(3, 8, 3), "ln": nn.LayerNorm([8, 16, 16]), "final_norm": nn.RMSNorm([16, 16]),
+                           "fc": nn.Linear(16, 4)})
+    assert [name for name, _ in select_layers(model)] == ["conv.weight", "fc.weight"]
+    chosen = select_layers(model, layers=lambda name, tensor: name.endswith("weight") and tensor.ndim >= 2)
+    assert [name for name, _ in chosen] == ["conv.weight", "ln.weight", "final_norm.weight", "fc.weight"]
+
+
+def test_spectral_norm_on_a_square_weight_uses_the_dimension_torch_used():
+    """Both dimensions of a ConvTranspose2d(6, 6, 3) or a Linear(8, 8) fit u: the stored u, v tell which one."""
+    from torch.nn.utils import parametrizations
+
+    torch.manual_seed(0)
+    for module in (parametrizations.spectral_norm(nn.ConvTranspose2d(6, 6, 3)),  # dim=1, torch's default for it
+                   parametrizations.spectral_norm(nn.Linear(8, 8), dim=1),
+                   parametrizations.spectral_norm(nn.Linear(8, 8))):
+        for _ in range(3):
+            module(torch.randn(2, 6, 5, 5) if isinstance(module, nn.ConvTranspose2d) else torch.randn(2, 8))
+        module.eval()
+        (name, weight), = select_layers(module)
+        assert name == "weight" and torch.allclose(weight, module.weight.detach(), rtol=1e-5, atol=1e-7)
