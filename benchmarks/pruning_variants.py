@@ -150,7 +150,7 @@ class FirstTrusted(LearnedMeasurePruner):
         self._study = study
         return super().prune(study, trial)
 
-    def _judges(self, histories: list[_History], step: int) -> bool:
+    def _judges(self, histories: list[_History], step: int, previous: int) -> bool:
         return True
 
     def _promote(self, measures: dict[str, float], trial: FrozenTrial, histories: list[_History],

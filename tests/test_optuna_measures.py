@@ -38,8 +38,8 @@ def test_report_is_stored_per_step_and_read_back():
     for step, report in reports.items():
         assert measures[step] == pytest.approx(report.network, nan_ok=True)
         assert sorted(measures[step]) == sorted(probe.HEADLINE_NAMES)
-    report_measures(trial, {"E_L2_BE": 7.0}, 3)  # same step again: replaced
-    assert get_measures(trial)[3] == {"E_L2_BE": 7.0}
+    report_measures(trial, {"E_L2_BE": 7.0}, 3)  # same step again: that value replaced, the step's others kept
+    assert get_measures(trial)[3] == pytest.approx({**reports[3].network, "E_L2_BE": 7.0}, nan_ok=True)
     assert study.trials[0].system_attrs["probe:measures:0"]["E_L2_BE"] == pytest.approx(reports[0].network["E_L2_BE"])
     assert trial.user_attrs["probe:E_L2_BE"] == 7.0 and trial.user_attrs["probe:last_step"] == 3
 
@@ -92,9 +92,9 @@ def test_latest_values_follow_the_latest_step_of_each_measure():
     report_measures(trial, {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 0)  # an earlier step: history only
     assert (trial.user_attrs["probe:last_step"], trial.user_attrs["probe:E_L2_BE"]) == (2, 0.5)
     report_measures(trial, {"E_L2_BE": 0.7}, 5)  # only E_L2_BE at the new latest step
-    report_measures(trial, {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 4)  # before the latest step: history only
+    report_measures(trial, {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 4)  # SQ_p_BE's latest step now; not E_L2_BE's
     attrs = trial.user_attrs
-    assert (attrs["probe:last_step"], attrs["probe:E_L2_BE"], attrs["probe:SQ_p_BE"]) == (5, 0.7, 2.0)
+    assert (attrs["probe:last_step"], attrs["probe:E_L2_BE"], attrs["probe:SQ_p_BE"]) == (5, 0.7, 3.0)
     assert get_measures(trial) == {0: {"E_L2_BE": 0.1, "SQ_p_BE": 9.0}, 2: {"E_L2_BE": 0.5, "SQ_p_BE": 2.0},
                                    4: {"E_L2_BE": 0.6, "SQ_p_BE": 3.0}, 5: {"E_L2_BE": 0.7}}
 
@@ -248,3 +248,18 @@ def test_measure_only_pruned_trial_has_no_value():
     pruned = study.trials[1]
     assert pruned.state == optuna.trial.TrialState.PRUNED
     assert pruned.value is None and pruned.intermediate_values == {}
+
+
+def test_each_latest_value_is_its_measure_s_latest_and_steps_of_any_integer_type_are_taken():
+    import numpy as np
+
+    study = optuna.create_study()
+    trial = study.ask()
+    report_measures(trial, {"E_L2_BE": 1.0, "F_p_BE": 2.0}, np.int64(0))
+    report_measures(trial, {"F_p_BE": 3.0}, torch.tensor(1))
+    attrs = study.trials[0].user_attrs
+    assert attrs["probe:F_p_BE"] == 3.0 and attrs["probe:last_step"] == 1
+    assert attrs["probe:E_L2_BE"] == 1.0  # its latest step: 0
+    assert get_measures(trial) == {0: {"E_L2_BE": 1.0, "F_p_BE": 2.0}, 1: {"F_p_BE": 3.0}}
+    with pytest.raises(ValueError, match="measure 'F_p_BE' must be a number, got '0.5'"):
+        report_measures(trial, {"F_p_BE": "0.5"}, 2)

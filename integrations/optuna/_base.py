@@ -3,8 +3,10 @@ interval, NaN policy), the judged step, and the records of settings and reasons.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import optuna
 from optuna.pruners import BasePruner
@@ -19,6 +21,8 @@ from integrations.optuna._common import (
     record_settings,
     step_to_judge,
 )
+
+State = TypeVar("State")
 
 
 class MeasureBasedPruner(BasePruner):
@@ -37,7 +41,29 @@ class MeasureBasedPruner(BasePruner):
             "class": type(self).__name__, "n_startup_trials": n_startup_trials, "n_warmup_steps": n_warmup_steps,
             "interval_steps": interval_steps, "nan_policy": nan_policy,
         }
-        self._recorded: set[tuple[int, int]] = set()
+        self._lock = threading.RLock()  # study.optimize(n_jobs=...) calls prune from several threads
+        self._studies: weakref.WeakKeyDictionary[Any, dict[int, dict[str, Any]]] = weakref.WeakKeyDictionary()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable (a trial handed to spawned processes carries its study's pruner): without
+        the lock and the per-study caches, which are rebuilt from the storage."""
+        state = self.__dict__.copy()
+        del state["_lock"], state["_studies"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._studies = weakref.WeakKeyDictionary()
+
+    def _per_study(self, study: optuna.study.Study, name: str, make: Callable[[], State]) -> State:
+        """This pruner's ``name`` state for ``study``, made on first use. Kept per storage object
+        (weakly: gone with it, so a later storage that reuses a freed one's ``id`` starts afresh)
+        and study id (several studies share an RDB storage)."""
+        states = self._studies.setdefault(study._storage, {}).setdefault(study._study_id, {})
+        if name not in states:
+            states[name] = make()
+        return states[name]
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -52,7 +78,10 @@ class MeasureBasedPruner(BasePruner):
     def _start(self, study: optuna.study.Study) -> None:
         """Refuse multi-objective studies; record the settings with the study (once)."""
         check_single_objective(study, self)
-        record_settings(study, self._settings, self._recorded)
+        recorded = self._per_study(study, "recorded", lambda: [False])
+        if not recorded[0]:
+            record_settings(study, self._settings)
+            recorded[0] = True
 
     def _gate(self, study: optuna.study.Study, steps: Iterable[int]) -> tuple[int, list[FrozenTrial]] | None:
         """The step to judge and the completed trials, or ``None`` (startup, warm-up, interval)."""

@@ -42,6 +42,14 @@ def check_single_objective(study: optuna.study.Study, pruner: object) -> None:
         )
 
 
+def undefined_not_diverged(name: str, value: float, measures: Mapping[str, float]) -> bool:
+    """Whether the NaN ``value`` of measure ``name`` means "undefined", not "diverged": an AE
+    measure (EVBMF kept too little: weights still noise-like) beside a finite BE measure of
+    the same step (NaN/Inf weights make every measure NaN)."""
+    return (name.endswith("_AE") and math.isnan(value)
+            and any(math.isfinite(v) for k, v in measures.items() if not k.endswith("_AE")))
+
+
 def step_to_judge(
     study: optuna.study.Study, steps: Iterable[int], *, n_startup_trials: int, n_warmup_steps: int, interval_steps: int
 ) -> tuple[int, list[FrozenTrial]] | None:
@@ -74,7 +82,8 @@ def _json_safe(value: Any) -> Any:
 def record_pruned(study: optuna.study.Study, trial: FrozenTrial, reason: Mapping[str, Any]) -> None:
     """Store why ``trial`` is pruned: the record in its system attribute ``probe:pruned`` (NaN as
     ``None``), :func:`describe_reason`'s sentence in its user attribute ``probe:pruned_reason`` and,
-    where optuna-dashboard is installed, as the trial's note (shown at the top of its page)."""
+    where optuna-dashboard is installed, at the top of the trial's note (shown at the top of its
+    page; a note someone wrote stays, below it)."""
     sentence = describe_reason(reason)
     study._storage.set_trial_system_attr(trial._trial_id, PRUNED_KEY, {k: _json_safe(v) for k, v in reason.items()})
     study._storage.set_trial_user_attr(trial._trial_id, READABLE_KEY, sentence)
@@ -82,16 +91,19 @@ def record_pruned(study: optuna.study.Study, trial: FrozenTrial, reason: Mapping
 
 
 def _dashboard_note(study: optuna.study.Study, trial: FrozenTrial | None, body: str, *, only_if_empty: bool = False) -> None:
-    """The optuna-dashboard note (Markdown) of ``trial``, or of the study, if optuna-dashboard is
-    installed; else nothing. ``only_if_empty``: keep a note someone already wrote."""
+    """Put ``body`` (Markdown) in the optuna-dashboard note of ``trial``, or of the study, if
+    optuna-dashboard is installed; else nothing. A note already there is kept: below ``body``,
+    or alone with ``only_if_empty``."""
     try:
-        from optuna_dashboard._note import note_ver_key, save_note_with_version
+        from optuna_dashboard._note import get_note_from_system_attrs, save_note_with_version
     except ImportError:
         return
     trial_id = None if trial is None else trial._trial_id
-    version = study._storage.get_study_system_attrs(study._study_id).get(note_ver_key(trial_id), 0)
-    if not (only_if_empty and version):
-        save_note_with_version(study._storage, study._study_id, trial_id, version + 1, body)
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), trial_id)
+    if note["version"] and (only_if_empty or note["body"].startswith(body)):
+        return
+    written = f"{body}\n\n{note['body']}" if note["body"] else body
+    save_note_with_version(study._storage, study._study_id, trial_id, note["version"] + 1, written)
 
 
 def describe_reason(reason: Mapping[str, Any]) -> str:
@@ -114,15 +126,12 @@ def describe_reason(reason: Mapping[str, Any]) -> str:
     return f"{text} (percentile {reason.get('percentile')} of the completed trials)"
 
 
-def record_settings(study: optuna.study.Study, settings: Mapping[str, Any], recorded: set[tuple[int, int]]) -> None:
-    """Store the pruner's ``settings`` in the study's system attribute ``probe:pruner``, once per study,
-    and, where optuna-dashboard is installed and the study has no note yet, as the study's note."""
-    key = (id(study._storage), study._study_id)
-    if key not in recorded:
-        study._storage.set_study_system_attr(study._study_id, SETTINGS_KEY, dict(settings))
-        recorded.add(key)
-        arguments = ", ".join(f"{name}={value!r}" for name, value in settings.items() if name != "class")
-        _dashboard_note(study, None, f"**Pruner**: `{settings.get('class', 'measure pruner')}({arguments})`", only_if_empty=True)
+def record_settings(study: optuna.study.Study, settings: Mapping[str, Any]) -> None:
+    """Store the pruner's ``settings`` in the study's system attribute ``probe:pruner`` and,
+    where optuna-dashboard is installed and the study has no note yet, as the study's note."""
+    study._storage.set_study_system_attr(study._study_id, SETTINGS_KEY, dict(settings))
+    arguments = ", ".join(f"{name}={value!r}" for name, value in settings.items() if name != "class")
+    _dashboard_note(study, None, f"**Pruner**: `{settings.get('class', 'measure pruner')}({arguments})`", only_if_empty=True)
 
 
 def pruning_reason(trial: FrozenTrial) -> dict[str, Any] | None:

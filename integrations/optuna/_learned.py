@@ -14,7 +14,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from integrations.optuna._base import MeasureBasedPruner
-from integrations.optuna._common import check_int
+from integrations.optuna._common import check_int, undefined_not_diverged
 from integrations.optuna._measures import check_measure_name, get_measures
 from integrations.optuna._trust import (
     correlation_lower_bound,
@@ -242,9 +242,6 @@ class LearnedMeasurePruner(MeasureBasedPruner):
             "n_trust_trials": n_trust_trials,
             "prior": None if prior is None else prior.study_name,
         })
-        self._histories: dict[tuple[int, int], dict[int, _History]] = {}
-        self._trust_cache: dict[tuple[int, int, int], tuple[int, list[Signal]]] = {}
-        self._memo: dict[tuple[int, int], tuple[int, dict[int, list[Signal]]]] = {}
         self._prior_trust: dict[int, list[Signal]] | None = None
 
     @property
@@ -262,6 +259,16 @@ class LearnedMeasurePruner(MeasureBasedPruner):
             rung *= self._eta
         return rung == step
 
+    def _crosses_rung(self, previous: int, step: int) -> bool:
+        """Whether a trial reporting ``step`` after ``previous`` has reached a rung it had not
+        (``step`` a rung itself where steps are consecutive; else the first step past one, as
+        with every second epoch or global steps 99, 199, …)."""
+        rung = max(1, self._n_warmup_steps)
+        reached = None
+        while rung <= step:
+            reached, rung = rung, rung * self._eta
+        return reached is not None and reached > previous
+
     def _rungs_after(self, step: int, last: int) -> list[int]:
         """The rungs in ``(step, last]``, furthest first."""
         rung, rungs = max(1, self._n_warmup_steps), []
@@ -275,8 +282,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
 
     def _finished(self, study: optuna.study.Study) -> list[_History]:
         """Every finished trial of ``study`` as a :class:`_History` (parsed once, then cached)."""
-        key = (id(study._storage), study._study_id)
-        cache = self._histories.setdefault(key, {})
+        cache: dict[int, _History] = self._per_study(study, "histories", dict)
         trials = study.get_trials(deepcopy=False, states=_FINISHED)
         for trial in trials:
             if trial.number not in cache:
@@ -300,24 +306,25 @@ class LearnedMeasurePruner(MeasureBasedPruner):
     def trusted(self, study: optuna.study.Study, step: int) -> list[Signal]:
         """The candidates trusted at ``step``, best first: by the study's own finished trials,
         then those carried from ``prior=`` that this study has not refuted."""
-        return self._trusted(study, self._finished(study), step)
+        with self._lock:
+            return self._trusted(study, self._finished(study), step)
 
     def _trusted(self, study: optuna.study.Study, histories: list[_History], step: int) -> list[Signal]:
-        key = (id(study._storage), study._study_id, step)
-        cached = self._trust_cache.get(key)
+        cache: dict[int, tuple[int, list[Signal]]] = self._per_study(study, "trust", dict)  # per step
+        cached = cache.get(step)
         if cached is not None and cached[0] == len(histories):
             return cached[1]
         maximize = study.direction == StudyDirection.MAXIMIZE
-        count, memo = self._memo.get(key[:2], (-1, {}))
-        if count != len(histories):
-            memo = {}
-            self._memo[key[:2]] = (len(histories), memo)
+        memos: dict[int, dict[int, list[Signal]]] = self._per_study(study, "memo", dict)  # per count of histories
+        memo = memos.get(len(histories), {})
+        memos.clear()
+        memos[len(histories)] = memo
         own = self._test(histories, step, maximize, memo)
         names = {s.name for s in own}
         carried = [s for s in self._prior_signals(maximize).get(step, [])
                    if s.name not in names and not self._refuted(histories, step, s.name, s.higher_is_better, maximize)]
         signals = own + [s._replace(source="prior") for s in carried]
-        self._trust_cache[key] = (len(histories), signals)
+        cache[step] = (len(histories), signals)
         return signals
 
     def _prior_signals(self, maximize: bool) -> dict[int, list[Signal]]:
@@ -418,6 +425,10 @@ class LearnedMeasurePruner(MeasureBasedPruner):
 
     def prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         """Whether to prune ``trial`` (see the class docstring for how it decides)."""
+        with self._lock:
+            return self._prune(study, trial)
+
+    def _prune(self, study: optuna.study.Study, trial: FrozenTrial) -> bool:
         self._start(study)
         measures = get_measures(trial)
         steps = set(measures) | (set(trial.intermediate_values) if self._objective else set())
@@ -441,14 +452,16 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         """The promotion rule at a rung, on the best trusted signal the trial has a value for."""
         own = [(signal, trial.intermediate_values.get(step) if signal.name == OBJECTIVE else measures.get(signal.name))
                for signal in trusted]
-        usable = [(signal, value) for signal, value in own if value is not None]
+        usable = [(signal, value) for signal, value in own  # an undefined AE measure judges nothing
+                  if value is not None and not undefined_not_diverged(signal.name, value, measures)]
         if not usable:
             return None
         finite = [(signal, value) for signal, value in usable if math.isfinite(value)]
         if not finite:
             return self._nan_reason(usable[0][0].name, step)
         signal, value = finite[0]
-        if not self._judges(histories, step):
+        previous = max((s for s in (*trial.intermediate_values, *get_measures(trial)) if s < step), default=-1)
+        if not self._judges(histories, step, previous):
             return None
         index = self._candidates.index(signal.name)
         others = np.array([h.values[step][index] for h in histories if step in h.values], dtype=float)
@@ -463,9 +476,10 @@ class LearnedMeasurePruner(MeasureBasedPruner):
                 "rho": signal.rho, "n": signal.n, "horizon": "final" if signal.horizon is FINAL else signal.horizon,
                 "source": signal.source}
 
-    def _judges(self, histories: list[_History], step: int) -> bool:
-        """Whether the promotion rule judges a trial with a finite trusted value at ``step``: at rungs."""
-        return self._is_rung(step)
+    def _judges(self, histories: list[_History], step: int, previous: int) -> bool:
+        """Whether the promotion rule judges a trial with a finite trusted value at ``step``
+        (its step before: ``previous``): at the first step at or past each rung."""
+        return self._crosses_rung(previous, step)
 
     def _keep(self, n: int, signal: Signal, histories: list[_History], step: int) -> int:
         """How many of the ``n`` values at ``step`` (the trial's included) run on: ``max(1, ⌈n · keep⌉)``."""

@@ -5,7 +5,8 @@ pruned trial's last reported value as its result and the samplers learn from it,
 measure reported there would corrupt the study. Two kinds of attribute:
 
 - ``probe:<name>`` (e.g. ``probe:E_L2_BE``), a *user attribute* holding a float: the measure
-  at the trial's latest step, and ``probe:last_step``, that step. These are plain numbers
+  at the latest step it was stored at, and ``probe:last_step``, the latest step any measure
+  was stored at. These are plain numbers
   (NaN and ±∞ included, so a column stays numeric): float columns of
   ``study.trials_dataframe()`` and sortable columns of optuna-dashboard's trial table.
 - ``probe:measures:<step>`` → ``{name: value}``, a *system attribute*: every step's measures
@@ -22,6 +23,7 @@ non-mapping value, a non-numeric entry) are ignored when reading.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -61,8 +63,9 @@ def report_measures(
     report:
         A ``probe.Report`` or a plain mapping ``name -> float``.
     step:
-        Non-negative step, normally the epoch (the same numbering as ``trial.report``).
-        Storing the same step again replaces it.
+        Non-negative integer step (``int``, a numpy or 0-d torch integer), normally the epoch
+        (the same numbering as ``trial.report``). Storing a measure at a step again replaces
+        its value there; the step's other measures stay.
     measures:
         Names of the measures to store. Default: for a ``Report``, the eight headline measures plus the
         measure of the study's :class:`MeasurePruner` when that is an aggregate; for a
@@ -73,8 +76,7 @@ def report_measures(
     dict
         The stored measures as floats (NaN where undefined).
     """
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        raise ValueError(f"step must be a non-negative integer, got step={step!r}")
+    step = _as_step(step)
     if measures is None:
         measures = list(report) if not isinstance(report, Report) else _default_names(trial)
     names = [check_measure_name(name, argument="measures") for name in measures]
@@ -86,26 +88,25 @@ def report_measures(
             values[name] = _as_float(report[name], name)
         else:
             raise ValueError(f"measures={name!r} is not in the measures given: {sorted(report)}")
-    latest, history = _step_attrs(trial.user_attrs.get(STEP_KEY), step, values)
+    history = get_measures(trial)
+    latest, entry = _step_attrs(history, step, {**history.get(step, {}), **values})
     for key, value in latest.items():
         trial.set_user_attr(key, value)
     if isinstance(trial, optuna.trial.Trial):
-        trial.storage.set_trial_system_attr(trial._trial_id, *history)
+        trial.storage.set_trial_system_attr(trial._trial_id, *entry)
     else:  # FixedTrial, FrozenTrial: no storage
-        trial.set_user_attr(*history)
+        trial.set_user_attr(*entry)
     return values
 
 
-def _step_attrs(last_step: object, step: int, values: Mapping[str, float]) -> tuple[dict[str, Any], tuple[str, Any]]:
-    """What storing ``values`` at ``step`` writes: the latest-value user attributes, and the history entry.
-
-    The latest values are written when ``step`` is not before the trial's ``last_step``
-    (storing an earlier step again changes the history only).
-    """
-    latest: dict[str, Any] = {}
-    if not isinstance(last_step, int) or step >= last_step:
-        latest = {f"{LATEST_PREFIX}{name}": value for name, value in values.items()}
-        latest[STEP_KEY] = step
+def _step_attrs(history: Mapping[int, Mapping[str, float]], step: int,
+                values: Mapping[str, float]) -> tuple[dict[str, Any], tuple[str, Any]]:
+    """What storing ``values`` (all of the step's measures) at ``step`` of a trial with the
+    stored ``history`` writes: the latest-value user attributes (each name not stored at a
+    later step, and ``probe:last_step``), and the history entry."""
+    later = {name for other, stored in history.items() if other > step for name in stored}
+    latest: dict[str, Any] = {f"{LATEST_PREFIX}{name}": value for name, value in values.items() if name not in later}
+    latest[STEP_KEY] = max([step, *history])
     return latest, (f"{KEY_PREFIX}{step}", {name: _encode(value) for name, value in values.items()})
 
 
@@ -114,7 +115,7 @@ def measured_trial(measures: Mapping[int, Mapping[str, float]], **kwargs: Any) -
     :func:`report_measures` stores them; for adding finished trials in bulk (``study.add_trials``)."""
     user_attrs, system_attrs = dict(kwargs.pop("user_attrs", {})), dict(kwargs.pop("system_attrs", {}))
     for step in sorted(measures):
-        latest, (key, value) = _step_attrs(user_attrs.get(STEP_KEY), step, measures[step])
+        latest, (key, value) = _step_attrs({}, step, measures[step])  # ascending: each step the latest so far
         user_attrs.update(latest)
         system_attrs[key] = value
     return optuna.trial.create_trial(user_attrs=user_attrs, system_attrs=system_attrs, **kwargs)
@@ -128,13 +129,17 @@ def get_measures(trial: AnyTrial) -> dict[int, dict[str, float]]:
 
 def stored_measure(trial: AnyTrial, step: int, name: str) -> float | None:
     """One stored value: a float (NaN where undefined), or ``None`` when not stored at ``step``."""
+    values = _stored_step(trial, step)
+    return _decode(values[name]) if name in values else None
+
+
+def _stored_step(trial: AnyTrial, step: int) -> Mapping[str, Any]:
+    """The raw stored measures of ``step`` (empty where none)."""
     key = f"{KEY_PREFIX}{step}"
     values = _system_attrs(trial).get(key)
     if not isinstance(values, Mapping):
         values = trial.user_attrs.get(key)
-    if not isinstance(values, Mapping) or name not in values:
-        return None
-    return _decode(values[name])
+    return values if isinstance(values, Mapping) else {}
 
 
 def _system_attrs(trial: AnyTrial) -> dict[str, Any]:
@@ -155,13 +160,32 @@ def _history(attrs: Mapping[str, Any]) -> dict[int, Mapping[str, Any]]:
 
 
 def _default_names(trial: AnyTrial) -> list[str]:
-    """The headline measures, and whatever else the study's pruner reads (its ``stored_measures``)."""
+    """The headline measures, and whatever else the study's pruner reads (its ``stored_measures``),
+    also inside wrappers such as ``optuna.pruners.PatientPruner``."""
     study = getattr(trial, "study", None)  # FixedTrial and FrozenTrial have none
-    extra = getattr(getattr(study, "pruner", None), "stored_measures", ())
+    pruner, extra = getattr(study, "pruner", None), list[str]()
+    for _ in range(8):  # a chain of wrappers (each keeps its inner pruner as _wrapped_pruner)
+        if pruner is None:
+            break
+        extra.extend(getattr(pruner, "stored_measures", ()))
+        pruner = getattr(pruner, "_wrapped_pruner", None)
     return list(dict.fromkeys([*HEADLINE_NAMES, *extra]))
 
 
+def _as_step(step: object) -> int:
+    """``step`` as an ``int`` (numpy and 0-d torch integers too); ``ValueError`` otherwise or when negative."""
+    try:
+        index = operator.index(step) if not isinstance(step, bool) else -1  # type: ignore[arg-type]
+    except TypeError:
+        index = -1
+    if index < 0:
+        raise ValueError(f"step must be a non-negative integer (an int, or a numpy or 0-d torch integer), got step={step!r}")
+    return int(index)
+
+
 def _as_float(value: object, name: str) -> float:
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"measure {name!r} must be a number, got {value!r}")
     try:
         return float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):

@@ -69,6 +69,7 @@ def plot_measure_history(
         The axes, titled with the measure and the numbers of trials drawn.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     check_measure_name(measure)
     if target is None and len(study.directions) > 1:
@@ -92,10 +93,16 @@ def plot_measure_history(
     for (_, points), position in zip(completed, rank_positions(values)):
         steps, ys = zip(*points)
         ax.plot(steps, ys, marker=".", markersize=4, linewidth=1.2, color=colors(position), zorder=3)
+    stopped_undefined = 0
     for _, points in pruned:
         steps, ys = zip(*points)
         ax.plot(steps, ys, marker=".", markersize=3, linewidth=0.8, linestyle="--", color=PRUNED_COLOR, zorder=2)
-        ax.plot(steps[-1], ys[-1], marker="x", markersize=7, color=PRUNED_MARK, linestyle="none", zorder=4)
+        if math.isfinite(ys[-1]):
+            ax.plot(steps[-1], ys[-1], marker="x", markersize=7, color=PRUNED_MARK, linestyle="none", zorder=4)
+        else:  # stopped on an undefined value: the x sits on the bottom edge, at its step
+            stopped_undefined += 1
+            ax.plot(steps[-1], 0.0, marker="x", markersize=7, color=PRUNED_MARK, linestyle="none", zorder=4,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
 
     if completed:
         bar = ax.figure.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0.0, 1.0), cmap=colors), ax=ax)
@@ -104,15 +111,17 @@ def plot_measure_history(
         bar.set_label(f"{target_name} (completed trials, by rank)")
     if pruned:
         ax.plot([], [], linestyle="--", color=PRUNED_COLOR, marker="x", markeredgecolor=PRUNED_MARK,
-                label="pruned trial (x: where it stopped)")
+                label="pruned trial (x: where it stopped" + ("; on the bottom edge: at an undefined value)"
+                                                             if stopped_undefined else ")"))
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False, borderaxespad=0.0)
-    undefined = sum(math.isnan(y) for _, points in curves for _, y in points)
+    undefined = sum(not math.isfinite(y) for _, points in curves for _, y in points)
     ax.set_title(  # two short lines: a one-line title ran into the colour bar
         f"{measure} per step\n{len(completed)} completed, {len(pruned)} pruned trials"
         + (f"; {undefined} undefined (NaN) values not drawn" if undefined else ""),
         loc="left", fontsize=10,
     )
     ax.set_xlabel("Step (epoch)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole steps only
     ax.set_ylabel(measure)
     ax.grid(alpha=0.3)
     return ax

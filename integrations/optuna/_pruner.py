@@ -9,7 +9,7 @@ from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial
 
 from integrations.optuna._base import MeasureBasedPruner
-from integrations.optuna._common import check_choice, check_int
+from integrations.optuna._common import check_choice, check_int, undefined_not_diverged
 from integrations.optuna._measures import (
     check_measure_name,
     get_measures,
@@ -157,7 +157,7 @@ class MeasurePruner(MeasureBasedPruner):
             )
         value = measures[step][self.measure]
         if math.isnan(value):
-            return self._nan_reason(self.measure, step, value)
+            return None if undefined_not_diverged(self.measure, value, measures[step]) else self._nan_reason(self.measure, step, value)
         stored = [stored_measure(t, step, self.measure) for t in completed]
         others = [v for v in stored if v is not None and not math.isnan(v)]
         if len(others) < self._n_min_trials:
