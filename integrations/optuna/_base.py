@@ -78,10 +78,11 @@ class MeasureBasedPruner(BasePruner):
     def _start(self, study: optuna.study.Study) -> None:
         """Refuse multi-objective studies; record the settings with the study (once)."""
         check_single_objective(study, self)
-        recorded = self._per_study(study, "recorded", lambda: [False])
-        if not recorded[0]:
-            record_settings(study, self._settings)
-            recorded[0] = True
+        with self._lock:
+            recorded = self._per_study(study, "recorded", lambda: [False])
+            if not recorded[0]:
+                record_settings(study, self._settings)
+                recorded[0] = True
 
     def _gate(self, study: optuna.study.Study, steps: Iterable[int]) -> tuple[int, list[FrozenTrial]] | None:
         """The step to judge and the completed trials, or ``None`` (startup, warm-up, interval)."""
