@@ -271,7 +271,7 @@ def iter_replay(
         them). Each failure and each such warning is also logged (``WARNING``), once, by this
         process.
     """
-    for outcome in _outcomes(paths, out_dir, layers=layers, options=options, workers=workers, unsafe=unsafe):
+    for outcome in _outcomes(paths, out_dir, layers, options, workers, unsafe):
         if outcome.error is not None:
             log.warning("skipping %s: %s", outcome.path, outcome.error)
         if outcome.warning is not None:
@@ -279,15 +279,8 @@ def iter_replay(
         yield outcome
 
 
-def _outcomes(
-    paths: Sequence[str | os.PathLike[str]],
-    out_dir: str | os.PathLike[str],
-    *,
-    layers: str | None = None,
-    options: MeasureOptions | None = None,
-    workers: int = 1,
-    unsafe: bool = False,
-) -> Iterator[Outcome]:
+def _outcomes(paths: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], layers: str | None,
+              options: MeasureOptions | None, workers: int, unsafe: bool) -> Iterator[Outcome]:
     """``iter_replay``'s outcomes, unannounced (a worker's are reported by the calling process)."""
     check_int("workers", workers, 1)
     settings = Options.of(layers, options)
