@@ -107,6 +107,8 @@ def aggregate(values: np.ndarray, weights: np.ndarray, how: str) -> float:
     count = x.size
     if count == 0:
         return math.nan
+    if (x == x[0]).all():  # equal entries: their value exactly (a sum of logs would move it by ulps,
+        return float(abs(x[0]) if how == "L2" else x[0])  # and a column of equal measures stop being constant)
     with np.errstate(divide="ignore", invalid="ignore"):
         if how == "mean":  # Σx/D; = Σ|x|/D for the §4 quantities (≥ 0), signed for alphahat
             return float(x.sum() / count)

@@ -93,3 +93,11 @@ def test_one_aggregate_is_its_grid_cell(signal):
             for i, how in enumerate(AGGREGATIONS):
                 for j, t in enumerate(TRANSFORMS):
                     np.testing.assert_equal(report.aggregate(measure, variant, how, t), table[i, j])
+
+
+@pytest.mark.parametrize("count", [11, 12, 21, 42])
+def test_equal_entries_aggregate_to_their_value_exactly(count):
+    """exp(mean(log x)) of equal x moves by ulps with the count; a column of equal measures must stay constant."""
+    x = np.full(count, math.pi / 2)
+    for how in AGGREGATIONS:
+        assert aggregate(x, np.arange(1.0, count + 1), how) == math.pi / 2, how

@@ -151,3 +151,23 @@ def test_write_report_csv_and_plots(tmp_path):
     assert set(only_sgd.correlations.query("measure == 'E_L2_BE'")["n"]) == {2} and only_sgd.plots == ()
     with pytest.raises(ValueError, match="scatter epoch 7"):
         write_report(tmp_path / "out", scatter_epochs=[7])
+
+
+def test_recomputed_ae_aggregates_follow_the_kept_share_rule(tmp_path):
+    """An AE aggregate recomputed from layers.csv is NaN where EVBMF kept a component in fewer than
+    half the unfoldings, as the report's own (SPEC §5): SQ_p_t0_AE is SQ_p_AE by definition."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    structured = torch.randn(40, 2, generator=generator) @ torch.randn(2, 60, generator=generator)
+    for name, low_rank in (("few", 1), ("most", 3)):
+        state = {f"l{i}.weight": structured + 0.01 * torch.randn(40, 60, generator=generator) if i < low_rank
+                 else torch.randn(40, 60, generator=generator) for i in range(4)}
+        torch.save(state, tmp_path / f"{name}.pt")
+    replay([tmp_path / "few.pt", tmp_path / "most.pt"], tmp_path / "out")
+    checkpoints, layers = load_tables(tmp_path / "out")
+    table = with_measures(checkpoints, layers, ["SQ_p_t0_AE", "spec_p_t7_AE"]).set_index("path")
+    few, most = (table.loc[str((tmp_path / f"{name}.pt").resolve())] for name in ("few", "most"))
+    assert math.isnan(few["SQ_p_AE"]) and math.isnan(few["SQ_p_t0_AE"]) and math.isnan(few["spec_p_t7_AE"])
+    assert most["SQ_p_t0_AE"] == most["SQ_p_AE"] and most["spec_p_t7_AE"] == pytest.approx(most["S_p_AE"], rel=1e-12)
+    assert math.isnan(probe.measure(torch.load(tmp_path / "few.pt")).value("SQ_p_t0_AE"))

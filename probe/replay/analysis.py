@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.aggregate import HEADLINE_NAMES, aggregate, parse_measure_name, transform
+from probe.aggregate import AE_MIN_KEPT_SHARE, HEADLINE_NAMES, aggregate, parse_measure_name, transform
 from probe.quantities import QUANTITIES
 from probe.replay.genprob import PERFORMANCE_COLUMNS
 from probe.replay.tables import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET, NETWORK_COLUMNS, duplicate_keys
@@ -223,7 +223,8 @@ def layer_measures(
     needed = sorted({parse_measure_name(name).measure for name in names})
     wanted = set(paths) if paths is not None else None
     parts = []
-    for chunk in iter_layers(out_dir, columns=["layer_index", "unfolding", "variant", "weight", *needed], chunk_rows=chunk_rows):
+    columns = ["layer_index", "unfolding", "variant", "weight", "kept", *sorted({"S", *needed})]  # kept, S: the AE rule
+    for chunk in iter_layers(out_dir, columns=columns, chunk_rows=chunk_rows):
         if wanted is not None:
             chunk = chunk[chunk["path"].isin(wanted)]
         if len(chunk):
@@ -315,7 +316,18 @@ def network_measure(layers: pd.DataFrame, name: str) -> pd.Series:
         values, weights = group[measure].to_numpy(np.float64), group["weight"].to_numpy(np.float64)
         return transform(aggregate(values, weights, how), t, len(values))
 
-    return rows.groupby("path", sort=False)[[measure, "weight"]].apply(one).rename(name)
+    result = rows.groupby("path", sort=False)[[measure, "weight"]].apply(one).rename(name)
+    return result.where(_ae_defined(layers).reindex(result.index, fill_value=False)) if variant == "AE" else result
+
+
+def _ae_defined(layers: pd.DataFrame) -> pd.Series:
+    """Per checkpoint ``path``: whether its AE aggregates are defined (SPEC §5, as ``Report.ae_defined``):
+    EVBMF kept a component (``kept`` > 0 on an AE row) in at least ``AE_MIN_KEPT_SHARE`` of the
+    finite unfoldings (a defined ``S`` on a BE row)."""
+    kept = (layers.loc[layers["variant"] == "AE", "kept"] > 0).groupby(layers["path"]).sum()
+    finite = layers.loc[layers["variant"] == "BE", "S"].notna().groupby(layers["path"]).sum()
+    kept = kept.reindex(finite.index, fill_value=0)
+    return (finite > 0) & (kept >= AE_MIN_KEPT_SHARE * finite)
 
 
 def with_measures(checkpoints: pd.DataFrame, layers: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
