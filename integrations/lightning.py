@@ -55,6 +55,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from time import perf_counter
@@ -221,7 +222,8 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._sharded = False
         self._readers: list[Any] = []  # callbacks monitoring a name this callback logs
         self._scheduler_reads = False  # a ReduceLROnPlateau reads one at epoch ends
-        self._own_hooks: set[str] = set()  # the hooks this callback logged from
+        self._own_hooks: set[str] = set()  # the hooks this callback logged from (in _hooks_trainer's loops)
+        self._hooks_trainer: weakref.ref[Any] | None = None
         self._clash_checked: set[str] = set()  # loops whose first batch was checked for clashing names
         self._swa_versions: tuple[int, ...] | None = None  # with SWA: parameter versions last measured
         self._measurer: Measurer | None = None
@@ -251,7 +253,10 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
         self._measured_at = self._published_at = None
         self.timings = []
         self._sink.reset()
-        self._own_hooks, self._clash_checked, self._swa_versions = set(), set(), None
+        self._clash_checked, self._swa_versions = set(), None
+        if self._hooks_trainer is None or self._hooks_trainer() is not trainer:
+            # a new Trainer's loops hold no entry of ours; the same Trainer's keep the last fit's
+            self._own_hooks, self._hooks_trainer = set(), weakref.ref(trainer)
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         # here, not in setup: configure_model() and LightningModule.setup() have built the layers by now
@@ -449,13 +454,19 @@ class ProbeCallback(*callback_bases()):  # type: ignore[misc]
             return self._log(trainer, _Result(epoch, at, report, self._metrics(report)), log_step)
         measurer = self._measurer
         assert measurer is not None, "on_fit_start starts the worker"
+        failed = None
         if measure:
-            measurer.enqueue({name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)},
-                             _Job(epoch, at, log_step))
+            try:  # selecting and copying run here, on the training thread: a failure fails this measurement alone
+                copies = {name: self._copy(gather(t)) for name, t in select_layers(pl_module, self.layers)}
+            except Exception as error:
+                self._failed(error, epoch)
+                failed = _Result(epoch, at, None, self._metrics(None))
+            else:
+                measurer.enqueue(copies, _Job(epoch, at, log_step))
         latest = None
-        for finished in measurer.collect(wait=wait):
+        for finished in measurer.collect(wait=wait):  # earlier measurements first
             latest = self._complete(trainer, finished)
-        return latest
+        return self._log(trainer, failed, log_step) if failed is not None else latest
 
     def _take_part_in_gathers(self, pl_module: Any) -> None:
         """Ranks other than zero, sharded weights: join each layer's gather (rank zero measures)."""

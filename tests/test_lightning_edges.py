@@ -261,3 +261,33 @@ def test_nonfinite_weights_give_nan_measures_with_a_warning(pl, background, tmp_
     assert "epoch 1" in nonfinite[0] and "'net.0.weight'" in nonfinite[0] and "NaN" in nonfinite[0]
     assert callback.last_epoch == 1 and all(math.isnan(v) for v in callback.last_report.network.values())
     assert not math.isnan(probe.measure(record.states[0]).network["E_L2_BE"])
+
+
+@pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
+@pytest.mark.parametrize("validation", [True, False])
+def test_a_second_fit_on_the_same_trainer_goes_on_measuring(pl, validation, tmp_path) -> None:
+    """The loops keep the first fit's logged entries: they are the callback's own, not a clash."""
+    net = module(pl, validation=validation)
+    run = trainer(pl, tmp_path, [ProbeCallback(measures=["F_p_BE"])], max_epochs=1, num_sanity_val_steps=2)
+    run.fit(net)
+    run.fit_loop.max_epochs = 2
+    run.fit(net)
+    assert run.global_step == 2 * 4
+    assert float(run.callback_metrics["probe/F_p_BE"]) == pytest.approx(
+        probe.measure(net, options=probe.options.LIVE).value("F_p_BE"), rel=1e-6)
+
+
+@pytest.mark.parametrize("pl", ["lightning.pytorch"], indirect=True)
+def test_a_failing_layer_filter_in_background_fails_the_measurement_not_the_run(pl, tmp_path) -> None:
+    calls = []
+
+    def flaky(name: str, tensor: torch.Tensor) -> bool:
+        calls.append(name)
+        if len(calls) > 8:  # the selection check at fit start passes; later calls fail
+            raise KeyError("filter failed")
+        return tensor.ndim >= 2
+
+    run = trainer(pl, tmp_path, [ProbeCallback(measures=["F_p_BE"], layers=flaky, background="thread")], max_epochs=2)
+    with pytest.warns(RuntimeWarning, match=r"measuring epoch \d failed .KeyError: 'filter failed'.; its measures are NaN"):
+        run.fit(module(pl))
+    assert run.global_step == 2 * 4 and math.isnan(float(run.callback_metrics["probe/F_p_BE"]))
