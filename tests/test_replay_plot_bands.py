@@ -37,6 +37,9 @@ def test_correlation_plot_draws_a_band_around_each_point():
         for epoch, r, n in zip(rows["epoch"], rows["spearman"], rows["n"]):
             at = vertices[np.isclose(vertices[:, 0], epoch), 1]
             low, high = correlation_interval(np.array([r]), np.array([n]), "spearman")
+            if np.isnan(low[0]):  # |r| = 1: no band there
+                assert abs(r) == 1.0
+                continue
             assert at.min() == pytest.approx(low[0]) and at.max() == pytest.approx(high[0])
             assert at.min() <= r <= at.max()
     assert "95% interval" in figure.legends[0].get_title().get_text()
@@ -51,3 +54,9 @@ def test_scatter_panels_share_the_targets_y_range():
     low, high = limits.pop()
     targets = table.loc[table["epoch"] == 0, "test_acc"]
     assert low < targets.min() and targets.max() < high
+
+
+def test_a_perfect_correlation_has_no_band():
+    """Fisher's z is infinite at |r| = 1: no interval, rather than one shrunk to the point."""
+    low, high = correlation_interval(np.array([1.0, -1.0, 0.8]), np.array([4, 4, 4]), "spearman")
+    assert np.isnan(low[:2]).all() and np.isnan(high[:2]).all() and low[2] < 0.8 < high[2]

@@ -3,7 +3,8 @@
 ``z = atanh(r)`` is about normal with standard error ``c / √(n − k)``: Pearson ``c = 1, k = 3``;
 Spearman ``c = √1.06, k = 3`` and Kendall ``c = √0.437, k = 4`` (Fieller, Hartley & Pearson,
 1957). The interval is ``tanh(z ± q·se)``, ``q`` the normal quantile of the level. With too few
-models (``n ≤ k``) or an undefined ``r`` the interval is NaN.
+models (``n ≤ k``), an undefined ``r``, or ``|r| = 1`` (where ``z`` is infinite and the interval
+would shrink to the point, as if a perfect agreement among a few models were certain) it is NaN.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def correlation_interval(r: np.ndarray, n: np.ndarray, method: str, *, level: fl
     r = np.asarray(r, dtype=np.float64)
     n = np.asarray(n, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
-        se = np.where(n > k, scale / np.sqrt(n - k), np.nan)
+        se = np.where((n > k) & (np.abs(r) < 1.0), scale / np.sqrt(n - k), np.nan)
         z = np.arctanh(np.clip(r, -1.0, 1.0))
         half = stats.norm.ppf(0.5 + level / 2) * se
         return np.tanh(z - half), np.tanh(z + half)

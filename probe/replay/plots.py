@@ -101,14 +101,21 @@ def correlation_figure(
     handles: dict[str, object] = {}
     for index, (key, group) in enumerate(groups):
         axis, counts = grid[2 * (index // ncols), index % ncols], grid[2 * (index // ncols) + 1, index % ncols]
+        notes = []  # with several panels the legend names each measure once; each panel counts its own NaN
         for number, (measure, series) in enumerate(group.groupby("measure", sort=False)):
             series = series.sort_values("epoch")
             total = int(series["models"].sum())
-            label = f"{measure_label(measure)}{_left_out(total - int(series['n'].sum()), total)}"
+            left_out = _left_out(total - int(series["n"].sum()), total)
+            label = measure_label(measure) + (left_out if len(groups) == 1 else "")
+            if left_out and len(groups) > 1:
+                notes.append(f"{measure_label(measure)}{left_out[1:]}")
             (line,) = axis.plot(series["epoch"], series[method], label=label, **_style(measure, number))
             low, high = correlation_interval(series[method].to_numpy(), series["n"].to_numpy(), method)
             _band(axis, series["epoch"].to_numpy(), low, high, line)
             handles.setdefault(label, line)
+        if notes:
+            axis.text(0.02, 0.02, "\n".join(notes), transform=axis.transAxes, fontsize=6.5, va="bottom",
+                      bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none"})
         axis.axhline(0.0, color="0.6", linewidth=0.8)
         axis.set_ylim(-1.05, 1.05)
         axis.set_ylabel(f"{title(method)} with {title(target)}", fontsize=9)
@@ -119,7 +126,8 @@ def correlation_figure(
         counts.bar(models.index, models.to_numpy(), color="0.6", width=0.8)
         counts.set_ylabel("models", fontsize=9)
         counts.set_xlabel("epoch")
-        counts.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs only
+        counts.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs and models only
+        counts.yaxis.set_major_locator(MaxNLocator(integer=True))
         counts.set_ylim(0, max(1, int(models.max()) if len(models) else 1) * 1.15)
         counts.grid(alpha=0.3, axis="y")
     if handles:
