@@ -138,7 +138,8 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     if not np.isfinite(values).all():
         y = height - 14
         draw.rectangle((10, y - 5, 22, y + 5), fill=(200, 200, 200))
-        draw.text((28, y), "undefined: missing (0, e.g. EVBMF kept ≤ 1 component), NaN or ∞", font=font, fill="black", anchor="lm")
+        kept = "EVBMF kept ≤ 1 component" if quantity == "ER" else "EVBMF kept nothing"  # ER of one value is 0
+        draw.text((28, y), f"undefined: missing (0, e.g. {kept}), NaN or ∞", font=font, fill="black", anchor="lm")
     return np.asarray(canvas)
 
 

@@ -58,9 +58,9 @@ def heatmap_tag(quantity: str) -> str:
 
 
 def measure_title(name: str) -> str:
-    """What a network measure is, in words, e.g. ``E_L2_BE`` → ``E_L2_BE: effective rank, ln √(RMS over layers), raw weights``."""
+    """What a network measure is, in words, e.g. ``E_L2_BE`` → ``E_L2_BE: effective rank, ln √(RMS over unfoldings), raw weights``."""
     parts = parse_measure_name(name)
-    formula = _TRANSFORM_WORDS[parts.transform].format(a=f"{_AGGREGATION_WORDS[parts.aggregation]} over layers")
+    formula = _TRANSFORM_WORDS[parts.transform].format(a=f"{_AGGREGATION_WORDS[parts.aggregation]} over unfoldings")
     variant = "raw weights" if parts.variant == "BE" else "after EVBMF denoising"
     return f"{name}: {_MEASURE_TITLES[parts.measure]}, {formula}, {variant}"
 

@@ -173,6 +173,10 @@ class Report:
         if parts.measure in TAIL_MEASURES and not np.isfinite(values[values != 0]).any():
             return "the power-law fit is undefined for every unfolding (fewer than 8 eigenvalues above 1e-5, or all equal)"
         if not values.any():
+            if parts.measure == "ER" and all(len(e.d if parts.variant == "AE" else e.s) <= 1 for e in self._entries):
+                return ("every ER entry is 0, which counts as missing: EVBMF kept at most one component in each "
+                        "unfolding (the entropy of one value is 0)" if parts.variant == "AE"
+                        else "every ER entry is 0, which counts as missing: each unfolding has one singular value")
             return f"every {parts.measure} entry is missing (0: an all-zero or fully removed spectrum)"
         return f"the transform {parts.transform} is undefined at this aggregate (the log or root of a value ≤ 0)"
 

@@ -148,8 +148,8 @@ def test_layout_titles_say_what_each_chart_is(tmp_path) -> None:
     assert list(categories) == ["probe network", "probe layers BE", "probe layers AE"]
     network = {chart.title: list(chart.multiline.tag) for chart in categories["probe network"].chart}
     assert network == {
-        "E_L2_BE: effective rank, ln √(RMS over layers), raw weights": ["^probe/E_L2_BE$"],
-        "ER_mean_t0_AE: effective rank, mean over layers, after EVBMF denoising": ["^probe/ER_mean_t0_AE$"],
+        "E_L2_BE: effective rank, ln √(RMS over unfoldings), raw weights": ["^probe/E_L2_BE$"],
+        "ER_mean_t0_AE: effective rank, mean over unfoldings, after EVBMF denoising": ["^probe/ER_mean_t0_AE$"],
     }
     charts = {chart.title: chart.multiline.tag[0] for chart in categories["probe layers AE"].chart}
     title = "SQ (stable quality), out-channel unfolding, AE (after EVBMF denoising): one line per layer"
@@ -211,9 +211,9 @@ def test_cards_say_what_each_measure_is_without_codes(tmp_path) -> None:
     _write(tmp_path, {0: probe.measure(_structured()), 1: probe.measure(_structured(1))})
     events = load(tmp_path)
     description = events.SummaryMetadata("probe/E_L2_BE").summary_description
-    assert description.startswith("E_L2_BE: effective rank, ln √(RMS over layers), raw weights.")
+    assert description.startswith("E_L2_BE: effective rank, ln √(RMS over unfoldings), raw weights.")
     assert "below 0 when the typical entropy is under 1" in description and "learns it per study" in description
     assert sorted(scalars(events, "probe/E_L2_BE")) == [0, 1]  # the described first value is an ordinary point
     titles = [chart.title for category in layout(events).category for chart in category.chart]
-    assert "F_p_AE: Frobenius norm, ln √(N·geometric mean over layers), after EVBMF denoising" in titles
+    assert "F_p_AE: Frobenius norm, ln √(N·geometric mean over unfoldings), after EVBMF denoising" in titles
     assert not [title for title in titles if re.search(r"\(t\d\)", title)]

@@ -99,10 +99,10 @@ def plot_measure_history(
         ax.plot(steps, ys, marker=".", markersize=3, linewidth=0.8, linestyle="--", color=PRUNED_COLOR, zorder=2)
         if math.isfinite(ys[-1]):
             ax.plot(steps[-1], ys[-1], marker="x", markersize=7, color=PRUNED_MARK, linestyle="none", zorder=4)
-        else:  # stopped on an undefined value: the x sits on the bottom edge, at its step
+        else:  # stopped on an undefined value: a hollow triangle on the bottom edge, at its step (no value to mark)
             stopped_undefined += 1
-            ax.plot(steps[-1], 0.0, marker="x", markersize=7, color=PRUNED_MARK, linestyle="none", zorder=4,
-                    transform=ax.get_xaxis_transform(), clip_on=False)
+            ax.plot(steps[-1], 0.0, marker="v", markersize=8, markerfacecolor="none", markeredgecolor=PRUNED_MARK,
+                    linestyle="none", zorder=4, transform=ax.get_xaxis_transform(), clip_on=False)
 
     if completed:
         bar = ax.figure.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(0.0, 1.0), cmap=colors), ax=ax)
@@ -111,8 +111,10 @@ def plot_measure_history(
         bar.set_label(f"{target_name} (completed trials, by rank)")
     if pruned:
         ax.plot([], [], linestyle="--", color=PRUNED_COLOR, marker="x", markeredgecolor=PRUNED_MARK,
-                label="pruned trial (x: where it stopped" + ("; on the bottom edge: at an undefined value)"
-                                                             if stopped_undefined else ")"))
+                label="pruned trial (x: where it stopped)")
+        if stopped_undefined:
+            ax.plot([], [], linestyle="none", marker="v", markerfacecolor="none", markeredgecolor=PRUNED_MARK,
+                    label="pruned at an undefined (NaN) value: its step, on the bottom edge")
         ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.12), frameon=False, borderaxespad=0.0)
     undefined = sum(not math.isfinite(y) for _, points in curves for _, y in points)
     ax.set_title(  # two short lines: a one-line title ran into the colour bar
