@@ -92,3 +92,15 @@ def test_optuna_attributes_and_replay_tables_follow_the_rule(tmp_path, capsys):
     assert all(row[name] in ("", "nan") for name in AE_NAMES) and float(row["F_p_BE"]) > 0
     assert main(["measure", str(tmp_path / "model.pt")]) == 0
     assert "– E_L2_AE, SQ_p_AE, S_p_AE, F_p_AE: EVBMF kept a component in 2 of 14 unfoldings" in capsys.readouterr().out
+
+
+def test_an_undefined_er_from_one_kept_component_says_so():
+    """EVBMF keeping one component everywhere gives ER = 0 (missing) and SQ = π/2: the reason names it."""
+    generator = torch.Generator().manual_seed(0)
+    weights = {f"l{i}.weight": torch.randn(30, 1, generator=generator) @ torch.randn(1, 40, generator=generator)
+               + 0.001 * torch.randn(30, 40, generator=generator) for i in range(3)}
+    report = probe.measure(weights)
+    assert all(len(layer.unfoldings["in"].d) == 1 for layer in report.layers)
+    assert report.why_undefined("E_L2_AE") == ("every ER entry is 0, which counts as missing: EVBMF kept at most one "
+                                               "component in each unfolding (the entropy of one value is 0)")
+    assert report.network["SQ_p_AE"] == pytest.approx(math.pi / 2)

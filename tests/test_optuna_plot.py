@@ -137,3 +137,21 @@ def test_bad_arguments_are_named():
     multi = optuna.create_study(directions=["maximize", "minimize"])
     with pytest.raises(ValueError, match="pass target="):
         plot_measure_history(multi)
+
+
+def test_a_trial_pruned_at_a_nan_value_gets_a_hollow_triangle_at_its_step():
+    study = optuna.create_study(direction="maximize")
+    for value in VALUES[:2]:
+        trial = study.ask()
+        report_measures(trial, {"E_L2_AE": value}, 0)
+        study.tell(trial, value)
+    trial = study.ask()
+    report_measures(trial, {"E_L2_AE": 0.3}, 0)
+    report_measures(trial, {"E_L2_AE": math.nan}, 1)
+    study.tell(trial, state=TrialState.PRUNED)
+    ax = plot_measure_history(study, measure="E_L2_AE")
+    [triangle] = [d for d in _drawn(ax) if d[4] == "v"]
+    assert triangle[0] == [1] and triangle[1] == [0.0]  # its step, at the bottom edge (axes coordinates)
+    assert not [d for d in _drawn(ax) if d[4] == "x"]  # no value to put an x on
+    assert any("undefined (NaN) value" in text.get_text() for text in ax.get_legend().get_texts())
+    matplotlib.pyplot.close(ax.figure)
