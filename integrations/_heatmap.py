@@ -138,9 +138,14 @@ def heatmap_image(history: LayerHistory, quantity: str, variants: Iterable[str] 
     if not np.isfinite(values).all():
         y = height - 14
         draw.rectangle((10, y - 5, 22, y + 5), fill=(200, 200, 200))
-        kept = "EVBMF kept ≤ 1 component" if quantity == "ER" else "EVBMF kept nothing"  # ER of one value is 0
-        draw.text((28, y), f"undefined: missing (0, e.g. {kept}), NaN or ∞", font=font, fill="black", anchor="lm")
+        draw.text((28, y), undefined_legend(quantity), font=font, fill="black", anchor="lm")
     return np.asarray(canvas)
+
+
+def undefined_legend(quantity: str) -> str:
+    """The grey cells' legend: which entries of ``quantity`` are missing (SPEC §5: a 0 entry)."""
+    kept = "EVBMF kept ≤ 1 component" if quantity == "ER" else "EVBMF kept nothing"  # the entropy of one value is 0
+    return f"undefined: missing (0, e.g. {kept}), NaN or ∞"
 
 
 @functools.lru_cache(maxsize=16)

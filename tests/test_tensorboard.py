@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
 import probe
-from integrations._heatmap import LayerHistory, defined
+from integrations._heatmap import LayerHistory, defined, undefined_legend
 from integrations._tb_layout import UNDEFINED_TAG
 from integrations.tensorboard import (
     HEATMAP_QUANTITIES,
@@ -217,3 +217,9 @@ def test_cards_say_what_each_measure_is_without_codes(tmp_path) -> None:
     titles = [chart.title for category in layout(events).category for chart in category.chart]
     assert "F_p_AE: Frobenius norm, ln √(N·geometric mean over unfoldings), after EVBMF denoising" in titles
     assert not [title for title in titles if re.search(r"\(t\d\)", title)]
+
+
+def test_the_grey_cells_legend_says_what_is_missing_for_each_quantity():
+    """One kept component gives ER = 0 (missing) but SQ = π/2, S = 1/L, C = 1 (defined)."""
+    assert "EVBMF kept ≤ 1 component" in undefined_legend("ER")
+    assert all("EVBMF kept nothing" in undefined_legend(q) and "≤ 1" not in undefined_legend(q) for q in ("SQ", "S", "C"))
