@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -40,7 +41,8 @@ def accuracy(model: nn.Module, data: TensorDataset) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=5, help="training epochs (default 5)")
-    parser.add_argument("--log-dir", type=Path, default=Path("runs/plain_loop"), help="TensorBoard directory")
+    parser.add_argument("--log-dir", type=Path, default=Path("runs/plain_loop"),
+                        help="TensorBoard directory; each run writes its own subdirectory (a timestamp) in it")
     parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
     parser.add_argument("--layer-scalars", action="store_true", help="also write per-layer scalars and spectra histograms (many tags)")
     parser.add_argument("--seed", type=int, default=0)
@@ -52,7 +54,8 @@ def main() -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr)
     loader = DataLoader(train, batch_size=64, shuffle=True)
 
-    with SummaryWriter(args.log_dir) as writer:
+    run_dir = args.log_dir / time.strftime("%Y%m%d-%H%M%S")  # a rerun is a new run, not more points on this one
+    with SummaryWriter(run_dir) as writer:
         options = LogOptions(layer_quantities=LAYER_QUANTITIES if args.layer_scalars else (), histograms=args.layer_scalars)
         hook = ProbeHook(model, writer=writer, log_options=options)
         steps = 0  # optimizer steps taken
@@ -74,7 +77,7 @@ def main() -> None:
                   f"E_L2_BE {report.network['E_L2_BE']:.4f}  SQ_p_BE {report.network['SQ_p_BE']:.4f}")
         hook.close()
 
-    print(f"TensorBoard logs in {args.log_dir.resolve()}")
+    print(f"TensorBoard logs in {run_dir.resolve()}")
     print(f"view them with: {Path(sys.executable).parent / 'tensorboard'} --logdir {args.log_dir.resolve()}")
 
 

@@ -83,17 +83,25 @@ def main() -> None:
     torch.set_num_threads(1)  # tiny models: one thread is fastest, and no oversubscription
 
     checkpoints = args.out / "checkpoints"
-    if not any(checkpoints.glob("*.pth.tar")):
+    if any(checkpoints.glob("*.pth.tar")):  # the family trained by an earlier run, whatever --epochs says now
+        print(f"reusing the family in {checkpoints} (delete it, or give another --out, to train one with --epochs)")
+    else:
         make_family(checkpoints, epochs=args.epochs)
     # Re-running resumes: finished checkpoints are skipped.
     outcomes, tables = replay([checkpoints], args.out / "replay", workers=args.workers, genprob_csv=True)
-    print(f"replayed {len(outcomes)} checkpoints -> {tables.checkpoints}, {tables.layers}, {len(tables.genprob)} GenProb CSVs")
+    counts = {status: sum(o.status == status for o in outcomes) for status in ("measured", "done", "failed")}
+    print(f"{len(outcomes)} checkpoints: {counts['measured']} measured, {counts['done']} already done, {counts['failed']} failed"
+          f" -> {tables.checkpoints}, {tables.layers}, {len(tables.genprob)} GenProb CSVs")
 
     files = write_report(args.out / "replay", by=("dataset",), scatter_epochs=None)
     test_acc = files.correlations[files.correlations["target"] == "test_acc"]
     spearman = test_acc.pivot(index="measure", columns="epoch", values="spearman").reindex(probe.HEADLINE_NAMES)
-    print("\nSpearman correlation with test accuracy across the 12 models, by epoch:")
+    pairs = test_acc.pivot(index="measure", columns="epoch", values="n").reindex(probe.HEADLINE_NAMES)
+    print("\nSpearman correlation with test accuracy across the 12 models, by epoch (AE rows: over the models whose AE")
+    print("measure is defined; how many is the second table):")
     print(spearman.round(2).to_string())
+    print("\nmodels with a defined value:")
+    print(pairs.astype("Int64").to_string())
     print(f"\n{files.correlations_csv}")
     for path in files.plots:
         print(path)

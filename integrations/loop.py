@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -97,7 +98,12 @@ class ProbeHook:
         if writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
-            writer = SummaryWriter(log_dir=os.fspath(log_dir))  # type: ignore[arg-type]
+            directory = os.fspath(log_dir)  # type: ignore[arg-type]
+            if os.path.isdir(directory) and any(name.startswith("events.out.tfevents.") for name in os.listdir(directory)):
+                warnings.warn(f"ProbeHook: {directory!r} already holds TensorBoard event files: TensorBoard draws this "
+                              "run's points on the same lines as the earlier run's; give each run its own log_dir",
+                              UserWarning, stacklevel=2)
+            writer = SummaryWriter(log_dir=directory)
             self._owns_writer = True
         else:
             self._owns_writer = False

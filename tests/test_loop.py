@@ -156,3 +156,13 @@ def test_lazy_modules_are_measured_once_materialised(tmp_path) -> None:
         report = hook.epoch_end(0)
     assert [layer.name for layer in report.layers] == ["0.weight", "3.weight"]
     assert report.network == pytest.approx(probe.measure(model.state_dict()).network, nan_ok=True)
+
+
+def test_a_log_dir_holding_an_earlier_run_is_named_in_a_warning(tmp_path) -> None:
+    model = nn.Sequential(nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fresh directory: no warning
+        with ProbeHook(model, log_dir=tmp_path / "run") as hook:
+            hook.epoch_end(0)
+    with pytest.warns(UserWarning, match="already holds TensorBoard event files"):
+        ProbeHook(model, log_dir=tmp_path / "run").close()
