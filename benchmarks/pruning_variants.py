@@ -118,8 +118,8 @@ class RungsOnly(LearnedMeasurePruner):
     between rungs is not pruned either when its signals are NaN."""
 
     def _promote(self, measures: dict[str, float], trial: FrozenTrial, histories: list[_History],
-                 trusted: list[Signal], step: int) -> Reason:
-        return super()._promote(measures, trial, histories, trusted, step) if self._is_rung(step) else None
+                 trusted: list[Signal], step: int, previous: int) -> Reason:
+        return super()._promote(measures, trial, histories, trusted, step, previous) if self._is_rung(step) else None
 
 
 class KeepTop(RungsOnly):
@@ -154,13 +154,13 @@ class FirstTrusted(LearnedMeasurePruner):
         return True
 
     def _promote(self, measures: dict[str, float], trial: FrozenTrial, histories: list[_History],
-                 trusted: list[Signal], step: int) -> Reason:
+                 trusted: list[Signal], step: int, previous: int) -> Reason:
         start = max(1, self._n_warmup_steps)
         while start * self._eta <= step:
             start *= self._eta
         if any(self._trusted(self._study, histories, earlier) for earlier in range(start, step)):
             return None  # the interval was judged at an earlier trusted step
-        return super()._promote(measures, trial, histories, trusted, step)
+        return super()._promote(measures, trial, histories, trusted, step, previous)
 
 
 class EveryTrusted(LearnedMeasurePruner):
@@ -168,10 +168,10 @@ class EveryTrusted(LearnedMeasurePruner):
     default asks the best of them only)."""
 
     def _promote(self, measures: dict[str, float], trial: FrozenTrial, histories: list[_History],
-                 trusted: list[Signal], step: int) -> Reason:
+                 trusted: list[Signal], step: int, previous: int) -> Reason:
         reasons = []
         for signal in trusted:
-            reason = super()._promote(measures, trial, histories, [signal], step)
+            reason = super()._promote(measures, trial, histories, [signal], step, previous)
             if reason is not None:
                 reasons.append(reason)  # pruned by this signal, or its value is NaN
                 continue

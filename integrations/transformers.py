@@ -207,9 +207,10 @@ class _ProbeTrainerLogic:
         if control.should_evaluate:  # the evaluation that follows measures (background: starts now)
             self._maybe_submit(state, control, model)
             return
-        if not self._due(state) or self._measured == self._weights(state, model):
+        weights = self._weights(state, model) if self._due(state) else None
+        if weights is None or weights == self._measured:
             return
-        metrics = self._measure(state, model)
+        metrics = self._measure(state, model, weights)
         if self._trainer is not None:
             should_log = control.should_log  # the Trainer's own epoch-end log (loss) is still due
             self._trainer.log(dict(metrics))  # every rank calls it, as the Trainer logs on every rank
@@ -220,11 +221,12 @@ class _ProbeTrainerLogic:
         prefix = _evaluation_prefix(logs or {})
         if prefix is None or logs is None:
             return
-        fresh = self._measured != self._weights(state, model)  # else measured already (another eval dataset)
+        weights = self._weights(state, model)
+        fresh = weights != self._measured  # else measured already (another eval dataset)
         if fresh:
             if not (self._due(state) or self._monitored or self._searching()):
                 return
-            self._measure(state, model)
+            self._measure(state, model, weights)
         start = perf_counter()
         added = {f"{prefix}_{key}": value for key, value in self._metrics.items()}
         logs.update(added)  # the evaluation's own metrics dict: on_evaluate, best model, search read it next
@@ -238,7 +240,6 @@ class _ProbeTrainerLogic:
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self._shutdown()
-        self._measured = None  # load_best_model_at_end may have loaded other weights at this step
 
     # ------------------------------------------------------------- internals
 
@@ -304,8 +305,9 @@ class _ProbeTrainerLogic:
         self._job = (state.global_step, self._measurer.submit(copies))
         self._timing(state.global_step).blocking_s += perf_counter() - start
 
-    def _measure(self, state: Any, model: Any) -> dict[str, float]:
-        """Measure the weights of this global step (process zero), share the values with every rank, return them."""
+    def _measure(self, state: Any, model: Any, weights: tuple[int, tuple[int, ...]]) -> dict[str, float]:
+        """Measure the weights of this global step (process zero; ``weights``: their :meth:`_weights`
+        key), share the values with every rank, return them."""
         step = state.global_step
         metrics: dict[str, float] | None = None
         error: str | None = None
@@ -331,7 +333,7 @@ class _ProbeTrainerLogic:
         if error is not None:
             raise RuntimeError(f"ProbeTrainerCallback: measuring on rank 0 failed at step {step}: {error}")
         assert metrics is not None
-        self._metrics, self.last_step, self._measured = metrics, step, self._weights(state, model)
+        self._metrics, self.last_step, self._measured = metrics, step, weights
         return metrics
 
     def _report(self, step: int, model: Any, sharded: bool) -> probe.Report | None:

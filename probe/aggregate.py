@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -37,6 +37,12 @@ unfoldings (SPEC §5): with fewer, "after denoising" describes a few layers, not
 (one kept unfolding of 42 would give ``SQ_p_AE = π/2``)."""
 
 HEADLINE_NAMES = tuple(f"{name}_{variant}" for variant in VARIANTS for name in HEADLINE)
+
+
+def ae_defined(kept: Any, finite: Any) -> Any:
+    """SPEC §5's rule: AE aggregates are defined where EVBMF kept a component in ``kept`` of the
+    ``finite`` unfoldings, at least ``AE_MIN_KEPT_SHARE`` of them (ints, or arrays/Series of them)."""
+    return (finite > 0) & (kept >= AE_MIN_KEPT_SHARE * finite)
 
 AGGREGATE_NAMES = tuple(
     f"{m}_{a}_{t}_{v}" for v in VARIANTS for m in MEASURES for a in AGGREGATIONS for t in TRANSFORMS

@@ -17,6 +17,7 @@ from probe.aggregate import (
     TAIL_MEASURES,
     TRANSFORMS,
     VARIANTS,
+    ae_defined,
     grid,
     parse_measure_name,
     transform,
@@ -153,8 +154,7 @@ class Report:
     @property
     def ae_defined(self) -> bool:
         """Whether the AE aggregates are defined: EVBMF kept something in at least ``AE_MIN_KEPT_SHARE`` of the unfoldings."""
-        k, n = self.kept
-        return n > 0 and k >= AE_MIN_KEPT_SHARE * n
+        return bool(ae_defined(*self.kept))
 
     def why_undefined(self, name: str) -> str | None:
         """Why the network measure ``name`` is NaN, in words; ``None`` when it is defined."""

@@ -254,10 +254,7 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         return (*self.measures, OBJECTIVE) if self._objective else self.measures
 
     def _is_rung(self, step: int) -> bool:
-        rung = max(1, self._n_warmup_steps)
-        while rung < step:
-            rung *= self._eta
-        return rung == step
+        return self._crosses_rung(step - 1, step)
 
     def _crosses_rung(self, previous: int, step: int) -> bool:
         """Whether a trial reporting ``step`` after ``previous`` has reached a rung it had not
@@ -315,10 +312,10 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         if cached is not None and cached[0] == len(histories):
             return cached[1]
         maximize = study.direction == StudyDirection.MAXIMIZE
-        memos: dict[int, dict[int, list[Signal]]] = self._per_study(study, "memo", dict)  # per count of histories
-        memo = memos.get(len(histories), {})
-        memos.clear()
-        memos[len(histories)] = memo
+        counted: list[Any] = self._per_study(study, "memo", lambda: [-1, {}])  # _test's memo, and for how many histories
+        if counted[0] != len(histories):
+            counted[:] = [len(histories), {}]
+        memo: dict[int, list[Signal]] = counted[1]
         own = self._test(histories, step, maximize, memo)
         names = {s.name for s in own}
         carried = [s for s in self._prior_signals(maximize).get(step, [])
@@ -440,7 +437,8 @@ class LearnedMeasurePruner(MeasureBasedPruner):
             return False
         trusted = self._trusted(study, histories, step)
         if trusted:
-            reason = self._promote(measures.get(step, {}), trial, histories, trusted, step)
+            previous = max((s for s in steps if s < step), default=-1)
+            reason = self._promote(measures.get(step, {}), trial, histories, trusted, step, previous)
         elif self._percentile is not None and self._gate(study, steps) is not None:
             reason = self._fallback(study, trial, histories, step)
         else:
@@ -448,8 +446,9 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         return self._record(study, trial, reason)
 
     def _promote(self, measures: dict[str, float], trial: FrozenTrial, histories: list[_History],
-                 trusted: list[Signal], step: int) -> dict[str, Any] | None:
-        """The promotion rule at a rung, on the best trusted signal the trial has a value for."""
+                 trusted: list[Signal], step: int, previous: int) -> dict[str, Any] | None:
+        """The promotion rule at a rung (``previous``: the trial's step before ``step``), on the
+        best trusted signal the trial has a value for."""
         own = [(signal, trial.intermediate_values.get(step) if signal.name == OBJECTIVE else measures.get(signal.name))
                for signal in trusted]
         usable = [(signal, value) for signal, value in own  # an undefined AE measure judges nothing
@@ -460,7 +459,6 @@ class LearnedMeasurePruner(MeasureBasedPruner):
         if not finite:
             return self._nan_reason(usable[0][0].name, step)
         signal, value = finite[0]
-        previous = max((s for s in (*trial.intermediate_values, *get_measures(trial)) if s < step), default=-1)
         if not self._judges(histories, step, previous):
             return None
         index = self._candidates.index(signal.name)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from probe.aggregate import AE_MIN_KEPT_SHARE, HEADLINE_NAMES, aggregate, parse_measure_name, transform
+from probe.aggregate import HEADLINE_NAMES, ae_defined, aggregate, parse_measure_name, transform
 from probe.quantities import QUANTITIES
 from probe.replay.genprob import PERFORMANCE_COLUMNS
 from probe.replay.tables import CHECKPOINTS_CSV, LAYERS_CSV, LAYERS_PARQUET, NETWORK_COLUMNS, duplicate_keys
@@ -326,8 +326,7 @@ def _ae_defined(layers: pd.DataFrame) -> pd.Series:
     finite unfoldings (a defined ``S`` on a BE row)."""
     kept = (layers.loc[layers["variant"] == "AE", "kept"] > 0).groupby(layers["path"]).sum()
     finite = layers.loc[layers["variant"] == "BE", "S"].notna().groupby(layers["path"]).sum()
-    kept = kept.reindex(finite.index, fill_value=0)
-    return (finite > 0) & (kept >= AE_MIN_KEPT_SHARE * finite)
+    return ae_defined(kept.reindex(finite.index, fill_value=0), finite)
 
 
 def with_measures(checkpoints: pd.DataFrame, layers: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
